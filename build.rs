@@ -1,0 +1,106 @@
+//! Builds the Rust GPU kernels of `gpu-kernels/` to PTX with rustc's nvptx64 backend and hands the module to
+//! the host as `$OUT_DIR/kernels.ptx` (with `cfg(has_gpu_kernels)`). Without a nightly toolchain carrying
+//! `rust-src`, prints one warning and leaves the PTX empty: the host then builds CPU-only.
+//!
+//! Env: `HOST_KERNELS_TOOLCHAIN` (default `nightly`) picks the toolchain; `HOST_REQUIRE_GPU_KERNELS=1` turns a
+//! missing toolchain or a failed kernel build into a build error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Variables cargo sets for build scripts that would leak into the inner nightly build.
+const LEAKY_ENV: &[&str] = &[
+    "RUSTC",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTUP_TOOLCHAIN",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_MAKEFLAGS",
+    "CARGO",
+    "RUSTDOC",
+];
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(has_gpu_kernels)");
+    println!("cargo::rerun-if-changed=gpu-kernels/src");
+    println!("cargo::rerun-if-changed=gpu-kernels/Cargo.toml");
+    println!("cargo::rerun-if-env-changed=HOST_KERNELS_TOOLCHAIN");
+    println!("cargo::rerun-if-env-changed=HOST_REQUIRE_GPU_KERNELS");
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let ptx_out = out_dir.join("kernels.ptx");
+    let require = std::env::var("HOST_REQUIRE_GPU_KERNELS").is_ok_and(|v| v == "1");
+    let toolchain = std::env::var("HOST_KERNELS_TOOLCHAIN").unwrap_or_else(|_| "nightly".into());
+
+    match build_kernels(&toolchain, &out_dir) {
+        Ok(ptx) => {
+            std::fs::copy(&ptx, &ptx_out).expect("copy PTX into OUT_DIR");
+            println!("cargo::rustc-cfg=has_gpu_kernels");
+        }
+        Err(why) => {
+            if require {
+                panic!("HOST_REQUIRE_GPU_KERNELS=1 but the GPU kernels could not be built: {why}");
+            }
+            println!("cargo::warning=building without GPU kernels (CPU only): {why}");
+            std::fs::write(&ptx_out, "").expect("write empty PTX");
+        }
+    }
+}
+
+/// Compile `gpu-kernels` for nvptx64 and return the path of its `.s` (PTX) file.
+fn build_kernels(toolchain: &str, out_dir: &Path) -> Result<PathBuf, String> {
+    let sysroot = rustup_cmd(toolchain, "rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustup ({e}); install rustup and the `{toolchain}` toolchain"))?;
+    if !sysroot.status.success() {
+        return Err(format!(
+            "toolchain `{toolchain}` is not installed (rustup toolchain install {toolchain} --component rust-src)"
+        ));
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Err(format!(
+            "toolchain `{toolchain}` lacks the rust-src component (rustup component add rust-src --toolchain {toolchain})"
+        ));
+    }
+
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let target_dir = out_dir.join("kernels");
+    let mut cmd = rustup_cmd(toolchain, "cargo");
+    cmd.args(["build", "--release", "--target", "nvptx64-nvidia-cuda", "-Zbuild-std=core", "--manifest-path"])
+        .arg(manifest_dir.join("gpu-kernels/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "--emit=asm -C target-cpu=sm_80");
+    let out = cmd.output().map_err(|e| format!("cannot run cargo for the kernels: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the kernel crate failed to compile:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+
+    // The PTX is the `.s` file of the kernel crate; pick the newest if stale ones linger.
+    let deps = target_dir.join("nvptx64-nvidia-cuda/release/deps");
+    let newest = std::fs::read_dir(&deps)
+        .map_err(|e| format!("cannot list {}: {e}", deps.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "s")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("gpu_kernels-"))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.ok_or_else(|| format!("no gpu_kernels-*.s under {}", deps.display()))
+}
+
+/// `rustup run TOOLCHAIN TOOL` with the outer build's variables removed.
+fn rustup_cmd(toolchain: &str, tool: &str) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", toolchain, tool]);
+    for k in LEAKY_ENV {
+        cmd.env_remove(k);
+    }
+    cmd
+}

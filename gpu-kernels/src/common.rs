@@ -1,0 +1,173 @@
+//! Device primitives shared by all kernels: thread indices, warp and block reductions, vector loads and
+//! stores, f16 conversion and the float math wrappers, each in one place.
+
+use core::arch::asm;
+use core::arch::nvptx;
+
+pub const WARP_SIZE: u32 = 32;
+
+#[inline(always)]
+pub fn tid() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_thread_idx_x() as u32 }
+}
+#[inline(always)]
+pub fn bid() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_x() as u32 }
+}
+#[inline(always)]
+pub fn bid_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_y() as u32 }
+}
+#[inline(always)]
+pub fn ntid() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_dim_x() as u32 }
+}
+#[inline(always)]
+pub fn nctaid() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_x() as u32 }
+}
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: barrier; every thread of the block must reach it (callers keep it outside divergent code).
+    unsafe { nvptx::_syncthreads() }
+}
+
+/// Butterfly shuffle of an f32 within a warp.
+#[inline(always)]
+pub fn shfl_xor(v: f32, mask: u32) -> f32 {
+    let r: f32;
+    // SAFETY: full-warp shuffle; all lanes participate.
+    unsafe { asm!("shfl.sync.bfly.b32 {r}, {v}, {m}, 31, -1;", r = out(reg32) r, v = in(reg32) v, m = in(reg32) mask) };
+    r
+}
+
+/// Sum over the 32 lanes of a warp; every lane gets the result.
+#[inline(always)]
+pub fn warp_sum(mut v: f32) -> f32 {
+    let mut m = 16;
+    while m > 0 {
+        v += shfl_xor(v, m);
+        m >>= 1;
+    }
+    v
+}
+
+/// Max over the 32 lanes of a warp; every lane gets the result.
+#[inline(always)]
+pub fn warp_max(mut v: f32) -> f32 {
+    let mut m = 16;
+    while m > 0 {
+        v = fmax(v, shfl_xor(v, m));
+        m >>= 1;
+    }
+    v
+}
+
+/// 32 floats of block-shared scratch; each inlined call site gets its own array.
+#[inline(always)]
+pub fn block_scratch() -> *mut f32 {
+    let p: u64;
+    // SAFETY: declares a shared array local to this asm scope and returns its generic address.
+    unsafe { asm!("{{", ".shared .align 16 .b8 scratch[128];", "cvta.shared.u64 {p}, scratch;", "}}", p = out(reg64) p) };
+    p as *mut f32
+}
+
+/// Sum over the block (up to 1024 threads); every thread gets the result. Must be reached by all threads.
+#[inline(always)]
+pub fn block_sum(v: f32) -> f32 {
+    let s = block_scratch();
+    let (lane, warp, nwarps) = (tid() % WARP_SIZE, tid() / WARP_SIZE, ntid().div_ceil(WARP_SIZE));
+    let v = warp_sum(v);
+    // SAFETY: warp < 32, within the 32-float scratch.
+    unsafe {
+        if lane == 0 {
+            *s.add(warp as usize) = v;
+        }
+        sync_threads();
+        let r = if lane < nwarps { *s.add(lane as usize) } else { 0.0 };
+        warp_sum(r)
+    }
+}
+
+/// Max over the block (up to 1024 threads); every thread gets the result. Must be reached by all threads.
+#[inline(always)]
+pub fn block_max(v: f32) -> f32 {
+    let s = block_scratch();
+    let (lane, warp, nwarps) = (tid() % WARP_SIZE, tid() / WARP_SIZE, ntid().div_ceil(WARP_SIZE));
+    let v = warp_max(v);
+    // SAFETY: warp < 32, within the 32-float scratch.
+    unsafe {
+        if lane == 0 {
+            *s.add(warp as usize) = v;
+        }
+        sync_threads();
+        let r = if lane < nwarps { *s.add(lane as usize) } else { f32::NEG_INFINITY };
+        warp_max(r)
+    }
+}
+
+/// 16-byte load of 4 floats from global memory through the read-only path. `p` must be 16-byte aligned.
+#[inline(always)]
+pub unsafe fn ld_nc_f32x4(p: *const f32) -> [f32; 4] {
+    let (a, b, c, d): (f32, f32, f32, f32);
+    asm!("ld.global.nc.v4.f32 {{{a}, {b}, {c}, {d}}}, [{p}];", a = out(reg32) a, b = out(reg32) b, c = out(reg32) c,
+         d = out(reg32) d, p = in(reg64) p, options(readonly, nostack));
+    [a, b, c, d]
+}
+
+/// 16-byte load of 4 floats from global memory (cached normally). `p` must be 16-byte aligned.
+#[inline(always)]
+pub unsafe fn ld_f32x4(p: *const f32) -> [f32; 4] {
+    let (a, b, c, d): (f32, f32, f32, f32);
+    asm!("ld.global.v4.f32 {{{a}, {b}, {c}, {d}}}, [{p}];", a = out(reg32) a, b = out(reg32) b, c = out(reg32) c,
+         d = out(reg32) d, p = in(reg64) p, options(readonly, nostack));
+    [a, b, c, d]
+}
+
+/// 16-byte store of 4 floats to global memory. `p` must be 16-byte aligned.
+#[inline(always)]
+pub unsafe fn st_f32x4(p: *mut f32, v: [f32; 4]) {
+    asm!("st.global.v4.f32 [{p}], {{{a}, {b}, {c}, {d}}};", p = in(reg64) p, a = in(reg32) v[0], b = in(reg32) v[1],
+         c = in(reg32) v[2], d = in(reg32) v[3], options(nostack));
+}
+
+/// f16 bits to f32.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let r: f32;
+    // SAFETY: pure conversion.
+    unsafe { asm!("cvt.f32.f16 {r}, {h};", r = out(reg32) r, h = in(reg16) h, options(pure, nomem, nostack)) };
+    r
+}
+
+/// IEEE square root (round to nearest), as the CPU computes it.
+#[inline(always)]
+pub fn sqrt(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("sqrt.rn.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+
+/// e^x via the hardware `ex2` (relative error ~2^-22).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let r: f32;
+    let y = x * core::f32::consts::LOG2_E;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("ex2.approx.f32 {r}, {y};", r = out(reg32) r, y = in(reg32) y, options(pure, nomem, nostack)) };
+    r
+}
+
+#[inline(always)]
+pub fn fmax(a: f32, b: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("max.f32 {r}, {a}, {b};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, options(pure, nomem, nostack)) };
+    r
+}

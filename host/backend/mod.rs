@@ -1,0 +1,32 @@
+//! Where the math runs. `cpu` is the plain-Rust reference (and the fallback); `cuda` launches the Rust kernels
+//! of `gpu-kernels/` through the CUDA driver, loaded at run time.
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::cli::DeviceArg;
+use crate::{Error, Result};
+
+/// The backend a command computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda { ordinal: usize },
+}
+
+impl Device {
+    /// Resolve `--device`: `auto` picks CUDA device 0 when a driver, a device and the kernels are all present.
+    pub fn select(arg: DeviceArg) -> Result<Device> {
+        match arg {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            DeviceArg::Cuda => match cuda::availability() {
+                Ok(()) => Ok(Device::Cuda { ordinal: 0 }),
+                Err(why) => Err(Error::NoCuda(why)),
+            },
+            DeviceArg::Auto => Ok(match cuda::availability() {
+                Ok(()) => Device::Cuda { ordinal: 0 },
+                Err(_) => Device::Cpu,
+            }),
+        }
+    }
+}

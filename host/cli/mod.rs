@@ -1,0 +1,48 @@
+//! Command-line interface: one file per subcommand, each with its `Args` struct and a `run` function.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::Result;
+
+pub mod devices;
+pub mod inspect;
+pub mod run;
+pub mod tokenize;
+
+#[derive(Parser, Debug)]
+#[command(name = "host", version, about = "GGUF LLM inference on NVIDIA GPUs (CUDA) or the CPU")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt.
+    Run(run::RunArgs),
+    /// Print a GGUF file's architecture, config, tokenizer and tensor table.
+    Inspect(inspect::InspectArgs),
+    /// Print the token ids of a prompt.
+    Tokenize(tokenize::TokenizeArgs),
+    /// List CUDA devices, or say why there are none.
+    Devices,
+}
+
+/// Where computation runs (`--device`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceArg {
+    /// CUDA when a device and the kernels are present, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Devices => devices::run(),
+    }
+}

@@ -1,0 +1,17 @@
+//! A GGUF LLM inference engine. Modules in data-flow order:
+//! file -> `gguf` -> `config` -> weights (`quant`) -> `model` forward on a `backend` (with `kv_cache`)
+//! -> logits -> `sampler` -> token id -> `tokenizer` decode -> text; `generate` runs the loop, `cli` the commands.
+
+pub mod error;
+pub mod gguf;
+pub mod config;
+pub mod quant;
+pub mod tokenizer;
+pub mod backend;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
+pub mod generate;
+pub mod cli;
+
+pub use error::{Error, Result};
