@@ -154,13 +154,28 @@ pub fn sqrt(x: f32) -> f32 {
     r
 }
 
-/// e^x via the hardware `ex2` (relative error ~2^-22).
+/// e^x: the hardware `ex2` of x*log2(e), corrected for the rounding of that product so that large |x| keep
+/// full f32 accuracy (relative error ~2e-7 where the CPU's `expf` is correctly rounded).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let r: f32;
+    const LOG2E_LO: f32 = 1.925_963e-8; // log2(e) - (log2(e) as f32)
     let y = x * core::f32::consts::LOG2_E;
+    let y_err = fma(x, core::f32::consts::LOG2_E, -y) + x * LOG2E_LO;
+    let r: f32;
     // SAFETY: pure arithmetic.
     unsafe { asm!("ex2.approx.f32 {r}, {y};", r = out(reg32) r, y = in(reg32) y, options(pure, nomem, nostack)) };
+    fma(r, y_err * core::f32::consts::LN_2, r)
+}
+
+/// a * b + c with one rounding.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("fma.rn.f32 {r}, {a}, {b}, {c};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+             options(pure, nomem, nostack))
+    };
     r
 }
 

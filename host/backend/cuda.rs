@@ -120,6 +120,12 @@ impl Cuda {
         self.stream.alloc_zeros(n).map_err(cuda_err(format!("allocate {} bytes", n * std::mem::size_of::<T>())))
     }
 
+    /// An event recorded now on the stream, with timing enabled (for `elapsed_ms` between two of them).
+    pub fn timed_event(&self) -> Result<cudarc::driver::CudaEvent> {
+        use cudarc::driver::sys::CUevent_flags;
+        self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err("record event"))
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(cuda_err("synchronize"))
     }
@@ -146,7 +152,7 @@ impl Cuda {
     /// out = rmsnorm(x) * w over rows of `dim`; twin of `cpu::rmsnorm`.
     pub fn rmsnorm(&self, out: &mut CudaSlice<f32>, x: &CudaSlice<f32>, w: &CudaSlice<f32>, dim: usize, eps: f32) -> Result<()> {
         const K: &str = "rmsnorm_f32";
-        if dim == 0 || x.len() % dim != 0 || dim % 4 != 0 {
+        if dim == 0 || !x.len().is_multiple_of(dim) || !dim.is_multiple_of(4) {
             return Err(Error::Cuda { op: K.into(), msg: format!("dim {dim} must be a non-zero multiple of 4 dividing {}", x.len()) });
         }
         let rows = x.len() / dim;
@@ -189,7 +195,7 @@ impl Cuda {
     /// Softmax of each row of `n` in place; twin of `cpu::softmax_rows`.
     pub fn softmax_rows(&self, x: &mut CudaSlice<f32>, n: usize) -> Result<()> {
         const K: &str = "softmax_rows_f32";
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(Error::Cuda { op: K.into(), msg: format!("row length {n} does not divide {}", x.len()) });
         }
         let rows = x.len() / n;
