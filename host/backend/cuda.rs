@@ -209,3 +209,216 @@ impl Cuda {
         Ok(())
     }
 }
+
+// ----------------------------------------------------------------------------
+// Forward-pass ops: RoPE, KV store, attention, gated activations, residuals, argmax
+// ----------------------------------------------------------------------------
+
+/// Threads per block of the one-element-per-thread kernels.
+const EW1_BLOCK: u32 = 256;
+/// Keys per attention split (must equal `gpu_kernels::attention::CHUNK`).
+pub const ATTN_CHUNK: usize = 256;
+/// Largest head dimension the attention kernel holds in registers (8 values per lane).
+pub const ATTN_MAX_HEAD_DIM: usize = 256;
+
+/// Shapes of one attention call (the GPU twin of `cpu::AttnParams`, without the positions, which live on the
+/// device).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub n_tok: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    pub scale: f32,
+    /// Sliding window (keys at positions > pos - window), 0 = none.
+    pub window: usize,
+}
+
+impl AttnShape {
+    /// Floats of split partials needed for `n_splits` splits.
+    pub fn part_len(&self, n_splits: usize) -> usize {
+        self.n_tok * self.n_heads * n_splits * (self.head_dim_v + 2)
+    }
+}
+
+fn launch_err(kernel: &str, detail: String) -> impl FnOnce(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Cuda { op: format!("launch {kernel} {detail}"), msg: e.to_string() }
+}
+
+fn grid_1d(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: ((n as u32).div_ceil(EW1_BLOCK).max(1), 1, 1), block_dim: (EW1_BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl Cuda {
+    /// Rotate the heads of x (n_tok rows at positions pos0.., pos0 on the device) by the angles of the
+    /// (ctx, rope_dim / 2) cos/sin tables; twin of `cpu::rope`. `ctx` bounds `pos_host + n_tok`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(&self, x: &mut CudaSlice<f32>, n_tok: usize, n_heads: usize, head_dim: usize, rope_dim: usize, neox: bool,
+                cos: &CudaSlice<f32>, sin: &CudaSlice<f32>, pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
+        const K: &str = "rope_f32";
+        check_len(K, "x", x.len(), n_tok * n_heads * head_dim)?;
+        let half = rope_dim / 2;
+        if rope_dim > head_dim || rope_dim % 2 != 0 || cos.len() != sin.len() || (pos_host + n_tok) * half > cos.len() {
+            return Err(Error::Cuda { op: K.into(), msg: format!(
+                "rope_dim {rope_dim} (head_dim {head_dim}) or positions {pos_host}+{n_tok} outside the {}-entry table", cos.len()) });
+        }
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (n_tok as u32, 1, 1), block_dim: (EW1_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let (nh, hd, rd, nx) = (n_heads as u32, head_dim as u32, rope_dim as u32, neox as u32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(x).arg(cos).arg(sin).arg(pos0).arg(&nh).arg(&hd).arg(&rd).arg(&nx);
+        // SAFETY: argument order and types match the kernel; sizes checked above.
+        unsafe { b.launch(cfg) }.map_err(launch_err(K, format!("n_tok={n_tok} n_heads={n_heads}")))?;
+        Ok(())
+    }
+
+    /// Store n_tok rows of `row_len` floats into the f16 cache at positions pos0.. (pos0 on the device).
+    pub fn kv_store(&self, cache: &mut CudaSlice<u16>, x: &CudaSlice<f32>, n_tok: usize, row_len: usize,
+                    pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
+        const K: &str = "kv_store_f16";
+        check_len(K, "x", x.len(), n_tok * row_len)?;
+        if (pos_host + n_tok) * row_len > cache.len() {
+            return Err(Error::Cuda { op: K.into(), msg: format!(
+                "positions {pos_host}+{n_tok} exceed the cache of {} positions", cache.len() / row_len.max(1)) });
+        }
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (n_tok as u32, 1, 1), block_dim: (EW1_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let rl = row_len as u32;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(cache).arg(x).arg(pos0).arg(&rl);
+        // SAFETY: argument order and types match the kernel; sizes checked above.
+        unsafe { b.launch(cfg) }.map_err(launch_err(K, format!("n_tok={n_tok} row_len={row_len}")))?;
+        Ok(())
+    }
+
+    /// Causal GQA attention of q (n_tok rows at positions pos0..) over the f16 caches, in `n_splits` chunks of
+    /// `ATTN_CHUNK` keys combined by online softmax; twin of `cpu::attention`. `part` holds the split partials
+    /// (`shape.part_len(n_splits)` floats); `n_splits * ATTN_CHUNK` must cover every key position used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(&self, out: &mut CudaSlice<f32>, q: &CudaSlice<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
+                     part: &mut CudaSlice<f32>, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
+                     pos_host: usize) -> Result<()> {
+        const K: &str = "attention_split_f16";
+        let bad = |msg: String| Err(Error::Cuda { op: K.into(), msg });
+        if s.head_dim % 32 != 0 || s.head_dim_v % 32 != 0 || s.head_dim > ATTN_MAX_HEAD_DIM || s.head_dim_v > ATTN_MAX_HEAD_DIM {
+            return bad(format!("head dims {}/{} must be multiples of 32 up to {ATTN_MAX_HEAD_DIM}", s.head_dim, s.head_dim_v));
+        }
+        if s.n_kv_heads == 0 || s.n_heads % s.n_kv_heads != 0 {
+            return bad(format!("{} heads not a multiple of {} kv heads", s.n_heads, s.n_kv_heads));
+        }
+        let n_keys = pos_host + s.n_tok;
+        if n_splits * ATTN_CHUNK < n_keys {
+            return bad(format!("{n_splits} splits of {ATTN_CHUNK} cannot cover {n_keys} keys"));
+        }
+        if n_keys * s.n_kv_heads * s.head_dim > k.len() || n_keys * s.n_kv_heads * s.head_dim_v > v.len() {
+            return bad(format!("{n_keys} positions exceed the cache"));
+        }
+        check_len(K, "q", q.len(), s.n_tok * s.n_heads * s.head_dim)?;
+        check_len(K, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
+        if part.len() < s.part_len(n_splits) {
+            return bad(format!("partials buffer of {} floats, need {}", part.len(), s.part_len(n_splits)));
+        }
+        let (nh, nkv, hd, hdv, w, ns) =
+            (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32, s.head_dim_v as u32, s.window as u32, n_splits as u32);
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut *part).arg(q).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd).arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
+        // SAFETY: argument order and types match the kernel; sizes checked above.
+        unsafe { b.launch(cfg) }.map_err(launch_err(K, format!("{s:?} splits={n_splits}")))?;
+
+        const C: &str = "attention_combine";
+        let f = self.func(C)?;
+        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, 1), block_dim: (hdv.div_ceil(32) * 32, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(out).arg(&*part).arg(&nh).arg(&hdv).arg(&ns);
+        // SAFETY: argument order and types match the kernel; sizes checked above.
+        unsafe { b.launch(cfg) }.map_err(launch_err(C, format!("{s:?} splits={n_splits}")))?;
+        Ok(())
+    }
+
+    fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) -> Result<()> {
+        check_len(kernel, "up", up.len(), gate.len())?;
+        check_len(kernel, "out", out.len(), gate.len())?;
+        let n = gate.len() as u32;
+        let f = self.func(kernel)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(out).arg(gate).arg(up).arg(&n);
+        // SAFETY: argument order and types match the kernel; lengths checked above.
+        unsafe { b.launch(grid_1d(n as usize)) }.map_err(launch_err(kernel, format!("n={n}")))?;
+        Ok(())
+    }
+
+    /// out = silu(gate) * up; twin of `cpu::swiglu`.
+    pub fn swiglu(&self, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) -> Result<()> {
+        self.gated("swiglu_f32", out, gate, up)
+    }
+
+    /// out = gelu_tanh(gate) * up; twin of `cpu::gelu_tanh_mul`.
+    pub fn gelu_tanh_mul(&self, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) -> Result<()> {
+        self.gated("gelu_tanh_mul_f32", out, gate, up)
+    }
+
+    /// x[r, :] += b over rows of b.len(); twin of `cpu::add_bias`.
+    pub fn add_bias(&self, x: &mut CudaSlice<f32>, b: &CudaSlice<f32>) -> Result<()> {
+        const K: &str = "add_bias_f32";
+        if b.is_empty() || x.len() % b.len() != 0 {
+            return Err(Error::Cuda { op: K.into(), msg: format!("bias of {} does not divide {}", b.len(), x.len()) });
+        }
+        let (rows, n) = ((x.len() / b.len()) as u32, b.len() as u32);
+        let f = self.func(K)?;
+        let cfg = grid_1d(x.len());
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(b).arg(&rows).arg(&n);
+        // SAFETY: argument order and types match the kernel; lengths checked above.
+        unsafe { l.launch(cfg) }.map_err(launch_err(K, format!("rows={rows} n={n}")))?;
+        Ok(())
+    }
+
+    /// x += y; twin of `cpu::add_inplace`.
+    pub fn add_inplace(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
+        const K: &str = "add_inplace_f32";
+        check_len(K, "y", y.len(), x.len())?;
+        let n = x.len() as u32;
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(y).arg(&n);
+        // SAFETY: argument order and types match the kernel; lengths checked above.
+        unsafe { l.launch(grid_1d(n as usize)) }.map_err(launch_err(K, format!("n={n}")))?;
+        Ok(())
+    }
+
+    /// x *= s; twin of `cpu::scale`.
+    pub fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
+        const K: &str = "scale_f32";
+        let n = x.len() as u32;
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(&s).arg(&n);
+        // SAFETY: argument order and types match the kernel.
+        unsafe { l.launch(grid_1d(n as usize)) }.map_err(launch_err(K, format!("n={n}")))?;
+        Ok(())
+    }
+
+    /// out[0] = argmax(x) (lowest id on ties); also into `next_token[0]` when given.
+    pub fn argmax(&self, x: &CudaSlice<f32>, out: &mut CudaSlice<u32>, next_token: Option<&mut CudaSlice<u32>>) -> Result<()> {
+        const K: &str = "argmax_f32";
+        if x.is_empty() || out.is_empty() {
+            return Err(Error::Cuda { op: K.into(), msg: "empty input or output".into() });
+        }
+        let n = x.len() as u32;
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        let null: u64 = 0;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(&n).arg(out);
+        match next_token {
+            Some(t) => l.arg(t),
+            None => l.arg(&null),
+        };
+        // SAFETY: argument order and types match the kernel; a null next_token is checked in the kernel.
+        unsafe { l.launch(cfg) }.map_err(launch_err(K, format!("n={n}")))?;
+        Ok(())
+    }
+}
