@@ -259,7 +259,7 @@ impl Cuda {
         const K: &str = "rope_f32";
         check_len(K, "x", x.len(), n_tok * n_heads * head_dim)?;
         let half = rope_dim / 2;
-        if rope_dim > head_dim || rope_dim % 2 != 0 || cos.len() != sin.len() || (pos_host + n_tok) * half > cos.len() {
+        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) || cos.len() != sin.len() || (pos_host + n_tok) * half > cos.len() {
             return Err(Error::Cuda { op: K.into(), msg: format!(
                 "rope_dim {rope_dim} (head_dim {head_dim}) or positions {pos_host}+{n_tok} outside the {}-entry table", cos.len()) });
         }
@@ -301,10 +301,10 @@ impl Cuda {
                      pos_host: usize) -> Result<()> {
         const K: &str = "attention_split_f16";
         let bad = |msg: String| Err(Error::Cuda { op: K.into(), msg });
-        if s.head_dim % 32 != 0 || s.head_dim_v % 32 != 0 || s.head_dim > ATTN_MAX_HEAD_DIM || s.head_dim_v > ATTN_MAX_HEAD_DIM {
+        if !s.head_dim.is_multiple_of(32) || !s.head_dim_v.is_multiple_of(32) || s.head_dim > ATTN_MAX_HEAD_DIM || s.head_dim_v > ATTN_MAX_HEAD_DIM {
             return bad(format!("head dims {}/{} must be multiples of 32 up to {ATTN_MAX_HEAD_DIM}", s.head_dim, s.head_dim_v));
         }
-        if s.n_kv_heads == 0 || s.n_heads % s.n_kv_heads != 0 {
+        if s.n_kv_heads == 0 || !s.n_heads.is_multiple_of(s.n_kv_heads) {
             return bad(format!("{} heads not a multiple of {} kv heads", s.n_heads, s.n_kv_heads));
         }
         let n_keys = pos_host + s.n_tok;
@@ -363,7 +363,7 @@ impl Cuda {
     /// x[r, :] += b over rows of b.len(); twin of `cpu::add_bias`.
     pub fn add_bias(&self, x: &mut CudaSlice<f32>, b: &CudaSlice<f32>) -> Result<()> {
         const K: &str = "add_bias_f32";
-        if b.is_empty() || x.len() % b.len() != 0 {
+        if b.is_empty() || !x.len().is_multiple_of(b.len()) {
             return Err(Error::Cuda { op: K.into(), msg: format!("bias of {} does not divide {}", b.len(), x.len()) });
         }
         let (rows, n) = ((x.len() / b.len()) as u32, b.len() as u32);
