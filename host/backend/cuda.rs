@@ -90,7 +90,12 @@ impl Cuda {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(PTX))
             .map_err(cuda_err("load the kernel module (PTX JIT)"))?;
-        let stream = ctx.default_stream();
+        // One stream carries everything in order, so cudarc's per-buffer event tracking (for multi-stream
+        // programs) is pure overhead and would also break CUDA-graph capture.
+        // SAFETY: called before any buffer of this context exists.
+        unsafe { ctx.disable_event_tracking() };
+        // A stream of its own, not the legacy default stream, which cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(cuda_err("create stream"))?;
         Ok(Cuda { ctx, stream, module, funcs: Default::default() })
     }
 
