@@ -467,6 +467,7 @@ fn parse(buf: &[u8]) -> PResult<Parsed> {
 
     // --- KV pairs ---
     let metadata = parse_kvs(&mut c, kv_count as usize)?;
+    super::known_keys::check(&metadata)?;
 
     // --- alignment (needed to check tensor offsets) ---
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
