@@ -1,5 +1,5 @@
 //! Gated activations, bias and in-place residual add. CPU twins: `host::backend::cpu::{swiglu, gelu_tanh_mul,
-//! add_bias, add_inplace}`.
+//! add_bias, add_inplace, scale, softcap}`.
 
 use crate::common::*;
 
@@ -60,4 +60,23 @@ pub unsafe extern "ptx-kernel" fn scale_f32(x: *mut f32, s: f32, n: u32) {
     if i < n {
         *x.add(i as usize) *= s;
     }
+}
+
+/// x[i] = cap * tanh(x[i] / cap) (final logit soft-capping).
+///
+/// Launch: grid = (ceil(n / 256), 1, 1), block = (256, 1, 1). Traffic: 8 bytes per element.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn softcap_f32(x: *mut f32, cap: f32, n: u32) {
+    let i = bid() * ntid() + tid();
+    if i < n {
+        *x.add(i as usize) = cap * tanh(*x.add(i as usize) / cap);
+    }
+}
+
+/// pos[0] += 1: advances the device-side position at the end of a captured decode step.
+///
+/// Launch: grid = (1, 1, 1), block = (1, 1, 1).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn advance_pos(pos: *mut u32) {
+    *pos += 1;
 }
