@@ -1,6 +1,9 @@
 //! Dequantization of one row to f32, per type. Ports of ggml's `dequantize_row_*` (ggml-quants.c): the same
 //! operations in the same order, so the results equal ggml's and gguf-py's bit for bit.
 
+// Index loops mirror ggml's reference code line for line, which is what makes the ports checkable.
+#![allow(clippy::needless_range_loop)]
+
 use super::blocks::*;
 use crate::gguf::GgmlType;
 

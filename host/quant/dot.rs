@@ -3,6 +3,9 @@
 //! activations for F16/BF16): integer sums per block, scaled in f32 as ggml's generic `ggml_vec_dot_*` does.
 //! Using the same numerics keeps greedy decoding on the same tokens as llama.cpp where logits nearly tie.
 
+// Index loops mirror ggml's reference code line for line, which is what makes the ports checkable.
+#![allow(clippy::needless_range_loop)]
+
 use super::blocks::*;
 use super::dequant::{blocks, f16, q3k_scales, scale_min_k4};
 use super::quantize::{q8_0_block, q8_1_block, q8_k_block};
