@@ -263,7 +263,7 @@ impl GgufFile {
                 if y.is_finite() || !x.is_finite() {
                     Ok(y)
                 } else {
-                    Err(self.err(format!("key '{key}' value {x} does not fit in f32")))
+                    Err(self.err(format!("key '{key}' value {x:e} does not fit in f32")))
                 }
             }
             _ => Err(self.wrong_type(key, v, "f32")),
