@@ -43,6 +43,11 @@ pub fn softmax_rows(x: &mut [f32], n: usize) {
     }
 }
 
+/// Embedding lookup: one row of a (possibly quantized) embedding matrix, dequantized into `out` (dim,).
+pub fn embedding_row(ty: crate::gguf::GgmlType, row: &[u8], out: &mut [f32]) -> crate::Result<()> {
+    crate::quant::dequantize_row(ty, row, out)
+}
+
 /// In-place RMSNorm of each row: x[r, i] = w[i] * x[r, i] / sqrt(mean_i(x[r, i]^2) + eps). x: (n_rows, dim).
 pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], dim: usize, eps: f32) {
     for xr in x.chunks_exact_mut(dim) {
