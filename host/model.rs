@@ -237,9 +237,9 @@ impl<'a> Model<'a> {
         };
         let mut layers = Vec::with_capacity(c.n_layers);
         for (il, l) in t.layers.iter().enumerate() {
-            // llama.cpp's gemma3: 5 sliding-window layers then one global layer (il % 6 == 5), the local ones
-            // with RoPE base 10000 and no scaling.
-            let sliding = is_gemma && c.sliding_window.is_some() && il % 6 < 5;
+            // llama.cpp's gemma3: 5 sliding-window layers then one global layer, the local ones with their own
+            // RoPE base and no scaling.
+            let sliding = c.is_sliding_layer(il);
             layers.push(Layer {
                 attn_norm: vector(&l.attn_norm, dim)?,
                 wq: Mat::new(&l.attn_q, dim, Some(q_dim))?,
