@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::model::Forward;
 use crate::sampler::Sampler;
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +139,36 @@ impl<'s> StopFilter<'s> {
     fn finish(self) -> String {
         self.pending
     }
+}
+
+/// Token ids of a prompt as llama.cpp's llama-simple makes them: special tokens parsed, BOS added when the
+/// model asks for it. `chat: Some(system)` first wraps the text in the model's chat template (an optional system
+/// turn, the user turn, the generation prompt); a template that writes BOS itself does not get a second one.
+pub fn prompt_tokens(tok: &Tokenizer, text: &str, chat: Option<Option<&str>>) -> Result<Vec<u32>> {
+    let text = match chat {
+        Some(system) => {
+            let mut msgs = Vec::new();
+            if let Some(sys) = system {
+                msgs.push(ChatMessage {
+                    role: "system".into(),
+                    content: sys.to_string(),
+                });
+            }
+            msgs.push(ChatMessage {
+                role: "user".into(),
+                content: text.to_string(),
+            });
+            tok.apply_chat_template(&msgs, true)?
+        }
+        None => text.to_string(),
+    };
+    let mut ids = tok.encode(&text, true, true)?;
+    if let (Some(bos), true) = (tok.bos(), chat.is_some()) {
+        if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
+            ids.remove(0);
+        }
+    }
+    Ok(ids)
 }
 
 enum State {

@@ -14,7 +14,7 @@ use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheType, KvCache};
 use crate::model::{CpuForward, Forward, Model};
 use crate::sampler::{Sampler, SamplingParams};
-use crate::tokenizer::{ChatMessage, Tokenizer};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// Context size when `--ctx-size` is not given: the model's, capped at this.
@@ -129,35 +129,6 @@ fn read_prompt(a: &RunArgs) -> Result<String> {
     }
 }
 
-/// Token ids of the prompt as llama.cpp's llama-simple makes them: special tokens parsed, BOS added when the
-/// model asks for it. With `--chat` the text first goes through the chat template; a template that writes BOS
-/// itself does not get a second one.
-fn prompt_tokens(a: &RunArgs, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    let text = if a.chat {
-        let mut msgs = Vec::new();
-        if let Some(sys) = &a.system {
-            msgs.push(ChatMessage {
-                role: "system".into(),
-                content: sys.clone(),
-            });
-        }
-        msgs.push(ChatMessage {
-            role: "user".into(),
-            content: text.to_string(),
-        });
-        tok.apply_chat_template(&msgs, true)?
-    } else {
-        text.to_string()
-    };
-    let mut ids = tok.encode(&text, true, true)?;
-    if let Some(bos) = tok.bos() {
-        if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
-            ids.remove(0);
-        }
-    }
-    Ok(ids)
-}
-
 /// Read every weight page once (the memory map loads lazily), drawing a progress bar on stderr.
 fn prefault(model: &Model) {
     let mut mats = vec![model.token_embd, model.output];
@@ -243,7 +214,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     );
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
-    let prompt = prompt_tokens(&a, &tok, &text)?;
+    let chat = a.chat.then_some(a.system.as_deref());
+    let prompt = generate::prompt_tokens(&tok, &text, chat)?;
     let params = SamplingParams {
         temperature: a.temp,
         top_k: a.top_k,
