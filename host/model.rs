@@ -98,15 +98,35 @@ impl<'a> Mat<'a> {
         self.data.len() / self.rows
     }
 
-    /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores.
-    fn apply(&self, x: &[f32], y: &mut [f32], n_tok: usize) {
-        let (x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
+    /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores. With `round`, x is first
+    /// rounded as llama.cpp rounds activations for this weight type (see `cpu::round_activations`).
+    fn apply(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        n_tok: usize,
+        round: Option<&mut RoundBuf>,
+    ) -> Result<()> {
+        let (mut x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
+        let act = cpu::activation_type(self.ty);
+        if let (Some(rb), false) = (round, act == GgmlType::F32) {
+            cpu::round_activations(act, x, self.cols, &mut rb.bytes, &mut rb.vals)?;
+            x = &rb.vals[..x.len()];
+        }
         if n_tok == 1 {
             quant::matvec(self.ty, self.data, self.rows, self.cols, x, y);
         } else {
             quant::matmul(self.ty, self.data, self.rows, self.cols, x, y);
         }
+        Ok(())
     }
+}
+
+/// Scratch of `cpu::round_activations`.
+#[derive(Default)]
+struct RoundBuf {
+    bytes: Vec<u8>,
+    vals: Vec<f32>,
 }
 
 /// A vector weight (norm, bias) as f32, checked to hold `len` elements.
@@ -361,6 +381,7 @@ struct Scratch {
     gate: Vec<f32>, // (n, hidden_dim)
     up: Vec<f32>,   // (n, hidden_dim)
     act: Vec<f32>,  // (n, hidden_dim)
+    round: RoundBuf,
 }
 
 impl Scratch {
@@ -390,6 +411,8 @@ pub struct CpuForward<'a> {
     logits: Vec<f32>, // (n_vocab,) of the last token
     /// Positions 0..n_past hold keys and values.
     n_past: usize,
+    /// Round activations as llama.cpp does before each projection (default); off = exact f32 products.
+    llama_rounding: bool,
 }
 
 /// Which logits a batch computes.
@@ -411,7 +434,14 @@ impl<'a> CpuForward<'a> {
             s: Scratch::default(),
             logits: vec![0.0; model.n_vocab()],
             n_past: 0,
+            llama_rounding: true,
         })
+    }
+
+    /// Round activations like llama.cpp's CPU backend before each projection (on by default), or compute exact
+    /// f32 products.
+    pub fn set_llama_rounding(&mut self, on: bool) {
+        self.llama_rounding = on;
     }
 
     pub fn cache(&self) -> &KvCache {
@@ -452,6 +482,7 @@ impl<'a> CpuForward<'a> {
         let n = tokens.len();
         self.s.fit(c, n);
         let s = &mut self.s;
+        let round = self.llama_rounding;
         let dim = c.dim;
 
         // token embedding (dequantized rows), Gemma: times sqrt(dim)
@@ -479,9 +510,9 @@ impl<'a> CpuForward<'a> {
                 dim,
                 c.rms_eps,
             );
-            l.wq.apply(&s.xb, &mut s.q, n);
-            l.wk.apply(&s.xb, &mut s.k, n);
-            l.wv.apply(&s.xb, &mut s.v, n);
+            l.wq.apply(&s.xb, &mut s.q, n, round.then_some(&mut s.round))?;
+            l.wk.apply(&s.xb, &mut s.k, n, round.then_some(&mut s.round))?;
+            l.wv.apply(&s.xb, &mut s.v, n, round.then_some(&mut s.round))?;
             let (q, k, v) = (
                 &mut s.q[..n * q_dim],
                 &mut s.k[..n * kv_dim],
@@ -524,7 +555,7 @@ impl<'a> CpuForward<'a> {
                 window: l.window,
             };
             self.cache.attend(il, &mut s.att[..n * att_dim], q, &ap);
-            l.wo.apply(&s.att, &mut s.o, n);
+            l.wo.apply(&s.att, &mut s.o, n, round.then_some(&mut s.round))?;
             if let Some(w) = &l.post_attn_norm {
                 cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
             }
@@ -538,8 +569,10 @@ impl<'a> CpuForward<'a> {
                 dim,
                 c.rms_eps,
             );
-            l.w_gate.apply(&s.xb, &mut s.gate, n);
-            l.w_up.apply(&s.xb, &mut s.up, n);
+            l.w_gate
+                .apply(&s.xb, &mut s.gate, n, round.then_some(&mut s.round))?;
+            l.w_up
+                .apply(&s.xb, &mut s.up, n, round.then_some(&mut s.round))?;
             let hn = n * c.hidden_dim;
             match m.activation {
                 Activation::SwiGlu => cpu::swiglu(&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]),
@@ -547,7 +580,8 @@ impl<'a> CpuForward<'a> {
                     cpu::gelu_tanh_mul(&mut s.act[..hn], &s.gate[..hn], &s.up[..hn])
                 }
             }
-            l.w_down.apply(&s.act, &mut s.o, n);
+            l.w_down
+                .apply(&s.act, &mut s.o, n, round.then_some(&mut s.round))?;
             if let Some(w) = &l.post_ffw_norm {
                 cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
             }
@@ -557,15 +591,21 @@ impl<'a> CpuForward<'a> {
     }
 
     /// Final norm and output projection of rows `rows` of `s.x` into `out` (rows.len(), n_vocab).
-    fn head(&mut self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    fn head(&mut self, rows: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
         let m = self.model;
         let dim = m.config.dim;
         let x = &mut self.s.x[rows.start * dim..rows.end * dim];
         cpu::rmsnorm_inplace(x, &m.output_norm, dim, m.config.rms_eps);
-        m.output.apply(x, out, rows.len());
+        m.output.apply(
+            x,
+            out,
+            rows.len(),
+            self.llama_rounding.then_some(&mut self.s.round),
+        )?;
         if let Some(cap) = m.final_softcap {
             cpu::softcap(out, cap);
         }
+        Ok(())
     }
 
     fn run(&mut self, tokens: &[u32], pos: usize, which: Logits) -> Result<Vec<f32>> {
@@ -589,12 +629,13 @@ impl<'a> CpuForward<'a> {
                 Logits::All => {
                     let start = all.len();
                     all.resize(start + chunk.len() * n_vocab, 0.0);
-                    self.head(0..chunk.len(), &mut all[start..]);
+                    self.head(0..chunk.len(), &mut all[start..])?;
                 }
                 Logits::Last if p == pos + tokens.len() => {
                     let mut logits = std::mem::take(&mut self.logits);
-                    self.head(chunk.len() - 1..chunk.len(), &mut logits);
+                    let r = self.head(chunk.len() - 1..chunk.len(), &mut logits);
                     self.logits = logits;
+                    r?;
                 }
                 Logits::Last => {}
             }

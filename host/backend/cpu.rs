@@ -48,6 +48,50 @@ pub fn embedding_row(ty: crate::gguf::GgmlType, row: &[u8], out: &mut [f32]) -> 
     crate::quant::dequantize_row(ty, row, out)
 }
 
+/// The type llama.cpp's CPU backend converts activations to before a dot product with weights of type `w`
+/// (ggml's `vec_dot_type`): 8-bit blocks for the quantized formats, f16/bf16 for those weights, f32 for f32.
+pub fn activation_type(w: crate::gguf::GgmlType) -> crate::gguf::GgmlType {
+    use crate::gguf::GgmlType::*;
+    match w {
+        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
+        F16 => F16,
+        BF16 => BF16,
+        _ => F32,
+    }
+}
+
+/// Rounds activations the way llama.cpp's CPU matmuls see them: each row of x (n_cols wide) quantized to `ty`
+/// and expanded back into `out`. Greedy decoding follows llama.cpp's token choices much more closely with this
+/// (its logits move by a few tenths against the exact product). `bytes` is scratch.
+pub fn round_activations(
+    ty: crate::gguf::GgmlType,
+    x: &[f32],
+    n_cols: usize,
+    bytes: &mut Vec<u8>,
+    out: &mut Vec<f32>,
+) -> crate::Result<()> {
+    let row_bytes = ty.row_bytes(n_cols as u64).ok_or_else(|| {
+        crate::Error::Quant(format!(
+            "{n_cols} activations are not whole {} blocks",
+            ty.name()
+        ))
+    })? as usize;
+    let n_rows = x.len() / n_cols;
+    bytes.resize(row_bytes * n_rows, 0);
+    out.resize(x.len(), 0.0);
+    for ((xr, br), or) in x
+        .chunks_exact(n_cols)
+        .zip(bytes.chunks_exact_mut(row_bytes))
+        .zip(out.chunks_exact_mut(n_cols))
+    {
+        crate::quant::quantize_row(ty, xr, br)?;
+        crate::quant::dequantize_row(ty, br, or)?;
+    }
+    Ok(())
+}
+
 /// In-place RMSNorm of each row: x[r, i] = w[i] * x[r, i] / sqrt(mean_i(x[r, i]^2) + eps). x: (n_rows, dim).
 pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], dim: usize, eps: f32) {
     for xr in x.chunks_exact_mut(dim) {
