@@ -116,6 +116,64 @@ impl Bpe {
 
     /// Appends the tokens of one word (raw bytes) to `out`.
     pub fn encode_word(&self, word: &[u8], out: &mut Vec<u32>, work: &mut BpeWork) {
+        if word.len() <= SHORT_WORD {
+            self.encode_short(word, out, work);
+        } else {
+            self.encode_long(word, out, work);
+        }
+    }
+
+    /// Short words: pairs in a small array, the best found by a scan (the lowest rank, leftmost first:
+    /// the same pick as the heap's, without its upkeep).
+    fn encode_short(&self, word: &[u8], out: &mut Vec<u32>, work: &mut BpeWork) {
+        let syms = &mut work.ids;
+        let pairs = &mut work.pairs; // pairs[i]: (rank, merged) of syms[i], syms[i + 1]
+        syms.clear();
+        pairs.clear();
+        syms.extend(word.iter().map(|&b| self.byte_sym[b as usize]));
+        let rule = |l: u32, r: u32| self.merges.get(&(l, r)).copied().unwrap_or((u32::MAX, 0));
+        for i in 1..syms.len() {
+            pairs.push(rule(syms[i - 1], syms[i]));
+        }
+        loop {
+            let mut best = 0;
+            for i in 1..pairs.len() {
+                if pairs[i].0 < pairs[best].0 {
+                    best = i;
+                }
+            }
+            match pairs.get(best) {
+                Some(&(rank, merged)) if rank != u32::MAX => {
+                    syms[best] = merged;
+                    syms.remove(best + 1);
+                    pairs.remove(best);
+                    if best > 0 {
+                        pairs[best - 1] = rule(syms[best - 1], syms[best]);
+                    }
+                    if best < pairs.len() {
+                        pairs[best] = rule(syms[best], syms[best + 1]);
+                    }
+                }
+                _ => break,
+            }
+        }
+        for &id in syms.iter() {
+            self.emit(id, out);
+        }
+    }
+
+    fn emit(&self, id: u32, out: &mut Vec<u32>) {
+        if id < self.n_vocab {
+            out.push(id);
+        } else {
+            // not a token: its bytes one by one (bytes without a token are dropped, as in llama.cpp)
+            let bytes = &self.extra[(id - self.n_vocab) as usize];
+            out.extend(bytes.iter().filter_map(|&b| self.byte_token[b as usize]));
+        }
+    }
+
+    /// Long words: a linked list of symbols and a heap of candidate pairs (llama.cpp's algorithm).
+    fn encode_long(&self, word: &[u8], out: &mut Vec<u32>, work: &mut BpeWork) {
         let syms = &mut work.syms;
         syms.clear();
         for (i, &b) in word.iter().enumerate() {
@@ -154,13 +212,7 @@ impl Bpe {
         let mut i = if syms.is_empty() { -1 } else { 0 };
         while i >= 0 {
             let s = &syms[i as usize];
-            if s.id < self.n_vocab {
-                out.push(s.id);
-            } else {
-                // not a token: its bytes one by one (bytes without a token are dropped, as in llama.cpp)
-                let bytes = &self.extra[(s.id - self.n_vocab) as usize];
-                out.extend(bytes.iter().filter_map(|&b| self.byte_token[b as usize]));
-            }
+            self.emit(s.id, out);
             i = s.next;
         }
     }
@@ -188,9 +240,14 @@ pub struct Sym {
     len: u32, // bytes; 0 once merged into its left neighbour
 }
 
+/// Words up to this many bytes merge by scanning an array; longer ones use the heap.
+const SHORT_WORD: usize = 48;
+
 /// Scratch space for `encode_word`, reused across words.
 #[derive(Default)]
 pub struct BpeWork {
+    ids: Vec<u32>,
+    pairs: Vec<(u32, u32)>,
     syms: Vec<Sym>,
     // (rank, left symbol, bytes of the pair, merged symbol); the min-heap pops the lowest rank, then leftmost
     heap: BinaryHeap<Reverse<(u32, u32, u32, u32)>>,
@@ -231,6 +288,38 @@ mod tests {
         out.clear();
         bpe.encode_word(b"cab", &mut out, &mut work);
         assert_eq!(out, [2, 4]);
+    }
+
+    #[test]
+    fn short_and_long_paths_agree() {
+        // all pairs of a..e are tokens with pseudo-random ranks; words long enough for both paths
+        let letters = b"abcde";
+        let mut toks: Vec<Vec<u8>> = letters.iter().map(|&c| vec![c]).collect();
+        let mut merges = Vec::new();
+        let mut x = 12345u32;
+        for &l in letters {
+            for &r in letters {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if x % 3 != 0 {
+                    toks.push(vec![l, r]);
+                    merges.push((x % 1000, vec![l, b' ', r]));
+                }
+            }
+        }
+        merges.sort();
+        let merges: Vec<Vec<u8>> = merges.into_iter().map(|m| m.1).collect();
+        let lookup: HashMap<Vec<u8>, u32, FxBuild> = toks.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = Bpe::new(toks.len(), &lookup, &merges).unwrap();
+        let mut work = BpeWork::default();
+        for n in [1usize, 2, 5, 17, 40] {
+            for seed in 0..50u32 {
+                let word: Vec<u8> = (0..n).map(|i| letters[((seed * 7 + i as u32 * 13) ^ (i as u32 * seed)) as usize % 5]).collect();
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                bpe.encode_short(&word, &mut a, &mut work);
+                bpe.encode_long(&word, &mut b, &mut work);
+                assert_eq!(a, b, "{:?}", String::from_utf8_lossy(&word));
+            }
+        }
     }
 
     #[test]

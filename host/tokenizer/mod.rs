@@ -8,12 +8,13 @@
 mod bpe;
 pub mod dev_gguf;
 mod chat;
-mod pretokenize;
+pub mod pretokenize;
 mod special;
 mod spm;
 mod stream;
 mod unicode;
 mod unicode_table;
+mod vocab_map;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -26,6 +27,7 @@ pub use stream::StreamDecoder;
 use bpe::{Bpe, BpeWork};
 use pretokenize::Splitter;
 use special::{Fragment, SpecialMatcher};
+use vocab_map::VocabMap;
 
 use crate::{Error, Result};
 
@@ -101,7 +103,9 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // the multiply leaves the low bits (the table index) weak: fold the high bits down
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
     }
 }
 pub type FxBuild = BuildHasherDefault<FxHasher>;
@@ -119,9 +123,9 @@ pub struct Tokenizer {
     tokens: Vec<Vec<u8>>,           // token text as in the file (vocab_size,)
     pieces: Vec<Vec<u8>>,           // what each token decodes to, specials rendered (vocab_size,)
     attrs: Vec<u16>,                // special::attr bits (vocab_size,)
-    scores: Vec<f32>,               // (vocab_size,)
-    lookup: HashMap<Vec<u8>, u32, FxBuild>,
+    lookup: VocabMap, // SPM: token text -> (id, score); BPE: raw bytes -> id (tokens in the byte alphabet)
     byte_tokens: [Option<u32>; 256], // SPM byte fallback: <0xHH>
+    no_cut_after: Vec<char>,         // SPM: chars some token has right before a `▁` (see spm::encode_words)
     specials: SpecialMatcher,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -187,8 +191,8 @@ impl Tokenizer {
         if n_vocab == 0 {
             return Err(Error::Tokenizer("tokenizer.ggml.tokens is empty".into()));
         }
-        if n_vocab > i32::MAX as usize {
-            return Err(Error::Tokenizer(format!("vocab of {n_vocab} tokens is too large (max {})", i32::MAX)));
+        if n_vocab > VocabMap::MAX_IDS {
+            return Err(Error::Tokenizer(format!("vocab of {n_vocab} tokens is too large (max {})", VocabMap::MAX_IDS)));
         }
         let is_bpe = match d.model.as_str() {
             "gpt2" => true,
@@ -430,7 +434,8 @@ impl Tokenizer {
                 byte_tokens[b] = by_text.get(byte_to_char[b].to_string().as_bytes()).copied();
             }
             let bpe = Bpe::new(n_vocab, &lookup, merges)?;
-            (Model::Bpe { bpe, pre }, lookup, pieces)
+            let map = VocabMap::new(lookup.len(), lookup.iter().map(|(k, &id)| (k.as_slice(), id, 0.0)));
+            (Model::Bpe { bpe, pre }, map, pieces)
         } else {
             let mut pieces = Vec::with_capacity(n_vocab);
             for (i, t) in tokens.iter().enumerate() {
@@ -449,19 +454,38 @@ impl Tokenizer {
                 let hex = format!("<0x{b:02X}>");
                 *slot = by_text.get(hex.as_bytes()).or_else(|| by_text.get(&[b as u8][..])).copied();
             }
-            (Model::Spm, by_text, pieces)
+            let scores = d.scores.as_deref();
+            let map = VocabMap::new(
+                n_vocab,
+                tokens.iter().enumerate().map(|(i, t)| (t.as_slice(), i as u32, scores.map_or(0.0, |s| s[i]))),
+            );
+            (Model::Spm, map, pieces)
         };
+        let mut no_cut_after: Vec<char> = Vec::new();
+        if !is_bpe {
+            for t in &tokens {
+                let Ok(s) = std::str::from_utf8(t) else { continue };
+                let mut prev = None;
+                for c in s.chars() {
+                    if let (Some(p), '\u{2581}') = (prev, c) {
+                        if p != '\u{2581}' && !no_cut_after.contains(&p) {
+                            no_cut_after.push(p);
+                        }
+                    }
+                    prev = Some(c);
+                }
+            }
+        }
 
-        let scores = d.scores.unwrap_or_else(|| vec![0.0; n_vocab]);
         Ok(Tokenizer {
             model,
             pre_name,
             tokens,
             pieces,
             attrs,
-            scores,
             lookup,
             byte_tokens,
+            no_cut_after,
             specials,
             bos,
             eos,
@@ -497,41 +521,56 @@ impl Tokenizer {
             Model::Bpe { bpe, pre } => {
                 let mut splitter = Splitter::default();
                 let mut work = BpeWork::default();
+                let mut cache = spm::WordCache::default(); // words seen in this call
                 for f in &frags {
                     match *f {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(t) => {
                             for &(a, b) in splitter.split(pre.kind, t) {
-                                let word = &t.as_bytes()[a..b];
-                                let whole = if pre.ignore_merges { self.lookup.get(word) } else { None };
-                                match whole {
-                                    Some(&id) => out.push(id),
-                                    None => bpe.encode_word(word, &mut out, &mut work),
-                                }
+                                let word = &t[a..b];
+                                cache.get_or_insert(word, &mut out, |ids| {
+                                    let whole = if pre.ignore_merges { self.lookup.get(word.as_bytes()) } else { None };
+                                    match whole {
+                                        Some((id, _)) => ids.push(id),
+                                        None => bpe.encode_word(word.as_bytes(), ids, &mut work),
+                                    }
+                                });
                             }
                         }
                     }
                 }
             }
             Model::Spm => {
-                let v = spm::SpmVocab { lookup: &self.lookup, scores: &self.scores, byte_tokens: &self.byte_tokens, unk: self.unk };
-                let mut prev_special = true; // a space is prefixed to the first fragment and after specials
-                for f in &frags {
-                    match *f {
-                        Fragment::Token(id) => {
-                            out.push(id);
-                            prev_special = true;
-                        }
-                        Fragment::Text(t) => {
-                            let mut s = String::with_capacity(t.len() + 8);
-                            if self.add_space_prefix && prev_special {
-                                s.push(' ');
+                let v = spm::SpmVocab {
+                    map: &self.lookup,
+                    byte_tokens: &self.byte_tokens,
+                    unk: self.unk,
+                    no_cut_after: &self.no_cut_after,
+                };
+                // escaped fragments live as long as the word cache that points into them
+                let escaped: Vec<Option<String>> = frags
+                    .iter()
+                    .scan(true, |prev_special, f| {
+                        // a space goes before the first fragment and after each special token
+                        Some(match *f {
+                            Fragment::Token(_) => {
+                                *prev_special = true;
+                                None
                             }
-                            s.push_str(t);
-                            let s = s.replace(' ', "\u{2581}");
-                            spm::encode(&v, &s, &mut out);
-                            prev_special = false;
-                        }
+                            Fragment::Text(t) => {
+                                let prefix = if self.add_space_prefix && *prev_special { " " } else { "" };
+                                *prev_special = false;
+                                Some(format!("{prefix}{t}").replace(' ', "\u{2581}"))
+                            }
+                        })
+                    })
+                    .collect();
+                let mut cache = spm::WordCache::default();
+                for (f, e) in frags.iter().zip(&escaped) {
+                    match (f, e) {
+                        (Fragment::Token(id), _) => out.push(*id),
+                        (_, Some(s)) => spm::encode_words(&v, s, &mut out, &mut cache),
+                        _ => {}
                     }
                 }
             }
