@@ -5,6 +5,7 @@
 pub mod error;
 pub mod gguf;
 pub mod config;
+pub mod weights;
 pub mod quant;
 pub mod tokenizer;
 pub mod backend;
