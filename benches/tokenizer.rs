@@ -3,7 +3,7 @@
 //! Bytes per second = text length / time per `encode` call (criterion's Throughput::Bytes).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use host::tokenizer::{Tokenizer, TokenizerOptions};
+use host::tokenizer::Tokenizer;
 
 /// An original English paragraph (about 1.3 kB), repeated to `n` bytes.
 fn english(n: usize) -> String {
@@ -32,8 +32,8 @@ fn load(path: &str) -> Option<Tokenizer> {
         eprintln!("skipped: {} is absent", path.display());
         return None;
     }
-    let data = host::tokenizer::dev_gguf::data_from_path(&path).ok()?;
-    Tokenizer::from_data(data, &TokenizerOptions::default()).ok()
+    let f = host::gguf::GgufFile::open(&path).ok()?;
+    Tokenizer::from_gguf(&f).ok()
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,12 +48,17 @@ fn bench(c: &mut Criterion) {
     // 1 MiB per call: the paragraph repeats, so most words come from the cache (the long-document case)
     let para = english(1);
     let doc = english(1 << 20);
-    for (group, text, samples) in [("encode_english_paragraph", &para, 50), ("encode_english_1MiB", &doc, 10)] {
+    for (group, text, samples) in [
+        ("encode_english_paragraph", &para, 50),
+        ("encode_english_1MiB", &doc, 10),
+    ] {
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.sample_size(samples);
         for (name, tok) in &models {
-            g.bench_function(*name, |b| b.iter(|| tok.encode(std::hint::black_box(text), true, true).unwrap()));
+            g.bench_function(*name, |b| {
+                b.iter(|| tok.encode(std::hint::black_box(text), true, true).unwrap())
+            });
         }
         g.finish();
     }

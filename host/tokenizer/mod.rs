@@ -6,7 +6,6 @@
 //! Chat prompts are rendered by `chat`.
 
 mod bpe;
-pub mod dev_gguf;
 mod chat;
 pub mod pretokenize;
 mod special;
@@ -29,6 +28,7 @@ use pretokenize::Splitter;
 use special::{Fragment, SpecialMatcher};
 use vocab_map::VocabMap;
 
+use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
 // ----------------------------------------------------------------------------
@@ -38,12 +38,12 @@ use crate::{Error, Result};
 /// The `tokenizer.ggml.*` metadata of a model. `Tokenizer::from_data` validates it.
 #[derive(Clone, Debug, Default)]
 pub struct TokenizerData {
-    pub model: String,                  // tokenizer.ggml.model: "gpt2" (byte-level BPE) | "llama" (SentencePiece)
-    pub pre: Option<String>,            // tokenizer.ggml.pre: the pre-tokenizer of a gpt2 vocab
-    pub tokens: Vec<Vec<u8>>,           // tokenizer.ggml.tokens (vocab_size,)
-    pub scores: Option<Vec<f32>>,       // tokenizer.ggml.scores (vocab_size,)
-    pub token_types: Option<Vec<i32>>,  // tokenizer.ggml.token_type (vocab_size,): 1 normal .. 6 byte
-    pub merges: Option<Vec<Vec<u8>>>,   // tokenizer.ggml.merges: "left right"
+    pub model: String, // tokenizer.ggml.model: "gpt2" (byte-level BPE) | "llama" (SentencePiece)
+    pub pre: Option<String>, // tokenizer.ggml.pre: the pre-tokenizer of a gpt2 vocab
+    pub tokens: Vec<Vec<u8>>, // tokenizer.ggml.tokens (vocab_size,)
+    pub scores: Option<Vec<f32>>, // tokenizer.ggml.scores (vocab_size,)
+    pub token_types: Option<Vec<i32>>, // tokenizer.ggml.token_type (vocab_size,): 1 normal .. 6 byte
+    pub merges: Option<Vec<Vec<u8>>>,  // tokenizer.ggml.merges: "left right"
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub eot_id: Option<u32>,
@@ -59,6 +59,91 @@ pub struct TokenizerData {
     pub add_space_prefix: Option<bool>, // tokenizer.ggml.add_space_prefix
     pub chat_template: Option<String>,  // tokenizer.chat_template
     pub model_name: Option<String>,     // general.name (llama.cpp keys a few per-model fixes on it)
+}
+
+impl TokenizerData {
+    /// Reads the `tokenizer.*` keys (and `general.name`) of a GGUF file; absent optional keys stay None,
+    /// present keys of the wrong type are errors.
+    pub fn from_gguf(f: &GgufFile) -> Result<TokenizerData> {
+        let opt_str = |key: &str| -> Result<Option<String>> {
+            f.get(key)
+                .map(|_| f.get_str(key).map(str::to_string))
+                .transpose()
+        };
+        let opt_u32 =
+            |key: &str| -> Result<Option<u32>> { f.get(key).map(|_| f.get_u32(key)).transpose() };
+        let opt_bool =
+            |key: &str| -> Result<Option<bool>> { f.get(key).map(|_| f.get_bool(key)).transpose() };
+        let wrong = |key: &str, want: &str| {
+            Error::Tokenizer(format!(
+                "{key} in {} is an array of {}, expected {want}",
+                f.path.display(),
+                f.get_array(key)
+                    .map_or("?".into(), |a| a.elem_type().to_string())
+            ))
+        };
+        let strings = |key: &str| -> Result<Option<Vec<Vec<u8>>>> {
+            match f.get(key) {
+                None => Ok(None),
+                Some(_) => Ok(Some(
+                    f.get_array(key)?
+                        .as_strings()
+                        .ok_or_else(|| wrong(key, "strings"))?
+                        .to_vec(),
+                )),
+            }
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?.ok_or_else(|| {
+            Error::Tokenizer(format!(
+                "{} has no vocabulary (tokenizer.ggml.tokens)",
+                f.path.display()
+            ))
+        })?;
+        let scores = match f.get("tokenizer.ggml.scores") {
+            None => None,
+            Some(_) => {
+                let a = f.get_array("tokenizer.ggml.scores")?;
+                // llama.cpp also takes integer scores
+                Some(match (a.as_f32(), a.as_i32()) {
+                    (Some(x), _) => x.to_vec(),
+                    (None, Some(x)) => x.iter().map(|&v| v as f32).collect(),
+                    _ => return Err(wrong("tokenizer.ggml.scores", "f32")),
+                })
+            }
+        };
+        let token_types = match f.get("tokenizer.ggml.token_type") {
+            None => None,
+            Some(_) => Some(
+                f.get_array("tokenizer.ggml.token_type")?
+                    .as_i32()
+                    .ok_or_else(|| wrong("tokenizer.ggml.token_type", "i32"))?
+                    .to_vec(),
+            ),
+        };
+        Ok(TokenizerData {
+            model: f.get_str("tokenizer.ggml.model")?.to_string(),
+            pre: opt_str("tokenizer.ggml.pre")?,
+            tokens,
+            scores,
+            token_types,
+            merges: strings("tokenizer.ggml.merges")?,
+            bos_id: opt_u32("tokenizer.ggml.bos_token_id")?,
+            eos_id: opt_u32("tokenizer.ggml.eos_token_id")?,
+            eot_id: opt_u32("tokenizer.ggml.eot_token_id")?,
+            eom_id: opt_u32("tokenizer.ggml.eom_token_id")?,
+            unk_id: opt_u32("tokenizer.ggml.unknown_token_id")?,
+            sep_id: opt_u32("tokenizer.ggml.seperator_token_id")?,
+            pad_id: opt_u32("tokenizer.ggml.padding_token_id")?,
+            fim_pad_id: opt_u32("tokenizer.ggml.fim_pad_token_id")?,
+            fim_rep_id: opt_u32("tokenizer.ggml.fim_rep_token_id")?,
+            fim_sep_id: opt_u32("tokenizer.ggml.fim_sep_token_id")?,
+            add_bos: opt_bool("tokenizer.ggml.add_bos_token")?,
+            add_eos: opt_bool("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: opt_bool("tokenizer.ggml.add_space_prefix")?,
+            chat_template: opt_str("tokenizer.chat_template")?,
+            model_name: opt_str("general.name")?,
+        })
+    }
 }
 
 /// Choices made by the user rather than the file.
@@ -112,7 +197,7 @@ pub type FxBuild = BuildHasherDefault<FxHasher>;
 
 enum Model {
     /// byte-level BPE; `lookup` maps raw bytes to tokens
-    Bpe { bpe: Bpe, pre: PreConfig },
+    Bpe { bpe: Box<Bpe>, pre: PreConfig },
     /// SentencePiece BPE; `lookup` maps token text (with `▁`) to tokens
     Spm,
 }
@@ -120,12 +205,12 @@ enum Model {
 pub struct Tokenizer {
     model: Model,
     pre_name: String,
-    tokens: Vec<Vec<u8>>,           // token text as in the file (vocab_size,)
-    pieces: Vec<Vec<u8>>,           // what each token decodes to, specials rendered (vocab_size,)
-    attrs: Vec<u16>,                // special::attr bits (vocab_size,)
+    tokens: Vec<Vec<u8>>,            // token text as in the file (vocab_size,)
+    pieces: Vec<Vec<u8>>,            // what each token decodes to, specials rendered (vocab_size,)
+    attrs: Vec<u16>,                 // special::attr bits (vocab_size,)
     lookup: VocabMap, // SPM: token text -> (id, score); BPE: raw bytes -> id (tokens in the byte alphabet)
     byte_tokens: [Option<u32>; 256], // SPM byte fallback: <0xHH>
-    no_cut_after: Vec<char>,         // SPM: chars some token has right before a `▁` (see spm::encode_words)
+    no_cut_after: Vec<char>, // SPM: chars some token has right before a `▁` (see spm::encode_words)
     specials: SpecialMatcher,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -162,28 +247,70 @@ const TYPE_UNUSED: i32 = 5;
 const TYPE_BYTE: i32 = 6;
 
 /// Texts llama.cpp takes for an end-of-turn token when `tokenizer.ggml.eot_token_id` is absent.
+#[rustfmt::skip]
 const EOT_TEXTS: &[&str] = &[
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
     "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
 ];
 /// Texts of tokens that end generation whatever the metadata says (llama.cpp's list).
+#[rustfmt::skip]
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
     "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
     "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
 ];
 /// FIM tokens llama.cpp recognizes by text; pad, repo and file-separator ones also end generation.
-const FIM_PRE_TEXTS: &[&str] =
-    &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"];
-const FIM_SUF_TEXTS: &[&str] =
-    &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"];
-const FIM_MID_TEXTS: &[&str] =
-    &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"];
+const FIM_PRE_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+];
+const FIM_SUF_TEXTS: &[&str] = &[
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+];
+const FIM_MID_TEXTS: &[&str] = &[
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP_TEXTS: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 impl Tokenizer {
+    /// The tokenizer of a GGUF model file, as llama.cpp builds it.
+    pub fn from_gguf(f: &GgufFile) -> Result<Tokenizer> {
+        Self::from_gguf_with(f, &TokenizerOptions::default())
+    }
+
+    /// `from_gguf` with user overrides (`--tokenizer-pre`).
+    pub fn from_gguf_with(f: &GgufFile, opts: &TokenizerOptions) -> Result<Tokenizer> {
+        Self::from_data(TokenizerData::from_gguf(f)?, opts)
+    }
+
     /// Builds and validates a tokenizer. Malformed data (ids out of range, bad merges, bad `<0xHH>`
     /// tokens, array length mismatches, duplicate tokens, an unknown model or pre-tokenizer) is an error.
     pub fn from_data(d: TokenizerData, opts: &TokenizerOptions) -> Result<Tokenizer> {
@@ -192,7 +319,10 @@ impl Tokenizer {
             return Err(Error::Tokenizer("tokenizer.ggml.tokens is empty".into()));
         }
         if n_vocab > VocabMap::MAX_IDS {
-            return Err(Error::Tokenizer(format!("vocab of {n_vocab} tokens is too large (max {})", VocabMap::MAX_IDS)));
+            return Err(Error::Tokenizer(format!(
+                "vocab of {n_vocab} tokens is too large (max {})",
+                VocabMap::MAX_IDS
+            )));
         }
         let is_bpe = match d.model.as_str() {
             "gpt2" => true,
@@ -227,7 +357,8 @@ impl Tokenizer {
                 *t = format!("[EMPTY_{i}]").into_bytes();
             }
         }
-        let mut by_text: HashMap<Vec<u8>, u32, FxBuild> = HashMap::with_capacity_and_hasher(n_vocab, FxBuild::default());
+        let mut by_text: HashMap<Vec<u8>, u32, FxBuild> =
+            HashMap::with_capacity_and_hasher(n_vocab, FxBuild::default());
         for (i, t) in tokens.iter().enumerate() {
             if let Some(prev) = by_text.insert(t.clone(), i as u32) {
                 return Err(Error::Tokenizer(format!(
@@ -273,8 +404,9 @@ impl Tokenizer {
                 }
             };
             let cfg = pretokenize::lookup(&name).ok_or_else(|| {
+                let from = if opts.pre_override.is_some() { "--tokenizer-pre" } else { "tokenizer.ggml.pre" };
                 Error::Tokenizer(format!(
-                    "unknown pre-tokenizer '{name}' (tokenizer.ggml.pre); pick a known one with --tokenizer-pre NAME: {}",
+                    "unknown pre-tokenizer '{name}' (from {from}); pick a known one with --tokenizer-pre NAME: {}",
                     KNOWN_PRE.join(", ")
                 ))
             })?;
@@ -292,8 +424,13 @@ impl Tokenizer {
         };
         let in_vocab = |id: u32| (id as usize) < n_vocab;
         // llama.cpp's defaults when the key is absent: SPM <s>=1 </s>=2 <unk>=0; BPE 11 for both bos and eos
-        let (def_bos, def_eos, def_unk) = if is_bpe { (11, 11, None) } else { (1, 2, Some(0)) };
-        let mut bos = check_id("bos_token_id", d.bos_id)?.or(Some(def_bos).filter(|&i| in_vocab(i)));
+        let (def_bos, def_eos, def_unk) = if is_bpe {
+            (11, 11, None)
+        } else {
+            (1, 2, Some(0))
+        };
+        let mut bos =
+            check_id("bos_token_id", d.bos_id)?.or(Some(def_bos).filter(|&i| in_vocab(i)));
         let eos = check_id("eos_token_id", d.eos_id)?.or(Some(def_eos).filter(|&i| in_vocab(i)));
         let unk = check_id("unknown_token_id", d.unk_id)?.or(def_unk.filter(|&i| in_vocab(i)));
         let mut eot = check_id("eot_token_id", d.eot_id)?;
@@ -307,20 +444,33 @@ impl Tokenizer {
             bos = None;
         }
 
-        let add_bos = d.add_bos.unwrap_or(if is_bpe { pre_cfg.is_some_and(|c| c.add_bos) } else { true });
+        let add_bos = d.add_bos.unwrap_or(if is_bpe {
+            pre_cfg.is_some_and(|c| c.add_bos)
+        } else {
+            true
+        });
         let add_eos = d.add_eos.unwrap_or(false);
         let add_space_prefix = d.add_space_prefix.unwrap_or(!is_bpe);
-        let clean_spaces = pre_cfg.map_or(false, |c| c.clean_spaces);
+        let clean_spaces = pre_cfg.is_some_and(|c| c.clean_spaces);
         if add_bos && bos.is_none() {
-            return Err(Error::Tokenizer("tokenizer.ggml.add_bos_token is true, but there is no BOS token".into()));
+            return Err(Error::Tokenizer(
+                "tokenizer.ggml.add_bos_token is true, but there is no BOS token".into(),
+            ));
         }
         if add_eos && eos.is_none() {
-            return Err(Error::Tokenizer("tokenizer.ggml.add_eos_token is true, but there is no EOS token".into()));
+            return Err(Error::Tokenizer(
+                "tokenizer.ggml.add_eos_token is true, but there is no EOS token".into(),
+            ));
         }
 
         // llama.cpp finds eot/eom/fim tokens by text and marks them (and every end-of-generation token)
         // as control tokens, which changes how they are parsed and printed
-        let find = |texts: &[&str]| texts.iter().filter_map(|t| by_text.get(t.as_bytes()).copied()).min();
+        let find = |texts: &[&str]| {
+            texts
+                .iter()
+                .filter_map(|t| by_text.get(t.as_bytes()).copied())
+                .min()
+        };
         let mut make_control = |id: Option<u32>| {
             if let Some(id) = id {
                 attrs[id as usize] |= attr::CONTROL;
@@ -383,7 +533,9 @@ impl Tokenizer {
 
         // special tokens, matched in the text before tokenizing
         let special_ids: Vec<u32> = (0..n_vocab as u32)
-            .filter(|&id| attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&id| {
+                attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         // Phi-3: whitespace after a special token is dropped
         let name = d.model_name.as_deref().unwrap_or("").to_lowercase();
@@ -391,7 +543,12 @@ impl Tokenizer {
             for &id in &special_ids {
                 attrs[id as usize] |= attr::RSTRIP;
             }
-            for (t, on) in [("</s>", true), ("<unk>", false), ("<s>", false), ("<|endoftext|>", false)] {
+            for (t, on) in [
+                ("</s>", true),
+                ("<unk>", false),
+                ("<s>", false),
+                ("<|endoftext|>", false),
+            ] {
                 if let Some(&id) = by_text.get(t.as_bytes()) {
                     if on {
                         attrs[id as usize] |= attr::RSTRIP;
@@ -408,10 +565,13 @@ impl Tokenizer {
         let mut byte_tokens = [None; 256];
         let (model, lookup, pieces) = if let Some(pre) = pre_cfg {
             let merges = d.merges.as_deref().ok_or_else(|| {
-                Error::Tokenizer("tokenizer.ggml.merges is missing (a gpt2 vocab needs its BPE merges)".into())
+                Error::Tokenizer(
+                    "tokenizer.ggml.merges is missing (a gpt2 vocab needs its BPE merges)".into(),
+                )
             })?;
             // raw bytes -> token, for tokens spelled in the byte alphabet
-            let mut lookup: HashMap<Vec<u8>, u32, FxBuild> = HashMap::with_capacity_and_hasher(n_vocab, FxBuild::default());
+            let mut lookup: HashMap<Vec<u8>, u32, FxBuild> =
+                HashMap::with_capacity_and_hasher(n_vocab, FxBuild::default());
             let mut pieces = Vec::with_capacity(n_vocab);
             for (i, t) in tokens.iter().enumerate() {
                 let raw = bpe::decode_alphabet(t);
@@ -419,52 +579,74 @@ impl Tokenizer {
                     lookup.entry(raw.clone()).or_insert(i as u32);
                 }
                 let a = attrs[i];
-                pieces.push(if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-                    t.clone()
-                } else if a & attr::NORMAL != 0 {
-                    // chars outside the alphabet (a broken vocab) keep their UTF-8
-                    raw.unwrap_or_else(|| decode_alphabet_lossy(t))
-                } else if a & attr::BYTE != 0 {
-                    vec![parse_byte_token(t).unwrap_or(0)]
-                } else {
-                    Vec::new()
-                });
+                pieces.push(
+                    if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
+                        t.clone()
+                    } else if a & attr::NORMAL != 0 {
+                        // chars outside the alphabet (a broken vocab) keep their UTF-8
+                        raw.unwrap_or_else(|| decode_alphabet_lossy(t))
+                    } else if a & attr::BYTE != 0 {
+                        vec![parse_byte_token(t).unwrap_or(0)]
+                    } else {
+                        Vec::new()
+                    },
+                );
             }
             for b in 0..256 {
                 byte_tokens[b] = by_text.get(byte_to_char[b].to_string().as_bytes()).copied();
             }
             let bpe = Bpe::new(n_vocab, &lookup, merges)?;
-            let map = VocabMap::new(lookup.len(), lookup.iter().map(|(k, &id)| (k.as_slice(), id, 0.0)));
-            (Model::Bpe { bpe, pre }, map, pieces)
+            let map = VocabMap::new(
+                lookup.len(),
+                lookup.iter().map(|(k, &id)| (k.as_slice(), id, 0.0)),
+            );
+            (
+                Model::Bpe {
+                    bpe: Box::new(bpe),
+                    pre,
+                },
+                map,
+                pieces,
+            )
         } else {
             let mut pieces = Vec::with_capacity(n_vocab);
             for (i, t) in tokens.iter().enumerate() {
                 let a = attrs[i];
-                pieces.push(if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-                    t.clone()
-                } else if a & attr::NORMAL != 0 {
-                    unescape_spaces(t)
-                } else if a & attr::BYTE != 0 {
-                    vec![parse_byte_token(t).unwrap_or(0)]
-                } else {
-                    Vec::new()
-                });
+                pieces.push(
+                    if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
+                        t.clone()
+                    } else if a & attr::NORMAL != 0 {
+                        unescape_spaces(t)
+                    } else if a & attr::BYTE != 0 {
+                        vec![parse_byte_token(t).unwrap_or(0)]
+                    } else {
+                        Vec::new()
+                    },
+                );
             }
             for (b, slot) in byte_tokens.iter_mut().enumerate() {
                 let hex = format!("<0x{b:02X}>");
-                *slot = by_text.get(hex.as_bytes()).or_else(|| by_text.get(&[b as u8][..])).copied();
+                *slot = by_text
+                    .get(hex.as_bytes())
+                    .or_else(|| by_text.get(&[b as u8][..]))
+                    .copied();
             }
             let scores = d.scores.as_deref();
             let map = VocabMap::new(
                 n_vocab,
-                tokens.iter().enumerate().map(|(i, t)| (t.as_slice(), i as u32, scores.map_or(0.0, |s| s[i]))),
+                tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.as_slice(), i as u32, scores.map_or(0.0, |s| s[i]))),
             );
             (Model::Spm, map, pieces)
         };
         let mut no_cut_after: Vec<char> = Vec::new();
         if !is_bpe {
             for t in &tokens {
-                let Ok(s) = std::str::from_utf8(t) else { continue };
+                let Ok(s) = std::str::from_utf8(t) else {
+                    continue;
+                };
                 let mut prev = None;
                 for c in s.chars() {
                     if let (Some(p), '\u{2581}') = (prev, c) {
@@ -510,8 +692,11 @@ impl Tokenizer {
     /// they are tokenized as plain text. User-defined tokens are matched either way, as in llama.cpp.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
         let mut frags = Vec::new();
-        let usable = |id: u32| parse_special || self.attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0;
-        self.specials.partition(text, usable, &self.attrs, &mut frags);
+        let usable = |id: u32| {
+            parse_special || self.attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0
+        };
+        self.specials
+            .partition(text, usable, &self.attrs, &mut frags);
 
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
@@ -529,7 +714,11 @@ impl Tokenizer {
                             for &(a, b) in splitter.split(pre.kind, t) {
                                 let word = &t[a..b];
                                 cache.get_or_insert(word, &mut out, |ids| {
-                                    let whole = if pre.ignore_merges { self.lookup.get(word.as_bytes()) } else { None };
+                                    let whole = if pre.ignore_merges {
+                                        self.lookup.get(word.as_bytes())
+                                    } else {
+                                        None
+                                    };
                                     match whole {
                                         Some((id, _)) => ids.push(id),
                                         None => bpe.encode_word(word.as_bytes(), ids, &mut work),
@@ -558,7 +747,11 @@ impl Tokenizer {
                                 None
                             }
                             Fragment::Text(t) => {
-                                let prefix = if self.add_space_prefix && *prev_special { " " } else { "" };
+                                let prefix = if self.add_space_prefix && *prev_special {
+                                    " "
+                                } else {
+                                    ""
+                                };
                                 *prev_special = false;
                                 Some(format!("{prefix}{t}").replace(' ', "\u{2581}"))
                             }
@@ -680,7 +873,11 @@ impl Tokenizer {
     }
 
     /// Renders the model's `tokenizer.chat_template` for `messages`; an error if the model has none.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
             Error::Tokenizer(
                 "the model has no chat template (tokenizer.chat_template); give one with --chat-template FILE".into(),
@@ -690,9 +887,20 @@ impl Tokenizer {
     }
 
     /// Renders `template` (e.g. read from a `--chat-template` file) with this vocab's special tokens.
-    pub fn apply_template(&self, template: &str, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let text = |id: Option<u32>| id.and_then(|i| std::str::from_utf8(&self.tokens[i as usize]).ok());
-        let toks = TemplateTokens { bos_token: text(self.bos), eos_token: text(self.eos), unk_token: text(self.unk), pad_token: text(self.pad) };
+    pub fn apply_template(
+        &self,
+        template: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let text =
+            |id: Option<u32>| id.and_then(|i| std::str::from_utf8(&self.tokens[i as usize]).ok());
+        let toks = TemplateTokens {
+            bos_token: text(self.bos),
+            eos_token: text(self.eos),
+            unk_token: text(self.unk),
+            pad_token: text(self.pad),
+        };
         chat::render(template, messages, add_generation_prompt, &toks)
     }
 }
@@ -754,7 +962,9 @@ fn clean_up_spaces(text: &[u8]) -> Vec<u8> {
         }
         out
     };
-    let t = pass(text, &|t, i| usize::from(i > 0 && t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b',')));
+    let t = pass(text, &|t, i| {
+        usize::from(i > 0 && t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b','))
+    });
     // " ' " -> "'"
     let mut t2: Vec<u8> = Vec::with_capacity(t.len());
     let mut i = 0;
@@ -786,7 +996,13 @@ mod tests {
 
     /// A tiny SentencePiece vocab: <unk> <s> </s>, a user-defined and a control token, bytes, pieces.
     fn spm_data() -> TokenizerData {
-        let mut tokens: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec(), b"<ctl>".to_vec(), b"<ud>".to_vec()];
+        let mut tokens: Vec<Vec<u8>> = vec![
+            b"<unk>".to_vec(),
+            b"<s>".to_vec(),
+            b"</s>".to_vec(),
+            b"<ctl>".to_vec(),
+            b"<ud>".to_vec(),
+        ];
         let mut types = vec![2, 3, 3, 3, 4];
         for b in 0..256 {
             tokens.push(format!("<0x{b:02X}>").into_bytes());
@@ -809,8 +1025,15 @@ mod tests {
             ..Default::default()
         }
     }
-    const SPM_PIECES: &[(&str, f32)] =
-        &[("▁", -1.0), ("h", -2.0), ("i", -2.0), ("▁h", -1.5), ("hi", -1.2), ("▁hi", -0.5), ("!", -3.0)];
+    const SPM_PIECES: &[(&str, f32)] = &[
+        ("▁", -1.0),
+        ("h", -2.0),
+        ("i", -2.0),
+        ("▁h", -1.5),
+        ("hi", -1.2),
+        ("▁hi", -0.5),
+        ("!", -3.0),
+    ];
     fn spm_id(t: &str) -> u32 {
         5 + 256 + SPM_PIECES.iter().position(|p| p.0 == t).unwrap() as u32
     }
@@ -821,15 +1044,24 @@ mod tests {
         // BOS, then " hi" -> "▁hi"
         assert_eq!(tok.encode("hi", true, true).unwrap(), [1, spm_id("▁hi")]);
         // after a special token the next fragment gets the space prefix again
-        assert_eq!(tok.encode("hi<ctl>hi", false, true).unwrap(), [spm_id("▁hi"), 3, spm_id("▁hi")]);
+        assert_eq!(
+            tok.encode("hi<ctl>hi", false, true).unwrap(),
+            [spm_id("▁hi"), 3, spm_id("▁hi")]
+        );
         // parse_special off: "<ctl>" is text (bytes), the user-defined "<ud>" still matches
         let plain = tok.encode("<ctl><ud>", false, false).unwrap();
         assert_eq!(plain.last(), Some(&4));
         assert_eq!(plain[..2], [spm_id("▁"), 5 + b'<' as u32]);
         // "é" has no piece: two byte tokens
-        assert_eq!(tok.encode("é", false, false).unwrap(), [spm_id("▁"), 5 + 0xC3, 5 + 0xA9]);
+        assert_eq!(
+            tok.encode("é", false, false).unwrap(),
+            [spm_id("▁"), 5 + 0xC3, 5 + 0xA9]
+        );
         // decode drops the prefix space and control tokens, renders bytes
-        assert_eq!(tok.decode(&tok.encode("hi é!", false, false).unwrap()), "hi é!");
+        assert_eq!(
+            tok.decode(&tok.encode("hi é!", false, false).unwrap()),
+            "hi é!"
+        );
         assert_eq!(tok.decode_with(&[1, spm_id("▁hi")], true), "<s> hi");
         assert!(tok.is_eog(2) && !tok.is_eog(1));
     }
@@ -837,7 +1069,10 @@ mod tests {
     #[test]
     fn malformed_vocabs_are_rejected() {
         let check = |d: TokenizerData, want: &str| {
-            let err = Tokenizer::from_data(d, &TokenizerOptions::default()).err().expect("must fail").to_string();
+            let err = Tokenizer::from_data(d, &TokenizerOptions::default())
+                .map(|_| ())
+                .expect_err("must fail")
+                .to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         };
         let mut d = spm_data();
@@ -879,7 +1114,10 @@ mod tests {
 
     #[test]
     fn clean_spaces_passes() {
-        assert_eq!(clean_up_spaces(b"Hi , you ! it 's me ' ok"), b"Hi, you! it's me'ok".to_vec());
+        assert_eq!(
+            clean_up_spaces(b"Hi , you ! it 's me ' ok"),
+            b"Hi, you! it's me'ok".to_vec()
+        );
         assert_eq!(clean_up_spaces(b"don 't"), b"don 't".to_vec());
     }
 }

@@ -30,7 +30,9 @@ impl PartialOrd for Pair {
 }
 impl Ord for Pair {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -44,7 +46,7 @@ struct Sym {
 
 /// The vocabulary view the SPM merge loop needs.
 pub struct SpmVocab<'a> {
-    pub map: &'a VocabMap, // token text -> (id, score)
+    pub map: &'a VocabMap,                   // token text -> (id, score)
     pub byte_tokens: &'a [Option<u32>; 256], // `<0xHH>` (or the raw byte as a token)
     pub unk: Option<u32>,
     pub no_cut_after: &'a [char], // chars some token has right before a `▁`
@@ -56,11 +58,19 @@ pub struct SpmVocab<'a> {
 /// before each `▁` that follows another char, and each word is merged alone (and remembered: `cache`).
 /// That gives the same ids as one pass as long as no token spans a cut, which `no_cut_after` ensures:
 /// it lists every char that some token has right before a `▁` (Gemma-3 has one such token, `>▁</`).
-pub fn encode_words<'t>(v: &SpmVocab, text: &'t str, out: &mut Vec<u32>, cache: &mut WordCache<'t>) {
+pub fn encode_words<'t>(
+    v: &SpmVocab,
+    text: &'t str,
+    out: &mut Vec<u32>,
+    cache: &mut WordCache<'t>,
+) {
     let mut start = 0;
     let mut prev: Option<char> = None;
     for (i, c) in text.char_indices() {
-        if c == '\u{2581}' && i > start && prev.is_some_and(|p| p != '\u{2581}' && !v.no_cut_after.contains(&p)) {
+        if c == '\u{2581}'
+            && i > start
+            && prev.is_some_and(|p| p != '\u{2581}' && !v.no_cut_after.contains(&p))
+        {
             cache.encode(v, &text[start..i], out);
             start = i;
         }
@@ -94,7 +104,12 @@ impl<'t> WordCache<'t> {
     }
 
     /// Appends the ids of `word` to `out`, computing them with `f` (which appends) the first time.
-    pub fn get_or_insert(&mut self, word: &'t str, out: &mut Vec<u32>, f: impl FnOnce(&mut Vec<u32>)) {
+    pub fn get_or_insert(
+        &mut self,
+        word: &'t str,
+        out: &mut Vec<u32>,
+        f: impl FnOnce(&mut Vec<u32>),
+    ) {
         if let Some(&(a, b)) = self.map.get(word) {
             out.extend_from_slice(&self.ids[a as usize..b as usize]);
             return;
@@ -112,7 +127,12 @@ pub fn encode(v: &SpmVocab, text: &str, out: &mut Vec<u32>, work: &mut SpmWork) 
     let syms = &mut work.syms;
     syms.clear();
     for (i, (start, c)) in text.char_indices().enumerate() {
-        syms.push(Sym { start: start as u32, len: c.len_utf8() as u32, prev: i as i32 - 1, next: i as i32 + 1 });
+        syms.push(Sym {
+            start: start as u32,
+            len: c.len_utf8() as u32,
+            prev: i as i32 - 1,
+            next: i as i32 + 1,
+        });
     }
     if let Some(last) = syms.last_mut() {
         last.next = -1;
@@ -120,9 +140,16 @@ pub fn encode(v: &SpmVocab, text: &str, out: &mut Vec<u32>, work: &mut SpmWork) 
     let heap = &mut work.heap;
     heap.clear();
     let try_pair = |syms: &[Sym], heap: &mut BinaryHeap<Pair>, l: usize, r: usize| {
-        let (start, end) = (syms[l].start as usize, (syms[r].start + syms[r].len) as usize);
+        let (start, end) = (
+            syms[l].start as usize,
+            (syms[r].start + syms[r].len) as usize,
+        );
         if let Some((_, score)) = v.map.get(&bytes[start..end]) {
-            heap.push(Pair { score, left: l as u32, size: (end - start) as u32 });
+            heap.push(Pair {
+                score,
+                left: l as u32,
+                size: (end - start) as u32,
+            });
         }
     };
     for i in 1..syms.len() {
@@ -156,7 +183,11 @@ pub fn encode(v: &SpmVocab, text: &str, out: &mut Vec<u32>, work: &mut SpmWork) 
         match v.map.get(piece) {
             Some((id, _)) => out.push(id),
             // merged symbols are always tokens, so this is a single char: byte fallback
-            None => out.extend(piece.iter().filter_map(|&b| v.byte_tokens[b as usize].or(v.unk))),
+            None => out.extend(
+                piece
+                    .iter()
+                    .filter_map(|&b| v.byte_tokens[b as usize].or(v.unk)),
+            ),
         }
         i = s.next;
     }
@@ -168,13 +199,29 @@ mod tests {
 
     #[test]
     fn merges_by_score_with_byte_fallback() {
-        let toks: Vec<(&str, f32)> = vec![("a", -1.0), ("b", -1.0), ("ab", -3.0), ("bc", -2.0), ("c", -1.0)];
-        let map = VocabMap::new(toks.len(), toks.iter().enumerate().map(|(i, t)| (t.0.as_bytes(), i as u32, t.1)));
+        let toks: Vec<(&str, f32)> = vec![
+            ("a", -1.0),
+            ("b", -1.0),
+            ("ab", -3.0),
+            ("bc", -2.0),
+            ("c", -1.0),
+        ];
+        let map = VocabMap::new(
+            toks.len(),
+            toks.iter()
+                .enumerate()
+                .map(|(i, t)| (t.0.as_bytes(), i as u32, t.1)),
+        );
         let mut byte_tokens = [None; 256];
-        for b in 0..256 {
-            byte_tokens[b] = Some(100 + b as u32);
+        for (b, slot) in byte_tokens.iter_mut().enumerate() {
+            *slot = Some(100 + b as u32);
         }
-        let v = SpmVocab { map: &map, byte_tokens: &byte_tokens, unk: None, no_cut_after: &[] };
+        let v = SpmVocab {
+            map: &map,
+            byte_tokens: &byte_tokens,
+            unk: None,
+            no_cut_after: &[],
+        };
         let mut out = Vec::new();
         let mut work = SpmWork::default();
         encode(&v, "abc", &mut out, &mut work); // "bc" (-2) beats "ab" (-3), then "a"+"bc" is no token

@@ -2,6 +2,7 @@
 
 /// (first code point, category index) for each run of code points of one general category;
 /// a run ends where the next begins, the last at U+10FFFF.
+#[rustfmt::skip]
 pub(super) const CATEGORY_RANGES: &[(u32, u8)] = &[
     (0x00000, 7), (0x00020, 3), (0x00021, 5), (0x00024, 6), (0x00025, 5), (0x0002B, 6), (0x0002C, 5), (0x00030, 1),
     (0x0003A, 5), (0x0003C, 6), (0x0003F, 5), (0x00041, 2), (0x0005B, 5), (0x0005E, 6), (0x0005F, 5), (0x00060, 6),
@@ -290,6 +291,7 @@ pub(super) const CATEGORY_RANGES: &[(u32, u8)] = &[
 ];
 
 /// The White_Space property (what `\s` matches).
+#[rustfmt::skip]
 pub(super) const WHITE_SPACE: &[u32] = &[
     0x0009, 0x000A, 0x000B, 0x000C, 0x000D, 0x0020, 0x0085, 0x00A0, 0x1680, 0x2000,
     0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A,
