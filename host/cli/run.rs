@@ -129,30 +129,43 @@ fn read_prompt(a: &RunArgs) -> Result<String> {
     }
 }
 
-/// Read every weight page once (the memory map loads lazily), drawing a progress bar on stderr.
+/// Read every weight page once (the memory map loads lazily), with a progress bar on stderr when it is a terminal.
 fn prefault(model: &Model) {
-    let mut mats = vec![model.token_embd, model.output];
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let mut mats = vec![model.token_embd];
+    if !std::ptr::eq(model.output.data, model.token_embd.data) {
+        mats.push(model.output);
+    }
     for l in &model.layers {
         mats.extend([l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]);
     }
     let total: usize = mats.iter().map(|m| m.data.len()).sum::<usize>().max(1);
-    let mut done = 0usize;
-    let mut sink = 0u8;
-    let mut last_pct = usize::MAX;
+    let (mut done, mut sink, mut drawn) = (0usize, 0u8, usize::MAX);
     for m in &mats {
         for chunk in m.data.chunks(1 << 20) {
             sink ^= chunk.iter().step_by(4096).fold(0u8, |a, &b| a ^ b);
             done += chunk.len();
-            let pct = done * 100 / total;
-            if pct != last_pct {
-                last_pct = pct;
-                let bar = "=".repeat(pct * 40 / 100);
-                eprint!("\rloading [{bar:<40}] {pct:3}%");
+            let ticks = done * 40 / total;
+            if tty && ticks != drawn {
+                drawn = ticks;
+                eprint!(
+                    "\rloading [{:<40}] {:3}%",
+                    "=".repeat(ticks),
+                    done * 100 / total
+                );
             }
         }
     }
     std::hint::black_box(sink);
-    eprintln!();
+    if tty {
+        eprintln!();
+    } else {
+        eprintln!(
+            "loaded {:.1} MiB of weights",
+            total as f64 / (1 << 20) as f64
+        );
+    }
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
