@@ -13,6 +13,7 @@ pub mod blocks;
 pub mod common;
 pub mod elementwise;
 pub mod norm;
+pub mod quant;
 pub mod softmax;
 
 #[panic_handler]
