@@ -163,6 +163,75 @@ fn benchmark_shapes_match_cpu() {
     }
 }
 
+/// A fixture of `scripts/make_gpu_quant_fixtures.py`: blocks of a small tensor and gguf-py's dequantization.
+struct Fixture {
+    n_rows: usize,
+    n_cols: usize,
+    blocks: Vec<u8>,
+    values: Vec<f32>, // (n_rows, n_cols)
+}
+
+/// The fixture files, compiled in so that the test binary runs from any directory (the GPU machine's too).
+macro_rules! fixture_files {
+    ($($name:literal),*) => {
+        &[$(($name, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpu_quant/", $name, ".bin")))),*]
+    };
+}
+const FIXTURES: &[(&str, &[u8])] = fixture_files!("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K",
+                                                  "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K");
+
+fn fixture(ty: GgmlType) -> Fixture {
+    let b = FIXTURES.iter().find(|f| f.0 == ty.name()).unwrap_or_else(|| panic!("no fixture for {ty}")).1;
+    let u = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap()) as usize;
+    let (n_rows, n_cols, n_bytes) = (u(0), u(1), u(2));
+    let blocks = b[12..12 + n_bytes].to_vec();
+    let values: Vec<f32> = b[12 + n_bytes..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(values.len(), n_rows * n_cols, "{ty} fixture");
+    Fixture { n_rows, n_cols, blocks, values }
+}
+
+/// The GPU decoders against gguf-py's dequantization (the reference the CPU twin is also held to), and the
+/// mat-vec / mat-mul against an f64 product of those values: independent of the CPU twin.
+#[test]
+fn kernels_match_gguf_py_fixtures() {
+    let Some(cuda) = cuda_or_skip("kernels_match_gguf_py_fixtures") else { return };
+    let mut rng = Rng::new(5);
+    for ty in TYPES {
+        let f = fixture(ty);
+        let (n_rows, n_cols) = (f.n_rows, f.n_cols);
+        let wd = cuda.upload(&f.blocks).unwrap();
+        let mut out = cuda.upload(&vec![f32::NAN; n_rows * n_cols]).unwrap();
+        cuda.dequantize(ty, &wd, n_rows, n_cols, &mut out).unwrap();
+        let gpu = cuda.download(&out).unwrap();
+        let mut exact = 0;
+        for (i, (g, c)) in gpu.iter().zip(&f.values).enumerate() {
+            exact += (g.to_bits() == c.to_bits()) as usize;
+            assert!((g - c).abs() <= DEQUANT_TOL * c.abs(), "{ty}: element {i}: gpu {g} gguf-py {c}");
+        }
+
+        let n_tok = 3;
+        let x = rng.vec_f32(n_tok * n_cols);
+        let mut want = vec![0.0f32; n_tok * n_rows]; // (n_tok, n_rows), f64 sums
+        for t in 0..n_tok {
+            for r in 0..n_rows {
+                let row = &f.values[r * n_cols..][..n_cols];
+                let s: f64 = row.iter().zip(&x[t * n_cols..][..n_cols]).map(|(&a, &b)| a as f64 * b as f64).sum();
+                want[t * n_rows + r] = s as f32;
+            }
+        }
+        let xd = cuda.upload(&x[..n_cols]).unwrap();
+        let mut yd = cuda.upload(&vec![f32::NAN; n_rows]).unwrap();
+        cuda.matvec(ty, &wd, n_rows, n_cols, &xd, &mut yd).unwrap();
+        let mv = rel_err(&cuda.download(&yd).unwrap(), &want[..n_rows]);
+        let xd = cuda.upload(&x).unwrap();
+        let mut yd = cuda.upload(&vec![f32::NAN; n_tok * n_rows]).unwrap();
+        cuda.matmul(ty, &wd, n_rows, n_cols, &xd, n_tok, &mut yd).unwrap();
+        let mm = rel_err(&cuda.download(&yd).unwrap(), &want);
+        println!("fixture {ty:5} dequant bit-exact {exact}/{}, matvec rel err {mv:.2e}, matmul {mm:.2e}", gpu.len());
+        assert!(mv <= MATVEC_TOL && mm <= MATMUL_TOL, "{ty}: matvec {mv}, matmul {mm}");
+    }
+}
+
 #[test]
 fn launchers_reject_bad_shapes() {
     let Some(cuda) = cuda_or_skip("launchers_reject_bad_shapes") else { return };
