@@ -2,20 +2,22 @@
 //! and shared memory from it) and the host launchers (which size grids and blocks from it). The host includes this
 //! file by path, as it does `blocks.rs`, so the two sides cannot disagree.
 
-/// Shape of a mat-vec kernel: each warp owns `rows_per_warp` rows, a block has `warps` warps; each step a warp
-/// stages `units * 32` decode units per row through a `stages`-deep cp.async pipeline in shared memory.
+/// Shape of a mat-vec kernel: a block has `warps` warps in groups of `ksplit`; the warps of a group share
+/// `rows_per_warp` rows and take turns over the row's steps (split-K, summed through shared memory at the end).
+/// Each step a warp stages `units * 32` decode units per row through a `stages`-deep cp.async pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MvGeom {
     pub rows_per_warp: u32,
     pub warps: u32,
     pub units: u32,
     pub stages: u32,
+    pub ksplit: u32,
 }
 
 impl MvGeom {
     /// Rows computed by one block.
     pub const fn rows_per_block(&self) -> u32 {
-        self.rows_per_warp * self.warps
+        self.rows_per_warp * self.warps / self.ksplit
     }
     /// Threads per block.
     pub const fn threads(&self) -> u32 {
@@ -23,36 +25,37 @@ impl MvGeom {
     }
 }
 
-const fn g(rows_per_warp: u32, warps: u32, units: u32, stages: u32) -> MvGeom {
-    MvGeom { rows_per_warp, warps, units, stages }
+const fn g(rows_per_warp: u32, warps: u32, units: u32, stages: u32, ksplit: u32) -> MvGeom {
+    MvGeom { rows_per_warp, warps, units, stages, ksplit }
 }
 
 // Default mat-vec geometry per type (chosen by benches/gpu_quant.rs on the H100; see the notes there).
-pub const MV_F32: MvGeom = g(4, 4, 1, 2);
-pub const MV_F16: MvGeom = g(4, 4, 1, 4);
-pub const MV_BF16: MvGeom = g(4, 4, 1, 4);
-pub const MV_Q4_0: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q4_1: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q5_0: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q5_1: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q8_0: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q2_K: MvGeom = g(4, 4, 1, 4);
-pub const MV_Q3_K: MvGeom = g(4, 4, 1, 4);
-pub const MV_Q4_K: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q5_K: MvGeom = g(4, 4, 2, 4);
-pub const MV_Q6_K: MvGeom = g(4, 4, 1, 4);
-pub const MV_Q8_K: MvGeom = g(4, 4, 1, 4);
+pub const MV_F32: MvGeom = g(4, 4, 1, 2, 1);
+pub const MV_F16: MvGeom = g(4, 4, 1, 4, 1);
+pub const MV_BF16: MvGeom = g(4, 4, 1, 4, 1);
+pub const MV_Q4_0: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q4_1: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q5_0: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q5_1: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q8_0: MvGeom = g(4, 8, 1, 3, 2);
+pub const MV_Q2_K: MvGeom = g(4, 8, 1, 3, 2);
+pub const MV_Q3_K: MvGeom = g(4, 8, 1, 3, 2);
+pub const MV_Q4_K: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q5_K: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q6_K: MvGeom = g(2, 8, 1, 3, 2);
+pub const MV_Q8_K: MvGeom = g(4, 8, 1, 3, 2);
 
 /// Alternative geometries compiled for the benchmark only: (kernel name, ggml type id, geometry).
 pub const MV_VARIANTS: &[(&str, u32, MvGeom)] = &[
-    ("matvec_q4_0_r2w4", 2, g(2, 4, 2, 4)),
-    ("matvec_q4_0_r4w8", 2, g(4, 8, 2, 3)),
-    ("matvec_q4_0_r2w8u4", 2, g(2, 8, 4, 3)),
-    ("matvec_q4_k_r2w4", 12, g(2, 4, 2, 4)),
-    ("matvec_q4_k_r4w8", 12, g(4, 8, 2, 3)),
-    ("matvec_q4_k_r2w8u4", 12, g(2, 8, 4, 3)),
+    ("matvec_q4_0_r2k2", 2, g(2, 8, 2, 3, 2)),
+    ("matvec_q4_0_r4k4", 2, g(4, 8, 2, 3, 4)),
+    ("matvec_q4_0_r4k1", 2, g(4, 4, 2, 4, 1)),
+    ("matvec_q4_0_r2k1", 2, g(2, 4, 2, 4, 1)),
+    ("matvec_q4_k_r2k2", 12, g(2, 8, 2, 3, 2)),
+    ("matvec_q4_k_r4k4", 12, g(4, 8, 2, 3, 4)),
+    ("matvec_q4_k_r4k1", 12, g(4, 4, 2, 4, 1)),
+    ("matvec_q4_k_r2k1", 12, g(2, 4, 2, 4, 1)),
 ];
-
 /// Mat-mul tile: `MM_ROWS` weight rows x `MM_TOK` tokens per block, `MM_K` columns per shared-memory step,
 /// `MM_THREADS` threads each computing a 4 x 4 patch of outputs.
 pub const MM_ROWS: u32 = 64;

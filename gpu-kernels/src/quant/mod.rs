@@ -29,26 +29,34 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     r
 }
 
-/// Bits `lo | hi << 32` shifted right by `sh` (0..32), low 32 bits: an unaligned word from two aligned ones.
-#[inline(always)]
-pub fn funnel(lo: u32, hi: u32, sh: u32) -> u32 {
-    let r: u32;
-    // SAFETY: pure arithmetic.
-    unsafe { asm!("shf.r.clamp.b32 {r}, {lo}, {hi}, {sh};", r = out(reg32) r, lo = in(reg32) lo, hi = in(reg32) hi,
-                  sh = in(reg32) sh, options(pure, nomem, nostack)) };
-    r
+/// Where `field_bits` puts a field found at bit `sh` (width of `mask`): at bit `sh`, or 16 bits lower when it would
+/// reach the exponent (bit 23). The field then reads as a multiple of 2^s.
+pub const fn field_exp(sh: u32, mask: u32) -> u32 {
+    if (mask << sh) < 0x0080_0000 {
+        sh
+    } else {
+        sh - 16
+    }
 }
 
-/// The field `(w >> sh) & mask`, minus `off`, as an exact f32 without an int-to-float conversion (those issue at a
-/// quarter of the FMA rate): the field is OR-ed into the mantissa of 2^23 in place, then one FMA rescales by
-/// 2^-sh and removes 2^23 and the offset. `sh`, `mask` and `off` are constants after inlining.
+/// 2^23 + ((w >> sh) & mask) * 2^s as f32 bits (s = `field_exp`), without an int-to-float conversion (those issue
+/// at a quarter of the FMA rate): the field is OR-ed into the mantissa of 2^23 (`magic` = 0x4B00_0000, passed
+/// in a register so that the AND and the OR fuse into one LOP3 with the mask as immediate). Subtracting 2^23 is
+/// exact.
+#[inline(always)]
+pub fn field_bits(w: u32, sh: u32, mask: u32, magic: u32) -> f32 {
+    let s = field_exp(sh, mask);
+    let v = if s == sh { w } else { w >> 16 };
+    f32::from_bits((v & (mask << s)) | magic)
+}
+
+/// The field `(w >> sh) & mask`, minus `off`, as an exact f32: one FMA rescales `field_bits` by 2^-s and removes
+/// 2^23 and the offset. `sh`, `mask` and `off` are constants after inlining.
 #[inline(always)]
 pub fn field(w: u32, sh: u32, mask: u32, off: f32) -> f32 {
-    // The field must sit below bit 23; fields higher up are moved down 16 bits first (shared by the compiler).
-    let (v, s) = if (mask << sh) < 0x0080_0000 { (w, sh) } else { (w >> 16, sh.wrapping_sub(16)) };
-    let f = f32::from_bits((v & (mask << s)) | 0x4B00_0000); // 2^23 + field * 2^s, exactly
+    let s = field_exp(sh, mask);
     let scale = f32::from_bits((127 - s) << 23); // 2^-s
-    fma(f, scale, -(8_388_608.0 * scale + off))
+    fma(field_bits(w, sh, mask, 0x4B00_0000), scale, -(8_388_608.0 * scale + off))
 }
 
 /// f16 bits (low 16 bits of `h`) to f32.
@@ -104,12 +112,11 @@ pub trait Mem: Copy {
     unsafe fn u32u(self, off: u32) -> u32;
 }
 
-/// A 32-bit shared-memory address. Reads may touch the 4 bytes after the last byte asked for (the kernels pad
-/// their shared arrays).
+/// A 32-bit shared-memory address.
 #[derive(Clone, Copy)]
 pub struct Shared(pub u32);
 
-/// A global-memory pointer to read-only data. Reads never touch bytes outside the ones asked for.
+/// A global-memory pointer to read-only data.
 #[derive(Clone, Copy)]
 pub struct Global(pub *const u8);
 
@@ -136,9 +143,7 @@ impl Mem for Shared {
     }
     #[inline(always)]
     unsafe fn u32u(self, off: u32) -> u32 {
-        let a = self.0 + off;
-        let w = a & !3;
-        funnel(lds_u32(w), lds_u32(w + 4), (a & 3) * 8)
+        self.u16(off) | (self.u16(off + 2) << 16)
     }
 }
 
@@ -266,27 +271,50 @@ macro_rules! shared_array {
 /// One quantized type. A block of `BS` elements in `TS` bytes is cut into `UPB` units; unit `j` holds `RUNS`
 /// runs of 4 consecutive elements starting at `run_start(j, k)`. Units are numbered so that consecutive units
 /// cover consecutive ranges of `4 * RUNS * n` elements (the mat-mul kernel relies on it).
+///
+/// A quant type gives, per unit, one 32-bit word per run whose 4 bytes hold the run's 4 quants: element i of run
+/// k is `(words[k] >> (FIELDS[k].0 + 8 i)) & FIELDS[k].1`, and its value is `a * (that - OFF) + b` with `(a, b)`
+/// the scale group's scale and min. Plain float types override `unit` instead.
 pub trait QType {
     const BS: u32;
     const TS: u32;
     const UPB: u32;
     const RUNS: u32;
-    /// Scale groups per block (entries of the mat-vec scale table); 0 for plain float types.
+    /// Scale groups per block; more than 1 means the mat-vec decodes them into a per-step table first.
     const NSUB: u32;
     /// Plain float type: values are the decoded numbers themselves (`a = 1`, `b = 0`), blocks are 8 elements,
     /// and rows may end with a tail of fewer than 8 elements read through `elem`.
     const PLAIN: bool = false;
     /// Scale groups carry a min (`b != 0`).
     const HAS_MIN: bool = false;
+    /// (shift of the first quant, mask) of each run's word.
+    const FIELDS: [(u32, u32); 4] = [(0, 0); 4];
+    /// Offset subtracted from every quant.
+    const OFF: f32 = 0.0;
 
     /// First element (within the block) of run `k` of unit `j`.
     fn run_start(j: u32, k: u32) -> u32;
     /// Scale group of run `k` of unit `j`.
     fn run_sub(j: u32, k: u32) -> u32;
-    /// The quants of unit `j`, as exact f32, 4 per run (runs past `RUNS` are unused).
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4];
+    /// The words of unit `j` (quant types).
+    unsafe fn words<M: Mem>(_b: M, _j: u32) -> [u32; 4] {
+        [0; 4]
+    }
     /// Scale group `s` of the block: value = a * q + b.
     unsafe fn scale<M: Mem>(b: M, s: u32) -> (f32, f32);
+    /// The quants of unit `j` (q - OFF, exact), or the values of a plain type, 4 per run (runs past `RUNS` unused).
+    #[inline(always)]
+    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+        let w = Self::words(b, j);
+        let mut r = [[0.0; 4]; 4];
+        unroll::<4>(|k| {
+            if (k as u32) < Self::RUNS {
+                let (sh, mask) = Self::FIELDS[k];
+                unroll::<4>(|i| r[k][i] = field(w[k], sh + 8 * i as u32, mask, Self::OFF));
+            }
+        });
+        r
+    }
     /// Element `i` of a plain type, `b` pointing at element 0.
     unsafe fn elem<M: Mem>(_b: M, _i: u32) -> f32 {
         0.0

@@ -2,13 +2,7 @@
 //! (layouts in `crate::blocks`). Each is a port of ggml's `dequantize_row_*` (ggml-quants.c) cut into units of
 //! 4-element runs; the comment on each type gives its value formula and unit layout.
 
-use super::{f16, field, Mem, QType};
-
-/// Four values `((w >> (sh + 8 i)) & mask) - off`, i = 0..4: one run whose elements sit in the 4 bytes of `w`.
-#[inline(always)]
-fn run(w: u32, sh: u32, mask: u32, off: f32) -> [f32; 4] {
-    [field(w, sh, mask, off), field(w, sh + 8, mask, off), field(w, sh + 16, mask, off), field(w, sh + 24, mask, off)]
-}
+use super::{f16, unroll, Mem, QType};
 
 /// Bits 0..4 of `b` moved to bits 0, 8, 16, 24 (one bit per byte).
 #[inline(always)]
@@ -133,6 +127,13 @@ impl QType for BF16 {
 // Legacy 32-element blocks
 // ----------------------------------------------------------------------------
 
+/// Low nibbles (run 0) and high nibbles (run 1) of one word.
+const NIBBLES: [(u32, u32); 4] = [(0, 0xF), (4, 0xF), (0, 0), (0, 0)];
+/// Bytes masked to 5, 6, 8 bits, one word per run.
+const BYTES5: [(u32, u32); 4] = [(0, 0x1F); 4];
+const BYTES6: [(u32, u32); 4] = [(0, 0x3F); 4];
+const BYTES8: [(u32, u32); 4] = [(0, 0xFF); 4];
+
 /// Q4_0: x = (q - 8) * d. Unit j (0..4) = qs word j: low nibbles are elements 4j.., high nibbles 16 + 4j...
 pub struct Q4_0;
 impl QType for Q4_0 {
@@ -141,6 +142,8 @@ impl QType for Q4_0 {
     const UPB: u32 = 4;
     const RUNS: u32 = 2;
     const NSUB: u32 = 1;
+    const FIELDS: [(u32, u32); 4] = NIBBLES;
+    const OFF: f32 = 8.0;
     fn run_start(j: u32, k: u32) -> u32 {
         4 * j + 16 * k
     }
@@ -148,9 +151,9 @@ impl QType for Q4_0 {
         0
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let w = b.u32u(2 + 4 * j);
-        [run(w, 0, 0xF, 8.0), run(w, 4, 0xF, 8.0), [0.0; 4], [0.0; 4]]
+        [w, w, 0, 0]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, _s: u32) -> (f32, f32) {
@@ -167,6 +170,7 @@ impl QType for Q4_1 {
     const RUNS: u32 = 2;
     const NSUB: u32 = 1;
     const HAS_MIN: bool = true;
+    const FIELDS: [(u32, u32); 4] = NIBBLES;
     fn run_start(j: u32, k: u32) -> u32 {
         4 * j + 16 * k
     }
@@ -174,14 +178,21 @@ impl QType for Q4_1 {
         0
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let w = b.u32a(4 + 4 * j);
-        [run(w, 0, 0xF, 0.0), run(w, 4, 0xF, 0.0), [0.0; 4], [0.0; 4]]
+        [w, w, 0, 0]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, _s: u32) -> (f32, f32) {
         (f16(b.u16(0)), f16(b.u16(2)))
     }
+}
+
+/// The 5-bit quants of a Q5_0 / Q5_1 unit: nibbles of qs word `w` with bit 4 from `qh` (already shifted so that
+/// bits 0..4 belong to run 0 and bits 16..20 to run 1).
+#[inline(always)]
+fn q5_words(w: u32, qh: u32) -> [u32; 4] {
+    [(w & 0x0F0F_0F0F) | (spread4(qh) << 4), ((w >> 4) & 0x0F0F_0F0F) | (spread4(qh >> 16) << 4), 0, 0]
 }
 
 /// Q5_0: x = (q - 16) * d, q = nibble | bit j of qh << 4. Units as Q4_0 (qh at byte 2, qs at 6).
@@ -192,6 +203,8 @@ impl QType for Q5_0 {
     const UPB: u32 = 4;
     const RUNS: u32 = 2;
     const NSUB: u32 = 1;
+    const FIELDS: [(u32, u32); 4] = BYTES5;
+    const OFF: f32 = 16.0;
     fn run_start(j: u32, k: u32) -> u32 {
         4 * j + 16 * k
     }
@@ -199,11 +212,8 @@ impl QType for Q5_0 {
         0
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
-        let (w, qh) = (b.u32u(6 + 4 * j), b.u32u(2) >> (4 * j));
-        let lo = (w & 0x0F0F_0F0F) | (spread4(qh) << 4);
-        let hi = ((w >> 4) & 0x0F0F_0F0F) | (spread4(qh >> 16) << 4);
-        [run(lo, 0, 0x1F, 16.0), run(hi, 0, 0x1F, 16.0), [0.0; 4], [0.0; 4]]
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
+        q5_words(b.u32u(6 + 4 * j), b.u32u(2) >> (4 * j))
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, _s: u32) -> (f32, f32) {
@@ -220,6 +230,7 @@ impl QType for Q5_1 {
     const RUNS: u32 = 2;
     const NSUB: u32 = 1;
     const HAS_MIN: bool = true;
+    const FIELDS: [(u32, u32); 4] = BYTES5;
     fn run_start(j: u32, k: u32) -> u32 {
         4 * j + 16 * k
     }
@@ -227,11 +238,8 @@ impl QType for Q5_1 {
         0
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
-        let (w, qh) = (b.u32a(8 + 4 * j), b.u32a(4) >> (4 * j));
-        let lo = (w & 0x0F0F_0F0F) | (spread4(qh) << 4);
-        let hi = ((w >> 4) & 0x0F0F_0F0F) | (spread4(qh >> 16) << 4);
-        [run(lo, 0, 0x1F, 0.0), run(hi, 0, 0x1F, 0.0), [0.0; 4], [0.0; 4]]
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
+        q5_words(b.u32a(8 + 4 * j), b.u32a(4) >> (4 * j))
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, _s: u32) -> (f32, f32) {
@@ -239,7 +247,8 @@ impl QType for Q5_1 {
     }
 }
 
-/// Q8_0: x = q * d, q signed bytes at byte 2. Unit j (0..4) = elements 8j..8j+8.
+/// Q8_0: x = q * d, q signed bytes at byte 2 (read with the sign bit flipped, i.e. q + 128, and OFF = 128).
+/// Unit j (0..4) = elements 8j..8j+8.
 pub struct Q8_0;
 impl QType for Q8_0 {
     const BS: u32 = 32;
@@ -247,6 +256,8 @@ impl QType for Q8_0 {
     const UPB: u32 = 4;
     const RUNS: u32 = 2;
     const NSUB: u32 = 1;
+    const FIELDS: [(u32, u32); 4] = BYTES8;
+    const OFF: f32 = 128.0;
     fn run_start(j: u32, k: u32) -> u32 {
         8 * j + 4 * k
     }
@@ -254,10 +265,8 @@ impl QType for Q8_0 {
         0
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
-        // Flipping the sign bit maps -128..127 to 0..255; the offset 128 undoes it.
-        let (w0, w1) = (b.u32u(2 + 8 * j) ^ 0x8080_8080, b.u32u(6 + 8 * j) ^ 0x8080_8080);
-        [run(w0, 0, 0xFF, 128.0), run(w1, 0, 0xFF, 128.0), [0.0; 4], [0.0; 4]]
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
+        [b.u32u(2 + 8 * j) ^ 0x8080_8080, b.u32u(6 + 8 * j) ^ 0x8080_8080, 0, 0]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, _s: u32) -> (f32, f32) {
@@ -279,6 +288,7 @@ impl QType for Q2K {
     const RUNS: u32 = 4;
     const NSUB: u32 = 16;
     const HAS_MIN: bool = true;
+    const FIELDS: [(u32, u32); 4] = [(0, 3), (2, 3), (4, 3), (6, 3)];
     fn run_start(j: u32, k: u32) -> u32 {
         128 * (j >> 3) + 32 * k + 4 * (j & 7)
     }
@@ -286,9 +296,9 @@ impl QType for Q2K {
         Self::run_start(j, k) >> 4
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let w = b.u32a(16 + 32 * (j >> 3) + 4 * (j & 7));
-        [run(w, 0, 3, 0.0), run(w, 2, 3, 0.0), run(w, 4, 3, 0.0), run(w, 6, 3, 0.0)]
+        [w; 4]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, s: u32) -> (f32, f32) {
@@ -307,6 +317,8 @@ impl QType for Q3K {
     const UPB: u32 = 16;
     const RUNS: u32 = 4;
     const NSUB: u32 = 16;
+    const FIELDS: [(u32, u32); 4] = [(0, 7); 4];
+    const OFF: f32 = 4.0;
     fn run_start(j: u32, k: u32) -> u32 {
         128 * (j >> 3) + 32 * k + 4 * (j & 7)
     }
@@ -314,15 +326,12 @@ impl QType for Q3K {
         Self::run_start(j, k) >> 4
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let (h, l0) = (j >> 3, 4 * (j & 7));
         let w = b.u32u(32 + 32 * h + l0);
         let hm = b.u32u(l0) >> (4 * h);
-        let mut r = [[0.0; 4]; 4];
-        for k in 0..4u32 {
-            let v = ((w >> (2 * k)) & 0x0303_0303) | (((hm >> k) & 0x0101_0101) << 2);
-            r[k as usize] = run(v, 0, 7, 4.0);
-        }
+        let mut r = [0; 4];
+        unroll::<4>(|k| r[k] = ((w >> (2 * k)) & 0x0303_0303) | (((hm >> k) & 0x0101_0101) << 2));
         r
     }
     #[inline(always)]
@@ -345,6 +354,7 @@ impl QType for Q4K {
     const RUNS: u32 = 2;
     const NSUB: u32 = 8;
     const HAS_MIN: bool = true;
+    const FIELDS: [(u32, u32); 4] = NIBBLES;
     fn run_start(j: u32, k: u32) -> u32 {
         64 * (j >> 3) + 32 * k + 4 * (j & 7)
     }
@@ -352,9 +362,9 @@ impl QType for Q4K {
         2 * (j >> 3) + k
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let w = b.u32a(16 + 32 * (j >> 3) + 4 * (j & 7));
-        [run(w, 0, 0xF, 0.0), run(w, 4, 0xF, 0.0), [0.0; 4], [0.0; 4]]
+        [w, w, 0, 0]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, s: u32) -> (f32, f32) {
@@ -372,6 +382,7 @@ impl QType for Q5K {
     const RUNS: u32 = 2;
     const NSUB: u32 = 8;
     const HAS_MIN: bool = true;
+    const FIELDS: [(u32, u32); 4] = BYTES5;
     fn run_start(j: u32, k: u32) -> u32 {
         64 * (j >> 3) + 32 * k + 4 * (j & 7)
     }
@@ -379,13 +390,11 @@ impl QType for Q5K {
         2 * (j >> 3) + k
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let (c, l0) = (j >> 3, 4 * (j & 7));
         let w = b.u32a(48 + 32 * c + l0);
         let qh = b.u32a(16 + l0) >> (2 * c);
-        let lo = (w & 0x0F0F_0F0F) | ((qh & 0x0101_0101) << 4);
-        let hi = ((w >> 4) & 0x0F0F_0F0F) | (((qh >> 1) & 0x0101_0101) << 4);
-        [run(lo, 0, 0x1F, 0.0), run(hi, 0, 0x1F, 0.0), [0.0; 4], [0.0; 4]]
+        [(w & 0x0F0F_0F0F) | ((qh & 0x0101_0101) << 4), ((w >> 4) & 0x0F0F_0F0F) | (((qh >> 1) & 0x0101_0101) << 4), 0, 0]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, s: u32) -> (f32, f32) {
@@ -404,6 +413,8 @@ impl QType for Q6K {
     const UPB: u32 = 16;
     const RUNS: u32 = 4;
     const NSUB: u32 = 16;
+    const FIELDS: [(u32, u32); 4] = BYTES6;
+    const OFF: f32 = 32.0;
     fn run_start(j: u32, k: u32) -> u32 {
         128 * (j >> 3) + 32 * k + 4 * (j & 7)
     }
@@ -411,16 +422,13 @@ impl QType for Q6K {
         Self::run_start(j, k) >> 4
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
         let (h, l0) = (j >> 3, 4 * (j & 7));
         let (l0w, l1w) = (b.u32u(64 * h + l0), b.u32u(64 * h + 32 + l0));
         let hw = b.u32u(128 + 32 * h + l0);
         let lows = [l0w, l1w, l0w >> 4, l1w >> 4];
-        let mut r = [[0.0; 4]; 4];
-        for k in 0..4u32 {
-            let v = (lows[k as usize] & 0x0F0F_0F0F) | (((hw >> (2 * k)) & 0x0303_0303) << 4);
-            r[k as usize] = run(v, 0, 0x3F, 32.0);
-        }
+        let mut r = [0; 4];
+        unroll::<4>(|k| r[k] = (lows[k] & 0x0F0F_0F0F) | (((hw >> (2 * k)) & 0x0303_0303) << 4));
         r
     }
     #[inline(always)]
@@ -438,6 +446,8 @@ impl QType for Q8K {
     const UPB: u32 = 32;
     const RUNS: u32 = 2;
     const NSUB: u32 = 1;
+    const FIELDS: [(u32, u32); 4] = BYTES8;
+    const OFF: f32 = 128.0;
     fn run_start(j: u32, k: u32) -> u32 {
         8 * j + 4 * k
     }
@@ -445,9 +455,8 @@ impl QType for Q8K {
         0
     }
     #[inline(always)]
-    unsafe fn unit<M: Mem>(b: M, j: u32) -> [[f32; 4]; 4] {
-        let (w0, w1) = (b.u32a(4 + 8 * j) ^ 0x8080_8080, b.u32a(8 + 8 * j) ^ 0x8080_8080);
-        [run(w0, 0, 0xFF, 128.0), run(w1, 0, 0xFF, 128.0), [0.0; 4], [0.0; 4]]
+    unsafe fn words<M: Mem>(b: M, j: u32) -> [u32; 4] {
+        [b.u32a(4 + 8 * j) ^ 0x8080_8080, b.u32a(8 + 8 * j) ^ 0x8080_8080, 0, 0]
     }
     #[inline(always)]
     unsafe fn scale<M: Mem>(b: M, _s: u32) -> (f32, f32) {
