@@ -97,7 +97,8 @@ fn main() -> Res<()> {
                     let us = time_us(&cuda, MATVEC_ITERS, |i| {
                         cuda.matvec_with(name, g, ty, &ws[i % copies], n_rows, n_cols, &x, &mut y)
                     })?;
-                    variants.push((name, (n_rows, n_cols), bytes as f64 / us / 1e3, us));
+                    let regs = cuda.func(name)?.num_regs()?;
+                    variants.push((name, (n_rows, n_cols), bytes as f64 / us / 1e3, us, regs));
                 }
             }
             let mm_ms = if flag("--no-matmul") {
@@ -115,10 +116,10 @@ fn main() -> Res<()> {
 
     if !variants.is_empty() {
         println!("\nmat-vec geometry variants (rows/warp, warps, units, stages in gpu-kernels/src/quant/geometry.rs):");
-        println!("| kernel | rows x cols | us | GB/s |");
-        println!("|---|---|---:|---:|");
-        for (name, (r, c), gbs, us) in &variants {
-            println!("| {name} | {r}x{c} | {us:.1} | {gbs:.0} |");
+        println!("| kernel | regs | rows x cols | us | GB/s |");
+        println!("|---|---:|---|---:|---:|");
+        for (name, (r, c), gbs, us, regs) in &variants {
+            println!("| {name} | {regs} | {r}x{c} | {us:.1} | {gbs:.0} |");
         }
     }
     println!("\nmat-vec: weight bytes / time over rotating copies; mat-mul: n_tok = {N_TOK}, 2 rows cols n_tok flops");

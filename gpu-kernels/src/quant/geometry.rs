@@ -45,17 +45,21 @@ pub const MV_Q5_K: MvGeom = g(4, 8, 2, 3, 2);
 pub const MV_Q6_K: MvGeom = g(2, 8, 1, 3, 2);
 pub const MV_Q8_K: MvGeom = g(4, 8, 1, 3, 2);
 
-/// Alternative geometries compiled for the benchmark only: (kernel name, ggml type id, geometry).
+/// Alternative geometries compiled for the benchmark only: (kernel name, ggml type id, geometry); the name spells
+/// the geometry (rows per warp, warps, units, stages, ksplit).
 pub const MV_VARIANTS: &[(&str, u32, MvGeom)] = &[
-    ("matvec_q4_0_r2k2", 2, g(2, 8, 2, 3, 2)),
-    ("matvec_q4_0_r4k4", 2, g(4, 8, 2, 3, 4)),
-    ("matvec_q4_0_r4k1", 2, g(4, 4, 2, 4, 1)),
-    ("matvec_q4_0_r2k1", 2, g(2, 4, 2, 4, 1)),
-    ("matvec_q4_k_r2k2", 12, g(2, 8, 2, 3, 2)),
-    ("matvec_q4_k_r4k4", 12, g(4, 8, 2, 3, 4)),
-    ("matvec_q4_k_r4k1", 12, g(4, 4, 2, 4, 1)),
-    ("matvec_q4_k_r2k1", 12, g(2, 4, 2, 4, 1)),
+    ("matvec_q4_0_r4w8u2s3k4", 2, g(4, 8, 2, 3, 4)),
+    ("matvec_q4_0_r2w8u2s3k2", 2, g(2, 8, 2, 3, 2)),
+    ("matvec_q4_0_r2w8u2s3k4", 2, g(2, 8, 2, 3, 4)),
+    ("matvec_q4_0_r2w8u4s3k4", 2, g(2, 8, 4, 3, 4)),
+    ("matvec_q4_0_r4w4u2s4k2", 2, g(4, 4, 2, 4, 2)),
+    ("matvec_q4_k_r4w8u2s3k4", 12, g(4, 8, 2, 3, 4)),
+    ("matvec_q4_k_r2w8u2s3k2", 12, g(2, 8, 2, 3, 2)),
+    ("matvec_q4_k_r2w8u2s3k4", 12, g(2, 8, 2, 3, 4)),
+    ("matvec_q4_k_r2w8u4s3k4", 12, g(2, 8, 4, 3, 4)),
+    ("matvec_q4_k_r4w4u2s4k2", 12, g(4, 4, 2, 4, 2)),
 ];
+
 /// Mat-mul tile: `MM_ROWS` weight rows x `MM_TOK` tokens per block, `MM_K` columns per shared-memory step,
 /// `MM_THREADS` threads each computing a 4 x 4 patch of outputs.
 pub const MM_ROWS: u32 = 64;

@@ -10,7 +10,7 @@
 //! (one FADD), with 2^-s folded into the activation, so no int-to-float conversion is issued.
 
 use super::geometry::{self, MvGeom};
-use super::{cp_async16, cp_async_commit, cp_async_wait, dot4, field_bits, field_exp, fma, lds_f32x2, lds_f32x4};
+use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, dot4, field_bits, field_exp, fma, lds_f32x2, lds_f32x4};
 use super::{sts_f32, sts_f32x2, sum4, sync_warp, unroll, Global, QType, Shared};
 use crate::common::*;
 use crate::quant::types::*;
@@ -36,12 +36,18 @@ pub const fn warp_bytes(ts: u32, upb: u32, nsub: u32, g: MvGeom) -> u32 {
     (g.stages * stage + table).div_ceil(16) * 16
 }
 
+#[inline(always)]
+const fn nb_ts(ts: u32, upb: u32, g: MvGeom) -> u32 {
+    step_blocks(upb, g) * ts
+}
+
 /// Shared bytes of one block: the warps' areas and the split-K partial sums.
 #[inline(always)]
 pub const fn block_bytes(ts: u32, upb: u32, nsub: u32, g: MvGeom) -> u32 {
     let n = g.warps * warp_bytes(ts, upb, nsub, g) + g.warps * g.rows_per_warp * 4;
     assert!(n <= 48 * 1024, "mat-vec shared memory over the 48 KiB static limit");
     assert!(g.warps % g.ksplit == 0 && g.stages >= 2 && g.stages <= 4);
+    assert!(g.rows_per_warp * chunks(nb_ts(ts, upb, g)) <= 16 * 32, "more than 16 copies per lane and step");
     n
 }
 
@@ -83,43 +89,34 @@ unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const N
     // Row geometry. Plain types: blocks of 8 elements, then a tail of n_cols % 8 read from global memory.
     let nb_row = n_cols / T::BS;
     let row_bytes: u64 = if T::PLAIN { n_cols as u64 * (T::TS / 8) as u64 } else { nb_row as u64 * T::TS as u64 };
-    let total = n_rows as u64 * row_bytes;
+    let rb32 = row_bytes as u32; // < 2^32, checked by the host
     let n_steps = nb_row.div_ceil(nb);
     let n_mine = if n_steps > kw { (n_steps - kw).div_ceil(KS) } else { 0 }; // steps kw, kw + KS, ..
-    let rowc = |r: u32| if row0 + r < n_rows { row0 + r } else { n_rows - 1 };
-    // Byte phase (start mod 16) of each row's step 0; step t adds t * step_bytes.
-    let mut ph0 = [0u32; R];
-    unroll::<R>(|r| ph0[r] = (rowc(r as u32).wrapping_mul(row_bytes as u32)) & 15);
 
-    // Copy this warp's i-th step of the R rows into stage i % S: 16-byte chunks aligned down, clamped to the end.
-    let issue = |i: u32| {
-        let t = kw + i * KS;
-        let stage = my + (i % S) * stage_bytes;
-        let mut f = lane;
-        while f < R as u32 * ch {
-            let (r, c) = (f / ch, f % ch);
-            let start = rowc(r) as u64 * row_bytes + t as u64 * step_bytes as u64;
-            let src = (start & !15) + 16 * c as u64;
-            if src < total {
-                let n = if total - src < 16 { (total - src) as u32 } else { 16 };
-                cp_async16(stage + f * 16, w.add(src as usize), n);
-            }
-            f += 32;
-        }
-    };
+    // Copies are addressed from `base`, the group's first byte aligned down to 16; row r's step t starts at offset
+    // ph + r * row_bytes + t * step_bytes, and its bytes land at that offset mod 16 in the row's stage area.
+    let first = row0 as u64 * row_bytes;
+    let base = w.add((first & !15) as usize);
+    let ph = (first & 15) as u32;
+    let left = (n_rows as u64 * row_bytes).saturating_sub(first & !15); // bytes from `base` to the tensor's end
+    let left = if left > u32::MAX as u64 { u32::MAX } else { left as u32 };
+    let mut ph0 = [0u32; R];
+    unroll::<R>(|r| ph0[r] = (ph + r as u32 * rb32) & 15);
+
+    let cp = Copier { lane, kw, my, stage_bytes, step_bytes, ch, ph, rb32, left, base };
 
     let mut acc = [0.0f32; R];
     if active {
         for i in 0..S - 1 {
             if i < n_mine {
-                issue(i);
+                cp.issue::<R, S, KS>(i);
             }
             cp_async_commit();
         }
         for i in 0..n_mine {
             sync_warp(); // every lane is done with the stage the next copy overwrites
             if i + S - 1 < n_mine {
-                issue(i + S - 1);
+                cp.issue::<R, S, KS>(i + S - 1);
             }
             cp_async_commit();
             cp_async_wait(S - 1);
@@ -135,11 +132,9 @@ unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const N
                 while e < n_tab {
                     let (r, rem) = (e / (nb * T::NSUB), e % (nb * T::NSUB));
                     let (bi, s) = (rem / T::NSUB, rem % T::NSUB);
-                    if t * nb + bi < nb_row {
-                        let ph = (rowc(r).wrapping_mul(row_bytes as u32) + t * step_bytes) & 15;
-                        let (a, m) = T::scale(Shared(stage + r * ch * 16 + ph + bi * T::TS), s);
-                        sts_f32x2(table + e * 8, a, m);
-                    }
+                    let phase = (ph + r * rb32 + t * step_bytes) & 15;
+                    let (a, m) = T::scale(Shared(stage + r * ch * 16 + phase + bi * T::TS), s);
+                    sts_f32x2(table + e * 8, a, m);
                     e += 32;
                 }
                 sync_warp();
@@ -159,8 +154,10 @@ unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const N
             if lane < tail {
                 let xv = *x.add(e as usize);
                 unroll::<R>(|r| {
-                    let row = Global(w.add((rowc(r as u32) as u64 * row_bytes) as usize));
-                    acc[r] += T::elem(row, e) * xv;
+                    if row0 + (r as u32) < n_rows {
+                        let row = Global(w.add(((row0 + r as u32) as u64 * row_bytes) as usize));
+                        acc[r] += T::elem(row, e) * xv;
+                    }
                 });
             }
         }
@@ -188,6 +185,52 @@ unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const N
             }
             *y.add((row0 + lane) as usize) = s;
         }
+    }
+}
+
+/// What a lane needs to copy its warp's steps global -> shared.
+struct Copier {
+    lane: u32,
+    kw: u32,
+    my: u32,
+    stage_bytes: u32,
+    step_bytes: u32,
+    ch: u32,
+    ph: u32,
+    rb32: u32,
+    left: u32,
+    base: *const u8,
+}
+
+impl Copier {
+    /// Copy this warp's i-th step of the R rows into stage i % S: chunk f = lane + 32 k of the stage is row f / ch,
+    /// 16-byte piece f % ch; row r's step starts at `base` + ph + r * row_bytes + t * step_bytes (aligned down).
+    /// Past the tensor's end the copies are clamped and zero-filled.
+    #[inline(always)]
+    unsafe fn issue<const R: usize, const S: u32, const KS: u32>(&self, i: u32) {
+        let (ch, lane) = (self.ch, self.lane);
+        let t_off = (self.kw + i * KS) * self.step_bytes;
+        let stage = self.my + (i % S) * self.stage_bytes;
+        // Whole step inside the tensor (all but the last steps): full 16-byte copies, no clamping.
+        let inside = ((self.ph + (R as u32 - 1) * self.rb32 + t_off) & !15) + 16 * ch <= self.left;
+        unroll::<16>(|k| {
+            let f = lane + 32 * k as u32;
+            if 32 * k as u32 >= R as u32 * ch || f >= R as u32 * ch {
+                return;
+            }
+            let (r, c) = (f / ch, f % ch);
+            let src = if self.step_bytes % 16 == 0 {
+                ((self.ph + r * self.rb32) & !15) + 16 * c + t_off
+            } else {
+                ((self.ph + r * self.rb32 + t_off) & !15) + 16 * c
+            };
+            if inside {
+                cp_async16_full(stage + f * 16, self.base.add(src as usize));
+            } else if src < self.left {
+                let n = if self.left - src < 16 { self.left - src } else { 16 };
+                cp_async16(stage + f * 16, self.base.add(src as usize), n);
+            }
+        });
     }
 }
 
@@ -301,12 +344,14 @@ matvec_kernels! {
     matvec_q6_k: Q6K, geometry::MV_Q6_K;
     matvec_q8_k: Q8K, geometry::MV_Q8_K;
     // Benchmark-only variants (geometry::MV_VARIANTS).
-    matvec_q4_0_r2k2: Q4_0, geometry::MV_VARIANTS[0].2;
-    matvec_q4_0_r4k4: Q4_0, geometry::MV_VARIANTS[1].2;
-    matvec_q4_0_r4k1: Q4_0, geometry::MV_VARIANTS[2].2;
-    matvec_q4_0_r2k1: Q4_0, geometry::MV_VARIANTS[3].2;
-    matvec_q4_k_r2k2: Q4K, geometry::MV_VARIANTS[4].2;
-    matvec_q4_k_r4k4: Q4K, geometry::MV_VARIANTS[5].2;
-    matvec_q4_k_r4k1: Q4K, geometry::MV_VARIANTS[6].2;
-    matvec_q4_k_r2k1: Q4K, geometry::MV_VARIANTS[7].2;
+    matvec_q4_0_r4w8u2s3k4: Q4_0, geometry::MV_VARIANTS[0].2;
+    matvec_q4_0_r2w8u2s3k2: Q4_0, geometry::MV_VARIANTS[1].2;
+    matvec_q4_0_r2w8u2s3k4: Q4_0, geometry::MV_VARIANTS[2].2;
+    matvec_q4_0_r2w8u4s3k4: Q4_0, geometry::MV_VARIANTS[3].2;
+    matvec_q4_0_r4w4u2s4k2: Q4_0, geometry::MV_VARIANTS[4].2;
+    matvec_q4_k_r4w8u2s3k4: Q4K, geometry::MV_VARIANTS[5].2;
+    matvec_q4_k_r2w8u2s3k2: Q4K, geometry::MV_VARIANTS[6].2;
+    matvec_q4_k_r2w8u2s3k4: Q4K, geometry::MV_VARIANTS[7].2;
+    matvec_q4_k_r2w8u4s3k4: Q4K, geometry::MV_VARIANTS[8].2;
+    matvec_q4_k_r4w4u2s4k2: Q4K, geometry::MV_VARIANTS[9].2;
 }

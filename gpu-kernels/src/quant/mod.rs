@@ -69,11 +69,11 @@ pub fn f16(h: u32) -> f32 {
     r
 }
 
-/// `f(0); f(1); ..; f(N - 1)` fully unrolled (N <= 8), so that register arrays indexed by `i` stay in registers
+/// `f(0); f(1); ..; f(N - 1)` fully unrolled (N <= 16), so that register arrays indexed by `i` stay in registers
 /// (LLVM does not always unroll loops with large bodies, and a runtime index sends an array to local memory).
 #[inline(always)]
 pub fn unroll<const N: usize>(mut f: impl FnMut(usize)) {
-    const { assert!(N <= 8) };
+    const { assert!(N <= 16) };
     if N > 0 { f(0) }
     if N > 1 { f(1) }
     if N > 2 { f(2) }
@@ -82,6 +82,14 @@ pub fn unroll<const N: usize>(mut f: impl FnMut(usize)) {
     if N > 5 { f(5) }
     if N > 6 { f(6) }
     if N > 7 { f(7) }
+    if N > 8 { f(8) }
+    if N > 9 { f(9) }
+    if N > 10 { f(10) }
+    if N > 11 { f(11) }
+    if N > 12 { f(12) }
+    if N > 13 { f(13) }
+    if N > 14 { f(14) }
+    if N > 15 { f(15) }
 }
 
 /// Sum of four products.
@@ -219,6 +227,12 @@ pub unsafe fn sts_f32x2(a: u32, x: f32, y: f32) {
 pub unsafe fn cp_async16(dst: u32, src: *const u8, n: u32) {
     asm!("cp.async.cg.shared.global [{d}], [{s}], 16, {n};", d = in(reg32) dst, s = in(reg64) src, n = in(reg32) n,
          options(nostack));
+}
+
+/// 16-byte asynchronous copy global -> shared; both addresses 16-byte aligned.
+#[inline(always)]
+pub unsafe fn cp_async16_full(dst: u32, src: *const u8) {
+    asm!("cp.async.cg.shared.global [{d}], [{s}], 16;", d = in(reg32) dst, s = in(reg64) src, options(nostack));
 }
 
 #[inline(always)]
