@@ -33,14 +33,14 @@ const fn g(rows_per_warp: u32, warps: u32, units: u32, stages: u32, ksplit: u32)
 pub const MV_F32: MvGeom = g(4, 4, 1, 2, 1);
 pub const MV_F16: MvGeom = g(4, 4, 1, 4, 1);
 pub const MV_BF16: MvGeom = g(4, 4, 1, 4, 1);
-pub const MV_Q4_0: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q4_0: MvGeom = g(4, 8, 2, 4, 2);
 pub const MV_Q4_1: MvGeom = g(4, 8, 2, 3, 2);
 pub const MV_Q5_0: MvGeom = g(4, 8, 2, 3, 2);
 pub const MV_Q5_1: MvGeom = g(4, 8, 2, 3, 2);
 pub const MV_Q8_0: MvGeom = g(4, 8, 1, 3, 2);
 pub const MV_Q2_K: MvGeom = g(4, 8, 1, 3, 2);
 pub const MV_Q3_K: MvGeom = g(4, 8, 1, 3, 2);
-pub const MV_Q4_K: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q4_K: MvGeom = g(4, 8, 2, 4, 2);
 pub const MV_Q5_K: MvGeom = g(4, 8, 2, 3, 2);
 pub const MV_Q6_K: MvGeom = g(2, 8, 1, 3, 2);
 pub const MV_Q8_K: MvGeom = g(4, 8, 1, 3, 2);

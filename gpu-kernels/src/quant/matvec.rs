@@ -119,9 +119,12 @@ unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const N
                 cp.issue::<R, S, KS>(i + S - 1);
             }
             cp_async_commit();
+            let t = kw + i * KS;
+            let full = (t + 1) * nb <= nb_row; // full steps need no bounds checks
+            // The activations do not depend on the copies: load them first, so both latencies overlap.
+            let xv = if full { load_x::<T, U, false>(lane, t, nb, nb_row, x) } else { load_x::<T, U, true>(lane, t, nb, nb_row, x) };
             cp_async_wait(S - 1);
             sync_warp(); // step i's bytes, copied by all lanes, are visible to all lanes
-            let t = kw + i * KS;
             let stage = my + (i % S) * stage_bytes;
             let mut rb = [0u32; R]; // shared address of each row's first byte of the step
             unroll::<R>(|r| rb[r] = stage + r as u32 * ch * 16 + ((ph0[r] + t * step_bytes) & 15));
@@ -140,11 +143,11 @@ unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const N
                 sync_warp();
             }
 
-            // 2) the units: full steps need no bounds checks
-            if (t + 1) * nb <= nb_row {
-                step::<T, R, U, false>(lane, t, nb, nb_row, x, &rb, table, magic, &mut acc);
+            // 2) the units
+            if full {
+                step::<T, R, U, false>(&xv, &rb, nb, table, magic, &mut acc);
             } else {
-                step::<T, R, U, true>(lane, t, nb, nb_row, x, &rb, table, magic, &mut acc);
+                step::<T, R, U, true>(&xv, &rb, nb, table, magic, &mut acc);
             }
         }
 
@@ -234,39 +237,55 @@ impl Copier {
     }
 }
 
-/// One step of one warp: this lane's U units of the step, for the R rows staged at `rb`. `CHECK`: the step runs
-/// past the row's last block, so units are bounds-checked.
+/// This lane's U units of step t: (block in step, unit in block, in the row) and their activations.
+struct Xs<const U: usize> {
+    unit: [(u32, u32, bool); U],
+    v: [[[f32; 4]; 4]; U],
+}
+
+/// Load the activations of this lane's units of step t. `CHECK`: the step runs past the row's last block.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn step<T: QType, const R: usize, const U: usize, const CHECK: bool>(
-    lane: u32, t: u32, nb: u32, nb_row: u32, x: *const f32, rb: &[u32; R], table: u32, magic: u32,
-    acc: &mut [f32; R],
-) {
-    // Activations of the units, loaded once for the R rows; quant types fold each field's 2^-s into them.
-    let mut xs = [[[0.0f32; 4]; 4]; U];
-    let mut sx = [[0.0f32; 4]; U];
-    let mut unit = [(0u32, 0u32, false); U];
+unsafe fn load_x<T: QType, const U: usize, const CHECK: bool>(lane: u32, t: u32, nb: u32, nb_row: u32, x: *const f32) -> Xs<U> {
+    let mut xs = Xs { unit: [(0, 0, false); U], v: [[[0.0; 4]; 4]; U] };
     unroll::<U>(|u| {
         let idx = lane + 32 * u as u32;
         let (bi, j) = (idx / T::UPB, idx % T::UPB);
         let valid = !CHECK || t * nb + bi < nb_row;
-        unit[u] = (bi, j, valid);
+        xs.unit[u] = (bi, j, valid);
         if valid {
             let e0 = (t * nb + bi) * T::BS;
             unroll::<4>(|k| {
                 if (k as u32) < T::RUNS {
-                    let v = ld_nc_f32x4(x.add((e0 + T::run_start(j, k as u32)) as usize));
-                    sx[u][k] = sum4(v);
-                    unroll::<4>(|i| xs[u][k][i] = if T::PLAIN { v[i] } else { v[i] * x_scale::<T>(k, i) });
+                    xs.v[u][k] = ld_nc_f32x4(x.add((e0 + T::run_start(j, k as u32)) as usize));
                 }
             });
         }
+    });
+    xs
+}
+
+/// One step of one warp: this lane's U units, for the R rows staged at `rb`. `CHECK`: skip units past the row's
+/// end.
+#[inline(always)]
+unsafe fn step<T: QType, const R: usize, const U: usize, const CHECK: bool>(
+    xv: &Xs<U>, rb: &[u32; R], nb: u32, table: u32, magic: u32, acc: &mut [f32; R],
+) {
+    // Activations reused for the R rows; quant types fold each field's 2^-s into them.
+    let unit = xv.unit;
+    let mut xs = [[[0.0f32; 4]; 4]; U];
+    let mut sx = [[0.0f32; 4]; U];
+    unroll::<U>(|u| {
+        unroll::<4>(|k| {
+            let v = xv.v[u][k];
+            sx[u][k] = sum4(v);
+            unroll::<4>(|i| xs[u][k][i] = if T::PLAIN { v[i] } else { v[i] * x_scale::<T>(k, i) });
+        });
     });
 
     unroll::<R>(|r| {
         unroll::<U>(|u| {
             let (bi, j, valid) = unit[u];
-            if !valid {
+            if CHECK && !valid {
                 return;
             }
             let b = Shared(rb[r] + bi * T::TS);
