@@ -25,9 +25,14 @@ unsafe fn dequantize<T: QType>(w: *const u8, out: *mut f32, n_blocks: u32, n_tai
             if T::PLAIN {
                 stg_f32x4(o, v);
             } else {
-                // a * q + b rounded twice, as the CPU computes it (no FMA contraction).
+                // a * q (+ b) rounded as the CPU computes it (no FMA contraction; no `+ 0.0`, which would turn
+                // a -0.0 into +0.0).
                 let (a, m) = T::scale(b, T::run_sub(j, k));
-                stg_f32x4(o, [a * v[0] + m, a * v[1] + m, a * v[2] + m, a * v[3] + m]);
+                if T::HAS_MIN {
+                    stg_f32x4(o, [a * v[0] + m, a * v[1] + m, a * v[2] + m, a * v[3] + m]);
+                } else {
+                    stg_f32x4(o, [a * v[0], a * v[1], a * v[2], a * v[3]]);
+                }
             }
         }
     } else if T::PLAIN && u - n_units < n_tail {

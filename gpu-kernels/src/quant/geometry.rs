@@ -4,7 +4,9 @@
 
 /// Shape of a mat-vec kernel: a block has `warps` warps in groups of `ksplit`; the warps of a group share
 /// `rows_per_warp` rows and take turns over the row's steps (split-K, summed through shared memory at the end).
-/// Each step a warp stages `units * 32` decode units per row through a `stages`-deep cp.async pipeline.
+/// Each step a warp stages `units * 32` decode units per row through a `stages`-deep cp.async pipeline. The
+/// kernel is compiled for `65536 / (32 warps max_regs)` resident blocks (its launch bounds), i.e. at most
+/// `max_regs` registers per thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MvGeom {
     pub rows_per_warp: u32,
@@ -12,6 +14,7 @@ pub struct MvGeom {
     pub units: u32,
     pub stages: u32,
     pub ksplit: u32,
+    pub max_regs: u32,
 }
 
 impl MvGeom {
@@ -23,10 +26,18 @@ impl MvGeom {
     pub const fn threads(&self) -> u32 {
         self.warps * 32
     }
+    /// Resident blocks per SM the kernel is compiled for (its launch bounds).
+    pub const fn min_blocks(&self) -> u32 {
+        65536 / (self.threads() * self.max_regs)
+    }
+    /// The same geometry with another register budget.
+    pub const fn regs(self, max_regs: u32) -> MvGeom {
+        MvGeom { max_regs, ..self }
+    }
 }
 
 const fn g(rows_per_warp: u32, warps: u32, units: u32, stages: u32, ksplit: u32) -> MvGeom {
-    MvGeom { rows_per_warp, warps, units, stages, ksplit }
+    MvGeom { rows_per_warp, warps, units, stages, ksplit, max_regs: 64 }
 }
 
 // Default mat-vec geometry per type (chosen by benches/gpu_quant.rs on the H100; see the notes there).
@@ -34,9 +45,9 @@ pub const MV_F32: MvGeom = g(4, 4, 1, 2, 1);
 pub const MV_F16: MvGeom = g(4, 4, 1, 4, 1);
 pub const MV_BF16: MvGeom = g(4, 4, 1, 4, 1);
 pub const MV_Q4_0: MvGeom = g(4, 8, 2, 4, 2);
-pub const MV_Q4_1: MvGeom = g(4, 8, 2, 3, 2);
-pub const MV_Q5_0: MvGeom = g(4, 8, 2, 3, 2);
-pub const MV_Q5_1: MvGeom = g(4, 8, 2, 3, 2);
+pub const MV_Q4_1: MvGeom = g(4, 8, 2, 3, 2).regs(80);
+pub const MV_Q5_0: MvGeom = g(4, 8, 2, 3, 2).regs(80);
+pub const MV_Q5_1: MvGeom = g(4, 8, 2, 3, 2).regs(80);
 pub const MV_Q8_0: MvGeom = g(4, 8, 1, 3, 2);
 pub const MV_Q2_K: MvGeom = g(4, 8, 1, 3, 2);
 pub const MV_Q3_K: MvGeom = g(4, 8, 1, 3, 2);
@@ -46,18 +57,18 @@ pub const MV_Q6_K: MvGeom = g(2, 8, 1, 3, 2);
 pub const MV_Q8_K: MvGeom = g(4, 8, 1, 3, 2);
 
 /// Alternative geometries compiled for the benchmark only: (kernel name, ggml type id, geometry); the name spells
-/// the geometry (rows per warp, warps, units, stages, ksplit).
+/// the geometry (rows per warp, warps, units, stages, ksplit, register budget if not 64).
 pub const MV_VARIANTS: &[(&str, u32, MvGeom)] = &[
-    ("matvec_q4_0_r4w8u2s3k4", 2, g(4, 8, 2, 3, 4)),
-    ("matvec_q4_0_r2w8u2s3k2", 2, g(2, 8, 2, 3, 2)),
-    ("matvec_q4_0_r2w8u2s3k4", 2, g(2, 8, 2, 3, 4)),
-    ("matvec_q4_0_r2w8u4s3k4", 2, g(2, 8, 4, 3, 4)),
-    ("matvec_q4_0_r4w4u2s4k2", 2, g(4, 4, 2, 4, 2)),
-    ("matvec_q4_k_r4w8u2s3k4", 12, g(4, 8, 2, 3, 4)),
-    ("matvec_q4_k_r2w8u2s3k2", 12, g(2, 8, 2, 3, 2)),
-    ("matvec_q4_k_r2w8u2s3k4", 12, g(2, 8, 2, 3, 4)),
-    ("matvec_q4_k_r2w8u4s3k4", 12, g(2, 8, 4, 3, 4)),
-    ("matvec_q4_k_r4w4u2s4k2", 12, g(4, 4, 2, 4, 2)),
+    ("matvec_q4_0_r4w8u2s4k2x80", 2, g(4, 8, 2, 4, 2).regs(80)),
+    ("matvec_q4_0_r4w8u2s3k2", 2, g(4, 8, 2, 3, 2).regs(64)),
+    ("matvec_q4_0_r4w4u2s4k2", 2, g(4, 4, 2, 4, 2).regs(64)),
+    ("matvec_q4_0_r2w8u2s3k2", 2, g(2, 8, 2, 3, 2).regs(64)),
+    ("matvec_q4_0_r4w8u2s3k4", 2, g(4, 8, 2, 3, 4).regs(64)),
+    ("matvec_q4_k_r4w8u2s4k2x80", 12, g(4, 8, 2, 4, 2).regs(80)),
+    ("matvec_q4_k_r4w8u2s3k2", 12, g(4, 8, 2, 3, 2).regs(64)),
+    ("matvec_q4_k_r4w4u2s4k2", 12, g(4, 4, 2, 4, 2).regs(64)),
+    ("matvec_q4_k_r2w8u2s3k2", 12, g(2, 8, 2, 3, 2).regs(64)),
+    ("matvec_q4_k_r4w8u2s3k4", 12, g(4, 8, 2, 3, 4).regs(64)),
 ];
 
 /// Mat-mul tile: `MM_ROWS` weight rows x `MM_TOK` tokens per block, `MM_K` columns per shared-memory step,

@@ -67,7 +67,7 @@ fn x_scale<T: QType>(k: usize, i: usize) -> f32 {
 unsafe fn matvec<T: QType, const R: usize, const U: usize, const S: u32, const NW: u32, const KS: u32>(
     smem: u32, w: *const u8, x: *const f32, y: *mut f32, n_rows: u32, n_cols: u32,
 ) {
-    let g = MvGeom { rows_per_warp: R as u32, warps: NW, units: U as u32, stages: S, ksplit: KS };
+    let g = MvGeom { rows_per_warp: R as u32, warps: NW, units: U as u32, stages: S, ksplit: KS, max_regs: 0 };
     let nb: u32 = step_blocks(T::UPB, g);
     let step_bytes = nb * T::TS;
     let ch = chunks(step_bytes);
@@ -340,6 +340,7 @@ macro_rules! matvec_kernels {
                                                 y: *mut f32 /* (n_rows,) */, n_rows: u32, n_cols: u32) {
             const G: MvGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as QType>::TS, <$ty as QType>::UPB, <$ty as QType>::NSUB, G);
+            crate::launch_bounds!(G.warps * 32, G.min_blocks());
             let smem = crate::shared_array!("mv_smem", SMEM);
             matvec::<$ty, { G.rows_per_warp as usize }, { G.units as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
                 smem, w, x, y, n_rows, n_cols)
@@ -363,14 +364,14 @@ matvec_kernels! {
     matvec_q6_k: Q6K, geometry::MV_Q6_K;
     matvec_q8_k: Q8K, geometry::MV_Q8_K;
     // Benchmark-only variants (geometry::MV_VARIANTS).
-    matvec_q4_0_r4w8u2s3k4: Q4_0, geometry::MV_VARIANTS[0].2;
-    matvec_q4_0_r2w8u2s3k2: Q4_0, geometry::MV_VARIANTS[1].2;
-    matvec_q4_0_r2w8u2s3k4: Q4_0, geometry::MV_VARIANTS[2].2;
-    matvec_q4_0_r2w8u4s3k4: Q4_0, geometry::MV_VARIANTS[3].2;
-    matvec_q4_0_r4w4u2s4k2: Q4_0, geometry::MV_VARIANTS[4].2;
-    matvec_q4_k_r4w8u2s3k4: Q4K, geometry::MV_VARIANTS[5].2;
-    matvec_q4_k_r2w8u2s3k2: Q4K, geometry::MV_VARIANTS[6].2;
-    matvec_q4_k_r2w8u2s3k4: Q4K, geometry::MV_VARIANTS[7].2;
-    matvec_q4_k_r2w8u4s3k4: Q4K, geometry::MV_VARIANTS[8].2;
-    matvec_q4_k_r4w4u2s4k2: Q4K, geometry::MV_VARIANTS[9].2;
+    matvec_q4_0_r4w8u2s4k2x80: Q4_0, geometry::MV_VARIANTS[0].2;
+    matvec_q4_0_r4w8u2s3k2: Q4_0, geometry::MV_VARIANTS[1].2;
+    matvec_q4_0_r4w4u2s4k2: Q4_0, geometry::MV_VARIANTS[2].2;
+    matvec_q4_0_r2w8u2s3k2: Q4_0, geometry::MV_VARIANTS[3].2;
+    matvec_q4_0_r4w8u2s3k4: Q4_0, geometry::MV_VARIANTS[4].2;
+    matvec_q4_k_r4w8u2s4k2x80: Q4K, geometry::MV_VARIANTS[5].2;
+    matvec_q4_k_r4w8u2s3k2: Q4K, geometry::MV_VARIANTS[6].2;
+    matvec_q4_k_r4w4u2s4k2: Q4K, geometry::MV_VARIANTS[7].2;
+    matvec_q4_k_r2w8u2s3k2: Q4K, geometry::MV_VARIANTS[8].2;
+    matvec_q4_k_r4w8u2s3k4: Q4K, geometry::MV_VARIANTS[9].2;
 }

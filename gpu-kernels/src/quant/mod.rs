@@ -264,6 +264,17 @@ pub unsafe fn stg_f32x4(p: *mut f32, v: [f32; 4]) {
          c = in(reg32) v[2], d = in(reg32) v[3], options(nostack));
 }
 
+/// Launch bounds for the enclosing kernel: at most `$threads` threads per block and at least `$blocks` resident
+/// blocks per SM, so ptxas keeps registers within 65536 / ($threads * $blocks). rustc has no `__launch_bounds__`;
+/// this leaves a marker comment that `build.rs` moves into the entry's PTX header (`.maxntid`, `.minnctapersm`).
+#[macro_export]
+macro_rules! launch_bounds {
+    ($threads:expr, $blocks:expr) => {
+        // SAFETY: a PTX comment.
+        unsafe { core::arch::asm!("// @launch_bounds {t} {b}", t = const $threads, b = const $blocks, options(nomem, nostack)) }
+    };
+}
+
 /// A block-shared byte array of `$n` bytes (16-aligned), as a 32-bit shared address. Use once per kernel.
 #[macro_export]
 macro_rules! shared_array {
