@@ -173,9 +173,11 @@ pub fn prompt_tokens(tok: &Tokenizer, text: &str, chat: Option<Option<&str>>) ->
 
 enum State {
     Prefill,
-    /// Logits of the last evaluated position are ready; `pos` positions are in the cache.
+    /// Logits of the last evaluated position are ready (or the backend already `chosen` the greedy token);
+    /// `pos` positions are in the cache.
     Sample {
         pos: usize,
+        chosen: Option<u32>,
     },
     /// `token` was sampled but not yet evaluated.
     Decode {
@@ -230,6 +232,7 @@ pub fn generate(
             .map_err(|e| Error::Generate(format!("cannot write the output: {e}")))
     };
 
+    let device_argmax = sampler.is_plain_argmax();
     let mut state = State::Prefill;
     let reason = loop {
         state = match state {
@@ -238,16 +241,19 @@ pub fn generate(
                 logits.clear();
                 logits.extend_from_slice(fwd.forward(prompt, 0)?);
                 timings.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-                State::Sample { pos: prompt.len() }
+                State::Sample { pos: prompt.len(), chosen: None }
             }
-            State::Sample { pos } => {
+            State::Sample { pos, chosen } => {
                 if interrupt.load(Ordering::Relaxed) {
                     State::Done(StopReason::Interrupted)
                 } else if opts.n_predict.is_some_and(|n| tokens.len() >= n) {
                     State::Done(StopReason::MaxTokens)
                 } else {
                     let t0 = Instant::now();
-                    let token = sampler.sample(&mut logits);
+                    let token = match chosen {
+                        Some(t) => t,
+                        None => sampler.sample(&mut logits),
+                    };
                     sampler.accept(token);
                     timings.sample_ms += t0.elapsed().as_secs_f64() * 1e3;
                     timings.sampled += 1;
@@ -274,11 +280,15 @@ pub fn generate(
                     State::Done(StopReason::ContextFull)
                 } else {
                     let t0 = Instant::now();
-                    logits.clear();
-                    logits.extend_from_slice(fwd.forward(&[token], pos)?);
+                    // a backend that picks greedy tokens itself keeps the logits on its device
+                    let chosen = if device_argmax { fwd.decode_greedy(token, pos)? } else { None };
+                    if chosen.is_none() {
+                        logits.clear();
+                        logits.extend_from_slice(fwd.forward(&[token], pos)?);
+                    }
                     timings.decode_ms += t0.elapsed().as_secs_f64() * 1e3;
                     timings.decode_runs += 1;
-                    State::Sample { pos: pos + 1 }
+                    State::Sample { pos: pos + 1, chosen }
                 }
             }
             State::Done(reason) => break reason,

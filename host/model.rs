@@ -29,6 +29,11 @@ pub trait Forward {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32]>;
     /// Logits for every position of the batch (needed for teacher-forced comparisons): (n_tok, vocab)
     fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>>;
+    /// One decode step of `token` at `pos` that also picks the next token by argmax on the backend, so that
+    /// only its id crosses from a device. `None`: the backend has no such path; sample `forward`'s logits.
+    fn decode_greedy(&mut self, _token: u32, _pos: usize) -> Result<Option<u32>> {
+        Ok(None)
+    }
     /// Clear the KV cache.
     fn reset(&mut self);
     fn ctx_size(&self) -> usize;
@@ -114,9 +119,9 @@ impl<'a> Mat<'a> {
             x = &rb.vals[..x.len()];
         }
         if n_tok == 1 {
-            quant::matvec(self.ty, self.data, self.rows, self.cols, x, y);
+            quant::matvec_q8(self.ty, self.data, self.rows, self.cols, x, y);
         } else {
-            quant::matmul(self.ty, self.data, self.rows, self.cols, x, y);
+            quant::matmul_q8(self.ty, self.data, self.rows, self.cols, x, y);
         }
         Ok(())
     }

@@ -228,7 +228,7 @@ fn compare_model(file: &str, tokens_file: &str) {
     for i in 0..31 {
         let pos = prompt.len() + i;
         tc.push(argmax(cpu.forward(&tc[i..i + 1], pos).unwrap()) as u32);
-        tg.push(gpu.decode_greedy(tg[i], pos).unwrap());
+        tg.push(gpu.greedy_step(tg[i], pos).unwrap());
     }
     let agree = tc.iter().zip(&tg).take_while(|(a, b)| a == b).count();
     println!("{file}: greedy cpu {tc:?}\n{file}: greedy gpu {tg:?}\n{file}: {agree} of 32 greedy tokens agree");

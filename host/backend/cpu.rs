@@ -284,7 +284,15 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         let kvh = h / group;
         let pos = p.pos0 + t;
         let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let qh = &q[(t * p.n_heads + h) * hd..][..hd];
+        // llama.cpp multiplies the f16 cache with q, and with the probabilities, converted to f16 (ggml's
+        // vec_dot_type of F16); rounding them the same way keeps greedy decoding on llama.cpp's tokens. For an
+        // f32 cache the rounding is the identity.
+        let mut qbuf = [0.0f32; 512];
+        let qh = &mut qbuf[..hd];
+        for (d, &x) in qh.iter_mut().zip(&q[(t * p.n_heads + h) * hd..][..hd]) {
+            *d = T::from_f32(x).to_f32();
+        }
+        let qh = &*qh;
         scores.clear();
         let mut max = f32::NEG_INFINITY;
         for j in first..=pos {
@@ -307,7 +315,7 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         o.fill(0.0);
         for (j, &s) in (first..=pos).zip(scores.iter()) {
             let vr = &v[j * v_stride + kvh * hdv..][..hdv];
-            let w = s * inv;
+            let w = T::from_f32(s * inv).to_f32();
             for (ov, &vv) in o.iter_mut().zip(vr) {
                 *ov += w * vv.to_f32();
             }

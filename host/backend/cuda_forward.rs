@@ -424,7 +424,7 @@ impl CudaForward {
     /// Greedy decode step on the device: the token in `tokens[0]` at position `pos` (both already on the
     /// device, as the previous step left them) runs through a captured CUDA graph that ends by writing the
     /// argmax into `tokens[0]` and advancing `pos`; only that id is copied back.
-    pub fn decode_greedy(&mut self, token: u32, pos: usize) -> Result<u32> {
+    pub fn greedy_step(&mut self, token: u32, pos: usize) -> Result<u32> {
         self.check(&[token], pos)?;
         if self.graph.is_none() || pos == 0 || pos != self.n_past {
             // (re)establish the device-side token and position
@@ -471,6 +471,10 @@ impl Forward for CudaForward {
 
     fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
         self.run(tokens, pos, true)
+    }
+
+    fn decode_greedy(&mut self, token: u32, pos: usize) -> Result<Option<u32>> {
+        self.greedy_step(token, pos).map(Some)
     }
 
     fn reset(&mut self) {

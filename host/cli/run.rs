@@ -12,6 +12,7 @@ use crate::cli::DeviceArg;
 use crate::generate::{self, GenOptions};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheType, KvCache};
+use crate::backend::cuda_forward::CudaForward;
 use crate::model::{CpuForward, Forward, Model};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
@@ -179,13 +180,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             .num_threads(n)
             .build_global();
     }
-    // The CUDA forward is not written yet: `auto` means the CPU, `cuda` says so after checking for a device.
-    if a.device == DeviceArg::Cuda {
-        Device::select(DeviceArg::Cuda)?;
-        return Err(Error::Usage(
-            "--device cuda: the CUDA forward is not implemented yet; use --device cpu".into(),
-        ));
-    }
+    let device = Device::select(a.device)?;
 
     let t_load = Instant::now();
     let file = GgufFile::open(&a.model)?;
@@ -203,7 +198,9 @@ pub fn run(a: RunArgs) -> Result<()> {
         model.n_vocab(),
         model.weight_bytes() as f64 / (1 << 20) as f64
     );
-    prefault(&model);
+    if device == Device::Cpu {
+        prefault(&model);
+    }
     let ctx_size = match a.ctx_size {
         Some(0) | None => c.context_len.clamp(1, DEFAULT_CTX_CAP),
         Some(n) => {
@@ -218,13 +215,21 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     let kv_dims = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
     let kv_bytes = KvCache::bytes_for(c.n_layers, ctx_size, kv_dims.0, kv_dims.1, a.cache_type);
-    let mut fwd: Box<dyn Forward> = Box::new(CpuForward::new(&model, ctx_size, a.cache_type)?);
-    eprintln!(
-        "kv cache: {ctx_size} positions, {}, {:.1} MiB; device: cpu, {} threads",
-        a.cache_type.name(),
-        kv_bytes as f64 / (1 << 20) as f64,
-        rayon::current_num_threads()
-    );
+    let mut fwd: Box<dyn Forward + '_> = match device {
+        Device::Cpu => {
+            eprintln!(
+                "kv cache: {ctx_size} positions, {}, {:.1} MiB; device: cpu, {} threads",
+                a.cache_type.name(),
+                kv_bytes as f64 / (1 << 20) as f64,
+                rayon::current_num_threads()
+            );
+            Box::new(CpuForward::new(&model, ctx_size, a.cache_type)?)
+        }
+        Device::Cuda { ordinal } => {
+            // the GPU keeps its KV cache in f16 (prints its memory plan)
+            Box::new(CudaForward::new(&model, ctx_size, ordinal)?)
+        }
+    };
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
     let chat = a.chat.then_some(a.system.as_deref());
