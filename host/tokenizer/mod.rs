@@ -524,8 +524,8 @@ impl Tokenizer {
             eog.retain(|&id| id != end);
             attrs[end as usize] = attr::USER_DEFINED;
         }
-        // gemma4 / paddleocr: "</s>" is an ordinary token next to "<|tool_response>"
-        if has(&eog, "<|tool_response>") && has(&eog, "</s>") {
+        // gemma4 and plamo: "</s>" is an ordinary token next to "<|tool_response>" / "<|plamo:eos|>"
+        if (has(&eog, "<|tool_response>") || has(&eog, "<|plamo:eos|>")) && has(&eog, "</s>") {
             let s = by_text[&b"</s>"[..]];
             eog.retain(|&id| id != s);
             attrs[s as usize] = attr::NORMAL;
