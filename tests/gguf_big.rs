@@ -3,6 +3,8 @@
 //! reader never touched tensor data. The time is printed; the assertion bound is a generous 2 s so that a
 //! loaded CI machine does not fail it.
 
+#![cfg(target_os = "linux")] // mincore
+
 use std::time::{Duration, Instant};
 
 use host::gguf::{GgmlType, GgufFile, GgufWriter, Value};

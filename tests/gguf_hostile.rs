@@ -1005,7 +1005,12 @@ fn every_hostile_class_is_rejected_with_a_clear_error() {
 
 #[test]
 fn odd_but_valid_files_load() {
+    let out_dir = std::env::var_os("GGUF_CORPUS_OUT").map(std::path::PathBuf::from);
     for (id, bytes, want) in valid_edge_cases() {
+        if let Some(d) = &out_dir {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join(format!("{id}.gguf")), &bytes).unwrap();
+        }
         let (stage, msg) = load(&bytes);
         assert_eq!(stage, want, "{id}: {msg}");
     }

@@ -110,6 +110,8 @@ fn everything_written_reads_back() {
                 assert_eq!((&t.dims, t.ggml_type), (&dims, ty), "{ctx} {name}");
                 assert_eq!(t.offset % f.alignment, 0, "{ctx} {name}");
                 assert_eq!(f.tensor_data(t), &pattern(t.n_bytes as usize, i)[..], "{ctx} {name}");
+                // slices are aligned in memory too (the image is 8-byte aligned, offsets multiples of >= 8)
+                assert_eq!(f.tensor_data(t).as_ptr() as usize % 8, 0, "{ctx} {name}");
                 let abs = f.data_offset + t.offset;
                 assert_eq!(f.tensor_data(t).as_ptr() as usize - f.bytes().as_ptr() as usize, abs as usize);
             }

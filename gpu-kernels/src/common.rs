@@ -22,6 +22,11 @@ pub fn bid_y() -> u32 {
     unsafe { nvptx::_block_idx_y() as u32 }
 }
 #[inline(always)]
+pub fn bid_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_z() as u32 }
+}
+#[inline(always)]
 pub fn ntid() -> u32 {
     // SAFETY: reads a special register.
     unsafe { nvptx::_block_dim_x() as u32 }
@@ -44,6 +49,35 @@ pub fn shfl_xor(v: f32, mask: u32) -> f32 {
     // SAFETY: full-warp shuffle; all lanes participate.
     unsafe { asm!("shfl.sync.bfly.b32 {r}, {v}, {m}, 31, -1;", r = out(reg32) r, v = in(reg32) v, m = in(reg32) mask) };
     r
+}
+
+/// Butterfly shuffle of a u32 within a warp.
+#[inline(always)]
+pub fn shfl_xor_u32(v: u32, mask: u32) -> u32 {
+    let r: u32;
+    // SAFETY: full-warp shuffle; all lanes participate.
+    unsafe { asm!("shfl.sync.bfly.b32 {r}, {v}, {m}, 31, -1;", r = out(reg32) r, v = in(reg32) v, m = in(reg32) mask) };
+    r
+}
+
+/// a / b without a panic path (0 when b == 0; launchers never pass 0).
+#[inline(always)]
+pub fn udiv(a: u32, b: u32) -> u32 {
+    a.checked_div(b).unwrap_or(0)
+}
+/// a % b without a panic path (0 when b == 0; launchers never pass 0).
+#[inline(always)]
+pub fn urem(a: u32, b: u32) -> u32 {
+    a.checked_rem(b).unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn min_u32(a: u32, b: u32) -> u32 {
+    if a < b { a } else { b }
+}
+#[inline(always)]
+pub fn max_u32(a: u32, b: u32) -> u32 {
+    if a > b { a } else { b }
 }
 
 /// Sum over the 32 lanes of a warp; every lane gets the result.
@@ -75,6 +109,15 @@ pub fn block_scratch() -> *mut f32 {
     // SAFETY: declares a shared array local to this asm scope and returns its generic address.
     unsafe { asm!("{{", ".shared .align 16 .b8 scratch[128];", "cvta.shared.u64 {p}, scratch;", "}}", p = out(reg64) p) };
     p as *mut f32
+}
+
+/// 32 u32 of block-shared scratch; each inlined call site gets its own array.
+#[inline(always)]
+pub fn block_scratch_u32() -> *mut u32 {
+    let p: u64;
+    // SAFETY: declares a shared array local to this asm scope and returns its generic address.
+    unsafe { asm!("{{", ".shared .align 16 .b8 scratch_u[128];", "cvta.shared.u64 {p}, scratch_u;", "}}", p = out(reg64) p) };
+    p as *mut u32
 }
 
 /// Sum over the block (up to 1024 threads); every thread gets the result. Must be reached by all threads.
@@ -145,6 +188,23 @@ pub fn f16_to_f32(h: u16) -> f32 {
     r
 }
 
+/// f32 to f16 bits, round to nearest even (as `half::f16::from_f32`).
+#[inline(always)]
+pub fn f32_to_f16(x: f32) -> u16 {
+    let r: u16;
+    // SAFETY: pure conversion.
+    unsafe { asm!("cvt.rn.f16.f32 {r}, {x};", r = out(reg16) r, x = in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+
+/// tanh from the accurate `exp`: tanh(y) = sign(y) (1 - 2 / (e^(2|y|) + 1)).
+#[inline(always)]
+pub fn tanh(y: f32) -> f32 {
+    let a = if y < 0.0 { -y } else { y };
+    let t = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    if y < 0.0 { -t } else { t }
+}
+
 /// IEEE square root (round to nearest), as the CPU computes it.
 #[inline(always)]
 pub fn sqrt(x: f32) -> f32 {
@@ -154,13 +214,38 @@ pub fn sqrt(x: f32) -> f32 {
     r
 }
 
-/// e^x via the hardware `ex2` (relative error ~2^-22).
+/// e^x: the hardware `ex2` of x*log2(e), corrected for the rounding of that product so that large |x| keep
+/// full f32 accuracy (relative error ~2e-7 where the CPU's `expf` is correctly rounded).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let r: f32;
+    const LOG2E_LO: f32 = 1.925_963e-8; // log2(e) - (log2(e) as f32)
+    // clamp first: e^-104 already underflows f32, and +-inf would turn the correction term into NaN
+    let x = fmin(fmax(x, -104.0), 89.0);
     let y = x * core::f32::consts::LOG2_E;
+    let y_err = fma(x, core::f32::consts::LOG2_E, -y) + x * LOG2E_LO;
+    let r: f32;
     // SAFETY: pure arithmetic.
     unsafe { asm!("ex2.approx.f32 {r}, {y};", r = out(reg32) r, y = in(reg32) y, options(pure, nomem, nostack)) };
+    fma(r, y_err * core::f32::consts::LN_2, r)
+}
+
+/// a * b + c with one rounding.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("fma.rn.f32 {r}, {a}, {b}, {c};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+             options(pure, nomem, nostack))
+    };
+    r
+}
+
+#[inline(always)]
+pub fn fmin(a: f32, b: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("min.f32 {r}, {a}, {b};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, options(pure, nomem, nostack)) };
     r
 }
 

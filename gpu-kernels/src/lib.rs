@@ -9,10 +9,14 @@
 #![allow(internal_features)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod activation;
+pub mod attention;
 pub mod blocks;
 pub mod common;
 pub mod elementwise;
 pub mod norm;
+pub mod rope;
+pub mod sample;
 pub mod softmax;
 
 #[panic_handler]

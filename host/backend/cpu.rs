@@ -5,8 +5,8 @@
 /// x, out: (n_rows, dim); w: (dim,).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], dim: usize, eps: f32) {
     for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let scale = 1.0 / (ss + eps).sqrt();
+        let ss = xr.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64;
+        let scale = 1.0 / (ss as f32 + eps).sqrt();
         for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
             *o = wv * (xv * scale);
         }
@@ -31,12 +31,12 @@ pub fn mul(out: &mut [f32], a: &[f32], b: &[f32]) {
 pub fn softmax_rows(x: &mut [f32], n: usize) {
     for row in x.chunks_exact_mut(n) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
+        let mut sum = 0.0f64; // f64: the reference must not lose digits over a 262k vocabulary
         for v in row.iter_mut() {
             *v = (*v - max).exp();
-            sum += *v;
+            sum += *v as f64;
         }
-        let inv = 1.0 / sum;
+        let inv = (1.0 / sum) as f32;
         for v in row.iter_mut() {
             *v *= inv;
         }

@@ -90,7 +90,12 @@ impl Cuda {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(PTX))
             .map_err(cuda_err("load the kernel module (PTX JIT)"))?;
-        let stream = ctx.default_stream();
+        // One stream carries everything in order, so cudarc's per-buffer event tracking (for multi-stream
+        // programs) is pure overhead and would also break CUDA-graph capture.
+        // SAFETY: called before any buffer of this context exists.
+        unsafe { ctx.disable_event_tracking() };
+        // A stream of its own, not the legacy default stream, which cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(cuda_err("create stream"))?;
         Ok(Cuda { ctx, stream, module, funcs: Default::default() })
     }
 
@@ -120,6 +125,12 @@ impl Cuda {
         self.stream.alloc_zeros(n).map_err(cuda_err(format!("allocate {} bytes", n * std::mem::size_of::<T>())))
     }
 
+    /// An event recorded now on the stream, with timing enabled (for `elapsed_ms` between two of them).
+    pub fn timed_event(&self) -> Result<cudarc::driver::CudaEvent> {
+        use cudarc::driver::sys::CUevent_flags;
+        self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err("record event"))
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(cuda_err("synchronize"))
     }
@@ -145,21 +156,11 @@ const EW_PER_THREAD: u32 = 4;
 impl Cuda {
     /// out = rmsnorm(x) * w over rows of `dim`; twin of `cpu::rmsnorm`.
     pub fn rmsnorm(&self, out: &mut CudaSlice<f32>, x: &CudaSlice<f32>, w: &CudaSlice<f32>, dim: usize, eps: f32) -> Result<()> {
-        const K: &str = "rmsnorm_f32";
-        if dim == 0 || x.len() % dim != 0 || dim % 4 != 0 {
-            return Err(Error::Cuda { op: K.into(), msg: format!("dim {dim} must be a non-zero multiple of 4 dividing {}", x.len()) });
+        if dim == 0 || !x.len().is_multiple_of(dim) {
+            return Err(Error::Cuda { op: "rmsnorm_f32".into(), msg: format!("dim {dim} does not divide {}", x.len()) });
         }
-        let rows = x.len() / dim;
-        check_len(K, "out", out.len(), x.len())?;
-        check_len(K, "w", w.len(), dim)?;
-        let f = self.func(K)?;
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (ROW_BLOCK, 1, 1), shared_mem_bytes: 0 };
-        let dim = dim as u32;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(out).arg(x).arg(w).arg(&dim).arg(&eps);
-        // SAFETY: argument order and types match the kernel; lengths checked above.
-        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K} rows={rows} dim={dim}")))?;
-        Ok(())
+        check_len("rmsnorm_f32", "out", out.len(), x.len())?;
+        self.rmsnorm_rows(out, x, w, x.len() / dim, dim, eps)
     }
 
     fn elementwise(&self, kernel: &'static str, out: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>) -> Result<()> {
@@ -189,7 +190,7 @@ impl Cuda {
     /// Softmax of each row of `n` in place; twin of `cpu::softmax_rows`.
     pub fn softmax_rows(&self, x: &mut CudaSlice<f32>, n: usize) -> Result<()> {
         const K: &str = "softmax_rows_f32";
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(Error::Cuda { op: K.into(), msg: format!("row length {n} does not divide {}", x.len()) });
         }
         let rows = x.len() / n;
@@ -201,5 +202,266 @@ impl Cuda {
         // SAFETY: argument order and types match the kernel; lengths checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K} rows={rows} n={n}")))?;
         Ok(())
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Forward-pass ops. Buffers may be longer than the op needs (activations are sized for the largest batch):
+// each launcher takes explicit counts and checks that every buffer holds at least that much.
+// ----------------------------------------------------------------------------
+
+/// Threads per block of the one-element-per-thread kernels.
+const EW1_BLOCK: u32 = 256;
+/// Keys per attention split (must equal `gpu_kernels::attention::CHUNK`).
+pub const ATTN_CHUNK: usize = 256;
+/// Largest head dimension the attention kernel holds in registers (8 values per lane).
+pub const ATTN_MAX_HEAD_DIM: usize = 256;
+
+/// Shapes of one attention call (the GPU twin of `cpu::AttnParams`, without the positions, which live on the
+/// device).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub n_tok: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    pub scale: f32,
+    /// Sliding window (keys at positions > pos - window), 0 = none.
+    pub window: usize,
+}
+
+impl AttnShape {
+    /// Floats of split partials needed for `n_splits` splits.
+    pub fn part_len(&self, n_splits: usize) -> usize {
+        self.n_tok * self.n_heads * n_splits * (self.head_dim_v + 2)
+    }
+}
+
+/// `buf` must hold at least `need` elements.
+fn check_min(kernel: &str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::Cuda { op: kernel.into(), msg: format!("{what} holds {have} elements, needs {need}") });
+    }
+    Ok(())
+}
+
+fn grid_1d(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: ((n as u32).div_ceil(EW1_BLOCK).max(1), 1, 1), block_dim: (EW1_BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl Cuda {
+    /// The raw device address of `s` plus `offset` elements, for launches that alias or offset buffers.
+    pub fn ptr<T>(&self, s: &CudaSlice<T>, offset: usize) -> u64 {
+        use cudarc::driver::DevicePtr;
+        let (p, _sync) = s.device_ptr(&self.stream);
+        p + (offset * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Launch `kernel` with `cfg` and the already-pushed arguments, naming the launch in errors.
+    fn go(&self, kernel: &str, mut b: cudarc::driver::LaunchArgs, cfg: LaunchConfig, detail: impl FnOnce() -> String) -> Result<()> {
+        // SAFETY: every launcher pushes the kernel's arguments in order with matching types and checks sizes
+        // before calling this.
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| Error::Cuda { op: format!("launch {kernel} {}", detail()), msg: e.to_string() })
+    }
+
+    /// out[r] = rmsnorm(x[r]) * w for rows 0..n_rows of `dim`; twin of `cpu::rmsnorm`.
+    pub fn rmsnorm_rows(&self, out: &mut CudaSlice<f32>, x: &CudaSlice<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize,
+                        eps: f32) -> Result<()> {
+        check_min("rmsnorm_f32", "out", out.len(), n_rows * dim)?;
+        self.rmsnorm_raw(self.ptr(out, 0), x, w, n_rows, dim, eps)
+    }
+
+    /// x[r] = rmsnorm(x[r]) * w in place; twin of `cpu::rmsnorm_inplace`.
+    pub fn rmsnorm_inplace_rows(&self, x: &mut CudaSlice<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize, eps: f32) -> Result<()> {
+        self.rmsnorm_raw(self.ptr(x, 0), x, w, n_rows, dim, eps)
+    }
+
+    fn rmsnorm_raw(&self, out: u64, x: &CudaSlice<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize, eps: f32) -> Result<()> {
+        const K: &str = "rmsnorm_f32";
+        if dim == 0 || !dim.is_multiple_of(4) {
+            return Err(Error::Cuda { op: K.into(), msg: format!("dim {dim} must be a non-zero multiple of 4") });
+        }
+        check_min(K, "x", x.len(), n_rows * dim)?;
+        check_min(K, "w", w.len(), dim)?;
+        let f = self.func(K)?;
+        let dim32 = dim as u32;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&out).arg(x).arg(w).arg(&dim32).arg(&eps);
+        self.go(K, b, rows_cfg(n_rows, ROW_BLOCK), || format!("rows={n_rows} dim={dim}"))
+    }
+
+    /// Rotate the heads of n_tok rows of x (positions pos0.., pos0 on the device) by the (ctx, rope_dim / 2)
+    /// cos/sin tables; twin of `cpu::rope`. `pos_host` is the same position, for the bounds check.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_rows(&self, x: &mut CudaSlice<f32>, n_tok: usize, n_heads: usize, head_dim: usize, rope_dim: usize,
+                     neox: bool, cos: &CudaSlice<f32>, sin: &CudaSlice<f32>, pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
+        const K: &str = "rope_f32";
+        check_min(K, "x", x.len(), n_tok * n_heads * head_dim)?;
+        let half = rope_dim / 2;
+        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) || cos.len() != sin.len() || (pos_host + n_tok) * half > cos.len() {
+            return Err(Error::Cuda { op: K.into(), msg: format!(
+                "rope_dim {rope_dim} (head_dim {head_dim}) or positions {pos_host}+{n_tok} outside the {}-entry table", cos.len()) });
+        }
+        let f = self.func(K)?;
+        let (nh, hd, rd, nx) = (n_heads as u32, head_dim as u32, rope_dim as u32, neox as u32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(x).arg(cos).arg(sin).arg(pos0).arg(&nh).arg(&hd).arg(&rd).arg(&nx);
+        self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} n_heads={n_heads}"))
+    }
+
+    /// Store n_tok rows of `row_len` floats into the f16 cache at positions pos0.. (pos0 on the device).
+    pub fn kv_store_rows(&self, cache: &mut CudaSlice<u16>, x: &CudaSlice<f32>, n_tok: usize, row_len: usize,
+                         pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
+        const K: &str = "kv_store_f16";
+        check_min(K, "x", x.len(), n_tok * row_len)?;
+        check_min(K, "cache", cache.len(), (pos_host + n_tok) * row_len)?;
+        let f = self.func(K)?;
+        let rl = row_len as u32;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(cache).arg(x).arg(pos0).arg(&rl);
+        self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} row_len={row_len}"))
+    }
+
+    /// Causal GQA attention of q (n_tok rows at positions pos0..) over the f16 caches, in `n_splits` chunks of
+    /// `ATTN_CHUNK` keys combined by online softmax; twin of `cpu::attention`. `part` holds the split partials
+    /// (`shape.part_len(n_splits)` floats); `n_splits * ATTN_CHUNK` must cover every key position used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &CudaSlice<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
+                          part: &mut CudaSlice<f32>, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
+                          pos_host: usize) -> Result<()> {
+        const K: &str = "attention_split_f16";
+        let bad = |msg: String| Err(Error::Cuda { op: K.into(), msg });
+        if !s.head_dim.is_multiple_of(32) || !s.head_dim_v.is_multiple_of(32) || s.head_dim > ATTN_MAX_HEAD_DIM
+            || s.head_dim_v > ATTN_MAX_HEAD_DIM {
+            return bad(format!("head dims {}/{} must be multiples of 32 up to {ATTN_MAX_HEAD_DIM}", s.head_dim, s.head_dim_v));
+        }
+        if s.n_kv_heads == 0 || !s.n_heads.is_multiple_of(s.n_kv_heads) {
+            return bad(format!("{} heads not a multiple of {} kv heads", s.n_heads, s.n_kv_heads));
+        }
+        let n_keys = pos_host + s.n_tok;
+        if n_splits * ATTN_CHUNK < n_keys {
+            return bad(format!("{n_splits} splits of {ATTN_CHUNK} cannot cover {n_keys} keys"));
+        }
+        check_min(K, "k cache", k.len(), n_keys * s.n_kv_heads * s.head_dim)?;
+        check_min(K, "v cache", v.len(), n_keys * s.n_kv_heads * s.head_dim_v)?;
+        check_min(K, "q", q.len(), s.n_tok * s.n_heads * s.head_dim)?;
+        check_min(K, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
+        check_min(K, "partials", part.len(), s.part_len(n_splits))?;
+        let (nh, nkv, hd, hdv, w, ns) =
+            (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32, s.head_dim_v as u32, s.window as u32, n_splits as u32);
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut *part).arg(q).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd).arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
+        self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))?;
+
+        const C: &str = "attention_combine";
+        let f = self.func(C)?;
+        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, 1), block_dim: (hdv.div_ceil(32) * 32, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(out).arg(&*part).arg(&nh).arg(&hdv).arg(&ns);
+        self.go(C, b, cfg, || format!("{s:?} splits={n_splits}"))
+    }
+
+    fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, n: usize) -> Result<()> {
+        check_min(kernel, "gate", gate.len(), n)?;
+        check_min(kernel, "up", up.len(), n)?;
+        check_min(kernel, "out", out.len(), n)?;
+        let n32 = n as u32;
+        let f = self.func(kernel)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(out).arg(gate).arg(up).arg(&n32);
+        self.go(kernel, b, grid_1d(n), || format!("n={n}"))
+    }
+
+    /// out = silu(gate) * up over n elements; twin of `cpu::swiglu`.
+    pub fn swiglu_rows(&self, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, n: usize) -> Result<()> {
+        self.gated("swiglu_f32", out, gate, up, n)
+    }
+
+    /// out = gelu_tanh(gate) * up over n elements; twin of `cpu::gelu_tanh_mul`.
+    pub fn gelu_tanh_mul_rows(&self, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, n: usize) -> Result<()> {
+        self.gated("gelu_tanh_mul_f32", out, gate, up, n)
+    }
+
+    /// x[r, :] += b for rows 0..n_rows of b.len(); twin of `cpu::add_bias`.
+    pub fn add_bias_rows(&self, x: &mut CudaSlice<f32>, b: &CudaSlice<f32>, n_rows: usize) -> Result<()> {
+        const K: &str = "add_bias_f32";
+        check_min(K, "x", x.len(), n_rows * b.len())?;
+        let (rows, n) = (n_rows as u32, b.len() as u32);
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(b).arg(&rows).arg(&n);
+        self.go(K, l, grid_1d(n_rows * b.len()), || format!("rows={rows} n={n}"))
+    }
+
+    /// x[..n] += y[..n]; twin of `cpu::add_inplace`.
+    pub fn add_inplace_rows(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, n: usize) -> Result<()> {
+        const K: &str = "add_inplace_f32";
+        check_min(K, "x", x.len(), n)?;
+        check_min(K, "y", y.len(), n)?;
+        let n32 = n as u32;
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(y).arg(&n32);
+        self.go(K, l, grid_1d(n), || format!("n={n}"))
+    }
+
+    /// x[..n] *= s; twin of `cpu::scale`.
+    pub fn scale_rows(&self, x: &mut CudaSlice<f32>, s: f32, n: usize) -> Result<()> {
+        const K: &str = "scale_f32";
+        check_min(K, "x", x.len(), n)?;
+        let n32 = n as u32;
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(&s).arg(&n32);
+        self.go(K, l, grid_1d(n), || format!("n={n}"))
+    }
+
+    /// x[..n] = cap * tanh(x / cap); twin of `cpu::softcap`.
+    pub fn softcap_rows(&self, x: &mut CudaSlice<f32>, cap: f32, n: usize) -> Result<()> {
+        const K: &str = "softcap_f32";
+        check_min(K, "x", x.len(), n)?;
+        let n32 = n as u32;
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(&cap).arg(&n32);
+        self.go(K, l, grid_1d(n), || format!("n={n}"))
+    }
+
+    /// dst[..n] = src[offset..offset + n] (device to device, on the stream).
+    pub fn copy_rows(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>, offset: usize, n: usize) -> Result<()> {
+        check_min("copy", "src", src.len(), offset + n)?;
+        check_min("copy", "dst", dst.len(), n)?;
+        let s = src.slice(offset..offset + n);
+        let mut d = dst.slice_mut(..n);
+        self.stream.memcpy_dtod(&s, &mut d).map_err(cuda_err(format!("copy {n} floats")))
+    }
+
+    /// out[0] = argmax(x[..n]) (lowest id on ties); also into `next_token[0]` when given.
+    pub fn argmax(&self, x: &CudaSlice<f32>, n: usize, out: &mut CudaSlice<u32>, next_token: Option<&mut CudaSlice<u32>>) -> Result<()> {
+        const K: &str = "argmax_f32";
+        check_min(K, "x", x.len(), n.max(1))?;
+        check_min(K, "out", out.len(), 1)?;
+        let n32 = n as u32;
+        let next = next_token.map_or(0, |t| self.ptr(t, 0));
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(&n32).arg(out).arg(&next);
+        self.go(K, l, rows_cfg(1, 1024), || format!("n={n}"))
+    }
+
+    /// pos[0] += 1 on the device (the last launch of a captured decode step).
+    pub fn advance_pos(&self, pos: &mut CudaSlice<u32>) -> Result<()> {
+        const K: &str = "advance_pos";
+        let f = self.func(K)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(pos);
+        self.go(K, l, rows_cfg(1, 1), String::new)
     }
 }
