@@ -383,3 +383,36 @@ fn malformed_tokenizer_metadata_is_an_error() {
     };
     assert!(err.contains("<0x"), "{err}");
 }
+
+// ----------------------------------------------------------------------------
+// Dev tool: our side of scripts/tokenizer-check/run.sh (a comparison with llama.cpp itself)
+// ----------------------------------------------------------------------------
+
+/// Writes, for each text of TOKENIZER_CHECK_TEXTS (a JSON list), the lines llama_tokenize_dump.cpp writes:
+/// "S ids", "P ids" (add_special as the model asks), "D hex" (decode of the plain ids without BOS), "T hex"
+/// (their pieces), then "EOG ids".
+#[test]
+#[ignore = "dev tool, run by scripts/tokenizer-check/run.sh"]
+fn dump_for_llama_cpp_check() {
+    use std::fmt::Write as _;
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let texts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(var("TOKENIZER_CHECK_TEXTS")).unwrap()).unwrap();
+    let tok = Tokenizer::from_gguf(&GgufFile::open(var("TOKENIZER_CHECK_MODEL")).unwrap()).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut o = String::new();
+    for t in &texts {
+        for (c, parse) in [('S', true), ('P', false)] {
+            let ids: Vec<String> =
+                tok.encode(t, tok.add_bos(), parse).unwrap().iter().map(|i| format!(" {i}")).collect();
+            writeln!(o, "{c}{}", ids.concat()).unwrap();
+        }
+        let ids = tok.encode(t, false, false).unwrap();
+        writeln!(o, "D {}", hex(tok.decode(&ids).as_bytes())).unwrap();
+        let pieces: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id).to_vec()).collect();
+        writeln!(o, "T {}", hex(&pieces)).unwrap();
+    }
+    let eog: Vec<String> = tok.eog_ids().iter().map(|i| format!(" {i}")).collect();
+    writeln!(o, "EOG{}", eog.concat()).unwrap();
+    std::fs::write(var("TOKENIZER_CHECK_OUT"), o).unwrap();
+}
