@@ -37,28 +37,21 @@ fn load(path: &str) -> Option<Tokenizer> {
 }
 
 fn bench(c: &mut Criterion) {
-    let models: Vec<(&str, Tokenizer)> = [
-        ("smollm2_bpe", "models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        ("gemma3_spm", "models/gemma-3-270m-q4_k_m.gguf"),
-    ]
-    .into_iter()
-    .filter_map(|(name, path)| load(path).map(|t| (name, t)))
-    .collect();
+    let models: Vec<(&str, Tokenizer)> =
+        [("smollm2_bpe", "models/SmolLM2-135M-Instruct.Q4_1.gguf"), ("gemma3_spm", "models/gemma-3-270m-q4_k_m.gguf")]
+            .into_iter()
+            .filter_map(|(name, path)| load(path).map(|t| (name, t)))
+            .collect();
     // one paragraph per call: every word is new to the call's word cache (the cold, prompt-sized case);
     // 1 MiB per call: the paragraph repeats, so most words come from the cache (the long-document case)
     let para = english(1);
     let doc = english(1 << 20);
-    for (group, text, samples) in [
-        ("encode_english_paragraph", &para, 50),
-        ("encode_english_1MiB", &doc, 10),
-    ] {
+    for (group, text, samples) in [("encode_english_paragraph", &para, 50), ("encode_english_1MiB", &doc, 10)] {
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.sample_size(samples);
         for (name, tok) in &models {
-            g.bench_function(*name, |b| {
-                b.iter(|| tok.encode(std::hint::black_box(text), true, true).unwrap())
-            });
+            g.bench_function(*name, |b| b.iter(|| tok.encode(std::hint::black_box(text), true, true).unwrap()));
         }
         g.finish();
     }

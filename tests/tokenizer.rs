@@ -18,10 +18,7 @@ fn root() -> PathBuf {
 fn load(model: &str) -> Option<Tokenizer> {
     let path = root().join(model);
     if !path.exists() {
-        println!(
-            "skipped: {} is absent (scripts/fetch-models.sh fetches it)",
-            path.display()
-        );
+        println!("skipped: {} is absent (scripts/fetch-models.sh fetches it)", path.display());
         return None;
     }
     let f = GgufFile::open(&path).expect("open model");
@@ -32,32 +29,21 @@ fn load(model: &str) -> Option<Tokenizer> {
 type Case = (String, Vec<u32>, Vec<u32>);
 
 fn reference(name: &str) -> Option<Vec<Case>> {
-    let candidates = [
-        root().join("../shared/reference").join(name),
-        root().join("shared/reference").join(name),
-    ];
+    let candidates = [root().join("../shared/reference").join(name), root().join("shared/reference").join(name)];
     let Some(path) = candidates.iter().find(|p| p.exists()) else {
         println!("skipped: reference file {name} not found beside the repository");
         return None;
     };
     let text = std::fs::read_to_string(path).expect("read reference");
     let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .expect("id list")
-            .iter()
-            .map(|x| x.as_u64().expect("id") as u32)
-            .collect()
+        v.as_array().expect("id list").iter().map(|x| x.as_u64().expect("id") as u32).collect()
     };
     Some(
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("json line");
-                (
-                    v["text"].as_str().expect("text").to_string(),
-                    ids(&v["special"]),
-                    ids(&v["plain"]),
-                )
+                (v["text"].as_str().expect("text").to_string(), ids(&v["special"]), ids(&v["plain"]))
             })
             .collect(),
     )
@@ -77,25 +63,14 @@ fn check_reference(model: &str, file: &str) {
         let got_special = tok.encode(text, true, true).unwrap();
         let got_plain = tok.encode(text, true, false).unwrap();
         if &got_special != special {
-            bad.push(format!(
-                "special {text:?}: got {got_special:?}, want {special:?}"
-            ));
+            bad.push(format!("special {text:?}: got {got_special:?}, want {special:?}"));
         }
         if &got_plain != plain {
             bad.push(format!("plain {text:?}: got {got_plain:?}, want {plain:?}"));
         }
     }
-    println!(
-        "{file}: {} of {} (text, mode) pairs match",
-        2 * cases.len() - bad.len(),
-        2 * cases.len()
-    );
-    assert!(
-        bad.is_empty(),
-        "{} mismatches:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    println!("{file}: {} of {} (text, mode) pairs match", 2 * cases.len() - bad.len(), 2 * cases.len());
+    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
 }
 
 #[test]
@@ -121,15 +96,10 @@ fn special_tokens_parse_only_when_asked() {
     assert_eq!(tok.decode(&plain), text);
 
     let Some(gemma) = load(GEMMA3) else { return };
-    let ids = gemma
-        .encode("<start_of_turn>user\nHi<end_of_turn>", true, true)
-        .unwrap();
+    let ids = gemma.encode("<start_of_turn>user\nHi<end_of_turn>", true, true).unwrap();
     assert_eq!(ids[..2], [2, 105]); // <bos>, <start_of_turn>
     assert_eq!(ids.last(), Some(&106)); // <end_of_turn>
-    assert!(!gemma
-        .encode("<start_of_turn>", true, false)
-        .unwrap()
-        .contains(&105));
+    assert!(!gemma.encode("<start_of_turn>", true, false).unwrap().contains(&105));
 }
 
 // ----------------------------------------------------------------------------
@@ -174,17 +144,8 @@ fn random_text(rng: &mut Rng, representable: impl Fn(char) -> bool) -> String {
         (0x0600, 0x06FF),
         (0x0900, 0x097F),
     ];
-    const WORDS: &[&str] = &[
-        "<|im_start|>",
-        "<|im_end|>",
-        "<start_of_turn>",
-        "<eos>",
-        " the",
-        "'s",
-        "\n\n",
-        "  ",
-        "123",
-    ];
+    const WORDS: &[&str] =
+        &["<|im_start|>", "<|im_end|>", "<start_of_turn>", "<eos>", " the", "'s", "\n\n", "  ", "123"];
     let mut s = String::new();
     for _ in 0..rng.below(24) {
         if rng.below(8) == 0 {
@@ -228,10 +189,7 @@ fn check_round_trips(model: &str) {
         streamed += &d.finish();
         assert_eq!(&streamed, text, "streamed ids {ids:?}");
     }
-    println!(
-        "{model}: {} texts round-trip (decode and streaming)",
-        texts.len()
-    );
+    println!("{model}: {} texts round-trip (decode and streaming)", texts.len());
 }
 
 #[test]
@@ -322,14 +280,8 @@ fn smollm2_chat_template_renders_like_hf() {
 fn model_without_template_needs_one() {
     let Some(tok) = load(GEMMA3) else { return };
     let msgs = [ChatMessage::new("user", "Hi")];
-    let err = tok
-        .apply_chat_template(&msgs, true)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("no chat template") && err.contains("--chat-template"),
-        "{err}"
-    );
+    let err = tok.apply_chat_template(&msgs, true).unwrap_err().to_string();
+    assert!(err.contains("no chat template") && err.contains("--chat-template"), "{err}");
     // a template from elsewhere (a --chat-template file) works with the vocab's BOS text
     let out = tok
         .apply_template("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}", &msgs, true)
@@ -350,33 +302,17 @@ fn tiny_bpe(pre: Option<&str>) -> GgufWriter {
                 char::from(b)
             } else {
                 let n = (0..b)
-                    .filter(|&x| {
-                        !((0x21..=0x7E).contains(&x) || (0xA1..=0xAC).contains(&x) || x >= 0xAE)
-                    })
+                    .filter(|&x| !((0x21..=0x7E).contains(&x) || (0xA1..=0xAC).contains(&x) || x >= 0xAE))
                     .count();
                 char::from_u32(256 + n as u32).unwrap()
             }
         })
         .collect();
-    let mut tokens: Vec<Vec<u8>> = alphabet
-        .iter()
-        .map(|c| c.to_string().into_bytes())
-        .collect();
-    tokens.extend([
-        b"he".to_vec(),
-        b"ll".to_vec(),
-        b"hell".to_vec(),
-        b"hello".to_vec(),
-        b"<|end|>".to_vec(),
-    ]);
+    let mut tokens: Vec<Vec<u8>> = alphabet.iter().map(|c| c.to_string().into_bytes()).collect();
+    tokens.extend([b"he".to_vec(), b"ll".to_vec(), b"hell".to_vec(), b"hello".to_vec(), b"<|end|>".to_vec()]);
     let mut types = vec![1i32; tokens.len()];
     *types.last_mut().unwrap() = 3;
-    let merges: Vec<Vec<u8>> = vec![
-        b"h e".to_vec(),
-        b"l l".to_vec(),
-        b"he ll".to_vec(),
-        b"hell o".to_vec(),
-    ];
+    let merges: Vec<Vec<u8>> = vec![b"h e".to_vec(), b"l l".to_vec(), b"he ll".to_vec(), b"hell o".to_vec()];
     let mut w = GgufWriter::new();
     w.add_kv("general.architecture", Value::str("llama"))
         .add_kv("tokenizer.ggml.model", Value::str("gpt2"))
@@ -399,29 +335,16 @@ fn tiny_bpe_file_tokenizes() {
     let tok = Tokenizer::from_gguf(&open(&tiny_bpe(Some("gpt-2")))).unwrap();
     // "hello" merges h+e, l+l, he+ll, hell+o; " hello" has no merge for the space
     assert_eq!(tok.encode("hello", true, true).unwrap(), [259]);
-    assert_eq!(
-        tok.encode(" hello<|end|>", true, true).unwrap(),
-        [32, 259, 260]
-    ); // byte 0x20 is token 32
+    assert_eq!(tok.encode(" hello<|end|>", true, true).unwrap(), [32, 259, 260]); // byte 0x20 is token 32
     assert!(tok.is_eog(260)); // eos, and "<|end|>" is an end-of-generation text
-    assert_eq!(
-        tok.decode_with(&tok.encode("hi hello<|end|>", false, true).unwrap(), true),
-        "hi hello<|end|>"
-    );
+    assert_eq!(tok.decode_with(&tok.encode("hi hello<|end|>", false, true).unwrap(), true), "hi hello<|end|>");
 }
 
 #[test]
 fn unknown_missing_and_overridden_pre() {
-    let err = Tokenizer::from_gguf(&open(&tiny_bpe(Some("brand-new-pre"))))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("unknown pre-tokenizer 'brand-new-pre'") && err.contains("--tokenizer-pre"),
-        "{err}"
-    );
-    let opts = TokenizerOptions {
-        pre_override: Some("llama3".into()),
-    };
+    let err = Tokenizer::from_gguf(&open(&tiny_bpe(Some("brand-new-pre")))).unwrap_err().to_string();
+    assert!(err.contains("unknown pre-tokenizer 'brand-new-pre'") && err.contains("--tokenizer-pre"), "{err}");
+    let opts = TokenizerOptions { pre_override: Some("llama3".into()) };
     let tok = Tokenizer::from_gguf_with(&open(&tiny_bpe(Some("brand-new-pre"))), &opts).unwrap();
     assert_eq!(tok.pre_name(), "llama3");
     // a missing pre falls back to "default" (with a warning on stderr)
@@ -433,21 +356,9 @@ fn unknown_missing_and_overridden_pre() {
 fn malformed_tokenizer_metadata_is_an_error() {
     let cases: Vec<(&str, Value, &str)> = vec![
         ("tokenizer.ggml.bos_token_id", Value::U32(999_999), "999999"),
-        (
-            "tokenizer.ggml.merges",
-            Value::Array(Array::String(vec![b"hello".to_vec()])),
-            "merges[0]",
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Value::Array(Array::I32(vec![1; 3])),
-            "token_type",
-        ),
-        (
-            "tokenizer.ggml.scores",
-            Value::Array(Array::F32(vec![0.0; 7])),
-            "scores",
-        ),
+        ("tokenizer.ggml.merges", Value::Array(Array::String(vec![b"hello".to_vec()])), "merges[0]"),
+        ("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![1; 3])), "token_type"),
+        ("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0; 7])), "scores"),
         ("tokenizer.ggml.model", Value::str("bert-ish"), "bert-ish"),
     ];
     for (key, value, want) in cases {
@@ -471,4 +382,37 @@ fn malformed_tokenizer_metadata_is_an_error() {
         Ok(f) => Tokenizer::from_gguf(&f).unwrap_err().to_string(),
     };
     assert!(err.contains("<0x"), "{err}");
+}
+
+// ----------------------------------------------------------------------------
+// Dev tool: our side of scripts/tokenizer-check/run.sh (a comparison with llama.cpp itself)
+// ----------------------------------------------------------------------------
+
+/// Writes, for each text of TOKENIZER_CHECK_TEXTS (a JSON list), the lines llama_tokenize_dump.cpp writes:
+/// "S ids", "P ids" (add_special as the model asks), "D hex" (decode of the plain ids without BOS), "T hex"
+/// (their pieces), then "EOG ids".
+#[test]
+#[ignore = "dev tool, run by scripts/tokenizer-check/run.sh"]
+fn dump_for_llama_cpp_check() {
+    use std::fmt::Write as _;
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let texts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(var("TOKENIZER_CHECK_TEXTS")).unwrap()).unwrap();
+    let tok = Tokenizer::from_gguf(&GgufFile::open(var("TOKENIZER_CHECK_MODEL")).unwrap()).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut o = String::new();
+    for t in &texts {
+        for (c, parse) in [('S', true), ('P', false)] {
+            let ids: Vec<String> =
+                tok.encode(t, tok.add_bos(), parse).unwrap().iter().map(|i| format!(" {i}")).collect();
+            writeln!(o, "{c}{}", ids.concat()).unwrap();
+        }
+        let ids = tok.encode(t, false, false).unwrap();
+        writeln!(o, "D {}", hex(tok.decode(&ids).as_bytes())).unwrap();
+        let pieces: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id).to_vec()).collect();
+        writeln!(o, "T {}", hex(&pieces)).unwrap();
+    }
+    let eog: Vec<String> = tok.eog_ids().iter().map(|i| format!(" {i}")).collect();
+    writeln!(o, "EOG{}", eog.concat()).unwrap();
+    std::fs::write(var("TOKENIZER_CHECK_OUT"), o).unwrap();
 }

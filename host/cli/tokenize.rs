@@ -39,19 +39,10 @@ pub fn run(args: TokenizeArgs) -> Result<()> {
     let text = match (&args.prompt, &args.file) {
         (Some(p), _) => p.clone(),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
-        (None, None) => {
-            return Err(Error::Usage(
-                "host tokenize needs --prompt TEXT or --file PATH".into(),
-            ))
-        }
+        (None, None) => return Err(Error::Usage("host tokenize needs --prompt TEXT or --file PATH".into())),
     };
     let f = GgufFile::open(&args.model)?;
-    let tok = Tokenizer::from_gguf_with(
-        &f,
-        &TokenizerOptions {
-            pre_override: args.tokenizer_pre.clone(),
-        },
-    )?;
+    let tok = Tokenizer::from_gguf_with(&f, &TokenizerOptions { pre_override: args.tokenizer_pre.clone() })?;
     let ids = tok.encode(&text, !args.no_bos, !args.no_parse_special)?;
 
     let mut out = std::io::stdout().lock();

@@ -21,8 +21,7 @@ pub fn byte_to_char() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable =
-            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         map[b as usize] = if printable {
             char::from_u32(b).unwrap_or('\0')
         } else {
@@ -77,11 +76,7 @@ pub struct Bpe {
 impl Bpe {
     /// `lookup` maps raw bytes to token ids (tokens spelled in the alphabet); `merges` are the
     /// `tokenizer.ggml.merges` strings, "left right" in the alphabet, rank = index.
-    pub fn new(
-        n_vocab: usize,
-        lookup: &HashMap<Vec<u8>, u32, FxBuild>,
-        merges: &[Vec<u8>],
-    ) -> Result<Bpe> {
+    pub fn new(n_vocab: usize, lookup: &HashMap<Vec<u8>, u32, FxBuild>, merges: &[Vec<u8>]) -> Result<Bpe> {
         let mut extra_ids: HashMap<Vec<u8>, u32, FxBuild> = HashMap::default();
         let mut extra: Vec<Vec<u8>> = Vec::new();
         let n_vocab = n_vocab as u32;
@@ -102,8 +97,7 @@ impl Bpe {
             byte_sym[b] = intern(vec![b as u8]);
         }
 
-        let mut table: MergeMap =
-            HashMap::with_capacity_and_hasher(merges.len(), FxBuild::default());
+        let mut table: MergeMap = HashMap::with_capacity_and_hasher(merges.len(), FxBuild::default());
         for (rank, m) in merges.iter().enumerate() {
             let (left, right) = split_merge(m).ok_or_else(|| {
                 Error::Tokenizer(format!(
@@ -119,13 +113,7 @@ impl Bpe {
             let (l, r, merged) = (intern(l), intern(r), intern(merged));
             table.entry((l, r)).or_insert((rank as u32, merged)); // first rank wins, as in llama.cpp
         }
-        Ok(Bpe {
-            n_vocab,
-            byte_sym,
-            byte_token,
-            merges: table,
-            extra,
-        })
+        Ok(Bpe { n_vocab, byte_sym, byte_token, merges: table, extra })
     }
 
     /// Appends the tokens of one word (raw bytes) to `out`.
@@ -191,12 +179,7 @@ impl Bpe {
         let syms = &mut work.syms;
         syms.clear();
         for (i, &b) in word.iter().enumerate() {
-            syms.push(Sym {
-                id: self.byte_sym[b as usize],
-                prev: i as i32 - 1,
-                next: i as i32 + 1,
-                len: 1,
-            });
+            syms.push(Sym { id: self.byte_sym[b as usize], prev: i as i32 - 1, next: i as i32 + 1, len: 1 });
         }
         if let Some(last) = syms.last_mut() {
             last.next = -1;
@@ -209,11 +192,7 @@ impl Bpe {
         while let Some(Reverse((_, left, size, merged))) = heap.pop() {
             let (l, r) = (left as usize, syms[left as usize].next);
             // skip pairs made stale by an earlier merge (a side was absorbed or has grown)
-            if r < 0
-                || syms[l].len == 0
-                || syms[r as usize].len == 0
-                || syms[l].len + syms[r as usize].len != size
-            {
+            if r < 0 || syms[l].len == 0 || syms[r as usize].len == 0 || syms[l].len + syms[r as usize].len != size {
                 continue;
             }
             let r = r as usize;
@@ -241,13 +220,7 @@ impl Bpe {
     }
 
     #[inline]
-    fn push_pair(
-        &self,
-        syms: &[Sym],
-        heap: &mut BinaryHeap<Reverse<(u32, u32, u32, u32)>>,
-        l: usize,
-        r: usize,
-    ) {
+    fn push_pair(&self, syms: &[Sym], heap: &mut BinaryHeap<Reverse<(u32, u32, u32, u32)>>, l: usize, r: usize) {
         if let Some(&(rank, merged)) = self.merges.get(&(syms[l].id, syms[r].id)) {
             heap.push(Reverse((rank, l as u32, syms[l].len + syms[r].len, merged)));
         }
@@ -303,11 +276,8 @@ mod tests {
     fn merges_apply_by_rank_then_leftmost() {
         // vocab: single bytes a, b, c and the merged pieces; ranks: "b c" before "a b"
         let toks: Vec<&[u8]> = vec![b"a", b"b", b"c", b"bc", b"ab", b"abc"];
-        let lookup: HashMap<Vec<u8>, u32, FxBuild> = toks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_vec(), i as u32))
-            .collect();
+        let lookup: HashMap<Vec<u8>, u32, FxBuild> =
+            toks.iter().enumerate().map(|(i, t)| (t.to_vec(), i as u32)).collect();
         let merges = vec![b"b c".to_vec(), b"a b".to_vec(), b"a bc".to_vec()];
         let bpe = Bpe::new(toks.len(), &lookup, &merges).unwrap();
         let mut out = Vec::new();
@@ -340,18 +310,14 @@ mod tests {
         }
         merges.sort();
         let merges: Vec<Vec<u8>> = merges.into_iter().map(|m| m.1).collect();
-        let lookup: HashMap<Vec<u8>, u32, FxBuild> = toks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let lookup: HashMap<Vec<u8>, u32, FxBuild> =
+            toks.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let bpe = Bpe::new(toks.len(), &lookup, &merges).unwrap();
         let mut work = BpeWork::default();
         for n in [1usize, 2, 5, 17, 40] {
             for seed in 0..50u32 {
-                let word: Vec<u8> = (0..n)
-                    .map(|i| letters[((seed * 7 + i as u32 * 13) ^ (i as u32 * seed)) as usize % 5])
-                    .collect();
+                let word: Vec<u8> =
+                    (0..n).map(|i| letters[((seed * 7 + i as u32 * 13) ^ (i as u32 * seed)) as usize % 5]).collect();
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 bpe.encode_short(&word, &mut a, &mut work);
                 bpe.encode_long(&word, &mut b, &mut work);
@@ -364,13 +330,8 @@ mod tests {
     fn malformed_merge_is_rejected() {
         let lookup: HashMap<Vec<u8>, u32, FxBuild> = HashMap::default();
         for bad in [&b"ab"[..], b"a ", b" a", b"a b c"] {
-            let err = Bpe::new(0, &lookup, &[bad.to_vec()])
-                .map(|_| ())
-                .expect_err("must fail");
-            assert!(
-                err.to_string().contains("tokenizer.ggml.merges[0]"),
-                "{err}"
-            );
+            let err = Bpe::new(0, &lookup, &[bad.to_vec()]).map(|_| ()).expect_err("must fail");
+            assert!(err.to_string().contains("tokenizer.ggml.merges[0]"), "{err}");
         }
     }
 }

@@ -21,10 +21,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -65,10 +62,7 @@ pub fn render(
 ) -> Result<String> {
     let env = environment();
     let tmpl = env.template_from_str(template).map_err(template_error)?;
-    let messages: Vec<Value> = messages
-        .iter()
-        .map(|m| Value::from_object(MessageObj(m.clone())))
-        .collect();
+    let messages: Vec<Value> = messages.iter().map(|m| Value::from_object(MessageObj(m.clone()))).collect();
     let ctx = minijinja::context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,
@@ -83,10 +77,7 @@ pub fn render(
 fn template_error(e: minijinja::Error) -> Error {
     use std::error::Error as _;
     if e.source().is_some_and(|s| s.is::<RaiseMarker>()) {
-        return Error::Tokenizer(format!(
-            "chat template raised an exception: {}",
-            e.detail().unwrap_or("")
-        ));
+        return Error::Tokenizer(format!("chat template raised an exception: {}", e.detail().unwrap_or("")));
     }
     let mut msg = format!("chat template: {e}");
     if let Some(line) = e.line() {
@@ -101,30 +92,21 @@ fn environment() -> Environment<'static> {
     // keep_trailing_newline stays off in both
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg).with_source(RaiseMarker))
-        },
-    );
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
+        Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg).with_source(RaiseMarker))
+    });
     env.add_function("strftime_now", |fmt: String| strftime(&fmt, now_utc()));
-    env.add_filter(
-        "tojson",
-        |v: Value, kwargs: Kwargs| -> std::result::Result<String, minijinja::Error> {
-            let indent: Option<usize> = kwargs.get("indent")?;
-            let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
-            let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
-            kwargs.assert_all_used()?;
-            let opts = JsonOpts {
-                indent,
-                sort_keys: sort_keys.unwrap_or(false),
-                ensure_ascii: ensure_ascii.unwrap_or(false),
-            };
-            let mut out = String::new();
-            py_json(&v, &opts, 0, &mut out)?;
-            Ok(out)
-        },
-    );
+    env.add_filter("tojson", |v: Value, kwargs: Kwargs| -> std::result::Result<String, minijinja::Error> {
+        let indent: Option<usize> = kwargs.get("indent")?;
+        let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+        let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+        kwargs.assert_all_used()?;
+        let opts =
+            JsonOpts { indent, sort_keys: sort_keys.unwrap_or(false), ensure_ascii: ensure_ascii.unwrap_or(false) };
+        let mut out = String::new();
+        py_json(&v, &opts, 0, &mut out)?;
+        Ok(out)
+    });
     env.set_unknown_method_callback(python_method);
     env
 }
@@ -143,18 +125,8 @@ impl std::error::Error for RaiseMarker {}
 // Python methods on strings, dicts and lists
 // ----------------------------------------------------------------------------
 
-fn python_method(
-    _: &State,
-    v: &Value,
-    method: &str,
-    args: &[Value],
-) -> std::result::Result<Value, minijinja::Error> {
-    let bad = || {
-        minijinja::Error::new(
-            ErrorKind::UnknownMethod,
-            format!("{} has no method {method}", v.kind()),
-        )
-    };
+fn python_method(_: &State, v: &Value, method: &str, args: &[Value]) -> std::result::Result<Value, minijinja::Error> {
+    let bad = || minijinja::Error::new(ErrorKind::UnknownMethod, format!("{} has no method {method}", v.kind()));
     let arg_str = |i: usize| -> Option<&str> { args.get(i).and_then(|a| a.as_str()) };
     match v.kind() {
         ValueKind::String => {
@@ -170,24 +142,14 @@ fn python_method(
                 "title" => Value::from(title_case(s)),
                 "capitalize" => {
                     let mut c = s.chars();
-                    Value::from(c.next().map_or(String::new(), |f| {
-                        f.to_uppercase()
-                            .chain(c.flat_map(|x| x.to_lowercase()))
-                            .collect()
-                    }))
+                    Value::from(
+                        c.next().map_or(String::new(), |f| {
+                            f.to_uppercase().chain(c.flat_map(|x| x.to_lowercase())).collect()
+                        }),
+                    )
                 }
-                "startswith" => Value::from(
-                    prefixes(args)
-                        .ok_or_else(bad)?
-                        .iter()
-                        .any(|p| s.starts_with(p.as_str())),
-                ),
-                "endswith" => Value::from(
-                    prefixes(args)
-                        .ok_or_else(bad)?
-                        .iter()
-                        .any(|p| s.ends_with(p.as_str())),
-                ),
+                "startswith" => Value::from(prefixes(args).ok_or_else(bad)?.iter().any(|p| s.starts_with(p.as_str()))),
+                "endswith" => Value::from(prefixes(args).ok_or_else(bad)?.iter().any(|p| s.ends_with(p.as_str()))),
                 "replace" => match (arg_str(0), arg_str(1)) {
                     (Some(a), Some(b)) => Value::from(s.replace(a, b)),
                     _ => return Err(bad()),
@@ -206,18 +168,9 @@ fn python_method(
                         s.matches(p).count()
                     }
                 })),
-                "find" => Value::from(
-                    arg_str(0)
-                        .and_then(|p| s.find(p))
-                        .map_or(-1, |b| s[..b].chars().count() as i64),
-                ),
+                "find" => Value::from(arg_str(0).and_then(|p| s.find(p)).map_or(-1, |b| s[..b].chars().count() as i64)),
                 "join" => {
-                    let items: Vec<String> = args
-                        .first()
-                        .ok_or_else(bad)?
-                        .try_iter()?
-                        .map(|x| x.to_string())
-                        .collect();
+                    let items: Vec<String> = args.first().ok_or_else(bad)?.try_iter()?.map(|x| x.to_string()).collect();
                     Value::from(items.join(s))
                 }
                 _ => return Err(bad()),
@@ -235,19 +188,11 @@ fn python_method(
                 Ok(Value::from(pairs))
             }
             "keys" => Ok(Value::from(v.try_iter()?.collect::<Vec<_>>())),
-            "values" => Ok(Value::from(
-                v.try_iter()?
-                    .map(|k| v.get_item(&k).unwrap_or_default())
-                    .collect::<Vec<_>>(),
-            )),
+            "values" => Ok(Value::from(v.try_iter()?.map(|k| v.get_item(&k).unwrap_or_default()).collect::<Vec<_>>())),
             "get" => {
                 let key = args.first().ok_or_else(bad)?;
                 let got = v.get_item(key)?;
-                Ok(if got.is_undefined() {
-                    args.get(1).cloned().unwrap_or(Value::from(()))
-                } else {
-                    got
-                })
+                Ok(if got.is_undefined() { args.get(1).cloned().unwrap_or(Value::from(())) } else { got })
             }
             _ => Err(bad()),
         },
@@ -261,9 +206,7 @@ fn prefixes(args: &[Value]) -> Option<Vec<String>> {
     if let Some(s) = a.as_str() {
         return Some(vec![s.to_string()]);
     }
-    a.try_iter()
-        .ok()
-        .map(|it| it.filter_map(|x| x.as_str().map(str::to_string)).collect())
+    a.try_iter().ok().map(|it| it.filter_map(|x| x.as_str().map(str::to_string)).collect())
 }
 
 fn title_case(s: &str) -> String {
@@ -292,12 +235,7 @@ struct JsonOpts {
 
 /// Writes `v` as `json.dumps(v, ensure_ascii, indent, sort_keys)` does: ", " and ": " separators
 /// without indent, "," and ": " with it.
-fn py_json(
-    v: &Value,
-    o: &JsonOpts,
-    level: usize,
-    out: &mut String,
-) -> std::result::Result<(), minijinja::Error> {
+fn py_json(v: &Value, o: &JsonOpts, level: usize, out: &mut String) -> std::result::Result<(), minijinja::Error> {
     let newline = |out: &mut String, level: usize| {
         if let Some(n) = o.indent {
             out.push('\n');
@@ -399,9 +337,7 @@ fn json_str(s: &str, ensure_ascii: bool, out: &mut String) {
 
 /// (year, month 1-12, day 1-31, hour, minute, second, weekday 0 = Monday) in UTC.
 fn now_utc() -> (i64, u32, u32, u32, u32, u32, u32) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     civil(secs)
 }
 
@@ -437,15 +373,7 @@ fn strftime(fmt: &str, t: (i64, u32, u32, u32, u32, u32, u32)) -> String {
         "November",
         "December",
     ];
-    const DAYS: [&str; 7] = [
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
-    ];
+    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
     let (y, mo, d, h, mi, s, wd) = t;
     let mut out = String::new();
     let mut it = fmt.chars();
@@ -492,27 +420,16 @@ mod tests {
     use super::*;
 
     fn tokens() -> TemplateTokens<'static> {
-        TemplateTokens {
-            bos_token: Some("<s>"),
-            eos_token: Some("</s>"),
-            ..Default::default()
-        }
+        TemplateTokens { bos_token: Some("<s>"), eos_token: Some("</s>"), ..Default::default() }
     }
 
     #[test]
     fn trim_and_lstrip_blocks_like_hf() {
         // with trim_blocks the newline after a block tag goes; with lstrip_blocks the indent before it
-        let t = "{% for m in messages %}\n    {% if m.role == 'user' %}\nU:{{ m.content }}\n    {% endif %}\n{% endfor %}";
-        let out = render(
-            t,
-            &[
-                ChatMessage::new("user", "hi"),
-                ChatMessage::new("assistant", "yo"),
-            ],
-            false,
-            &tokens(),
-        )
-        .unwrap();
+        let t =
+            "{% for m in messages %}\n    {% if m.role == 'user' %}\nU:{{ m.content }}\n    {% endif %}\n{% endfor %}";
+        let out = render(t, &[ChatMessage::new("user", "hi"), ChatMessage::new("assistant", "yo")], false, &tokens())
+            .unwrap();
         assert_eq!(out, "U:hi\n");
     }
 
@@ -521,7 +438,10 @@ mod tests {
         let t = "{{ messages[0].content.strip() }}|{{ messages[0]['role'].upper() }}|{{ messages[0] | tojson }}|\
                  {% for k, v in messages[0].items() %}{{ k }}={{ v|trim }};{% endfor %}|{{ 'a,b'.split(',') | tojson }}";
         let out = render(t, &[ChatMessage::new("user", " x\"é ")], false, &tokens()).unwrap();
-        assert_eq!(out, "x\"é|USER|{\"role\": \"user\", \"content\": \" x\\\"é \"}|role=user;content=x\"é;|[\"a\", \"b\"]");
+        assert_eq!(
+            out,
+            "x\"é|USER|{\"role\": \"user\", \"content\": \" x\\\"é \"}|role=user;content=x\"é;|[\"a\", \"b\"]"
+        );
     }
 
     #[test]
@@ -534,13 +454,7 @@ mod tests {
     #[test]
     fn loop_controls_and_bos() {
         let t = "{{ bos_token }}{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}{% endfor %}";
-        let out = render(
-            t,
-            &[ChatMessage::new("user", "a"), ChatMessage::new("user", "b")],
-            false,
-            &tokens(),
-        )
-        .unwrap();
+        let out = render(t, &[ChatMessage::new("user", "a"), ChatMessage::new("user", "b")], false, &tokens()).unwrap();
         assert_eq!(out, "<s>a");
     }
 
@@ -573,9 +487,6 @@ mod tests {
         // 2024-02-29 12:34:56 UTC was a Thursday
         let t = civil(1_709_210_096);
         assert_eq!(t, (2024, 2, 29, 12, 34, 56, 3));
-        assert_eq!(
-            strftime("%d %B %Y, %a %H:%M", t),
-            "29 February 2024, Thu 12:34"
-        );
+        assert_eq!(strftime("%d %B %Y, %a %H:%M", t), "29 February 2024, Thu 12:34");
     }
 }

@@ -38,12 +38,12 @@ use crate::{Error, Result};
 /// The `tokenizer.ggml.*` metadata of a model. `Tokenizer::from_data` validates it.
 #[derive(Clone, Debug, Default)]
 pub struct TokenizerData {
-    pub model: String, // tokenizer.ggml.model: "gpt2" (byte-level BPE) | "llama" (SentencePiece)
-    pub pre: Option<String>, // tokenizer.ggml.pre: the pre-tokenizer of a gpt2 vocab
-    pub tokens: Vec<Vec<u8>>, // tokenizer.ggml.tokens (vocab_size,)
+    pub model: String,            // tokenizer.ggml.model: "gpt2" (byte-level BPE) | "llama" (SentencePiece)
+    pub pre: Option<String>,      // tokenizer.ggml.pre: the pre-tokenizer of a gpt2 vocab
+    pub tokens: Vec<Vec<u8>>,     // tokenizer.ggml.tokens (vocab_size,)
     pub scores: Option<Vec<f32>>, // tokenizer.ggml.scores (vocab_size,)
     pub token_types: Option<Vec<i32>>, // tokenizer.ggml.token_type (vocab_size,): 1 normal .. 6 byte
-    pub merges: Option<Vec<Vec<u8>>>,  // tokenizer.ggml.merges: "left right"
+    pub merges: Option<Vec<Vec<u8>>>, // tokenizer.ggml.merges: "left right"
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub eot_id: Option<u32>,
@@ -66,38 +66,25 @@ impl TokenizerData {
     /// present keys of the wrong type are errors.
     pub fn from_gguf(f: &GgufFile) -> Result<TokenizerData> {
         let opt_str = |key: &str| -> Result<Option<String>> {
-            f.get(key)
-                .map(|_| f.get_str(key).map(str::to_string))
-                .transpose()
+            f.get(key).map(|_| f.get_str(key).map(str::to_string)).transpose()
         };
-        let opt_u32 =
-            |key: &str| -> Result<Option<u32>> { f.get(key).map(|_| f.get_u32(key)).transpose() };
-        let opt_bool =
-            |key: &str| -> Result<Option<bool>> { f.get(key).map(|_| f.get_bool(key)).transpose() };
+        let opt_u32 = |key: &str| -> Result<Option<u32>> { f.get(key).map(|_| f.get_u32(key)).transpose() };
+        let opt_bool = |key: &str| -> Result<Option<bool>> { f.get(key).map(|_| f.get_bool(key)).transpose() };
         let wrong = |key: &str, want: &str| {
             Error::Tokenizer(format!(
                 "{key} in {} is an array of {}, expected {want}",
                 f.path.display(),
-                f.get_array(key)
-                    .map_or("?".into(), |a| a.elem_type().to_string())
+                f.get_array(key).map_or("?".into(), |a| a.elem_type().to_string())
             ))
         };
         let strings = |key: &str| -> Result<Option<Vec<Vec<u8>>>> {
             match f.get(key) {
                 None => Ok(None),
-                Some(_) => Ok(Some(
-                    f.get_array(key)?
-                        .as_strings()
-                        .ok_or_else(|| wrong(key, "strings"))?
-                        .to_vec(),
-                )),
+                Some(_) => Ok(Some(f.get_array(key)?.as_strings().ok_or_else(|| wrong(key, "strings"))?.to_vec())),
             }
         };
         let tokens = strings("tokenizer.ggml.tokens")?.ok_or_else(|| {
-            Error::Tokenizer(format!(
-                "{} has no vocabulary (tokenizer.ggml.tokens)",
-                f.path.display()
-            ))
+            Error::Tokenizer(format!("{} has no vocabulary (tokenizer.ggml.tokens)", f.path.display()))
         })?;
         let scores = match f.get("tokenizer.ggml.scores") {
             None => None,
@@ -291,13 +278,7 @@ const FIM_MID_TEXTS: &[&str] = &[
     "<|middle|>",
 ];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
+const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 impl Tokenizer {
@@ -327,11 +308,9 @@ impl Tokenizer {
         let is_bpe = match d.model.as_str() {
             "gpt2" => true,
             "llama" => false,
-            other => {
-                return Err(Error::Tokenizer(format!(
-                    "unsupported tokenizer.ggml.model '{other}' (supported: gpt2 = byte-level BPE, llama = SentencePiece)"
-                )))
-            }
+            other => return Err(Error::Tokenizer(format!(
+                "unsupported tokenizer.ggml.model '{other}' (supported: gpt2 = byte-level BPE, llama = SentencePiece)"
+            ))),
         };
         if let Some(s) = &d.scores {
             if s.len() != n_vocab {
@@ -399,7 +378,9 @@ impl Tokenizer {
                 (Some(o), _) => o.clone(),
                 (None, Some(p)) if !p.is_empty() => p.clone(),
                 _ => {
-                    eprintln!("warning: tokenizer.ggml.pre is missing, using 'default' (generation quality may suffer)");
+                    eprintln!(
+                        "warning: tokenizer.ggml.pre is missing, using 'default' (generation quality may suffer)"
+                    );
                     "default".to_string()
                 }
             };
@@ -424,13 +405,8 @@ impl Tokenizer {
         };
         let in_vocab = |id: u32| (id as usize) < n_vocab;
         // llama.cpp's defaults when the key is absent: SPM <s>=1 </s>=2 <unk>=0; BPE 11 for both bos and eos
-        let (def_bos, def_eos, def_unk) = if is_bpe {
-            (11, 11, None)
-        } else {
-            (1, 2, Some(0))
-        };
-        let mut bos =
-            check_id("bos_token_id", d.bos_id)?.or(Some(def_bos).filter(|&i| in_vocab(i)));
+        let (def_bos, def_eos, def_unk) = if is_bpe { (11, 11, None) } else { (1, 2, Some(0)) };
+        let mut bos = check_id("bos_token_id", d.bos_id)?.or(Some(def_bos).filter(|&i| in_vocab(i)));
         let eos = check_id("eos_token_id", d.eos_id)?.or(Some(def_eos).filter(|&i| in_vocab(i)));
         let unk = check_id("unknown_token_id", d.unk_id)?.or(def_unk.filter(|&i| in_vocab(i)));
         let mut eot = check_id("eot_token_id", d.eot_id)?;
@@ -444,33 +420,20 @@ impl Tokenizer {
             bos = None;
         }
 
-        let add_bos = d.add_bos.unwrap_or(if is_bpe {
-            pre_cfg.is_some_and(|c| c.add_bos)
-        } else {
-            true
-        });
+        let add_bos = d.add_bos.unwrap_or(if is_bpe { pre_cfg.is_some_and(|c| c.add_bos) } else { true });
         let add_eos = d.add_eos.unwrap_or(false);
         let add_space_prefix = d.add_space_prefix.unwrap_or(!is_bpe);
         let clean_spaces = pre_cfg.is_some_and(|c| c.clean_spaces);
         if add_bos && bos.is_none() {
-            return Err(Error::Tokenizer(
-                "tokenizer.ggml.add_bos_token is true, but there is no BOS token".into(),
-            ));
+            return Err(Error::Tokenizer("tokenizer.ggml.add_bos_token is true, but there is no BOS token".into()));
         }
         if add_eos && eos.is_none() {
-            return Err(Error::Tokenizer(
-                "tokenizer.ggml.add_eos_token is true, but there is no EOS token".into(),
-            ));
+            return Err(Error::Tokenizer("tokenizer.ggml.add_eos_token is true, but there is no EOS token".into()));
         }
 
         // llama.cpp finds eot/eom/fim tokens by text and marks them (and every end-of-generation token)
         // as control tokens, which changes how they are parsed and printed
-        let find = |texts: &[&str]| {
-            texts
-                .iter()
-                .filter_map(|t| by_text.get(t.as_bytes()).copied())
-                .min()
-        };
+        let find = |texts: &[&str]| texts.iter().filter_map(|t| by_text.get(t.as_bytes()).copied()).min();
         let mut make_control = |id: Option<u32>| {
             if let Some(id) = id {
                 attrs[id as usize] |= attr::CONTROL;
@@ -524,8 +487,8 @@ impl Tokenizer {
             eog.retain(|&id| id != end);
             attrs[end as usize] = attr::USER_DEFINED;
         }
-        // gemma4 / paddleocr: "</s>" is an ordinary token next to "<|tool_response>"
-        if has(&eog, "<|tool_response>") && has(&eog, "</s>") {
+        // gemma4 and plamo: "</s>" is an ordinary token next to "<|tool_response>" / "<|plamo:eos|>"
+        if (has(&eog, "<|tool_response>") || has(&eog, "<|plamo:eos|>")) && has(&eog, "</s>") {
             let s = by_text[&b"</s>"[..]];
             eog.retain(|&id| id != s);
             attrs[s as usize] = attr::NORMAL;
@@ -533,9 +496,7 @@ impl Tokenizer {
 
         // special tokens, matched in the text before tokenizing
         let special_ids: Vec<u32> = (0..n_vocab as u32)
-            .filter(|&id| {
-                attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
-            })
+            .filter(|&id| attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
             .collect();
         // Phi-3: whitespace after a special token is dropped
         let name = d.model_name.as_deref().unwrap_or("").to_lowercase();
@@ -543,12 +504,7 @@ impl Tokenizer {
             for &id in &special_ids {
                 attrs[id as usize] |= attr::RSTRIP;
             }
-            for (t, on) in [
-                ("</s>", true),
-                ("<unk>", false),
-                ("<s>", false),
-                ("<|endoftext|>", false),
-            ] {
+            for (t, on) in [("</s>", true), ("<unk>", false), ("<s>", false), ("<|endoftext|>", false)] {
                 if let Some(&id) = by_text.get(t.as_bytes()) {
                     if on {
                         attrs[id as usize] |= attr::RSTRIP;
@@ -565,9 +521,7 @@ impl Tokenizer {
         let mut byte_tokens = [None; 256];
         let (model, lookup, pieces) = if let Some(pre) = pre_cfg {
             let merges = d.merges.as_deref().ok_or_else(|| {
-                Error::Tokenizer(
-                    "tokenizer.ggml.merges is missing (a gpt2 vocab needs its BPE merges)".into(),
-                )
+                Error::Tokenizer("tokenizer.ggml.merges is missing (a gpt2 vocab needs its BPE merges)".into())
             })?;
             // raw bytes -> token, for tokens spelled in the byte alphabet
             let mut lookup: HashMap<Vec<u8>, u32, FxBuild> =
@@ -579,65 +533,45 @@ impl Tokenizer {
                     lookup.entry(raw.clone()).or_insert(i as u32);
                 }
                 let a = attrs[i];
-                pieces.push(
-                    if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-                        t.clone()
-                    } else if a & attr::NORMAL != 0 {
-                        // chars outside the alphabet (a broken vocab) keep their UTF-8
-                        raw.unwrap_or_else(|| decode_alphabet_lossy(t))
-                    } else if a & attr::BYTE != 0 {
-                        vec![parse_byte_token(t).unwrap_or(0)]
-                    } else {
-                        Vec::new()
-                    },
-                );
+                pieces.push(if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
+                    t.clone()
+                } else if a & attr::NORMAL != 0 {
+                    // chars outside the alphabet (a broken vocab) keep their UTF-8
+                    raw.unwrap_or_else(|| decode_alphabet_lossy(t))
+                } else if a & attr::BYTE != 0 {
+                    vec![parse_byte_token(t).unwrap_or(0)]
+                } else {
+                    Vec::new()
+                });
             }
             for b in 0..256 {
                 byte_tokens[b] = by_text.get(byte_to_char[b].to_string().as_bytes()).copied();
             }
             let bpe = Bpe::new(n_vocab, &lookup, merges)?;
-            let map = VocabMap::new(
-                lookup.len(),
-                lookup.iter().map(|(k, &id)| (k.as_slice(), id, 0.0)),
-            );
-            (
-                Model::Bpe {
-                    bpe: Box::new(bpe),
-                    pre,
-                },
-                map,
-                pieces,
-            )
+            let map = VocabMap::new(lookup.len(), lookup.iter().map(|(k, &id)| (k.as_slice(), id, 0.0)));
+            (Model::Bpe { bpe: Box::new(bpe), pre }, map, pieces)
         } else {
             let mut pieces = Vec::with_capacity(n_vocab);
             for (i, t) in tokens.iter().enumerate() {
                 let a = attrs[i];
-                pieces.push(
-                    if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-                        t.clone()
-                    } else if a & attr::NORMAL != 0 {
-                        unescape_spaces(t)
-                    } else if a & attr::BYTE != 0 {
-                        vec![parse_byte_token(t).unwrap_or(0)]
-                    } else {
-                        Vec::new()
-                    },
-                );
+                pieces.push(if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
+                    t.clone()
+                } else if a & attr::NORMAL != 0 {
+                    unescape_spaces(t)
+                } else if a & attr::BYTE != 0 {
+                    vec![parse_byte_token(t).unwrap_or(0)]
+                } else {
+                    Vec::new()
+                });
             }
             for (b, slot) in byte_tokens.iter_mut().enumerate() {
                 let hex = format!("<0x{b:02X}>");
-                *slot = by_text
-                    .get(hex.as_bytes())
-                    .or_else(|| by_text.get(&[b as u8][..]))
-                    .copied();
+                *slot = by_text.get(hex.as_bytes()).or_else(|| by_text.get(&[b as u8][..])).copied();
             }
             let scores = d.scores.as_deref();
             let map = VocabMap::new(
                 n_vocab,
-                tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.as_slice(), i as u32, scores.map_or(0.0, |s| s[i]))),
+                tokens.iter().enumerate().map(|(i, t)| (t.as_slice(), i as u32, scores.map_or(0.0, |s| s[i]))),
             );
             (Model::Spm, map, pieces)
         };
@@ -692,11 +626,8 @@ impl Tokenizer {
     /// they are tokenized as plain text. User-defined tokens are matched either way, as in llama.cpp.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
         let mut frags = Vec::new();
-        let usable = |id: u32| {
-            parse_special || self.attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0
-        };
-        self.specials
-            .partition(text, usable, &self.attrs, &mut frags);
+        let usable = |id: u32| parse_special || self.attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0;
+        self.specials.partition(text, usable, &self.attrs, &mut frags);
 
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
@@ -714,11 +645,7 @@ impl Tokenizer {
                             for &(a, b) in splitter.split(pre.kind, t) {
                                 let word = &t[a..b];
                                 cache.get_or_insert(word, &mut out, |ids| {
-                                    let whole = if pre.ignore_merges {
-                                        self.lookup.get(word.as_bytes())
-                                    } else {
-                                        None
-                                    };
+                                    let whole = if pre.ignore_merges { self.lookup.get(word.as_bytes()) } else { None };
                                     match whole {
                                         Some((id, _)) => ids.push(id),
                                         None => bpe.encode_word(word.as_bytes(), ids, &mut work),
@@ -747,11 +674,7 @@ impl Tokenizer {
                                 None
                             }
                             Fragment::Text(t) => {
-                                let prefix = if self.add_space_prefix && *prev_special {
-                                    " "
-                                } else {
-                                    ""
-                                };
+                                let prefix = if self.add_space_prefix && *prev_special { " " } else { "" };
                                 *prev_special = false;
                                 Some(format!("{prefix}{t}").replace(' ', "\u{2581}"))
                             }
@@ -873,11 +796,7 @@ impl Tokenizer {
     }
 
     /// Renders the model's `tokenizer.chat_template` for `messages`; an error if the model has none.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
             Error::Tokenizer(
                 "the model has no chat template (tokenizer.chat_template); give one with --chat-template FILE".into(),
@@ -893,8 +812,7 @@ impl Tokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let text =
-            |id: Option<u32>| id.and_then(|i| std::str::from_utf8(&self.tokens[i as usize]).ok());
+        let text = |id: Option<u32>| id.and_then(|i| std::str::from_utf8(&self.tokens[i as usize]).ok());
         let toks = TemplateTokens {
             bos_token: text(self.bos),
             eos_token: text(self.eos),
@@ -962,9 +880,7 @@ fn clean_up_spaces(text: &[u8]) -> Vec<u8> {
         }
         out
     };
-    let t = pass(text, &|t, i| {
-        usize::from(i > 0 && t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b','))
-    });
+    let t = pass(text, &|t, i| usize::from(i > 0 && t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b',')));
     // " ' " -> "'"
     let mut t2: Vec<u8> = Vec::with_capacity(t.len());
     let mut i = 0;
@@ -996,13 +912,8 @@ mod tests {
 
     /// A tiny SentencePiece vocab: <unk> <s> </s>, a user-defined and a control token, bytes, pieces.
     fn spm_data() -> TokenizerData {
-        let mut tokens: Vec<Vec<u8>> = vec![
-            b"<unk>".to_vec(),
-            b"<s>".to_vec(),
-            b"</s>".to_vec(),
-            b"<ctl>".to_vec(),
-            b"<ud>".to_vec(),
-        ];
+        let mut tokens: Vec<Vec<u8>> =
+            vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec(), b"<ctl>".to_vec(), b"<ud>".to_vec()];
         let mut types = vec![2, 3, 3, 3, 4];
         for b in 0..256 {
             tokens.push(format!("<0x{b:02X}>").into_bytes());
@@ -1025,15 +936,8 @@ mod tests {
             ..Default::default()
         }
     }
-    const SPM_PIECES: &[(&str, f32)] = &[
-        ("▁", -1.0),
-        ("h", -2.0),
-        ("i", -2.0),
-        ("▁h", -1.5),
-        ("hi", -1.2),
-        ("▁hi", -0.5),
-        ("!", -3.0),
-    ];
+    const SPM_PIECES: &[(&str, f32)] =
+        &[("▁", -1.0), ("h", -2.0), ("i", -2.0), ("▁h", -1.5), ("hi", -1.2), ("▁hi", -0.5), ("!", -3.0)];
     fn spm_id(t: &str) -> u32 {
         5 + 256 + SPM_PIECES.iter().position(|p| p.0 == t).unwrap() as u32
     }
@@ -1044,24 +948,15 @@ mod tests {
         // BOS, then " hi" -> "▁hi"
         assert_eq!(tok.encode("hi", true, true).unwrap(), [1, spm_id("▁hi")]);
         // after a special token the next fragment gets the space prefix again
-        assert_eq!(
-            tok.encode("hi<ctl>hi", false, true).unwrap(),
-            [spm_id("▁hi"), 3, spm_id("▁hi")]
-        );
+        assert_eq!(tok.encode("hi<ctl>hi", false, true).unwrap(), [spm_id("▁hi"), 3, spm_id("▁hi")]);
         // parse_special off: "<ctl>" is text (bytes), the user-defined "<ud>" still matches
         let plain = tok.encode("<ctl><ud>", false, false).unwrap();
         assert_eq!(plain.last(), Some(&4));
         assert_eq!(plain[..2], [spm_id("▁"), 5 + b'<' as u32]);
         // "é" has no piece: two byte tokens
-        assert_eq!(
-            tok.encode("é", false, false).unwrap(),
-            [spm_id("▁"), 5 + 0xC3, 5 + 0xA9]
-        );
+        assert_eq!(tok.encode("é", false, false).unwrap(), [spm_id("▁"), 5 + 0xC3, 5 + 0xA9]);
         // decode drops the prefix space and control tokens, renders bytes
-        assert_eq!(
-            tok.decode(&tok.encode("hi é!", false, false).unwrap()),
-            "hi é!"
-        );
+        assert_eq!(tok.decode(&tok.encode("hi é!", false, false).unwrap()), "hi é!");
         assert_eq!(tok.decode_with(&[1, spm_id("▁hi")], true), "<s> hi");
         assert!(tok.is_eog(2) && !tok.is_eog(1));
     }
@@ -1069,10 +964,8 @@ mod tests {
     #[test]
     fn malformed_vocabs_are_rejected() {
         let check = |d: TokenizerData, want: &str| {
-            let err = Tokenizer::from_data(d, &TokenizerOptions::default())
-                .map(|_| ())
-                .expect_err("must fail")
-                .to_string();
+            let err =
+                Tokenizer::from_data(d, &TokenizerOptions::default()).map(|_| ()).expect_err("must fail").to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         };
         let mut d = spm_data();
@@ -1114,10 +1007,7 @@ mod tests {
 
     #[test]
     fn clean_spaces_passes() {
-        assert_eq!(
-            clean_up_spaces(b"Hi , you ! it 's me ' ok"),
-            b"Hi, you! it's me'ok".to_vec()
-        );
+        assert_eq!(clean_up_spaces(b"Hi , you ! it 's me ' ok"), b"Hi, you! it's me'ok".to_vec());
         assert_eq!(clean_up_spaces(b"don 't"), b"don 't".to_vec());
     }
 }

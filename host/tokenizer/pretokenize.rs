@@ -73,47 +73,26 @@ pub const KNOWN_PRE: &[&str] = &[
 /// The configuration llama.cpp uses for `tokenizer.ggml.pre = name`, or None if we do not know it.
 pub fn lookup(name: &str) -> Option<PreConfig> {
     use PreKind::*;
-    let cfg = |kind, clean_spaces| PreConfig {
-        kind,
-        ignore_merges: false,
-        clean_spaces,
-        add_bos: false,
-        no_bos: false,
-    };
+    let cfg =
+        |kind, clean_spaces| PreConfig { kind, ignore_merges: false, clean_spaces, add_bos: false, no_bos: false };
     Some(match name {
         "default" => cfg(Default, true),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-        | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "exaone4" => {
-            cfg(Gpt2, true)
-        }
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
+        | "modern-bert" | "mpt" | "olmo" | "jais" | "exaone4" => cfg(Gpt2, true),
         "trillion" | "granite-docling" => cfg(Gpt2, false),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" => PreConfig {
-            ignore_merges: true,
-            add_bos: true,
-            ..cfg(Llama3, true)
-        },
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" => PreConfig { ignore_merges: true, add_bos: true, ..cfg(Llama3, true) },
         "dbrx" | "smaug-bpe" => cfg(Llama3, true),
-        "glm4" | "chatglm-bpe" => PreConfig {
-            no_bos: true,
-            ..cfg(Llama3, true)
-        },
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open"
-        | "grok-2" => cfg(Qwen2, false),
+        "glm4" | "chatglm-bpe" => PreConfig { no_bos: true, ..cfg(Llama3, true) },
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" | "grok-2" => cfg(Qwen2, false),
         "stablelm2" | "megrez" => cfg(Qwen2, true),
-        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-            cfg(StarCoder, true)
-        }
+        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => cfg(StarCoder, true),
         "smollm" | "command-r" => cfg(StarCoder, false),
         "deepseek-llm" => cfg(DeepseekLlm, false),
         "deepseek-coder" => cfg(DeepseekCoder, false),
         "falcon" => cfg(Falcon, true),
         "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => cfg(Gpt4o, false),
-        "tekken" => PreConfig {
-            ignore_merges: true,
-            add_bos: true,
-            ..cfg(Tekken, false)
-        },
+        "tekken" => PreConfig { ignore_merges: true, add_bos: true, ..cfg(Tekken, false) },
         "bloom" | "gpt3-finnish" => cfg(Bloom, true),
         "poro-chat" => cfg(Bloom, false),
         "viking" => cfg(Viking, false),
@@ -183,16 +162,9 @@ impl Set {
             Set::Letter => k.is_letter(),
             Set::Punct => k.is_punctuation(),
             // llama.cpp's collapsed `\p{P}` is Unicode's for ASCII, plus the ASCII symbols named in the class
-            Set::DefaultPunct => {
-                k.is_punctuation() || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
-            }
-            Set::FalconPunct => {
-                k.is_punctuation()
-                    || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|' | '`')
-            }
-            Set::DeepseekLetter => {
-                (c as u32) < 0x80 && c.is_ascii_alphabetic() || in_ranges(c, DEEPSEEK_LETTERS)
-            }
+            Set::DefaultPunct => k.is_punctuation() || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|'),
+            Set::FalconPunct => k.is_punctuation() || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|' | '`'),
+            Set::DeepseekLetter => (c as u32) < 0x80 && c.is_ascii_alphabetic() || in_ranges(c, DEEPSEEK_LETTERS),
             // these classes are matched on text whose non-ASCII whitespace (U+3000 included) became '\v'
             Set::DeepseekPunct => {
                 !k.is_whitespace()
@@ -208,27 +180,12 @@ impl Set {
                         ],
                     )
             }
-            Set::Cjk => {
-                !k.is_whitespace()
-                    && in_ranges(c, &[(0x4E00, 0x9FA5), (0x0800, 0x4E00), (0xAC00, 0xD7FF)])
-            }
+            Set::Cjk => !k.is_whitespace() && in_ranges(c, &[(0x4E00, 0x9FA5), (0x0800, 0x4E00), (0xAC00, 0xD7FF)]),
             Set::BloomWord => {
                 !(k.is_whitespace()
                     || matches!(
                         c,
-                        '(' | '|'
-                            | '.'
-                            | ','
-                            | '!'
-                            | '?'
-                            | '…'
-                            | '。'
-                            | '，'
-                            | '、'
-                            | '।'
-                            | '۔'
-                            | '،'
-                            | ')'
+                        '(' | '|' | '.' | ',' | '!' | '?' | '…' | '。' | '，' | '、' | '।' | '۔' | '،' | ')'
                     ))
             }
         }
@@ -243,10 +200,7 @@ enum Pass {
     /// Llama-3's regex with `\p{N}{1,max_digits}`
     Llama3 { max_digits: usize },
     /// GPT-4o's regex as llama.cpp runs it (cased letter runs; `contractions` adds the `'s|'t|...` suffix)
-    Gpt4o {
-        max_digits: usize,
-        contractions: bool,
-    },
+    Gpt4o { max_digits: usize, contractions: bool },
     /// every code point of the set on its own
     Each(Set),
     /// maximal runs of the set
@@ -278,22 +232,12 @@ impl PreKind {
                 Run(Set::Cjk),
                 Run(Set::Number),
             ],
-            PreKind::DeepseekCoder => &[
-                Each(Set::NewLine),
-                SpaceRun(Set::Letter),
-                SpaceRun(Set::Punct),
-                Run(Set::Cjk),
-                Each(Set::Number),
-            ],
+            PreKind::DeepseekCoder => {
+                &[Each(Set::NewLine), SpaceRun(Set::Letter), SpaceRun(Set::Punct), Run(Set::Cjk), Each(Set::Number)]
+            }
             PreKind::Falcon => &[Run(Set::FalconPunct), Gpt2, DigitTriples],
-            PreKind::Gpt4o => &[Gpt4o {
-                max_digits: 3,
-                contractions: true,
-            }],
-            PreKind::Tekken => &[Gpt4o {
-                max_digits: 1,
-                contractions: false,
-            }],
+            PreKind::Gpt4o => &[Gpt4o { max_digits: 3, contractions: true }],
+            PreKind::Tekken => &[Gpt4o { max_digits: 1, contractions: false }],
             PreKind::Bloom => &[LiteralSpaceRun(Set::BloomWord)],
             PreKind::Viking => &[LiteralSpaceRun(Set::BloomWord), Each(Set::Number)],
         }
@@ -366,10 +310,7 @@ impl Cps {
         if self.ch(i) != Some('\'') {
             return None;
         }
-        let low = |j: usize| {
-            self.ch(j)
-                .map(|c| if icase { c.to_ascii_lowercase() } else { c })
-        };
+        let low = |j: usize| self.ch(j).map(|c| if icase { c.to_ascii_lowercase() } else { c });
         match (low(i + 1), low(i + 2)) {
             (Some('s' | 't' | 'm' | 'd'), _) => Some(i + 2),
             (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l')) => Some(i + 3),
@@ -413,11 +354,7 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
             let lead = usize::from(s.c[pos] == ' ');
             let first = pos + lead;
             // <space>?\p{L}+ | <space>?\p{N}+ | <space>?[^\s\p{L}\p{N}]+
-            for f in [
-                Cps::letter as fn(&Cps, usize) -> bool,
-                Cps::number,
-                Cps::other,
-            ] {
+            for f in [Cps::letter as fn(&Cps, usize) -> bool, Cps::number, Cps::other] {
                 if f(s, first) {
                     let mut e = first + 1;
                     while f(s, e) {
@@ -463,18 +400,11 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
             }
             Some(s.whitespace(pos, true).unwrap_or(pos + 1))
         }
-        Pass::Gpt4o {
-            max_digits,
-            contractions,
-        } => {
+        Pass::Gpt4o { max_digits, contractions } => {
             let (c, k) = (s.c[pos], s.k[pos]);
             // [^\r\n\p{L}\p{N}]? then U*W+ or U+W*, where (collapsed, as llama.cpp runs it)
             // U = a letter that is not a-z, W = a letter that is not A-Z: non-ASCII letters are both
-            let start = if !(c == '\r' || c == '\n' || k.is_letter() || k.is_number()) {
-                pos + 1
-            } else {
-                pos
-            };
+            let start = if !(c == '\r' || c == '\n' || k.is_letter() || k.is_number()) { pos + 1 } else { pos };
             if s.letter(start) {
                 let upper = |i: usize| s.letter(i) && !s.c[i].is_ascii_lowercase();
                 let lower = |i: usize| s.letter(i) && !s.c[i].is_ascii_uppercase();
@@ -534,11 +464,7 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
                 Pass::SpaceRun(_) => s.space(pos),
                 _ => s.c[pos] == ' ',
             };
-            let first = if lead && s.in_set(pos + 1, set) {
-                pos + 1
-            } else {
-                pos
-            };
+            let first = if lead && s.in_set(pos + 1, set) { pos + 1 } else { pos };
             if !s.in_set(first, set) {
                 return None;
             }
@@ -548,9 +474,7 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
             }
             Some(e)
         }
-        Pass::DigitTriples => (pos + 3 <= n
-            && s.c[pos..pos + 3].iter().all(|c| c.is_ascii_digit()))
-        .then_some(pos + 3),
+        Pass::DigitTriples => (pos + 3 <= n && s.c[pos..pos + 3].iter().all(|c| c.is_ascii_digit())).then_some(pos + 3),
         Pass::TrailingSpace => (pos == trailing_ws && pos < n).then_some(n),
     }
 }
@@ -578,11 +502,7 @@ impl Splitter {
                 let s = &self.cps;
                 let n = s.len();
                 let trailing_ws = match pass {
-                    Pass::TrailingSpace => (0..n)
-                        .rev()
-                        .take_while(|&i| s.k[i].is_whitespace())
-                        .last()
-                        .unwrap_or(n),
+                    Pass::TrailingSpace => (0..n).rev().take_while(|&i| s.k[i].is_whitespace()).last().unwrap_or(n),
                     _ => n,
                 };
                 let mut prev = 0; // end of the last piece pushed, in code points
@@ -617,24 +537,15 @@ mod tests {
 
     fn words(kind: PreKind, text: &str) -> Vec<String> {
         let mut sp = Splitter::default();
-        sp.split(kind, text)
-            .iter()
-            .map(|&(a, b)| text[a..b].to_string())
-            .collect()
+        sp.split(kind, text).iter().map(|&(a, b)| text[a..b].to_string()).collect()
     }
 
     #[test]
     fn gpt2_words() {
         // expected splits worked out from the regex 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
         assert_eq!(words(PreKind::Gpt2, "Hello world"), ["Hello", " world"]);
-        assert_eq!(
-            words(PreKind::Gpt2, "I'm  here 123!!"),
-            ["I", "'m", " ", " here", " 123", "!!"]
-        );
-        assert_eq!(
-            words(PreKind::Gpt2, "a\t\tb  "),
-            ["a", "\t", "\t", "b", "  "]
-        );
+        assert_eq!(words(PreKind::Gpt2, "I'm  here 123!!"), ["I", "'m", " ", " here", " 123", "!!"]);
+        assert_eq!(words(PreKind::Gpt2, "a\t\tb  "), ["a", "\t", "\t", "b", "  "]);
         assert_eq!(words(PreKind::Gpt2, "DON'T"), ["DON", "'", "T"]); // case-sensitive contractions
         assert_eq!(words(PreKind::Gpt2, ""), Vec::<String>::new());
     }
@@ -649,25 +560,16 @@ mod tests {
 
     #[test]
     fn llama3_and_qwen2() {
-        assert_eq!(
-            words(PreKind::Llama3, "DON'T stop 1234567"),
-            ["DON", "'T", " stop", " ", "123", "456", "7"]
-        );
+        assert_eq!(words(PreKind::Llama3, "DON'T stop 1234567"), ["DON", "'T", " stop", " ", "123", "456", "7"]);
         assert_eq!(words(PreKind::Qwen2, "x 123"), ["x", " ", "1", "2", "3"]);
         // [^\r\n\p{L}\p{N}]? takes any one non-letter before a word, `\s*[\r\n]+` keeps trailing newlines
-        assert_eq!(
-            words(PreKind::Llama3, "(hi)\n\n  there"),
-            ["(hi", ")\n\n", " ", " there"]
-        );
+        assert_eq!(words(PreKind::Llama3, "(hi)\n\n  there"), ["(hi", ")\n\n", " ", " there"]);
         assert_eq!(words(PreKind::Llama3, "a \n b"), ["a", " \n", " b"]);
     }
 
     #[test]
     fn gpt4o_cased_words() {
-        assert_eq!(
-            words(PreKind::Gpt4o, "HelloWorld HELLO's"),
-            ["Hello", "World", " HELLO's"]
-        );
+        assert_eq!(words(PreKind::Gpt4o, "HelloWorld HELLO's"), ["Hello", "World", " HELLO's"]);
         assert_eq!(words(PreKind::Gpt4o, "path/to\n"), ["path", "/to", "\n"]);
         assert_eq!(words(PreKind::Gpt4o, "12345"), ["123", "45"]);
         // non-ASCII letters count as both cases in llama.cpp's collapsed regex
@@ -677,17 +579,11 @@ mod tests {
     #[test]
     fn default_recipe() {
         // punctuation runs first, then GPT-2, then number runs, then ASCII digit triples
-        assert_eq!(
-            words(PreKind::Default, "a+b=12345"),
-            ["a", "+", "b", "=", "123", "45"]
-        );
+        assert_eq!(words(PreKind::Default, "a+b=12345"), ["a", "+", "b", "=", "123", "45"]);
     }
 
     #[test]
     fn deepseek_llm() {
-        assert_eq!(
-            words(PreKind::DeepseekLlm, "Hello, 世界 123\n"),
-            ["Hello", ",", " ", "世界", " ", "123", "\n"]
-        );
+        assert_eq!(words(PreKind::DeepseekLlm, "Hello, 世界 123\n"), ["Hello", ",", " ", "世界", " ", "123", "\n"]);
     }
 }

@@ -33,34 +33,20 @@ struct Node {
 pub struct SpecialMatcher {
     nodes: Vec<Node>,
     root: Box<[u32; 256]>, // first byte -> node (0 = none)
-    rank: Vec<u32>, // rank in llama.cpp's order (longest first), per token id; u32::MAX if not special
+    rank: Vec<u32>,        // rank in llama.cpp's order (longest first), per token id; u32::MAX if not special
 }
 
 impl SpecialMatcher {
     /// `specials`: ids of the control, user-defined and unknown tokens; `text(id)` their texts.
-    pub fn new<'t>(
-        n_vocab: usize,
-        specials: &[u32],
-        text: impl Fn(u32) -> &'t [u8],
-    ) -> SpecialMatcher {
-        let mut order: Vec<u32> = specials
-            .iter()
-            .copied()
-            .filter(|&id| !text(id).is_empty())
-            .collect();
+    pub fn new<'t>(n_vocab: usize, specials: &[u32], text: impl Fn(u32) -> &'t [u8]) -> SpecialMatcher {
+        let mut order: Vec<u32> = specials.iter().copied().filter(|&id| !text(id).is_empty()).collect();
         order.sort_by_key(|&id| std::cmp::Reverse(text(id).len())); // stable: equal lengths by id
         let mut rank = vec![u32::MAX; n_vocab];
         for (r, &id) in order.iter().enumerate() {
             rank[id as usize] = r as u32;
         }
-        let mut m = SpecialMatcher {
-            nodes: vec![Node {
-                children: Vec::new(),
-                token: None,
-            }],
-            root: Box::new([0; 256]),
-            rank,
-        };
+        let mut m =
+            SpecialMatcher { nodes: vec![Node { children: Vec::new(), token: None }], root: Box::new([0; 256]), rank };
         for &id in &order {
             let t = text(id);
             let mut node = m.root[t[0] as usize];
@@ -84,10 +70,7 @@ impl SpecialMatcher {
     }
 
     fn new_node(&mut self) -> u32 {
-        self.nodes.push(Node {
-            children: Vec::new(),
-            token: None,
-        });
+        self.nodes.push(Node { children: Vec::new(), token: None });
         self.nodes.len() as u32 - 1
     }
 
@@ -117,11 +100,7 @@ impl SpecialMatcher {
                 if i == bytes.len() {
                     break;
                 }
-                node = n
-                    .children
-                    .iter()
-                    .find(|c| c.0 == bytes[i])
-                    .map_or(0, |c| c.1);
+                node = n.children.iter().find(|c| c.0 == bytes[i]).map_or(0, |c| c.1);
                 i += 1;
             }
         }
@@ -214,10 +193,7 @@ mod tests {
     fn longest_token_first_not_leftmost_first() {
         // "bcd" (longer) is cut out before "ab" is looked for, so "ab" no longer occurs
         assert_eq!(run(&["ab", "bcd"], "abcd"), ["'a'", "<1>"]);
-        assert_eq!(
-            run(&["<s>", "</s>"], "x<s>y</s><s>"),
-            ["'x'", "<0>", "'y'", "<1>", "<0>"]
-        );
+        assert_eq!(run(&["<s>", "</s>"], "x<s>y</s><s>"), ["'x'", "<0>", "'y'", "<1>", "<0>"]);
         assert_eq!(run(&["aa"], "aaa"), ["<0>", "'a'"]);
         assert_eq!(run(&["<s>"], "plain"), ["'plain'"]);
     }

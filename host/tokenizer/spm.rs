@@ -30,9 +30,7 @@ impl PartialOrd for Pair {
 }
 impl Ord for Pair {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then_with(|| other.left.cmp(&self.left))
+        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -58,19 +56,11 @@ pub struct SpmVocab<'a> {
 /// before each `▁` that follows another char, and each word is merged alone (and remembered: `cache`).
 /// That gives the same ids as one pass as long as no token spans a cut, which `no_cut_after` ensures:
 /// it lists every char that some token has right before a `▁` (Gemma-3 has one such token, `>▁</`).
-pub fn encode_words<'t>(
-    v: &SpmVocab,
-    text: &'t str,
-    out: &mut Vec<u32>,
-    cache: &mut WordCache<'t>,
-) {
+pub fn encode_words<'t>(v: &SpmVocab, text: &'t str, out: &mut Vec<u32>, cache: &mut WordCache<'t>) {
     let mut start = 0;
     let mut prev: Option<char> = None;
     for (i, c) in text.char_indices() {
-        if c == '\u{2581}'
-            && i > start
-            && prev.is_some_and(|p| p != '\u{2581}' && !v.no_cut_after.contains(&p))
-        {
+        if c == '\u{2581}' && i > start && prev.is_some_and(|p| p != '\u{2581}' && !v.no_cut_after.contains(&p)) {
             cache.encode(v, &text[start..i], out);
             start = i;
         }
@@ -94,6 +84,43 @@ pub struct WordCache<'t> {
 pub struct SpmWork {
     syms: Vec<Sym>,
     heap: BinaryHeap<Pair>,
+    recent: Vec<Recent>, // (RECENT,) direct-mapped memo of short pair lookups, kept across words
+}
+
+/// A memoized lookup of a pair text of up to 8 bytes: common pairs ("th", "▁t") come back in word after
+/// word, and the vocab map is too large for the cache, so each fresh probe costs a memory round trip.
+#[derive(Clone, Copy, Default)]
+struct Recent {
+    key: u64, // the text, little-endian, zero-padded
+    len: u8,  // 0 = empty slot
+    found: bool,
+    score: f32,
+}
+
+const RECENT: usize = 4096;
+
+impl SpmWork {
+    /// The score of the token spelled `text`, if there is one.
+    #[inline]
+    fn lookup(&mut self, map: &VocabMap, text: &[u8]) -> Option<f32> {
+        if text.len() > 8 {
+            return map.get(text).map(|(_, score)| score);
+        }
+        if self.recent.is_empty() {
+            self.recent = vec![Recent::default(); RECENT];
+        }
+        let mut w = [0u8; 8];
+        w[..text.len()].copy_from_slice(text);
+        let key = u64::from_le_bytes(w);
+        let slot = ((key ^ text.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % RECENT;
+        let r = self.recent[slot];
+        if r.len as usize == text.len() && r.key == key {
+            return r.found.then_some(r.score);
+        }
+        let got = map.get(text).map(|(_, score)| score);
+        self.recent[slot] = Recent { key, len: text.len() as u8, found: got.is_some(), score: got.unwrap_or(0.0) };
+        got
+    }
 }
 
 impl<'t> WordCache<'t> {
@@ -104,12 +131,7 @@ impl<'t> WordCache<'t> {
     }
 
     /// Appends the ids of `word` to `out`, computing them with `f` (which appends) the first time.
-    pub fn get_or_insert(
-        &mut self,
-        word: &'t str,
-        out: &mut Vec<u32>,
-        f: impl FnOnce(&mut Vec<u32>),
-    ) {
+    pub fn get_or_insert(&mut self, word: &'t str, out: &mut Vec<u32>, f: impl FnOnce(&mut Vec<u32>)) {
         if let Some(&(a, b)) = self.map.get(word) {
             out.extend_from_slice(&self.ids[a as usize..b as usize]);
             return;
@@ -124,36 +146,24 @@ impl<'t> WordCache<'t> {
 /// Appends the tokens of `text` (spaces already escaped to `▁`) to `out`.
 pub fn encode(v: &SpmVocab, text: &str, out: &mut Vec<u32>, work: &mut SpmWork) {
     let bytes = text.as_bytes();
-    let syms = &mut work.syms;
+    let mut syms = std::mem::take(&mut work.syms);
+    let mut heap = std::mem::take(&mut work.heap);
     syms.clear();
     for (i, (start, c)) in text.char_indices().enumerate() {
-        syms.push(Sym {
-            start: start as u32,
-            len: c.len_utf8() as u32,
-            prev: i as i32 - 1,
-            next: i as i32 + 1,
-        });
+        syms.push(Sym { start: start as u32, len: c.len_utf8() as u32, prev: i as i32 - 1, next: i as i32 + 1 });
     }
     if let Some(last) = syms.last_mut() {
         last.next = -1;
     }
-    let heap = &mut work.heap;
     heap.clear();
-    let try_pair = |syms: &[Sym], heap: &mut BinaryHeap<Pair>, l: usize, r: usize| {
-        let (start, end) = (
-            syms[l].start as usize,
-            (syms[r].start + syms[r].len) as usize,
-        );
-        if let Some((_, score)) = v.map.get(&bytes[start..end]) {
-            heap.push(Pair {
-                score,
-                left: l as u32,
-                size: (end - start) as u32,
-            });
+    let mut try_pair = |syms: &[Sym], heap: &mut BinaryHeap<Pair>, l: usize, r: usize| {
+        let (start, end) = (syms[l].start as usize, (syms[r].start + syms[r].len) as usize);
+        if let Some(score) = work.lookup(v.map, &bytes[start..end]) {
+            heap.push(Pair { score, left: l as u32, size: (end - start) as u32 });
         }
     };
     for i in 1..syms.len() {
-        try_pair(syms, heap, i - 1, i);
+        try_pair(&syms, &mut heap, i - 1, i);
     }
     while let Some(p) = heap.pop() {
         let l = p.left as usize;
@@ -170,10 +180,10 @@ pub fn encode(v: &SpmVocab, text: &str, out: &mut Vec<u32>, work: &mut SpmWork) 
             syms[after as usize].prev = l as i32;
         }
         if syms[l].prev >= 0 {
-            try_pair(syms, heap, syms[l].prev as usize, l);
+            try_pair(&syms, &mut heap, syms[l].prev as usize, l);
         }
         if syms[l].next >= 0 {
-            try_pair(syms, heap, l, syms[l].next as usize);
+            try_pair(&syms, &mut heap, l, syms[l].next as usize);
         }
     }
     let mut i = if syms.is_empty() { -1 } else { 0 };
@@ -183,14 +193,12 @@ pub fn encode(v: &SpmVocab, text: &str, out: &mut Vec<u32>, work: &mut SpmWork) 
         match v.map.get(piece) {
             Some((id, _)) => out.push(id),
             // merged symbols are always tokens, so this is a single char: byte fallback
-            None => out.extend(
-                piece
-                    .iter()
-                    .filter_map(|&b| v.byte_tokens[b as usize].or(v.unk)),
-            ),
+            None => out.extend(piece.iter().filter_map(|&b| v.byte_tokens[b as usize].or(v.unk))),
         }
         i = s.next;
     }
+    work.syms = syms;
+    work.heap = heap;
 }
 
 #[cfg(test)]
@@ -199,29 +207,13 @@ mod tests {
 
     #[test]
     fn merges_by_score_with_byte_fallback() {
-        let toks: Vec<(&str, f32)> = vec![
-            ("a", -1.0),
-            ("b", -1.0),
-            ("ab", -3.0),
-            ("bc", -2.0),
-            ("c", -1.0),
-        ];
-        let map = VocabMap::new(
-            toks.len(),
-            toks.iter()
-                .enumerate()
-                .map(|(i, t)| (t.0.as_bytes(), i as u32, t.1)),
-        );
+        let toks: Vec<(&str, f32)> = vec![("a", -1.0), ("b", -1.0), ("ab", -3.0), ("bc", -2.0), ("c", -1.0)];
+        let map = VocabMap::new(toks.len(), toks.iter().enumerate().map(|(i, t)| (t.0.as_bytes(), i as u32, t.1)));
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
             *slot = Some(100 + b as u32);
         }
-        let v = SpmVocab {
-            map: &map,
-            byte_tokens: &byte_tokens,
-            unk: None,
-            no_cut_after: &[],
-        };
+        let v = SpmVocab { map: &map, byte_tokens: &byte_tokens, unk: None, no_cut_after: &[] };
         let mut out = Vec::new();
         let mut work = SpmWork::default();
         encode(&v, "abc", &mut out, &mut work); // "bc" (-2) beats "ab" (-3), then "a"+"bc" is no token

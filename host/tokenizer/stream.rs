@@ -95,15 +95,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let atoms: [&[u8]; 7] = [
-            b"a",
-            "é".as_bytes(),
-            "€".as_bytes(),
-            "😀".as_bytes(),
-            &[0xF0, 0x9F],
-            &[0x80],
-            &[0xC3],
-        ];
+        let atoms: [&[u8]; 7] =
+            [b"a", "é".as_bytes(), "€".as_bytes(), "😀".as_bytes(), &[0xF0, 0x9F], &[0x80], &[0xC3]];
         for _ in 0..500 {
             let mut bytes = Vec::new();
             for _ in 0..(next() % 12) {

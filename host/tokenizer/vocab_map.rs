@@ -51,14 +51,7 @@ impl VocabMap {
     pub fn new<'a>(n: usize, entries: impl Iterator<Item = (&'a [u8], u32, f32)>) -> VocabMap {
         let cap = (n.max(1) * 2).next_power_of_two();
         let mut m = VocabMap {
-            slots: vec![
-                Slot {
-                    key: 0,
-                    len_id: EMPTY,
-                    score: 0.0
-                };
-                cap
-            ],
+            slots: vec![Slot { key: 0, len_id: EMPTY, score: 0.0 }; cap],
             mask: cap - 1,
             arena: Vec::new(),
             long: Vec::new(),
@@ -84,11 +77,7 @@ impl VocabMap {
             while m.slots[i].len_id != EMPTY {
                 i = (i + 1) & m.mask;
             }
-            m.slots[i] = Slot {
-                key,
-                len_id: pack(text.len(), id),
-                score,
-            };
+            m.slots[i] = Slot { key, len_id: pack(text.len(), id), score };
         }
         m
     }
@@ -97,11 +86,7 @@ impl VocabMap {
     #[inline]
     pub fn get(&self, text: &[u8]) -> Option<(u32, f32)> {
         let h = hash(text);
-        let (key, want) = if text.len() <= 8 {
-            (small_key(text), 0)
-        } else {
-            (h, 1)
-        };
+        let (key, want) = if text.len() <= 8 { (small_key(text), 0) } else { (h, 1) };
         let code = (text.len() as u32).min(LEN_CAP);
         let mut i = h as usize & self.mask;
         loop {
@@ -130,22 +115,12 @@ mod tests {
 
     #[test]
     fn finds_short_and_long_keys() {
-        let keys: Vec<Vec<u8>> = (0..5000u32)
-            .map(|i| format!("tok{i}{}", "x".repeat((i % 13) as usize)).into_bytes())
-            .collect();
-        let m = VocabMap::new(
-            keys.len(),
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (k.as_slice(), i as u32, i as f32 * 0.5)),
-        );
+        let keys: Vec<Vec<u8>> =
+            (0..5000u32).map(|i| format!("tok{i}{}", "x".repeat((i % 13) as usize)).into_bytes()).collect();
+        let m =
+            VocabMap::new(keys.len(), keys.iter().enumerate().map(|(i, k)| (k.as_slice(), i as u32, i as f32 * 0.5)));
         for (i, k) in keys.iter().enumerate() {
-            assert_eq!(
-                m.get(k),
-                Some((i as u32, i as f32 * 0.5)),
-                "{:?}",
-                String::from_utf8_lossy(k)
-            );
+            assert_eq!(m.get(k), Some((i as u32, i as f32 * 0.5)), "{:?}", String::from_utf8_lossy(k));
         }
         assert_eq!(m.get(b"tok"), None);
         assert_eq!(m.get(b"tok1xx"), None);
