@@ -210,6 +210,7 @@ mod tests {
                 head_dim_v: 6,
                 scale: 1.0,
                 window: None,
+                round_like_cache: false,
             };
             let mut out = [0.0; 6];
             c.attend(0, &mut out, &[0.0, 0.0, 1.0, 0.0], &p);

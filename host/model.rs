@@ -119,9 +119,9 @@ impl<'a> Mat<'a> {
             x = &rb.vals[..x.len()];
         }
         if n_tok == 1 {
-            quant::matvec_q8(self.ty, self.data, self.rows, self.cols, x, y);
+            quant::matvec(self.ty, self.data, self.rows, self.cols, x, y);
         } else {
-            quant::matmul_q8(self.ty, self.data, self.rows, self.cols, x, y);
+            quant::matmul(self.ty, self.data, self.rows, self.cols, x, y);
         }
         Ok(())
     }
@@ -558,6 +558,7 @@ impl<'a> CpuForward<'a> {
                 head_dim_v: c.head_dim_v,
                 scale: m.attn_scale,
                 window: l.window,
+                round_like_cache: round,
             };
             self.cache.attend(il, &mut s.att[..n * att_dim], q, &ap);
             l.wo.apply(&s.att, &mut s.o, n, round.then_some(&mut s.round))?;

@@ -59,7 +59,7 @@ fn attention_matches_cpu() {
         let v: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
         let scale = 1.0 / (hd as f32).sqrt();
         let p = AttnParams { n_tok, pos0, n_heads, n_kv_heads: n_kv, head_dim: hd, head_dim_v: hd, scale,
-                             window: (window > 0).then_some(window) };
+                             window: (window > 0).then_some(window), round_like_cache: false };
         let mut want = vec![0.0; n_tok * n_heads * hd];
         cpu::attention(&mut want, &q, &k[..n_keys * n_kv * hd], &v[..n_keys * n_kv * hd], &p);
 
@@ -210,12 +210,15 @@ fn compare_model(file: &str, tokens_file: &str) {
     let model = Model::load(&f).unwrap();
     let ctx = 1024;
     let mut cpu = CpuForward::new(&model, ctx, CacheType::F16).unwrap();
+    // the oracle of the f32-activation GPU kernels: exact products, no llama.cpp activation rounding
+    cpu.set_llama_rounding(false);
     let mut gpu = CudaForward::new(&model, ctx, 0).unwrap();
     let text = reference_tokens(tokens_file);
     let n_vocab = model.n_vocab();
 
-    // 1) logits after a 40-token prompt
-    let prompt = &text[..40];
+    // 1) logits after a natural prompt (BOS added where the model asks for it)
+    let tok = host::tokenizer::Tokenizer::from_gguf(&f).unwrap();
+    let prompt = &tok.encode("Once upon a time, there was a little robot who lived in a big city. Every day he", true, true).unwrap()[..];
     let lc = cpu.forward(prompt, 0).unwrap().to_vec();
     let lg = gpu.forward(prompt, 0).unwrap().to_vec();
     let scale = lc.iter().fold(0.0f32, |m, v| m.max(v.abs()));

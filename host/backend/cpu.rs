@@ -264,6 +264,9 @@ pub struct AttnParams {
     pub scale: f32,
     /// Sliding window: a query at position p sees keys at positions > p - window (None: all of them).
     pub window: Option<usize>,
+    /// Round q and the probabilities to the cache's element type before multiplying them with K and V, as
+    /// llama.cpp does for an f16 cache (ggml's vec_dot_type of F16). Off: exact f32 products.
+    pub round_like_cache: bool,
 }
 
 /// Causal grouped-query attention over cached keys and values, parallel over (token, head).
@@ -287,10 +290,11 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         // llama.cpp multiplies the f16 cache with q, and with the probabilities, converted to f16 (ggml's
         // vec_dot_type of F16); rounding them the same way keeps greedy decoding on llama.cpp's tokens. For an
         // f32 cache the rounding is the identity.
+        let round = |x: f32| if p.round_like_cache { T::from_f32(x).to_f32() } else { x };
         let mut qbuf = [0.0f32; 512];
         let qh = &mut qbuf[..hd];
         for (d, &x) in qh.iter_mut().zip(&q[(t * p.n_heads + h) * hd..][..hd]) {
-            *d = T::from_f32(x).to_f32();
+            *d = round(x);
         }
         let qh = &*qh;
         scores.clear();
@@ -315,7 +319,7 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         o.fill(0.0);
         for (j, &s) in (first..=pos).zip(scores.iter()) {
             let vr = &v[j * v_stride + kvh * hdv..][..hdv];
-            let w = T::from_f32(s * inv).to_f32();
+            let w = round(s * inv);
             for (ov, &vv) in o.iter_mut().zip(vr) {
                 *ov += w * vv.to_f32();
             }
@@ -486,6 +490,7 @@ mod tests {
             head_dim_v: 8,
             scale: 0.35,
             window: None,
+            round_like_cache: false,
         };
         let (q, k, v) = (rand_vec(32, 3), rand_vec(16, 4), rand_vec(16, 5));
         let mut out = vec![0.0; 32];
@@ -509,6 +514,7 @@ mod tests {
             head_dim_v: 2,
             scale: 1.0,
             window: None,
+            round_like_cache: false,
         };
         let k = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5];
         let v = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0];
@@ -538,6 +544,7 @@ mod tests {
                 head_dim_v: 8,
                 scale: 0.25,
                 window,
+            round_like_cache: false,
             };
             let n_kv = pos0 + n_tok;
             let q = rand_vec(n_tok * 6 * 16, 10 + n_tok as u64);
