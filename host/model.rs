@@ -223,13 +223,13 @@ impl<'a> Model<'a> {
 
     fn new(f: &'a GgufFile, c: ModelConfig, t: ModelTensors<'a>) -> Result<Model<'a>> {
         let cfg_err = |msg: String| Error::Config(msg);
-        if c.n_heads == 0 || c.n_kv_heads == 0 || c.n_heads % c.n_kv_heads != 0 {
+        if c.n_heads == 0 || c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
             return Err(cfg_err(format!(
                 "head_count {} is not a multiple of head_count_kv {}",
                 c.n_heads, c.n_kv_heads
             )));
         }
-        if c.rope_dim > c.head_dim || c.rope_dim % 2 != 0 {
+        if c.rope_dim > c.head_dim || !c.rope_dim.is_multiple_of(2) {
             return Err(cfg_err(format!(
                 "rope dimension {} must be even and <= head dim {}",
                 c.rope_dim, c.head_dim

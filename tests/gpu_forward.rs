@@ -35,8 +35,8 @@ fn rope_matches_cpu() {
         cpu::rope(&mut want, n_heads, pos0, &p);
         let (cos, sin) = cpu::rope_table(ctx, &p);
         let (dcos, dsin, dpos) = (gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap(), gpu.upload(&[pos0 as u32]).unwrap());
-        let mut dx = gpu.upload(&x).unwrap();
-        gpu.rope_rows(&mut dx, n_tok, n_heads, head_dim, rope_dim, pairing == RopePairing::Neox, &dcos, &dsin, &dpos, pos0)
+        let dx = gpu.upload(&x).unwrap();
+        gpu.rope_rows(&dx, n_tok, n_heads, head_dim, rope_dim, pairing == RopePairing::Neox, &dcos, &dsin, &dpos, pos0)
             .unwrap();
         let err = max_rel_err(&gpu.download(&dx).unwrap(), &want, 1e-3);
         println!("rope {pairing:?} head_dim={head_dim} rope_dim={rope_dim}: max rel err {err:.2e}");
@@ -127,7 +127,7 @@ fn activations_and_residuals_match_cpu() {
     cpu::add_inplace(&mut x, &y);
     assert!(max_rel_err(&gpu.download(&dx).unwrap(), &x, 1e-3) <= F32_TOL, "add_inplace");
 
-    gpu.rmsnorm_inplace_rows(&mut dx, &gpu.upload(&b).unwrap(), 3, 1536, 1e-6).unwrap();
+    gpu.rmsnorm_inplace_rows(&dx, &gpu.upload(&b).unwrap(), 3, 1536, 1e-6).unwrap();
     cpu::rmsnorm_inplace(&mut x, &b, 1536, 1e-6);
     assert!(max_rel_err(&gpu.download(&dx).unwrap(), &x, 1e-3) <= F32_TOL, "rmsnorm_inplace");
 }

@@ -237,17 +237,17 @@ fn kernels_match_gguf_py_fixtures() {
 #[test]
 fn launchers_reject_bad_shapes() {
     let Some(cuda) = cuda_or_skip("launchers_reject_bad_shapes") else { return };
-    let w = cuda.upload(&vec![0u8; 2 * 18]).unwrap();
-    let x = cuda.upload(&vec![0.0f32; 32]).unwrap();
-    let mut y1 = cuda.upload(&vec![0.0f32; 1]).unwrap();
+    let w = cuda.upload(&[0u8; 2 * 18]).unwrap();
+    let x = cuda.upload(&[0.0f32; 32]).unwrap();
+    let mut y1 = cuda.upload(&[0.0f32; 1]).unwrap();
     let e = cuda.matvec(GgmlType::Q4_0, &w, 2, 32, &x, &mut y1).unwrap_err().to_string();
     assert!(e.contains("matvec_q4_0") && e.contains("y holds 1 elements, needs 2"), "{e}");
-    let mut y = cuda.upload(&vec![0.0f32; 3]).unwrap();
+    let mut y = cuda.upload(&[0.0f32; 3]).unwrap();
     let e = cuda.matvec(GgmlType::Q4_0, &w, 3, 32, &x, &mut y).unwrap_err().to_string();
     assert!(e.contains("36 bytes, expected 54"), "{e}");
     let e = cuda.matvec(GgmlType::IQ2_XS, &w, 2, 256, &x, &mut y).unwrap_err().to_string();
     assert!(e.contains("IQ2_XS has no cuda kernels"), "{e}");
-    let mut out = cuda.upload(&vec![0.0f32; 64]).unwrap();
+    let mut out = cuda.upload(&[0.0f32; 64]).unwrap();
     let e = cuda.dequantize(GgmlType::Q4_0, &w, 2, 31, &mut out).unwrap_err().to_string();
     assert!(e.contains("n_cols 31"), "{e}");
     let e = cuda.matmul(GgmlType::Q4_0, &w, 2, 32, &x, 2, &mut y).unwrap_err().to_string();

@@ -447,7 +447,7 @@ mod tests {
             for h in 0..p.n_heads {
                 let kvh = h * p.n_kv_heads / p.n_heads;
                 let visible: Vec<usize> = (0..=pos)
-                    .filter(|&j| p.window.map_or(true, |w| pos - j < w))
+                    .filter(|&j| p.window.is_none_or(|w| pos - j < w))
                     .collect();
                 let s: Vec<f64> = visible
                     .iter()

@@ -254,6 +254,34 @@ fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// A device buffer as a launcher sees it: an address and the number of elements from there. Lets one
+/// allocation hold several operands (the q, k, v of a fused projection) and lets in-place kernels alias.
+pub trait Dev<T> {
+    fn addr(&self, gpu: &Cuda) -> u64;
+    fn elems(&self) -> usize;
+}
+
+impl<T> Dev<T> for CudaSlice<T> {
+    fn addr(&self, gpu: &Cuda) -> u64 {
+        gpu.ptr(self, 0)
+    }
+    fn elems(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The elements of a buffer from index `.1` on.
+pub struct At<'a, T>(pub &'a CudaSlice<T>, pub usize);
+
+impl<T> Dev<T> for At<'_, T> {
+    fn addr(&self, gpu: &Cuda) -> u64 {
+        gpu.ptr(self.0, self.1.min(self.0.len()))
+    }
+    fn elems(&self) -> usize {
+        self.0.len().saturating_sub(self.1)
+    }
+}
+
 impl Cuda {
     /// The raw device address of `s` plus `offset` elements, for launches that alias or offset buffers.
     pub fn ptr<T>(&self, s: &CudaSlice<T>, offset: usize) -> u64 {
@@ -277,53 +305,53 @@ impl Cuda {
     }
 
     /// x[r] = rmsnorm(x[r]) * w in place; twin of `cpu::rmsnorm_inplace`.
-    pub fn rmsnorm_inplace_rows(&self, x: &mut CudaSlice<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize, eps: f32) -> Result<()> {
-        self.rmsnorm_raw(self.ptr(x, 0), x, w, n_rows, dim, eps)
+    pub fn rmsnorm_inplace_rows(&self, x: &impl Dev<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize, eps: f32) -> Result<()> {
+        self.rmsnorm_raw(x.addr(self), x, w, n_rows, dim, eps)
     }
 
-    fn rmsnorm_raw(&self, out: u64, x: &CudaSlice<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize, eps: f32) -> Result<()> {
+    fn rmsnorm_raw(&self, out: u64, x: &impl Dev<f32>, w: &CudaSlice<f32>, n_rows: usize, dim: usize, eps: f32) -> Result<()> {
         const K: &str = "rmsnorm_f32";
         if dim == 0 || !dim.is_multiple_of(4) {
             return Err(Error::Cuda { op: K.into(), msg: format!("dim {dim} must be a non-zero multiple of 4") });
         }
-        check_min(K, "x", x.len(), n_rows * dim)?;
+        check_min(K, "x", x.elems(), n_rows * dim)?;
         check_min(K, "w", w.len(), dim)?;
         let f = self.func(K)?;
-        let dim32 = dim as u32;
+        let (dim32, xp) = (dim as u32, x.addr(self));
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&out).arg(x).arg(w).arg(&dim32).arg(&eps);
+        b.arg(&out).arg(&xp).arg(w).arg(&dim32).arg(&eps);
         self.go(K, b, rows_cfg(n_rows, ROW_BLOCK), || format!("rows={n_rows} dim={dim}"))
     }
 
     /// Rotate the heads of n_tok rows of x (positions pos0.., pos0 on the device) by the (ctx, rope_dim / 2)
     /// cos/sin tables; twin of `cpu::rope`. `pos_host` is the same position, for the bounds check.
     #[allow(clippy::too_many_arguments)]
-    pub fn rope_rows(&self, x: &mut CudaSlice<f32>, n_tok: usize, n_heads: usize, head_dim: usize, rope_dim: usize,
+    pub fn rope_rows(&self, x: &impl Dev<f32>, n_tok: usize, n_heads: usize, head_dim: usize, rope_dim: usize,
                      neox: bool, cos: &CudaSlice<f32>, sin: &CudaSlice<f32>, pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
         const K: &str = "rope_f32";
-        check_min(K, "x", x.len(), n_tok * n_heads * head_dim)?;
+        check_min(K, "x", x.elems(), n_tok * n_heads * head_dim)?;
         let half = rope_dim / 2;
         if rope_dim > head_dim || !rope_dim.is_multiple_of(2) || cos.len() != sin.len() || (pos_host + n_tok) * half > cos.len() {
             return Err(Error::Cuda { op: K.into(), msg: format!(
                 "rope_dim {rope_dim} (head_dim {head_dim}) or positions {pos_host}+{n_tok} outside the {}-entry table", cos.len()) });
         }
         let f = self.func(K)?;
-        let (nh, hd, rd, nx) = (n_heads as u32, head_dim as u32, rope_dim as u32, neox as u32);
+        let (nh, hd, rd, nx, xp) = (n_heads as u32, head_dim as u32, rope_dim as u32, neox as u32, x.addr(self));
         let mut b = self.stream.launch_builder(&f);
-        b.arg(x).arg(cos).arg(sin).arg(pos0).arg(&nh).arg(&hd).arg(&rd).arg(&nx);
+        b.arg(&xp).arg(cos).arg(sin).arg(pos0).arg(&nh).arg(&hd).arg(&rd).arg(&nx);
         self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} n_heads={n_heads}"))
     }
 
     /// Store n_tok rows of `row_len` floats into the f16 cache at positions pos0.. (pos0 on the device).
-    pub fn kv_store_rows(&self, cache: &mut CudaSlice<u16>, x: &CudaSlice<f32>, n_tok: usize, row_len: usize,
+    pub fn kv_store_rows(&self, cache: &mut CudaSlice<u16>, x: &impl Dev<f32>, n_tok: usize, row_len: usize,
                          pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
         const K: &str = "kv_store_f16";
-        check_min(K, "x", x.len(), n_tok * row_len)?;
+        check_min(K, "x", x.elems(), n_tok * row_len)?;
         check_min(K, "cache", cache.len(), (pos_host + n_tok) * row_len)?;
         let f = self.func(K)?;
-        let rl = row_len as u32;
+        let (rl, xp) = (row_len as u32, x.addr(self));
         let mut b = self.stream.launch_builder(&f);
-        b.arg(cache).arg(x).arg(pos0).arg(&rl);
+        b.arg(cache).arg(&xp).arg(pos0).arg(&rl);
         self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} row_len={row_len}"))
     }
 
@@ -331,7 +359,7 @@ impl Cuda {
     /// `ATTN_CHUNK` keys combined by online softmax; twin of `cpu::attention`. `part` holds the split partials
     /// (`shape.part_len(n_splits)` floats); `n_splits * ATTN_CHUNK` must cover every key position used.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &CudaSlice<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
+    pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &impl Dev<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
                           part: &mut CudaSlice<f32>, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
                           pos_host: usize) -> Result<()> {
         const K: &str = "attention_split_f16";
@@ -349,7 +377,7 @@ impl Cuda {
         }
         check_min(K, "k cache", k.len(), n_keys * s.n_kv_heads * s.head_dim)?;
         check_min(K, "v cache", v.len(), n_keys * s.n_kv_heads * s.head_dim_v)?;
-        check_min(K, "q", q.len(), s.n_tok * s.n_heads * s.head_dim)?;
+        check_min(K, "q", q.elems(), s.n_tok * s.n_heads * s.head_dim)?;
         check_min(K, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
         check_min(K, "partials", part.len(), s.part_len(n_splits))?;
         let (nh, nkv, hd, hdv, w, ns) =
@@ -357,7 +385,8 @@ impl Cuda {
         let f = self.func(K)?;
         let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&mut *part).arg(q).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd).arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
+        let qp = q.addr(self);
+        b.arg(&mut *part).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd).arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
         self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))?;
 
         const C: &str = "attention_combine";
@@ -368,24 +397,24 @@ impl Cuda {
         self.go(C, b, cfg, || format!("{s:?} splits={n_splits}"))
     }
 
-    fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, n: usize) -> Result<()> {
-        check_min(kernel, "gate", gate.len(), n)?;
-        check_min(kernel, "up", up.len(), n)?;
+    fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &impl Dev<f32>, up: &impl Dev<f32>, n: usize) -> Result<()> {
+        check_min(kernel, "gate", gate.elems(), n)?;
+        check_min(kernel, "up", up.elems(), n)?;
         check_min(kernel, "out", out.len(), n)?;
-        let n32 = n as u32;
+        let (n32, gp, up) = (n as u32, gate.addr(self), up.addr(self));
         let f = self.func(kernel)?;
         let mut b = self.stream.launch_builder(&f);
-        b.arg(out).arg(gate).arg(up).arg(&n32);
+        b.arg(out).arg(&gp).arg(&up).arg(&n32);
         self.go(kernel, b, grid_1d(n), || format!("n={n}"))
     }
 
     /// out = silu(gate) * up over n elements; twin of `cpu::swiglu`.
-    pub fn swiglu_rows(&self, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, n: usize) -> Result<()> {
+    pub fn swiglu_rows(&self, out: &mut CudaSlice<f32>, gate: &impl Dev<f32>, up: &impl Dev<f32>, n: usize) -> Result<()> {
         self.gated("swiglu_f32", out, gate, up, n)
     }
 
     /// out = gelu_tanh(gate) * up over n elements; twin of `cpu::gelu_tanh_mul`.
-    pub fn gelu_tanh_mul_rows(&self, out: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, n: usize) -> Result<()> {
+    pub fn gelu_tanh_mul_rows(&self, out: &mut CudaSlice<f32>, gate: &impl Dev<f32>, up: &impl Dev<f32>, n: usize) -> Result<()> {
         self.gated("gelu_tanh_mul_f32", out, gate, up, n)
     }
 

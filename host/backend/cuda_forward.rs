@@ -7,7 +7,7 @@
 use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
-use crate::backend::cuda::{cuda_err, AttnShape, Cuda, ATTN_CHUNK};
+use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
 use crate::model::{Activation, Forward, Mat, Model, MAX_BATCH};
@@ -26,6 +26,18 @@ impl DevMat {
         Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: gpu.upload(m.data)? })
     }
 
+    /// The row-wise concatenation of `mats` as one matrix, when they share type and width (one mat-vec launch
+    /// computes all their outputs, back to back); None otherwise.
+    fn concat(gpu: &Cuda, mats: &[&Mat]) -> Result<Option<DevMat>> {
+        let (ty, cols) = (mats[0].ty, mats[0].cols);
+        if mats.iter().any(|m| m.ty != ty || m.cols != cols) {
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = mats.iter().flat_map(|m| m.data.iter().copied()).collect();
+        let rows = mats.iter().map(|m| m.rows).sum();
+        Ok(Some(DevMat { ty, rows, cols, data: gpu.upload(&bytes)? }))
+    }
+
     /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows).
     fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize) -> Result<()> {
         if n_tok == 1 {
@@ -39,6 +51,11 @@ impl DevMat {
 /// One layer in device memory; norms and biases as f32.
 struct DevLayer {
     attn_norm: CudaSlice<f32>,
+    /// Decode path: [wq; wk; wv] and [w_gate; w_up] as single matrices (when their types agree), and the
+    /// q/k/v biases concatenated likewise.
+    wqkv: Option<DevMat>,
+    w_gate_up: Option<DevMat>,
+    qkv_bias: Option<CudaSlice<f32>>,
     wq: DevMat,
     wk: DevMat,
     wv: DevMat,
@@ -80,6 +97,8 @@ struct Scratch {
     up: CudaSlice<f32>,   // (n, hidden_dim)
     act: CudaSlice<f32>,  // (n, hidden_dim)
     part: CudaSlice<f32>, // attention split partials
+    qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
+    gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
     logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
 }
 
@@ -215,8 +234,16 @@ impl CudaForward {
                     rope.len() - 1
                 }
             };
+            let qkv_bias = match (&l.q_bias, &l.k_bias, &l.v_bias) {
+                (Some(q), Some(k), Some(v)) => Some(gpu.upload(&[&q[..], &k[..], &v[..]].concat())?),
+                _ => None,
+            };
+            let biases_fuse = qkv_bias.is_some() || (l.q_bias.is_none() && l.k_bias.is_none() && l.v_bias.is_none());
             layers.push(DevLayer {
                 attn_norm: gpu.upload(&l.attn_norm)?,
+                wqkv: if biases_fuse { DevMat::concat(&gpu, &[&l.wq, &l.wk, &l.wv])? } else { None },
+                w_gate_up: DevMat::concat(&gpu, &[&l.w_gate, &l.w_up])?,
+                qkv_bias,
                 wq: DevMat::upload(&gpu, &l.wq)?,
                 wk: DevMat::upload(&gpu, &l.wk)?,
                 wv: DevMat::upload(&gpu, &l.wv)?,
@@ -256,6 +283,8 @@ impl CudaForward {
             up: gpu.zeros(n * c.hidden_dim)?,
             act: gpu.zeros(n * c.hidden_dim)?,
             part: gpu.zeros(attn_shape(&c, n, 1.0, 0).part_len(n_splits(ctx_size)))?,
+            qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
+            gate_up: gpu.zeros(2 * c.hidden_dim)?,
             logits: gpu.zeros(n * n_vocab)?,
         };
         Ok(CudaForward {
@@ -327,52 +356,60 @@ impl CudaForward {
             g.scale_rows(&mut s.x, sc, n * dim)?;
         }
         let splits = n_splits(n_keys_max);
+        let q_dim = c.n_heads * c.head_dim;
         for l in &mut self.layers {
             // ---- attention ----
             g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, c.rms_eps)?;
-            l.wq.apply(g, &s.xb, &mut s.q, n)?;
-            l.wk.apply(g, &s.xb, &mut s.k, n)?;
-            l.wv.apply(g, &s.xb, &mut s.v, n)?;
-            if let Some(b) = &l.q_bias {
-                g.add_bias_rows(&mut s.q, b, n)?;
-            }
-            if let Some(b) = &l.k_bias {
-                g.add_bias_rows(&mut s.k, b, n)?;
-            }
-            if let Some(b) = &l.v_bias {
-                g.add_bias_rows(&mut s.v, b, n)?;
-            }
-            if let Some(w) = &l.q_norm {
-                g.rmsnorm_inplace_rows(&mut s.q, w, n * c.n_heads, c.head_dim, c.rms_eps)?;
-            }
-            if let Some(w) = &l.k_norm {
-                g.rmsnorm_inplace_rows(&mut s.k, w, n * c.n_kv_heads, c.head_dim, c.rms_eps)?;
-            }
-            let rt = &self.rope[l.rope];
-            g.rope_rows(&mut s.q, n, c.n_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
-            g.rope_rows(&mut s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
-            g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, &self.pos, pos_host)?;
-            g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, &self.pos, pos_host)?;
             let shape = attn_shape(c, n, self.attn_scale, l.window);
-            g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, &shape, splits, &self.pos, pos_host)?;
+            let rt = &self.rope[l.rope];
+            if let (1, Some(wqkv)) = (n, &l.wqkv) {
+                // one decode token: q, k, v from one launch, back to back in s.qkv
+                wqkv.apply(g, &s.xb, &mut s.qkv, 1)?;
+                if let Some(b) = &l.qkv_bias {
+                    g.add_bias_rows(&mut s.qkv, b, 1)?;
+                }
+                let (k_at, v_at) = (At(&s.qkv, q_dim), At(&s.qkv, q_dim + kv_dim));
+                if let Some(w) = &l.q_norm {
+                    g.rmsnorm_inplace_rows(&s.qkv, w, c.n_heads, c.head_dim, c.rms_eps)?;
+                }
+                if let Some(w) = &l.k_norm {
+                    g.rmsnorm_inplace_rows(&k_at, w, c.n_kv_heads, c.head_dim, c.rms_eps)?;
+                }
+                // q's and k's heads are contiguous: one launch rotates both
+                g.rope_rows(&s.qkv, 1, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
+                g.kv_store_rows(&mut l.k_cache, &k_at, 1, kv_dim, &self.pos, pos_host)?;
+                g.kv_store_rows(&mut l.v_cache, &v_at, 1, kv_dim_v, &self.pos, pos_host)?;
+                g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.part, &shape, splits, &self.pos, pos_host)?;
+            } else {
+                attention_unfused(g, c, s, l, rt, &self.pos, self.neox, &shape, splits, pos_host)?;
+            }
             l.wo.apply(g, &s.att, &mut s.o, n)?;
             if let Some(w) = &l.post_attn_norm {
-                g.rmsnorm_inplace_rows(&mut s.o, w, n, dim, c.rms_eps)?;
+                g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
             }
             g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
 
             // ---- feed-forward ----
             g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, c.rms_eps)?;
-            l.w_gate.apply(g, &s.xb, &mut s.gate, n)?;
-            l.w_up.apply(g, &s.xb, &mut s.up, n)?;
             let hn = n * c.hidden_dim;
-            match self.activation {
-                Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
-                Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
+            if let (1, Some(wgu)) = (n, &l.w_gate_up) {
+                wgu.apply(g, &s.xb, &mut s.gate_up, 1)?;
+                let up = At(&s.gate_up, c.hidden_dim);
+                match self.activation {
+                    Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate_up, &up, hn)?,
+                    Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate_up, &up, hn)?,
+                }
+            } else {
+                l.w_gate.apply(g, &s.xb, &mut s.gate, n)?;
+                l.w_up.apply(g, &s.xb, &mut s.up, n)?;
+                match self.activation {
+                    Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
+                    Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
+                }
             }
             l.w_down.apply(g, &s.act, &mut s.o, n)?;
             if let Some(w) = &l.post_ffw_norm {
-                g.rmsnorm_inplace_rows(&mut s.o, w, n, dim, c.rms_eps)?;
+                g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
             }
             g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
         }
@@ -384,7 +421,7 @@ impl CudaForward {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
         let dim = c.dim;
         g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
-        g.rmsnorm_inplace_rows(&mut s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
+        g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
         let out = self.output.as_ref().unwrap_or(&self.token_embd);
         out.apply(g, &s.xb, &mut s.logits, rows)?;
         if let Some(cap) = self.final_softcap {
@@ -455,6 +492,34 @@ impl CudaForward {
         body?;
         graph?.ok_or_else(|| Error::Cuda { op: "capture decode graph".into(), msg: "empty graph".into() })
     }
+}
+
+/// The attention block's projections, biases, q/k norms, RoPE, cache store and attention for a batch of
+/// `shape.n_tok` tokens in `s.xb`, one op per launch; the result in `s.att`.
+#[allow(clippy::too_many_arguments)]
+fn attention_unfused(g: &Cuda, c: &ModelConfig, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, pos: &CudaSlice<u32>,
+                     neox: bool, shape: &AttnShape, splits: usize, pos_host: usize) -> Result<()> {
+    let n = shape.n_tok;
+    let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+    l.wq.apply(g, &s.xb, &mut s.q, n)?;
+    l.wk.apply(g, &s.xb, &mut s.k, n)?;
+    l.wv.apply(g, &s.xb, &mut s.v, n)?;
+    for (b, x) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
+        if let Some(b) = b {
+            g.add_bias_rows(x, b, n)?;
+        }
+    }
+    if let Some(w) = &l.q_norm {
+        g.rmsnorm_inplace_rows(&s.q, w, n * c.n_heads, c.head_dim, c.rms_eps)?;
+    }
+    if let Some(w) = &l.k_norm {
+        g.rmsnorm_inplace_rows(&s.k, w, n * c.n_kv_heads, c.head_dim, c.rms_eps)?;
+    }
+    g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, neox, &rt.cos, &rt.sin, pos, pos_host)?;
+    g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, neox, &rt.cos, &rt.sin, pos, pos_host)?;
+    g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, pos, pos_host)?;
+    g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, pos, pos_host)?;
+    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, shape, splits, pos, pos_host)
 }
 
 fn gib(b: usize) -> f64 {
