@@ -345,9 +345,12 @@ fn unsupported_and_bad_calls_are_clear_errors() {
 
 #[test]
 fn time_per_sample() {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
     let Some(gpu) = cuda_or_skip("time_per_sample") else { return };
     const ITERS: usize = 200;
+    const PER_GRAPH: usize = 50;
     let mut rng = Rng::new(17);
+    println!("time per sample: eager launches (host launch rate included) and replays of a CUDA graph of {PER_GRAPH} samples");
     for vocab in [49152, 262_144] {
         // model-like logits: a broad tail and a few strong tokens
         let mut logits = rng.vec(vocab, -10.0, 5.0);
@@ -384,8 +387,25 @@ fn time_per_sample() {
             }
             let end = gpu.timed_event().unwrap();
             end.synchronize().unwrap();
-            let us = start.elapsed_ms(&end).unwrap() as f64 * 1000.0 / ITERS as f64;
-            println!("vocab {vocab:>6} {name:<55} {:?} path: {us:7.1} us/sample", g.path());
+            let eager = start.elapsed_ms(&end).unwrap() as f64 * 1000.0 / ITERS as f64;
+            gpu.synchronize().unwrap();
+            gpu.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+            for _ in 0..PER_GRAPH {
+                g.sample(&gpu, &x, &mut out, None).unwrap();
+            }
+            let graph = gpu.stream.end_capture(CUgraphInstantiate_flags(0)).unwrap().expect("a captured graph");
+            graph.launch().unwrap();
+            let start = gpu.timed_event().unwrap();
+            for _ in 0..ITERS / PER_GRAPH {
+                graph.launch().unwrap();
+            }
+            let end = gpu.timed_event().unwrap();
+            end.synchronize().unwrap();
+            let graphed = start.elapsed_ms(&end).unwrap() as f64 * 1000.0 / ITERS as f64;
+            println!(
+                "vocab {vocab:>6} {name:<55} {:?} path: eager {eager:6.1} us, graph {graphed:6.1} us/sample",
+                g.path()
+            );
         }
     }
 }

@@ -475,6 +475,70 @@ unsafe fn bitonic_sort_desc(a: *mut u64, p: u32) {
     }
 }
 
+/// The best rank (max key, then lowest id) among the block's register-held items; every thread gets it.
+#[inline(always)]
+unsafe fn block_best(keys: &[u32; 4], ids: &[u32; 4], valid: &[bool; 4], scratch: *mut u64) -> u64 {
+    let mut best = 0u64;
+    unroll!(4, j => {
+        if valid[j] {
+            best = max_u64(best, rank_of(keys[j], ids[j]));
+        }
+    });
+    block_reduce(best, scratch, max_u64)
+}
+
+/// Threshold of the m best items (larger key first, then lower id) among those the block's threads hold, 4 each:
+/// an item is among them iff key > t, or key == t and id <= id_max. 1 <= m <= number of valid items.
+#[inline(always)]
+unsafe fn select_regs(
+    keys: &[u32; 4],
+    ids: &[u32; 4],
+    valid: &[bool; 4],
+    m: u32,
+    hist: *mut u32,
+    bcast: *mut u32,
+) -> (u32, u32) {
+    let (t, need, ties) = radix_select(m, hist, bcast, |prefix, mask, shift| {
+        unroll!(4, j => {
+            hist_add(hist, keys[j], valid[j] && keys[j] & mask == prefix, shift);
+        });
+    });
+    if ties <= need {
+        return (t, u32::MAX);
+    }
+    // more ties than needed: the `need` lowest ids among them (select on the inverted id)
+    let (t2, _, _) = radix_select(need, hist, bcast, |prefix, mask, shift| {
+        unroll!(4, j => {
+            let inv = !ids[j];
+            hist_add(hist, inv, valid[j] && keys[j] == t && inv & mask == prefix, shift);
+        });
+    });
+    (t, !t2)
+}
+
+/// Hands each selected item (see `select_regs`) to `put(slot, rank)` with slots 0, 1, .. from the shared
+/// counter `ctr`, in no particular order.
+#[inline(always)]
+unsafe fn compact_regs(
+    keys: &[u32; 4],
+    ids: &[u32; 4],
+    valid: &[bool; 4],
+    t: u32,
+    id_max: u32,
+    ctr: *mut u32,
+    put: impl Fn(u32, u64),
+) {
+    if tid() == 0 {
+        *ctr = 0;
+    }
+    sync_threads();
+    unroll!(4, j => {
+        if valid[j] && (keys[j] > t || (keys[j] == t && ids[j] <= id_max)) {
+            put(atom_add_u32(ctr, 1), rank_of(keys[j], ids[j]));
+        }
+    });
+}
+
 /// Whether this block is the last of the launch to get here (all blocks' global writes before this call are
 /// then visible to it). Resets the counter for the next launch. `flag`: one shared u32.
 #[inline(always)]
@@ -654,56 +718,27 @@ pub unsafe extern "ptx-kernel" fn sample_topk(
     let base = c * CHUNK + tid() * 4;
     let v = load_chain4(p, x, bias, counts, base);
     let mut keys = [0u32; 4];
+    let mut ids = [0u32; 4];
     let mut valid = [false; 4];
     unroll!(4, j => {
         keys[j] = key_of(v[j]);
-        valid[j] = base + (j as u32) < p.n_vocab;
+        ids[j] = base + j as u32;
+        valid[j] = ids[j] < p.n_vocab;
     });
     let (ck, ci) = (ckey.add((c * k) as usize), cid.add((c * k) as usize));
     if k == 1 {
-        let mut best = 0u64;
-        unroll!(4, j => {
-            if valid[j] {
-                best = max_u64(best, rank_of(keys[j], base + j as u32));
-            }
-        });
-        let best = block_reduce(best, scratch, max_u64);
+        let best = block_best(&keys, &ids, &valid, scratch);
         if tid() == 0 {
             *ck = (best >> 32) as u32;
             *ci = rank_id(best);
         }
     } else {
         let m = min_u32(k, p.n_vocab - c * CHUNK);
-        let (t, need, _) = radix_select(m, hist, bcast, |prefix, mask, shift| {
-            unroll!(4, j => {
-                hist_add(hist, keys[j], valid[j] && keys[j] & mask == prefix, shift);
-            });
-        });
-        // ties are taken in id order: this thread's ids are consecutive, so one scan ranks them
-        let mut my_ties = 0u32;
-        unroll!(4, j => {
-            my_ties += (valid[j] && keys[j] == t) as u32;
-        });
-        let (incl, _) = block_scan(my_ties as u64, scratch, add_u64);
-        let mut tie_rank = incl as u32 - my_ties;
-        if tid() == 0 {
-            *bcast.add(3) = 0;
-        }
-        sync_threads();
-        unroll!(4, j => {
-            let slot = if !valid[j] {
-                u32::MAX
-            } else if keys[j] > t {
-                atom_add_u32(bcast.add(3), 1)
-            } else if keys[j] == t {
-                tie_rank += 1;
-                if tie_rank - 1 < need { m - need + tie_rank - 1 } else { u32::MAX }
-            } else {
-                u32::MAX
-            };
-            if slot < m {
-                *ck.add(slot as usize) = keys[j];
-                *ci.add(slot as usize) = base + j as u32;
+        let (t, id_max) = select_regs(&keys, &ids, &valid, m, hist, bcast);
+        compact_regs(&keys, &ids, &valid, t, id_max, bcast.add(3), |slot, r| {
+            if slot < k {
+                *ck.add(slot as usize) = (r >> 32) as u32;
+                *ci.add(slot as usize) = rank_id(r);
             }
         });
         // a short last chunk pads its slots with key 0, below every real key
@@ -718,41 +753,62 @@ pub unsafe extern "ptx-kernel" fn sample_topk(
         return;
     }
 
-    // 2) last block: the global top k of the n_chunks * k candidates
+    // 2) last block: the global top k of the n_chunks * k candidates, sorted into sortbuf
     let n_items = p.n_chunks * k;
-    let iters = (n_items + BLOCK - 1) >> 10;
     let mut len = k;
-    if k == 1 {
-        let mut best = 0u64;
-        let mut s = tid();
-        while s < n_items {
-            best = max_u64(best, rank_of(ld_gpu_u32(ckey.add(s as usize)), ld_gpu_u32(cid.add(s as usize))));
-            s += BLOCK;
+    if n_items <= CHUNK {
+        // the common case: 4 candidates per thread in registers (all loads issued before any is used)
+        let s0 = tid() * 4;
+        unroll!(4, j => {
+            valid[j] = s0 + (j as u32) < n_items;
+            keys[j] = if valid[j] { ld_gpu_u32(ckey.add(s0 as usize + j)) } else { 0 };
+        });
+        unroll!(4, j => {
+            ids[j] = if valid[j] { ld_gpu_u32(cid.add(s0 as usize + j)) } else { u32::MAX };
+        });
+        if k == 1 {
+            let best = block_best(&keys, &ids, &valid, scratch);
+            if tid() == 0 {
+                *sortbuf = best;
+            }
+        } else {
+            let (t, id_max) = select_regs(&keys, &ids, &valid, k, hist, bcast);
+            compact_regs(&keys, &ids, &valid, t, id_max, bcast.add(4), |slot, r| {
+                if slot < SAMPLE_MAX_TOP_K {
+                    *sortbuf.add(slot as usize) = r;
+                }
+            });
         }
-        let best = block_reduce(best, scratch, max_u64);
-        if tid() == 0 {
-            *sortbuf = best;
-        }
-        sync_threads();
     } else {
+        // many candidates (large top_k): read them from global memory in every pass, 4 loads in flight
+        let groups = (n_items + CHUNK - 1) >> 12;
+        let load4 = |g: u32, id: bool| {
+            let mut r = [0u32; 4];
+            unroll!(4, j => {
+                let s = (g * 4 + j as u32) * BLOCK + tid();
+                if s < n_items {
+                    r[j] = if id { !ld_gpu_u32(cid.add(s as usize)) } else { ld_gpu_u32(ckey.add(s as usize)) };
+                }
+            });
+            r
+        };
+        let in_range = |g: u32, j: usize| (g * 4 + j as u32) * BLOCK + tid() < n_items;
         let (t, need, ties) = radix_select(k, hist, bcast, |prefix, mask, shift| {
-            for it in 0..iters {
-                let s = it * BLOCK + tid();
-                let key = if s < n_items { ld_gpu_u32(ckey.add(s as usize)) } else { 0 };
-                hist_add(hist, key, s < n_items && key & mask == prefix, shift);
+            for g in 0..groups {
+                let kk = load4(g, false);
+                unroll!(4, j => {
+                    hist_add(hist, kk[j], in_range(g, j) && kk[j] & mask == prefix, shift);
+                });
             }
         });
         // more ties than needed: keep the `need` lowest ids (select on the inverted id)
         let id_max = if ties > need {
             let (t2, _, _) = radix_select(need, hist, bcast, |prefix, mask, shift| {
-                for it in 0..iters {
-                    let s = it * BLOCK + tid();
-                    let (key, inv) = if s < n_items {
-                        (ld_gpu_u32(ckey.add(s as usize)), !ld_gpu_u32(cid.add(s as usize)))
-                    } else {
-                        (0, 0)
-                    };
-                    hist_add(hist, inv, s < n_items && key == t && inv & mask == prefix, shift);
+                for g in 0..groups {
+                    let (kk, inv) = (load4(g, false), load4(g, true));
+                    unroll!(4, j => {
+                        hist_add(hist, inv[j], in_range(g, j) && kk[j] == t && inv[j] & mask == prefix, shift);
+                    });
                 }
             });
             !t2
@@ -763,22 +819,20 @@ pub unsafe extern "ptx-kernel" fn sample_topk(
             *bcast.add(4) = 0;
         }
         sync_threads();
-        for it in 0..iters {
-            let s = it * BLOCK + tid();
-            if s < n_items {
-                let key = ld_gpu_u32(ckey.add(s as usize));
-                if key > t || key == t {
-                    let id = ld_gpu_u32(cid.add(s as usize));
-                    if key > t || id <= id_max {
-                        let slot = atom_add_u32(bcast.add(4), 1);
-                        if slot < SAMPLE_MAX_TOP_K {
-                            *sortbuf.add(slot as usize) = rank_of(key, id);
-                        }
+        for g in 0..groups {
+            let (kk, inv) = (load4(g, false), load4(g, true));
+            unroll!(4, j => {
+                if in_range(g, j) && (kk[j] > t || (kk[j] == t && !inv[j] <= id_max)) {
+                    let slot = atom_add_u32(bcast.add(4), 1);
+                    if slot < SAMPLE_MAX_TOP_K {
+                        *sortbuf.add(slot as usize) = rank_of(kk[j], !inv[j]);
                     }
                 }
-            }
+            });
         }
-        sync_threads();
+    }
+    sync_threads();
+    if k > 1 {
         let pp = next_pow2(k);
         if tid() >= k && tid() < pp {
             *sortbuf.add(tid() as usize) = 0;
