@@ -138,15 +138,21 @@ fn kept_sets_and_probabilities_match_cpu() {
         for (name, params) in configs() {
             let mut g = GpuSampler::new(&gpu, &params, vocab).unwrap();
             let mut cpu = Sampler::new(params.clone());
-            for row in 0..2 {
-                // logits uniform in [-6, 6) (flat: the top_p cut lies deep in the vocabulary), or a peaked
-                // model-like row: a few tokens far above a broad tail
+            // rows: logits uniform in [-6, 6) (flat: the top_p cut lies deep in the vocabulary); a peaked
+            // model-like row (a few tokens far above a broad tail); on the small vocabularies a row of whole numbers
+            // (thousands of ties, broken by the lowest id in top_k and top_p; fewer than SAMPLE_GATHER_CAP per
+            // value, so the full-vocabulary top_p cut is still exact)
+            let rows = if vocab <= 4099 { 3 } else { 2 };
+            for row in 0..rows {
                 let mut logits = rng.vec(vocab, -6.0, 6.0);
                 if row == 1 {
                     for _ in 0..8 {
                         let i = (rng.next_u64() % vocab as u64) as usize;
                         logits[i] = rng.uniform(8.0, 14.0);
                     }
+                }
+                if row == 2 {
+                    logits.iter_mut().for_each(|l| *l = l.floor());
                 }
                 let (id, got) = gpu_dense(&gpu, &mut g, &logits);
                 let want = cpu_dense(&mut cpu, &logits);
@@ -160,6 +166,48 @@ fn kept_sets_and_probabilities_match_cpu() {
         }
     }
     println!("{cases} cases: kept sets equal, probabilities within 1e-4");
+}
+
+#[test]
+fn crowded_threshold_bin_is_kept_whole() {
+    let Some(gpu) = cuda_or_skip("crowded_threshold_bin_is_kept_whole") else { return };
+    // 262144 logits in [0, 0.25): about 8192 tokens per 1/128-wide bin, more than SAMPLE_GATHER_CAP, so the
+    // full-vocabulary top_p keeps the whole bin that holds the CPU's cut (documented restriction)
+    let mut rng = Rng::new(18);
+    let vocab = 262_144;
+    let logits = rng.vec(vocab, 0.0, 0.25);
+    let params = SamplingParams { top_p: 0.5, ..plain(19) };
+    let mut g = GpuSampler::new(&gpu, &params, vocab).unwrap();
+    let (id, got) = gpu_dense(&gpu, &mut g, &logits);
+    let want = cpu_dense(&mut Sampler::new(params), &logits);
+    let cpu_min = (0..vocab).filter(|&i| want[i] > 0.0).map(|i| logits[i]).fold(f32::INFINITY, f32::min);
+    let (mut extra, mut kept) = (0, 0);
+    for i in 0..vocab {
+        if want[i] > 0.0 {
+            assert!(got[i] > 0.0, "token {i} kept by the CPU chain but not on the GPU");
+        }
+        if got[i] > 0.0 {
+            kept += 1;
+            if want[i] == 0.0 {
+                extra += 1;
+                assert!(
+                    logits[i] > cpu_min - 1.0 / 128.0 - 1e-6,
+                    "extra token {i} ({}) outside the cut's bin",
+                    logits[i]
+                );
+            }
+        }
+    }
+    // the kept tokens' probabilities follow the softmax of their logits
+    let z: f64 = (0..vocab).filter(|&i| got[i] > 0.0).map(|i| (logits[i] as f64).exp()).sum();
+    let err = (0..vocab)
+        .filter(|&i| got[i] > 0.0)
+        .map(|i| (got[i] as f64 - (logits[i] as f64).exp() / z).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 1e-6, "kept probabilities differ from the renormalized softmax by {err}");
+    assert!(got[id as usize] > 0.0);
+    assert!(extra > 0 && extra < 2 * 8192, "{extra} extra tokens");
+    println!("crowded bin: CPU keeps {}, GPU {kept} ({extra} more, all within 1/128 of the cut)", kept - extra);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Token selection on the device, so only the chosen id crosses to the host. CPU twin: greedy
-//! `host::sampler::Sampler` (argmax, lowest id on ties).
+//! Token selection on the device, so only the chosen id crosses to the host. CPU twin: `host::sampler::Sampler`
+//! (`argmax_f32`: its greedy case, argmax with the lowest id on ties; the `sample_*` kernels: the whole chain,
+//! described in the section comment below).
 
 use core::arch::asm;
 
@@ -70,8 +71,11 @@ pub unsafe extern "ptx-kernel" fn argmax_f32(x: *const f32, n: u32, out: *mut u3
 //   of `sample_topk`. Each block takes a chunk of 4096 logits (bias and penalties applied on the fly), selects
 //   its local top_k exactly by radix select on the order-preserving u32 key of the float (4 passes of 8 bits,
 //   warp-aggregated shared-memory histograms, ties to the lowest id), and writes them out. The last block to
-//   finish selects the global top_k from those candidates the same way, sorts them (bitonic, in shared memory)
-//   and runs typical_p, top_p, min_p, temperature and the draw on the sorted list, one candidate per thread.
+//   finish (a counter in `SampleState`) selects the global top_k from those n_chunks * top_k candidates the same
+//   way (held in registers when there are at most 4096, else re-read from L2 in every pass), sorts them
+//   (bitonic, in shared memory) and runs typical_p, top_p, min_p, temperature and the draw on the sorted list,
+//   one candidate per thread. typical_p keeps the CPU's sets; its survivors are then drawn in rank order rather
+//   than typicality order (same distribution, another map from u to token).
 // * full-vocabulary path (top_k off; typical_p unsupported): `sample_full_max` (bias/penalties into a work copy,
 //   max per chunk), `sample_full_hist` (only when top_p < 1: a histogram of the probability mass over bins of
 //   1/128 logit below the max; its last block finds the bin where the sorted cumulative mass crosses top_p),
@@ -89,6 +93,9 @@ pub unsafe extern "ptx-kernel" fn argmax_f32(x: *const f32, n: u32, out: *mut u3
 // where splitmix64_output(seed, n) = mix(seed + (n + 1) * 0x9e3779b97f4a7c15) is the n-th output of a splitmix64
 // generator seeded with `seed` (mix: the Stafford variant-13 finalizer). The counter lives in `SampleState`
 // and advances by one per sample (greedy ones included).
+//
+// All sampling kernels assume blocks of exactly SAMPLE_BLOCK = 1024 threads; the host loads them as a module of
+// their own with `.maxntid 1024, 1, 1` so that the JIT keeps them within 64 registers.
 
 /// A block-shared array of `$n` elements of `$ty`, declared in PTX (Rust has no `__shared__`). The name must be
 /// unique within the kernel; call at the top of the kernel body only, so that the declaration is emitted once.
