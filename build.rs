@@ -37,7 +37,8 @@ fn main() {
 
     match build_kernels(&toolchain, &out_dir) {
         Ok(ptx) => {
-            std::fs::copy(&ptx, &ptx_out).expect("copy PTX into OUT_DIR");
+            let text = std::fs::read_to_string(&ptx).expect("read the kernels' PTX");
+            std::fs::write(&ptx_out, apply_launch_bounds(&text)).expect("write PTX into OUT_DIR");
             println!("cargo::rustc-cfg=has_gpu_kernels");
         }
         Err(why) => {
@@ -93,6 +94,32 @@ fn build_kernels(toolchain: &str, out_dir: &Path) -> Result<PathBuf, String> {
         })
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
     newest.ok_or_else(|| format!("no gpu_kernels-*.s under {}", deps.display()))
+}
+
+/// rustc has no `__launch_bounds__`: a kernel asks for one with an asm comment `// @launch_bounds THREADS BLOCKS`
+/// in its body, and this moves it into the entry's header as `.maxntid THREADS, 1, 1` and `.minnctapersm BLOCKS`
+/// (so that ptxas budgets registers for BLOCKS resident blocks of THREADS threads).
+fn apply_launch_bounds(ptx: &str) -> String {
+    let lines: Vec<&str> = ptx.lines().collect();
+    let mut out = String::with_capacity(ptx.len() + 1024);
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim() == "{" && i > 0 && lines[..i].iter().rev().take_while(|l| !l.contains('{')).any(|l| l.contains(".entry ")) {
+            // the body of an entry starts here: look for its marker before the next entry
+            let marker = lines[i..]
+                .iter()
+                .take_while(|l| !l.contains(".entry "))
+                .find_map(|l| l.trim().strip_prefix("// @launch_bounds "));
+            if let Some(m) = marker {
+                let v: Vec<&str> = m.split_whitespace().collect();
+                if let [threads, blocks] = v[..] {
+                    out.push_str(&format!(".maxntid {threads}, 1, 1\n.minnctapersm {blocks}\n"));
+                }
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// `rustup run TOOLCHAIN TOOL` with the outer build's variables removed.

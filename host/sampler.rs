@@ -500,6 +500,16 @@ impl Sampler {
         self.greedy_temperature() || self.params.top_k == 1
     }
 
+    /// True when `sample` is exactly the argmax of the logits: greedy, and no bias, penalty or typical-p step
+    /// that could move or drop the top token. A backend may then choose the token itself.
+    pub fn is_plain_argmax(&self) -> bool {
+        let p = &self.params;
+        self.greedy_temperature()
+            && p.logit_bias.is_empty()
+            && (p.repeat_last_n == 0 || (p.repeat_penalty == 1.0 && p.frequency_penalty == 0.0 && p.presence_penalty == 0.0))
+            && !(p.typical_p > 0.0 && p.typical_p < 1.0)
+    }
+
     fn greedy_temperature(&self) -> bool {
         let t = self.params.temperature;
         t.is_nan() || t <= 0.0

@@ -13,7 +13,15 @@ fn open(path: &str) -> Option<GgufFile> {
         eprintln!("SKIP: {path} is absent (run scripts/fetch-models.sh)");
         return None;
     }
-    Some(GgufFile::open(path).unwrap())
+    let t0 = std::time::Instant::now();
+    let f = GgufFile::open(path).unwrap();
+    println!(
+        "{path}: opened in {:.2} ms ({} kv, {} tensors)",
+        t0.elapsed().as_secs_f64() * 1e3,
+        f.metadata.len(),
+        f.tensors.len()
+    );
+    Some(f)
 }
 
 #[test]

@@ -129,7 +129,7 @@ pub(crate) fn check(metadata: &[(String, Value)]) -> Result<(), String> {
     if let Some(merges) = get("tokenizer.ggml.merges").and_then(Value::as_array).and_then(Array::as_strings) {
         for (i, m) in merges.iter().enumerate() {
             let split = m.iter().skip(1).position(|&b| b == b' ').map(|p| p + 1);
-            if !split.is_some_and(|s| s + 1 < m.len()) {
+            if split.is_none_or(|s| s + 1 >= m.len()) {
                 return Err(format!(
                     "tokenizer.ggml.merges[{i}] = {:?} is not two tokens separated by a space",
                     String::from_utf8_lossy(m)
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn tokenizer_metadata_consistency() {
         let toks = kv("tokenizer.ggml.tokens", strings(&["a", "b", "<0x41>"]));
-        assert!(check(&[toks.clone()]).is_ok());
+        assert!(check(std::slice::from_ref(&toks)).is_ok());
         let e = check(&[toks.clone(), kv("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0; 2])))]);
         assert_eq!(e.unwrap_err(), "tokenizer.ggml.scores has 2 entries, tokenizer.ggml.tokens has 3");
         let e = check(&[toks.clone(), kv("tokenizer.ggml.scores", Value::Array(Array::U8(vec![0; 3])))]);
