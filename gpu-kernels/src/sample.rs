@@ -94,8 +94,8 @@ pub unsafe extern "ptx-kernel" fn argmax_f32(x: *const f32, n: u32, out: *mut u3
 // generator seeded with `seed` (mix: the Stafford variant-13 finalizer). The counter lives in `SampleState`
 // and advances by one per sample (greedy ones included).
 //
-// All sampling kernels assume blocks of exactly SAMPLE_BLOCK = 1024 threads; the host loads them as a module of
-// their own with `.maxntid 1024, 1, 1` so that the JIT keeps them within 64 registers.
+// All sampling kernels assume blocks of exactly SAMPLE_BLOCK = 1024 threads and declare it as their launch
+// bound (`.maxntid 1024`), so that ptxas keeps them within 64 registers.
 
 /// A block-shared array of `$n` elements of `$ty`, declared in PTX (Rust has no `__shared__`). The name must be
 /// unique within the kernel; call at the top of the kernel body only, so that the declaration is emitted once.
@@ -709,6 +709,7 @@ pub unsafe extern "ptx-kernel" fn sample_topk(
     next_token: *mut u32,
     dbg: *mut f32,
 ) {
+    crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let hist = shared!(tk_hist, u32, 256);
     let scratch = shared!(tk_scratch, u64, 32);
     let bcast = shared!(tk_bcast, u32, 8);
@@ -946,6 +947,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_max(
     work: *mut f32,
     cmax: *mut u64,
 ) {
+    crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let scratch = shared!(fm_scratch, u64, 32);
     let p = &*params;
     let p = &SampleParams { ..*p };
@@ -986,6 +988,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_hist(
     cmax: *const u64,
     ghist: *mut u64,
 ) {
+    crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let hist = shared!(fh_hist, u64, SAMPLE_BINS);
     let scratch = shared!(fh_scratch, u64, 32);
     let flag = shared!(fh_flag, u32, 4);
@@ -1087,6 +1090,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_pick(
     next_token: *mut u32,
     dbg: *mut f32,
 ) {
+    crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let sortbuf = shared!(fp_sort, u64, SAMPLE_GATHER_CAP);
     let scratch = shared!(fp_scratch, u64, 32);
     let bc = shared!(fp_bcast, u64, 4);
@@ -1296,6 +1300,7 @@ pub unsafe extern "ptx-kernel" fn sample_accept(
     tokens: *const u32,
     n: u32,
 ) {
+    crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let p = &*params;
     let p = &SampleParams { ..*p };
     let last_n = p.repeat_last_n;

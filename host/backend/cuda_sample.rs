@@ -17,13 +17,9 @@
 //! - full-vocabulary top_p: if more than 2048 tokens lie within 1/128 logit of the cut, they are kept whole;
 //! - repeated ids in `logit_bias` are summed before they are added (the CPU adds them one by one).
 
-use std::sync::{Arc, Mutex};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-};
-
-use super::cuda::{cuda_err, Cuda, PTX};
+use super::cuda::{cuda_err, Cuda};
 use crate::sampler::SamplingParams;
 use crate::{Error, Result};
 
@@ -54,7 +50,6 @@ pub enum SamplePath {
 
 /// The chain of one `SamplingParams` on the device: parameters, RNG counter, penalty history and scratch.
 pub struct GpuSampler {
-    kernels: Kernels,
     vocab: usize,
     host: SampleParams,
     path: SamplePath,
@@ -115,7 +110,6 @@ impl GpuSampler {
         let full = path == SamplePath::Full;
         let n_cand = n_chunks * host.top_k as usize;
         Ok(GpuSampler {
-            kernels: Kernels::load(gpu)?,
             vocab,
             path,
             params: gpu.upload(&[host])?,
@@ -165,10 +159,10 @@ impl GpuSampler {
         let tail = &tokens[tokens.len().saturating_sub(self.host.repeat_last_n as usize)..];
         let dev = gpu.upload(tail)?;
         let n = tail.len() as u32;
-        let f = &self.kernels.accept;
+        let f = gpu.func(K)?;
         let (pp, sp, rp, cp, tp) =
             (gpu.ptr(&self.params, 0), gpu.ptr(&self.state, 0), gpu.ptr(ring, 0), gpu.ptr(counts, 0), gpu.ptr(&dev, 0));
-        let mut b = gpu.stream.launch_builder(f);
+        let mut b = gpu.stream.launch_builder(&f);
         b.arg(&pp).arg(&sp).arg(&rp).arg(&cp).arg(&tp).arg(&n);
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (SAMPLE_BLOCK, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: argument order and types match the kernel; token ids checked above, buffers sized in `new`.
@@ -275,7 +269,8 @@ impl GpuSampler {
             SamplePath::TopK => {
                 const K: &str = "sample_topk";
                 let (kp, ip) = (opt_ptr(gpu, &self.cand_key), opt_ptr(gpu, &self.cand_id));
-                let mut b = gpu.stream.launch_builder(&self.kernels.topk);
+                let f = gpu.func(K)?;
+                let mut b = gpu.stream.launch_builder(&f);
                 b.arg(&pp)
                     .arg(&sp)
                     .arg(&xp)
@@ -292,17 +287,20 @@ impl GpuSampler {
             SamplePath::Full => {
                 let yp = if self.work.is_some() { opt_ptr(gpu, &self.work) } else { xp };
                 let (wp, mp) = (opt_ptr(gpu, &self.work), opt_ptr(gpu, &self.cmax));
-                let mut b = gpu.stream.launch_builder(&self.kernels.full_max);
+                let f = gpu.func("sample_full_max")?;
+                let mut b = gpu.stream.launch_builder(&f);
                 b.arg(&pp).arg(&xp).arg(&bp).arg(&cp).arg(&wp).arg(&mp);
                 go("sample_full_max", &mut b)?;
                 if h.flags & SAMPLE_FLAG_TOP_P != 0 {
                     let hp = opt_ptr(gpu, &self.ghist);
-                    let mut b = gpu.stream.launch_builder(&self.kernels.full_hist);
+                    let f = gpu.func("sample_full_hist")?;
+                    let mut b = gpu.stream.launch_builder(&f);
                     b.arg(&pp).arg(&sp).arg(&yp).arg(&mp).arg(&hp);
                     go("sample_full_hist", &mut b)?;
                 }
                 let (cmp, gp) = (opt_ptr(gpu, &self.chunk_mass), opt_ptr(gpu, &self.gather));
-                let mut b = gpu.stream.launch_builder(&self.kernels.full_pick);
+                let f = gpu.func("sample_full_pick")?;
+                let mut b = gpu.stream.launch_builder(&f);
                 b.arg(&pp)
                     .arg(&sp)
                     .arg(&yp)
@@ -318,75 +316,6 @@ impl GpuSampler {
             }
         }
     }
-}
-
-/// The sampling kernels, from a module of their own in which every entry carries `.maxntid 1024, 1, 1`: rustc
-/// has no launch bounds, and without one the JIT may give these 1024-thread kernels more registers than a
-/// thread can have at that block size (64), which fails the launch. One module per CUDA context, loaded once.
-#[derive(Clone)]
-struct Kernels {
-    topk: CudaFunction,
-    full_max: CudaFunction,
-    full_hist: CudaFunction,
-    full_pick: CudaFunction,
-    accept: CudaFunction,
-}
-
-/// Modules already loaded, by context (the contexts stay alive with them).
-static MODULES: Mutex<Vec<(Arc<CudaContext>, Arc<CudaModule>)>> = Mutex::new(Vec::new());
-
-impl Kernels {
-    fn load(gpu: &Cuda) -> Result<Kernels> {
-        let module = {
-            let mut modules = MODULES.lock().map_err(|_| unsupported("the sampler module cache is poisoned".into()))?;
-            match modules.iter().find(|(ctx, _)| ctx.cu_ctx() == gpu.ctx.cu_ctx()) {
-                Some((_, m)) => m.clone(),
-                None => {
-                    let ptx = bounded_ptx(PTX, "sample_", SAMPLE_BLOCK)
-                        .ok_or_else(|| unsupported("the kernel module has no sampling kernels".into()))?;
-                    let m = gpu
-                        .ctx
-                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                        .map_err(cuda_err("load the sampling kernels (PTX JIT)"))?;
-                    modules.push((gpu.ctx.clone(), m.clone()));
-                    m
-                }
-            }
-        };
-        let f = |name: &str| module.load_function(name).map_err(cuda_err(format!("load kernel {name}")));
-        Ok(Kernels {
-            topk: f("sample_topk")?,
-            full_max: f("sample_full_max")?,
-            full_hist: f("sample_full_hist")?,
-            full_pick: f("sample_full_pick")?,
-            accept: f("sample_accept")?,
-        })
-    }
-}
-
-/// A PTX module of the header of `ptx` and its `.entry` functions whose names start with `prefix`, each bounded
-/// to `threads` threads per block (`.maxntid`). None when there are none. The entries must call no functions
-/// (the kernels inline everything; `scripts/check-ptx.sh` would show a call).
-fn bounded_ptx(ptx: &str, prefix: &str, threads: u32) -> Option<String> {
-    let header_end = ptx.find(".address_size")?;
-    let header_end = header_end + ptx[header_end..].find('\n')? + 1;
-    let mut out = String::from(&ptx[..header_end]);
-    let mut found = false;
-    let mut rest = ptx;
-    let marker = format!(".visible .entry {prefix}");
-    while let Some(start) = rest.find(&marker) {
-        let body = &rest[start..];
-        let end = body.find("\n}\n")? + 3;
-        let entry = &body[..end];
-        let params_end = entry.find("\n)\n")? + 3;
-        out.push('\n');
-        out.push_str(&entry[..params_end]);
-        out.push_str(&format!(".maxntid {threads}, 1, 1\n"));
-        out.push_str(&entry[params_end..]);
-        found = true;
-        rest = &body[end..];
-    }
-    found.then_some(out)
 }
 
 /// `SamplingParams` -> the kernels' parameters and path, with the CPU sampler's meaning of every value (NaN turns
@@ -499,24 +428,6 @@ mod tests {
         assert_eq!(p.flags & SAMPLE_FLAG_PENALTY, 0);
         let (p, _) = resolve(&SamplingParams { logit_bias: vec![(9000, 1.0)], ..plain() }, 8192).unwrap();
         assert_eq!(p.flags & SAMPLE_FLAG_BIAS, 0, "a bias outside the vocabulary is ignored, as on the CPU");
-    }
-
-    #[test]
-    fn bounded_ptx_keeps_the_header_and_the_prefixed_entries() {
-        let ptx = ".version 7.0\n.target sm_80\n.address_size 64\n\n.visible .entry other(\n\t.param .u32 a\n)\n{\n\tret;\n}\n\
-                   .visible .entry sample_a(\n\t.param .u32 b\n)\n{\n\tret;\n}\n";
-        let out = bounded_ptx(ptx, "sample_", 1024).unwrap();
-        assert_eq!(
-            out,
-            ".version 7.0\n.target sm_80\n.address_size 64\n\n.visible .entry sample_a(\n\t.param .u32 b\n)\n\
-                         .maxntid 1024, 1, 1\n{\n\tret;\n}\n"
-        );
-        assert!(bounded_ptx(ptx, "none_", 1024).is_none());
-        if !PTX.is_empty() {
-            let real = bounded_ptx(PTX, "sample_", 1024).unwrap();
-            assert_eq!(real.matches(".maxntid 1024, 1, 1").count(), 5, "the five sampling kernels");
-            assert!(!real.contains("call"), "sampling kernels must inline everything");
-        }
     }
 
     #[test]
