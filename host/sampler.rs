@@ -452,6 +452,21 @@ impl Sampler {
         picked.unwrap_or(0)
     }
 
+    /// The distribution `sample` would draw from, without drawing: each surviving token with its probability
+    /// (temperature applied), in the chain's final order; greedy (or one survivor, or no softmax): the chosen
+    /// token alone with 1.0. Modifies `logits` as `sample` does. For comparing other samplers (the GPU one).
+    pub fn distribution(&mut self, logits: &mut [f32]) -> Vec<(u32, f64)> {
+        self.apply_chain(logits);
+        let single = |c: Option<&Candidate>| c.map(|c| vec![(c.id, 1.0)]).unwrap_or_default();
+        if self.greedy_temperature() || self.cands.len() <= 1 {
+            return single(self.cands.iter().min());
+        }
+        let Some((max, sum)) = softmax_stats(&self.cands) else {
+            return single(self.cands.iter().min());
+        };
+        self.cands.iter().map(|c| (c.id, (c.logit - max).exp() as f64 / sum)).collect()
+    }
+
     /// Pushes a token into the penalty history (prompt tokens too, as llama.cpp's generation loop does).
     pub fn accept(&mut self, token: u32) {
         let last_n = self.params.repeat_last_n;

@@ -18,6 +18,7 @@ pub mod norm;
 pub mod rope;
 pub mod sample;
 pub mod quant;
+pub mod sample_params;
 pub mod softmax;
 
 #[panic_handler]
