@@ -1,1 +1,624 @@
-//! (to be written)
+//! The transformer forward: token ids -> logits, for the `llama` (Llama 2/3, Mistral, SmolLM2), `qwen2` and
+//! `gemma3` architectures.
+//!
+//! `Model` is the backend-independent part: the config, the weight tensors (still quantized, borrowed from the
+//! memory map) and what each layer needs beside them (norm weights and biases as f32, RoPE base and scale,
+//! attention window). `Forward` is implemented once per backend; `CpuForward` here is the reference.
+//!
+//! One layer, as llama.cpp builds it (`src/models/llama.cpp`, `qwen2.cpp`, `gemma3.cpp`):
+//! ```text
+//! h = x + [post_attention_norm] attn(rope(q), rope(k), v)      q, k, v = W (rmsnorm(x) * attn_norm) [+ bias]
+//!                                                                 gemma3: q, k rms-normed per head first
+//! x = h + [post_ffw_norm] down(act(gate(n)) * up(n))           n = rmsnorm(h) * ffn_norm; act = silu | gelu-tanh
+//! ```
+//! then logits = output(rmsnorm(x) * output_norm) [soft-capped]. Gemma-3 also scales the embedding by sqrt(dim).
+//! Its norm weights are used as stored: the GGUF converter already wrote (1 + w).
+
+use crate::backend::cpu::{self, AttnParams, RopePairing, RopeParams};
+use crate::config::{Arch, ModelConfig, RopeScaling, RopeStyle};
+use crate::gguf::{GgmlType, GgufFile};
+use crate::kv_cache::{CacheType, KvCache};
+use crate::quant;
+use crate::weights::{ModelTensors, TensorRef};
+use crate::{Error, Result};
+
+/// Runs the model on one backend. The generation loop and `host bench` drive it through this trait.
+pub trait Forward {
+    /// Run `tokens` at positions pos..pos+tokens.len() (prompt batch or one token), append K/V to the cache,
+    /// return the logits of the last token (vocab_size).
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32]>;
+    /// Logits for every position of the batch (needed for teacher-forced comparisons): (n_tok, vocab)
+    fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>>;
+    /// Clear the KV cache.
+    fn reset(&mut self);
+    fn ctx_size(&self) -> usize;
+}
+
+// ----------------------------------------------------------------------------
+// Model: config, weights, per-layer parameters
+// ----------------------------------------------------------------------------
+
+/// A 2-D weight, checked at load: `rows` rows of `cols` elements, `data` holds exactly them.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat<'a> {
+    pub name: &'a str,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> Mat<'a> {
+    /// Checks `t` against the expected shape (rows: None = any) and that the engine can compute its type.
+    fn new(t: &TensorRef<'a>, cols: usize, rows: Option<usize>) -> Result<Mat<'a>> {
+        let bad = |msg: String| Error::Tensor {
+            tensor: t.name.to_string(),
+            msg,
+        };
+        if t.dims.is_empty() || t.dims.len() > 2 {
+            return Err(bad(format!("expected a matrix, got dims {:?}", t.dims)));
+        }
+        let (c, r) = (t.dims[0] as usize, t.dims.get(1).map_or(1, |&d| d as usize));
+        if c != cols || rows.is_some_and(|n| n != r) {
+            return Err(bad(format!(
+                "dims {:?}, expected [{cols}, {}]",
+                t.dims,
+                rows.map_or("any".to_string(), |n| n.to_string())
+            )));
+        }
+        if !quant::is_supported(t.ggml_type) {
+            return Err(bad(format!(
+                "type {} is not supported for computation",
+                t.ggml_type.name()
+            )));
+        }
+        let row_bytes = t.ggml_type.row_bytes(c as u64).ok_or_else(|| {
+            bad(format!(
+                "row of {c} elements is not a whole number of {} blocks",
+                t.ggml_type.name()
+            ))
+        })? as usize;
+        if t.data.len() != row_bytes * r {
+            return Err(bad(format!(
+                "{} bytes of data, expected {}",
+                t.data.len(),
+                row_bytes * r
+            )));
+        }
+        Ok(Mat {
+            name: t.name,
+            ty: t.ggml_type,
+            rows: r,
+            cols: c,
+            data: t.data,
+        })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows
+    }
+
+    /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores.
+    fn apply(&self, x: &[f32], y: &mut [f32], n_tok: usize) {
+        let (x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
+        if n_tok == 1 {
+            quant::matvec(self.ty, self.data, self.rows, self.cols, x, y);
+        } else {
+            quant::matmul(self.ty, self.data, self.rows, self.cols, x, y);
+        }
+    }
+}
+
+/// A vector weight (norm, bias) as f32, checked to hold `len` elements.
+fn vector(t: &TensorRef, len: usize) -> Result<Vec<f32>> {
+    let n: u64 = t.dims.iter().product();
+    if n != len as u64 {
+        return Err(Error::Tensor {
+            tensor: t.name.to_string(),
+            msg: format!("dims {:?}, expected [{len}]", t.dims),
+        });
+    }
+    let want = t.ggml_type.row_bytes(n).unwrap_or(u64::MAX);
+    if t.data.len() as u64 != want {
+        return Err(Error::Tensor {
+            tensor: t.name.to_string(),
+            msg: format!("{} bytes of data, expected {want}", t.data.len()),
+        });
+    }
+    let mut out = vec![0.0; len];
+    quant::dequantize_row(t.ggml_type, t.data, &mut out)?;
+    Ok(out)
+}
+
+fn opt_vector(t: &Option<TensorRef>, len: usize) -> Result<Option<Vec<f32>>> {
+    t.as_ref().map(|t| vector(t, len)).transpose()
+}
+
+/// One layer's weights and parameters.
+pub struct Layer<'a> {
+    pub attn_norm: Vec<f32>,              // (dim,)
+    pub wq: Mat<'a>,                      // (n_heads * head_dim, dim)
+    pub wk: Mat<'a>,                      // (n_kv_heads * head_dim, dim)
+    pub wv: Mat<'a>,                      // (n_kv_heads * head_dim_v, dim)
+    pub wo: Mat<'a>,                      // (dim, n_heads * head_dim_v)
+    pub q_bias: Option<Vec<f32>>,         // (n_heads * head_dim,) qwen2
+    pub k_bias: Option<Vec<f32>>,         // (n_kv_heads * head_dim,)
+    pub v_bias: Option<Vec<f32>>,         // (n_kv_heads * head_dim_v,)
+    pub q_norm: Option<Vec<f32>>,         // (head_dim,) gemma3
+    pub k_norm: Option<Vec<f32>>,         // (head_dim,)
+    pub post_attn_norm: Option<Vec<f32>>, // (dim,) gemma3
+    pub ffn_norm: Vec<f32>,               // (dim,)
+    pub w_gate: Mat<'a>,                  // (hidden_dim, dim)
+    pub w_up: Mat<'a>,                    // (hidden_dim, dim)
+    pub w_down: Mat<'a>,                  // (dim, hidden_dim)
+    pub post_ffw_norm: Option<Vec<f32>>,  // (dim,) gemma3
+    /// RoPE base of this layer (gemma3's sliding-window layers use their own).
+    pub rope_theta: f32,
+    /// Positions are multiplied by this (1 / linear scaling factor).
+    pub rope_freq_scale: f32,
+    /// Sliding window of this layer's attention; None = global.
+    pub window: Option<usize>,
+}
+
+/// Feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// silu(gate) * up: llama, qwen2.
+    SwiGlu,
+    /// gelu_tanh(gate) * up: gemma3.
+    GeluTanh,
+}
+
+pub struct Model<'a> {
+    pub config: ModelConfig,
+    pub tensors: ModelTensors<'a>,
+    pub token_embd: Mat<'a>, // (n_vocab, dim)
+    pub output: Mat<'a>,     // (n_vocab, dim), the embedding when tied
+    pub output_norm: Vec<f32>,
+    pub layers: Vec<Layer<'a>>,
+    /// Multiplies q.k in attention.
+    pub attn_scale: f32,
+    /// Gemma-3: the embedding is multiplied by sqrt(dim).
+    pub embd_scale: Option<f32>,
+    /// Final logit soft-capping (`{arch}.final_logit_softcapping`), when the model has it.
+    pub final_softcap: Option<f32>,
+    pub activation: Activation,
+    pub rope_pairing: RopePairing,
+    /// Llama 3.1 `rope_freqs.weight`: per-pair frequency divisors, rope_dim / 2 of them.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+impl<'a> Model<'a> {
+    /// Read the config and the weights of `f`, checking every shape and type the forward relies on.
+    pub fn load(f: &'a GgufFile) -> Result<Model<'a>> {
+        let config = ModelConfig::from_gguf(f)?;
+        let tensors = ModelTensors::from_gguf(f, &config)?;
+        Self::new(f, config, tensors)
+    }
+
+    fn new(f: &'a GgufFile, c: ModelConfig, t: ModelTensors<'a>) -> Result<Model<'a>> {
+        let cfg_err = |msg: String| Error::Config(msg);
+        if c.n_heads == 0 || c.n_kv_heads == 0 || c.n_heads % c.n_kv_heads != 0 {
+            return Err(cfg_err(format!(
+                "head_count {} is not a multiple of head_count_kv {}",
+                c.n_heads, c.n_kv_heads
+            )));
+        }
+        if c.rope_dim > c.head_dim || c.rope_dim % 2 != 0 {
+            return Err(cfg_err(format!(
+                "rope dimension {} must be even and <= head dim {}",
+                c.rope_dim, c.head_dim
+            )));
+        }
+        if c.n_layers != t.layers.len() {
+            return Err(cfg_err(format!(
+                "block_count {} but {} layers of tensors",
+                c.n_layers,
+                t.layers.len()
+            )));
+        }
+        let (dim, q_dim) = (c.dim, c.n_heads * c.head_dim);
+        let (kv_dim, kv_dim_v, att_dim) = (
+            c.n_kv_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim_v,
+            c.n_heads * c.head_dim_v,
+        );
+        let token_embd = Mat::new(&t.token_embd, dim, None)?;
+        let output = Mat::new(&t.output, dim, None)?;
+        let arch_name = f.get_str("general.architecture").unwrap_or("");
+        let final_softcap = f
+            .get_f32(&format!("{arch_name}.final_logit_softcapping"))
+            .ok()
+            .filter(|&v| v > 0.0);
+        let is_gemma = c.arch == Arch::Gemma3;
+        let global_freq_scale = match c.rope_scaling {
+            RopeScaling::None => 1.0,
+            RopeScaling::Linear { factor } => 1.0 / factor,
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for (il, l) in t.layers.iter().enumerate() {
+            // llama.cpp's gemma3: 5 sliding-window layers then one global layer, the local ones with their own
+            // RoPE base and no scaling.
+            let sliding = c.is_sliding_layer(il);
+            layers.push(Layer {
+                attn_norm: vector(&l.attn_norm, dim)?,
+                wq: Mat::new(&l.attn_q, dim, Some(q_dim))?,
+                wk: Mat::new(&l.attn_k, dim, Some(kv_dim))?,
+                wv: Mat::new(&l.attn_v, dim, Some(kv_dim_v))?,
+                wo: Mat::new(&l.attn_output, att_dim, Some(dim))?,
+                q_bias: opt_vector(&l.attn_q_bias, q_dim)?,
+                k_bias: opt_vector(&l.attn_k_bias, kv_dim)?,
+                v_bias: opt_vector(&l.attn_v_bias, kv_dim_v)?,
+                q_norm: opt_vector(&l.attn_q_norm, c.head_dim)?,
+                k_norm: opt_vector(&l.attn_k_norm, c.head_dim)?,
+                post_attn_norm: opt_vector(&l.post_attention_norm, dim)?,
+                ffn_norm: vector(&l.ffn_norm, dim)?,
+                w_gate: Mat::new(&l.ffn_gate, dim, Some(c.hidden_dim))?,
+                w_up: Mat::new(&l.ffn_up, dim, Some(c.hidden_dim))?,
+                w_down: Mat::new(&l.ffn_down, c.hidden_dim, Some(dim))?,
+                post_ffw_norm: opt_vector(&l.post_ffw_norm, dim)?,
+                rope_theta: if sliding {
+                    c.rope_theta_local
+                } else {
+                    c.rope_theta
+                },
+                rope_freq_scale: if sliding { 1.0 } else { global_freq_scale },
+                window: if sliding { c.sliding_window } else { None },
+            });
+        }
+        let rope_freqs = match f.tensor("rope_freqs.weight") {
+            None => None,
+            Some(info) => {
+                let tr = TensorRef {
+                    name: &info.name,
+                    ggml_type: info.ggml_type,
+                    dims: &info.dims,
+                    data: f.tensor_data(info),
+                };
+                Some(vector(&tr, c.rope_dim / 2)?)
+            }
+        };
+        // llama.cpp: 1/sqrt(head_dim), except Gemma-3 27B (62 layers), which scales by 1/sqrt(dim / n_heads)
+        // (its query_pre_attn_scalar).
+        let attn_scale = if is_gemma && c.n_layers == 62 {
+            1.0 / ((c.dim / c.n_heads) as f32).sqrt()
+        } else {
+            1.0 / (c.head_dim as f32).sqrt()
+        };
+        Ok(Model {
+            token_embd,
+            output,
+            output_norm: vector(&t.output_norm, dim)?,
+            layers,
+            attn_scale,
+            embd_scale: is_gemma.then(|| (c.dim as f32).sqrt()),
+            final_softcap,
+            activation: if is_gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::SwiGlu
+            },
+            rope_pairing: match c.rope_style {
+                RopeStyle::Normal => RopePairing::Normal,
+                RopeStyle::Neox => RopePairing::Neox,
+            },
+            rope_freqs,
+            config: c,
+            tensors: t,
+        })
+    }
+
+    /// Number of logits per position.
+    pub fn n_vocab(&self) -> usize {
+        self.output.rows
+    }
+
+    /// The KV cache this model needs for `ctx_size` positions.
+    pub fn new_cache(&self, ctx_size: usize, ty: CacheType) -> Result<KvCache> {
+        let c = &self.config;
+        KvCache::new(
+            c.n_layers,
+            ctx_size,
+            c.n_kv_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim_v,
+            ty,
+        )
+    }
+
+    /// Bytes of weight data, for the load message.
+    pub fn weight_bytes(&self) -> usize {
+        let mut n = self.token_embd.data.len();
+        if !std::ptr::eq(self.output.data, self.token_embd.data) {
+            n += self.output.data.len();
+        }
+        for l in &self.layers {
+            n += [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]
+                .iter()
+                .map(|m| m.data.len())
+                .sum::<usize>();
+        }
+        n
+    }
+}
+
+// ----------------------------------------------------------------------------
+// CpuForward: the reference forward on all cores
+// ----------------------------------------------------------------------------
+
+/// Tokens per forward pass: longer prompts go through in chunks of this many, bounding the scratch memory.
+pub const MAX_BATCH: usize = 512;
+
+/// Activations of one batch, allocated for the largest batch seen and reused.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,    // (n, dim) residual stream
+    xb: Vec<f32>,   // (n, dim) normed input of a sub-block
+    q: Vec<f32>,    // (n, n_heads * head_dim)
+    k: Vec<f32>,    // (n, n_kv_heads * head_dim)
+    v: Vec<f32>,    // (n, n_kv_heads * head_dim_v)
+    att: Vec<f32>,  // (n, n_heads * head_dim_v)
+    o: Vec<f32>,    // (n, dim) output of a sub-block
+    gate: Vec<f32>, // (n, hidden_dim)
+    up: Vec<f32>,   // (n, hidden_dim)
+    act: Vec<f32>,  // (n, hidden_dim)
+}
+
+impl Scratch {
+    fn fit(&mut self, c: &ModelConfig, n: usize) {
+        let fit = |v: &mut Vec<f32>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0.0)
+            }
+        };
+        fit(&mut self.x, n * c.dim);
+        fit(&mut self.xb, n * c.dim);
+        fit(&mut self.q, n * c.n_heads * c.head_dim);
+        fit(&mut self.k, n * c.n_kv_heads * c.head_dim);
+        fit(&mut self.v, n * c.n_kv_heads * c.head_dim_v);
+        fit(&mut self.att, n * c.n_heads * c.head_dim_v);
+        fit(&mut self.o, n * c.dim);
+        fit(&mut self.gate, n * c.hidden_dim);
+        fit(&mut self.up, n * c.hidden_dim);
+        fit(&mut self.act, n * c.hidden_dim);
+    }
+}
+
+pub struct CpuForward<'a> {
+    model: &'a Model<'a>,
+    cache: KvCache,
+    s: Scratch,
+    logits: Vec<f32>, // (n_vocab,) of the last token
+    /// Positions 0..n_past hold keys and values.
+    n_past: usize,
+}
+
+/// Which logits a batch computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    Last,
+    All,
+}
+
+impl<'a> CpuForward<'a> {
+    pub fn new(
+        model: &'a Model<'a>,
+        ctx_size: usize,
+        cache_type: CacheType,
+    ) -> Result<CpuForward<'a>> {
+        Ok(CpuForward {
+            cache: model.new_cache(ctx_size, cache_type)?,
+            model,
+            s: Scratch::default(),
+            logits: vec![0.0; model.n_vocab()],
+            n_past: 0,
+        })
+    }
+
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Check that `tokens` fit the context at `pos` and are in the vocabulary.
+    fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Generate("forward: no tokens".into()));
+        }
+        let end = pos + tokens.len();
+        if end > self.cache.ctx_size() {
+            return Err(Error::Generate(format!(
+                "positions {pos}..{end} exceed the context size of {} tokens",
+                self.cache.ctx_size()
+            )));
+        }
+        if pos > self.n_past {
+            return Err(Error::Generate(format!(
+                "forward at position {pos}, but the cache holds only {} positions",
+                self.n_past
+            )));
+        }
+        let n_vocab = self.model.token_embd.rows;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::Generate(format!(
+                "token id {bad} is out of the vocabulary of {n_vocab} tokens"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run one batch of at most MAX_BATCH tokens through every layer; the final norm's input stays in `s.x`.
+    fn layers(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+        let m = self.model;
+        let c = &m.config;
+        let n = tokens.len();
+        self.s.fit(c, n);
+        let s = &mut self.s;
+        let dim = c.dim;
+
+        // token embedding (dequantized rows), Gemma: times sqrt(dim)
+        let rb = m.token_embd.row_bytes();
+        for (t, &id) in tokens.iter().enumerate() {
+            let row = &m.token_embd.data[id as usize * rb..][..rb];
+            cpu::embedding_row(m.token_embd.ty, row, &mut s.x[t * dim..(t + 1) * dim])?;
+        }
+        if let Some(e) = m.embd_scale {
+            cpu::scale(&mut s.x[..n * dim], e);
+        }
+
+        let (q_dim, kv_dim, kv_dim_v) = (
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim_v,
+        );
+        let att_dim = c.n_heads * c.head_dim_v;
+        for (il, l) in m.layers.iter().enumerate() {
+            // ---- attention ----
+            cpu::rmsnorm(
+                &mut s.xb[..n * dim],
+                &s.x[..n * dim],
+                &l.attn_norm,
+                dim,
+                c.rms_eps,
+            );
+            l.wq.apply(&s.xb, &mut s.q, n);
+            l.wk.apply(&s.xb, &mut s.k, n);
+            l.wv.apply(&s.xb, &mut s.v, n);
+            let (q, k, v) = (
+                &mut s.q[..n * q_dim],
+                &mut s.k[..n * kv_dim],
+                &mut s.v[..n * kv_dim_v],
+            );
+            if let Some(b) = &l.q_bias {
+                cpu::add_bias(q, b);
+            }
+            if let Some(b) = &l.k_bias {
+                cpu::add_bias(k, b);
+            }
+            if let Some(b) = &l.v_bias {
+                cpu::add_bias(v, b);
+            }
+            if let Some(w) = &l.q_norm {
+                cpu::rmsnorm_inplace(q, w, c.head_dim, c.rms_eps);
+            }
+            if let Some(w) = &l.k_norm {
+                cpu::rmsnorm_inplace(k, w, c.head_dim, c.rms_eps);
+            }
+            let rp = RopeParams {
+                head_dim: c.head_dim,
+                rope_dim: c.rope_dim,
+                theta_base: l.rope_theta,
+                freq_scale: l.rope_freq_scale,
+                pairing: m.rope_pairing,
+                freq_factors: m.rope_freqs.as_deref(),
+            };
+            cpu::rope(q, c.n_heads, pos, &rp);
+            cpu::rope(k, c.n_kv_heads, pos, &rp);
+            self.cache.write(il, pos, k, v)?;
+            let ap = AttnParams {
+                n_tok: n,
+                pos0: pos,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                head_dim_v: c.head_dim_v,
+                scale: m.attn_scale,
+                window: l.window,
+            };
+            self.cache.attend(il, &mut s.att[..n * att_dim], q, &ap);
+            l.wo.apply(&s.att, &mut s.o, n);
+            if let Some(w) = &l.post_attn_norm {
+                cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
+            }
+            cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
+
+            // ---- feed-forward ----
+            cpu::rmsnorm(
+                &mut s.xb[..n * dim],
+                &s.x[..n * dim],
+                &l.ffn_norm,
+                dim,
+                c.rms_eps,
+            );
+            l.w_gate.apply(&s.xb, &mut s.gate, n);
+            l.w_up.apply(&s.xb, &mut s.up, n);
+            let hn = n * c.hidden_dim;
+            match m.activation {
+                Activation::SwiGlu => cpu::swiglu(&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]),
+                Activation::GeluTanh => {
+                    cpu::gelu_tanh_mul(&mut s.act[..hn], &s.gate[..hn], &s.up[..hn])
+                }
+            }
+            l.w_down.apply(&s.act, &mut s.o, n);
+            if let Some(w) = &l.post_ffw_norm {
+                cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
+            }
+            cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
+        }
+        Ok(())
+    }
+
+    /// Final norm and output projection of rows `rows` of `s.x` into `out` (rows.len(), n_vocab).
+    fn head(&mut self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let m = self.model;
+        let dim = m.config.dim;
+        let x = &mut self.s.x[rows.start * dim..rows.end * dim];
+        cpu::rmsnorm_inplace(x, &m.output_norm, dim, m.config.rms_eps);
+        m.output.apply(x, out, rows.len());
+        if let Some(cap) = m.final_softcap {
+            cpu::softcap(out, cap);
+        }
+    }
+
+    fn run(&mut self, tokens: &[u32], pos: usize, which: Logits) -> Result<Vec<f32>> {
+        self.check(tokens, pos)?;
+        let n_vocab = self.model.n_vocab();
+        let mut all = Vec::new();
+        if which == Logits::All {
+            all.try_reserve_exact(tokens.len() * n_vocab).map_err(|_| {
+                Error::Generate(format!(
+                    "cannot allocate logits for {} positions",
+                    tokens.len()
+                ))
+            })?;
+        }
+        let mut p = pos;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            self.layers(chunk, p)?;
+            p += chunk.len();
+            self.n_past = p;
+            match which {
+                Logits::All => {
+                    let start = all.len();
+                    all.resize(start + chunk.len() * n_vocab, 0.0);
+                    self.head(0..chunk.len(), &mut all[start..]);
+                }
+                Logits::Last if p == pos + tokens.len() => {
+                    let mut logits = std::mem::take(&mut self.logits);
+                    self.head(chunk.len() - 1..chunk.len(), &mut logits);
+                    self.logits = logits;
+                }
+                Logits::Last => {}
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl Forward for CpuForward<'_> {
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32]> {
+        self.run(tokens, pos, Logits::Last)?;
+        Ok(&self.logits)
+    }
+
+    fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        self.run(tokens, pos, Logits::All)
+    }
+
+    fn reset(&mut self) {
+        // positions are written before they are read (`check` refuses gaps), so forgetting them needs no clearing
+        self.n_past = 0;
+    }
+
+    fn ctx_size(&self) -> usize {
+        self.cache.ctx_size()
+    }
+}

@@ -43,6 +43,226 @@ pub fn softmax_rows(x: &mut [f32], n: usize) {
     }
 }
 
+/// Embedding lookup: one row of a (possibly quantized) embedding matrix, dequantized into `out` (dim,).
+pub fn embedding_row(ty: crate::gguf::GgmlType, row: &[u8], out: &mut [f32]) -> crate::Result<()> {
+    crate::quant::dequantize_row(ty, row, out)
+}
+
+/// In-place RMSNorm of each row: x[r, i] = w[i] * x[r, i] / sqrt(mean_i(x[r, i]^2) + eps). x: (n_rows, dim).
+pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], dim: usize, eps: f32) {
+    for xr in x.chunks_exact_mut(dim) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (ss + eps).sqrt();
+        for (xv, &wv) in xr.iter_mut().zip(w) {
+            *xv = wv * (*xv * scale);
+        }
+    }
+}
+
+/// In-place sum: x[i] += y[i].
+pub fn add_inplace(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Adds a bias to each row: x[r, i] += b[i]. x: (n_rows, b.len()).
+pub fn add_bias(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        add_inplace(row, b);
+    }
+}
+
+/// Scales in place: x[i] *= s.
+pub fn scale(x: &mut [f32], s: f32) {
+    for v in x.iter_mut() {
+        *v *= s;
+    }
+}
+
+/// Soft-capping in place (Gemma): x[i] = cap * tanh(x[i] / cap).
+pub fn softcap(x: &mut [f32], cap: f32) {
+    for v in x.iter_mut() {
+        *v = cap * (*v / cap).tanh();
+    }
+}
+
+/// SwiGLU gating: out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
+pub fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// GELU (tanh approximation) gating: out[i] = gelu(gate[i]) * up[i],
+/// gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+pub fn gelu_tanh_mul(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let t = (SQRT_2_OVER_PI * g * (1.0 + 0.044715 * g * g)).tanh();
+        *o = 0.5 * g * (1.0 + t) * u;
+    }
+}
+
+/// How RoPE pairs the dimensions of a head (`config::RopeStyle` as the op sees it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopePairing {
+    /// (2i, 2i + 1): llama.
+    Normal,
+    /// (i, i + rope_dim / 2): NeoX, qwen2, gemma3.
+    Neox,
+}
+
+/// Rotary position embedding parameters of one layer.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeParams<'a> {
+    pub head_dim: usize,
+    /// Rotated dimensions at the start of each head (<= head_dim); the rest pass through.
+    pub rope_dim: usize,
+    pub theta_base: f32,
+    /// Positions are multiplied by this (1 / linear scaling factor).
+    pub freq_scale: f32,
+    pub pairing: RopePairing,
+    /// Per-pair divisors of the frequency (`rope_freqs.weight`, Llama 3.1), rope_dim / 2 of them.
+    pub freq_factors: Option<&'a [f32]>,
+}
+
+/// RoPE in place over `n_tok` rows of `n_heads` heads: row t is at position `pos0 + t`.
+/// Pair i of a head is rotated by the angle theta_i = freq_scale * pos * base^(-2i / rope_dim) / factor_i.
+/// x: (n_tok, n_heads * head_dim).
+pub fn rope(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
+    let half = p.rope_dim / 2;
+    let row_len = n_heads * p.head_dim;
+    // llama.cpp (ggml) computes base^(-2i/d) by repeated multiplication in f32; doing the same keeps greedy
+    // decoding closer to it.
+    let theta_scale = p.theta_base.powf(-2.0 / p.rope_dim as f32);
+    let mut cs = vec![(0.0f32, 0.0f32); half];
+    for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
+        let mut theta = (pos0 + t) as f32;
+        for (i, c) in cs.iter_mut().enumerate() {
+            let ff = p.freq_factors.map_or(1.0, |f| f[i]);
+            let angle = p.freq_scale * theta / ff;
+            *c = (angle.cos(), angle.sin());
+            theta *= theta_scale;
+        }
+        for head in row.chunks_exact_mut(p.head_dim) {
+            for (i, &(cos, sin)) in cs.iter().enumerate() {
+                let (a, b) = match p.pairing {
+                    RopePairing::Normal => (2 * i, 2 * i + 1),
+                    RopePairing::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// An element of the KV cache: f32 or f16, read as f32.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl KvElem for half::f16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnParams {
+    /// Query rows; row t is at position `pos0 + t`.
+    pub n_tok: usize,
+    pub pos0: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Multiplies q.k before the softmax.
+    pub scale: f32,
+    /// Sliding window: a query at position p sees keys at positions > p - window (None: all of them).
+    pub window: Option<usize>,
+}
+
+/// Causal grouped-query attention over cached keys and values, parallel over (token, head).
+/// Query head h reads KV head h / (n_heads / n_kv_heads). Keys/values at positions 0..pos0 + n_tok must be in
+/// the cache.
+/// out: (n_tok, n_heads * head_dim_v); q: (n_tok, n_heads * head_dim);
+/// k: (positions, n_kv_heads * head_dim); v: (positions, n_kv_heads * head_dim_v).
+pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &AttnParams) {
+    use rayon::prelude::*;
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    let group = p.n_heads / p.n_kv_heads;
+    let (k_stride, v_stride) = (p.n_kv_heads * hd, p.n_kv_heads * hdv);
+    let n_kv = p.pos0 + p.n_tok;
+    assert!(q.len() >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
+    assert!(k.len() >= n_kv * k_stride && v.len() >= n_kv * v_stride);
+    let one_head = |idx: usize, o: &mut [f32], scores: &mut Vec<f32>| {
+        let (t, h) = (idx / p.n_heads, idx % p.n_heads);
+        let kvh = h / group;
+        let pos = p.pos0 + t;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let qh = &q[(t * p.n_heads + h) * hd..][..hd];
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for j in first..=pos {
+            let kr = &k[j * k_stride + kvh * hd..][..hd];
+            let s = qh
+                .iter()
+                .zip(kr)
+                .map(|(&a, &b)| a * b.to_f32())
+                .sum::<f32>()
+                * p.scale;
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        o.fill(0.0);
+        for (j, &s) in (first..=pos).zip(scores.iter()) {
+            let vr = &v[j * v_stride + kvh * hdv..][..hdv];
+            let w = s * inv;
+            for (ov, &vv) in o.iter_mut().zip(vr) {
+                *ov += w * vv.to_f32();
+            }
+        }
+    };
+    let out = &mut out[..p.n_tok * p.n_heads * hdv];
+    if p.n_tok * p.n_heads * n_kv < 4096 {
+        let mut scores = Vec::new();
+        for (idx, o) in out.chunks_exact_mut(hdv).enumerate() {
+            one_head(idx, o, &mut scores);
+        }
+    } else {
+        out.par_chunks_exact_mut(hdv)
+            .enumerate()
+            .for_each_init(Vec::new, |scores, (idx, o)| one_head(idx, o, scores));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +283,249 @@ mod tests {
         assert!(x[0] < x[1] && x[1] < x[2]);
         // huge equal logits must not overflow: exp is taken after subtracting the row max
         assert!((x[3] - 0.5).abs() < 1e-6 && (x[4] - 0.5).abs() < 1e-6 && x[5] == 0.0);
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1) (xorshift), for comparisons against naive formulas.
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn rope_params(pairing: RopePairing, head_dim: usize, rope_dim: usize) -> RopeParams<'static> {
+        RopeParams {
+            head_dim,
+            rope_dim,
+            theta_base: 10000.0,
+            freq_scale: 1.0,
+            pairing,
+            freq_factors: None,
+        }
+    }
+
+    #[test]
+    fn rope_hand_worked_4dim() {
+        // position 1, base 10000, d = 4: theta_0 = 1, theta_1 = 10000^(-2/4) = 0.01
+        let (c1, s1, c2, s2) = (1f32.cos(), 1f32.sin(), 0.01f32.cos(), 0.01f32.sin());
+        // normal pairs (0,1), (2,3): [1,0] -> [cos 1, sin 1]; [0,1] -> [-sin 0.01, cos 0.01]
+        let mut x = [1.0, 0.0, 0.0, 1.0];
+        rope(&mut x, 1, 1, &rope_params(RopePairing::Normal, 4, 4));
+        for (a, b) in x.iter().zip([c1, s1, -s2, c2]) {
+            assert!((a - b).abs() < 1e-6, "{x:?}");
+        }
+        // neox pairs (0,2), (1,3): (1,0) -> (cos 1, sin 1) at 0,2; (0,1) -> (-sin 0.01, cos 0.01) at 1,3
+        let mut x = [1.0, 0.0, 0.0, 1.0];
+        rope(&mut x, 1, 1, &rope_params(RopePairing::Neox, 4, 4));
+        for (a, b) in x.iter().zip([c1, -s2, s1, c2]) {
+            assert!((a - b).abs() < 1e-6, "{x:?}");
+        }
+        // position 0 is the identity
+        let mut x = [0.3, -0.2, 0.5, 0.7];
+        rope(&mut x, 1, 0, &rope_params(RopePairing::Normal, 4, 4));
+        assert_eq!(x, [0.3, -0.2, 0.5, 0.7]);
+    }
+
+    #[test]
+    fn rope_preserves_pair_norms_and_passes_unrotated_dims() {
+        for pairing in [RopePairing::Normal, RopePairing::Neox] {
+            let (n_heads, hd, rd, n_tok) = (3, 16, 8, 5);
+            let x0 = rand_vec(n_tok * n_heads * hd, 7);
+            let mut x = x0.clone();
+            let mut p = rope_params(pairing, hd, rd);
+            p.theta_base = 500.0;
+            rope(&mut x, n_heads, 11, &p);
+            for (h0, h1) in x0.chunks(hd).zip(x.chunks(hd)) {
+                let n0: f32 = h0.iter().map(|v| v * v).sum();
+                let n1: f32 = h1.iter().map(|v| v * v).sum();
+                assert!((n0 - n1).abs() < 1e-5 * n0.max(1.0));
+                assert_eq!(h0[rd..], h1[rd..], "dims past rope_dim must pass through");
+                assert_ne!(h0[..rd], h1[..rd]);
+            }
+        }
+    }
+
+    #[test]
+    fn rope_relative_position_property() {
+        // q(m).k(n) depends on m - n only: rotate both by positions (m, n) and (m + 5, n + 5)
+        let p = rope_params(RopePairing::Neox, 8, 8);
+        let (q, k) = (rand_vec(8, 1), rand_vec(8, 2));
+        let dot_at = |m: usize, n: usize| {
+            let (mut a, mut b) = (q.clone(), k.clone());
+            rope(&mut a, 1, m, &p);
+            rope(&mut b, 1, n, &p);
+            a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>()
+        };
+        assert!((dot_at(7, 3) - dot_at(12, 8)).abs() < 1e-4);
+    }
+
+    /// Naive attention in f64: for each token and head, softmax(scale q.k_j) over visible j, times v.
+    fn naive_attention(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f32> {
+        let mut out = vec![0.0; p.n_tok * p.n_heads * p.head_dim_v];
+        for t in 0..p.n_tok {
+            let pos = p.pos0 + t;
+            for h in 0..p.n_heads {
+                let kvh = h * p.n_kv_heads / p.n_heads;
+                let visible: Vec<usize> = (0..=pos)
+                    .filter(|&j| p.window.map_or(true, |w| pos - j < w))
+                    .collect();
+                let s: Vec<f64> = visible
+                    .iter()
+                    .map(|&j| {
+                        (0..p.head_dim)
+                            .map(|d| {
+                                q[(t * p.n_heads + h) * p.head_dim + d] as f64
+                                    * k[(j * p.n_kv_heads + kvh) * p.head_dim + d] as f64
+                            })
+                            .sum::<f64>()
+                            * p.scale as f64
+                    })
+                    .collect();
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                for d in 0..p.head_dim_v {
+                    let acc: f64 = visible
+                        .iter()
+                        .zip(&s)
+                        .map(|(&j, &sj)| {
+                            (sj - m).exp() / z
+                                * v[(j * p.n_kv_heads + kvh) * p.head_dim_v + d] as f64
+                        })
+                        .sum();
+                    out[(t * p.n_heads + h) * p.head_dim_v + d] = acc as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_with_one_position_returns_v() {
+        let p = AttnParams {
+            n_tok: 1,
+            pos0: 0,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+            head_dim_v: 8,
+            scale: 0.35,
+            window: None,
+        };
+        let (q, k, v) = (rand_vec(32, 3), rand_vec(16, 4), rand_vec(16, 5));
+        let mut out = vec![0.0; 32];
+        attention(&mut out, &q, &k, &v, &p);
+        // heads 0, 1 share kv head 0; heads 2, 3 share kv head 1
+        assert_eq!(out[..8], v[..8]);
+        assert_eq!(out[8..16], v[..8]);
+        assert_eq!(out[16..24], v[8..]);
+        assert_eq!(out[24..], v[8..]);
+    }
+
+    #[test]
+    fn attention_equal_keys_average_values() {
+        // identical keys -> uniform weights -> the mean of the visible values
+        let p = AttnParams {
+            n_tok: 1,
+            pos0: 2,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 2,
+            head_dim_v: 2,
+            scale: 1.0,
+            window: None,
+        };
+        let k = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5];
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0];
+        let mut out = [0.0; 2];
+        attention(&mut out, &[1.0, -2.0], &k, &v, &p);
+        assert!(
+            (out[0] - 3.0).abs() < 1e-6 && (out[1] - 5.0).abs() < 1e-6,
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn attention_matches_naive_gqa_causal_and_window() {
+        for (window, pos0, n_tok) in [
+            (None, 0, 7),
+            (None, 5, 3),
+            (Some(3), 0, 9),
+            (Some(4), 6, 1),
+            (None, 40, 60),
+        ] {
+            let p = AttnParams {
+                n_tok,
+                pos0,
+                n_heads: 6,
+                n_kv_heads: 2,
+                head_dim: 16,
+                head_dim_v: 8,
+                scale: 0.25,
+                window,
+            };
+            let n_kv = pos0 + n_tok;
+            let q = rand_vec(n_tok * 6 * 16, 10 + n_tok as u64);
+            let k = rand_vec(n_kv * 2 * 16, 20);
+            let v = rand_vec(n_kv * 2 * 8, 30);
+            let want = naive_attention(&q, &k, &v, &p);
+            let mut got = vec![0.0; want.len()];
+            attention(&mut got, &q, &k, &v, &p);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 1e-5, "window {window:?} pos0 {pos0}: max err {err}");
+            // the same through an f16 cache: within f16 rounding of k and v
+            let (k16, v16): (Vec<half::f16>, Vec<half::f16>) = (
+                k.iter().map(|&x| half::f16::from_f32(x)).collect(),
+                v.iter().map(|&x| half::f16::from_f32(x)).collect(),
+            );
+            attention(&mut got, &q, &k16, &v16, &p);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 5e-3, "f16 cache: max err {err}");
+        }
+    }
+
+    #[test]
+    fn gating_functions_match_formulas() {
+        let g = [-3.0f32, -0.5, 0.0, 0.5, 3.0];
+        let u = [2.0f32, 1.0, 5.0, -1.0, 0.5];
+        let mut out = [0.0; 5];
+        swiglu(&mut out, &g, &u);
+        for i in 0..5 {
+            let silu = g[i] as f64 / (1.0 + (-g[i] as f64).exp());
+            assert!((out[i] as f64 - silu * u[i] as f64).abs() < 1e-6);
+        }
+        // gelu-tanh known values: gelu(3) = 2.996363, gelu(-0.5) = -0.154286, gelu(0.5) = 0.345714
+        gelu_tanh_mul(&mut out, &g, &[1.0; 5]);
+        assert!((out[4] - 2.996_363).abs() < 1e-5 && (out[1] + 0.154_286).abs() < 1e-5);
+        assert!((out[3] - 0.345_714).abs() < 1e-5 && out[2] == 0.0);
+    }
+
+    #[test]
+    fn small_ops() {
+        let mut x = [1.0, 2.0, 3.0, 4.0];
+        add_bias(&mut x, &[10.0, 20.0]);
+        assert_eq!(x, [11.0, 22.0, 13.0, 24.0]);
+        scale(&mut x, 0.5);
+        assert_eq!(x, [5.5, 11.0, 6.5, 12.0]);
+        let mut y = [0.0, 100.0, -100.0];
+        softcap(&mut y, 30.0);
+        assert!(
+            y[0] == 0.0 && (y[1] - 30.0 * (100.0f32 / 30.0).tanh()).abs() < 1e-5 && y[2] == -y[1]
+        );
+        let mut z = [3.0; 4];
+        rmsnorm_inplace(&mut z, &[1.0, 2.0, 3.0, 4.0], 4, 0.0);
+        assert_eq!(z, [1.0, 2.0, 3.0, 4.0]);
     }
 }
