@@ -3,6 +3,7 @@
 mod ggml_type;
 mod known_keys;
 mod reader;
+mod tiny;
 mod value;
 mod writer;
 
@@ -13,5 +14,6 @@ pub use reader::{
     DEFAULT_ALIGNMENT, HEADER_SIZE, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_BOXED_ARRAY_LEN,
     MAX_DIMS, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN, MAX_VERSION, MIN_ALIGNMENT, MIN_VERSION,
 };
+pub use tiny::{tiny_model, TinySpec};
 pub use value::{Array, Value, ValueType};
 pub use writer::{Encoder, GgufWriter};

@@ -263,7 +263,7 @@ impl GgufFile {
                 if y.is_finite() || !x.is_finite() {
                     Ok(y)
                 } else {
-                    Err(self.err(format!("key '{key}' value {x} does not fit in f32")))
+                    Err(self.err(format!("key '{key}' value {x:e} does not fit in f32")))
                 }
             }
             _ => Err(self.wrong_type(key, v, "f32")),
@@ -508,15 +508,20 @@ fn parse(buf: &[u8]) -> PResult<Parsed> {
     }
     for t in &tensors {
         // offset + n_bytes was checked against the running total; the absolute end can still overflow.
-        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
-        match end {
-            Some(end) if end <= file_len => {}
+        let start = data_offset.checked_add(t.offset);
+        let end = start.and_then(|s| s.checked_add(t.n_bytes));
+        match (start, end) {
+            (Some(_), Some(end)) if end <= file_len => {}
             _ => {
+                let show = |o: Option<u64>| o.map_or("overflow".to_string(), |v| v.to_string());
                 return Err(format!(
-                    "tensor '{}' data [{} + {}, +{} bytes) is not within the {file_len}-byte file \
-                     (model corrupted or incomplete)",
-                    t.name, data_offset, t.offset, t.n_bytes
-                ))
+                    "tensor '{}' data at file offsets {}..{} (data section {data_offset} + offset {}) is not \
+                     within the {file_len}-byte file (model corrupted or incomplete)",
+                    t.name,
+                    show(start),
+                    show(end),
+                    t.offset
+                ));
             }
         }
     }

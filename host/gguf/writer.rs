@@ -195,6 +195,12 @@ impl GgufWriter {
         self
     }
 
+    /// Removes a tensor if present.
+    pub fn remove_tensor(&mut self, name: &str) -> &mut Self {
+        self.tensors.retain(|t| t.name != name);
+        self
+    }
+
     /// Data alignment: `general.alignment` when set as a power-of-two u32, else 32.
     pub fn alignment(&self) -> u64 {
         match self.metadata.iter().find(|(k, _)| k == "general.alignment") {
