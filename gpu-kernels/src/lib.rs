@@ -17,6 +17,7 @@ pub mod elementwise;
 pub mod norm;
 pub mod rope;
 pub mod sample;
+pub mod quant;
 pub mod softmax;
 
 #[panic_handler]
