@@ -133,18 +133,9 @@ pub struct RopeParams<'a> {
 pub fn rope(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
     let half = p.rope_dim / 2;
     let row_len = n_heads * p.head_dim;
-    // llama.cpp (ggml) computes base^(-2i/d) by repeated multiplication in f32; doing the same keeps greedy
-    // decoding closer to it.
-    let theta_scale = p.theta_base.powf(-2.0 / p.rope_dim as f32);
     let mut cs = vec![(0.0f32, 0.0f32); half];
     for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
-        let mut theta = (pos0 + t) as f32;
-        for (i, c) in cs.iter_mut().enumerate() {
-            let ff = p.freq_factors.map_or(1.0, |f| f[i]);
-            let angle = p.freq_scale * theta / ff;
-            *c = (angle.cos(), angle.sin());
-            theta *= theta_scale;
-        }
+        rope_cos_sin(pos0 + t, p, &mut cs);
         for head in row.chunks_exact_mut(p.head_dim) {
             for (i, &(cos, sin)) in cs.iter().enumerate() {
                 let (a, b) = match p.pairing {
@@ -157,6 +148,34 @@ pub fn rope(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
             }
         }
     }
+}
+
+/// (cos, sin) of the rope_dim / 2 angles of position `pos`: theta_i = freq_scale * pos * base^(-2i/rope_dim) /
+/// factor_i. llama.cpp (ggml) computes base^(-2i/d) by repeated multiplication in f32; doing the same keeps
+/// greedy decoding closer to it.
+pub fn rope_cos_sin(pos: usize, p: &RopeParams, cs: &mut [(f32, f32)]) {
+    let theta_scale = p.theta_base.powf(-2.0 / p.rope_dim as f32);
+    let mut theta = pos as f32;
+    for (i, c) in cs.iter_mut().enumerate() {
+        let ff = p.freq_factors.map_or(1.0, |f| f[i]);
+        let angle = p.freq_scale * theta / ff;
+        *c = (angle.cos(), angle.sin());
+        theta *= theta_scale;
+    }
+}
+
+/// The angles of `rope` for positions 0..n_pos as two (n_pos, rope_dim / 2) tables, cos and sin: the GPU
+/// rotates by exactly the CPU's angles.
+pub fn rope_table(n_pos: usize, p: &RopeParams) -> (Vec<f32>, Vec<f32>) {
+    let half = p.rope_dim / 2;
+    let (mut cos, mut sin) = (Vec::with_capacity(n_pos * half), Vec::with_capacity(n_pos * half));
+    let mut cs = vec![(0.0f32, 0.0f32); half];
+    for pos in 0..n_pos {
+        rope_cos_sin(pos, p, &mut cs);
+        cos.extend(cs.iter().map(|c| c.0));
+        sin.extend(cs.iter().map(|c| c.1));
+    }
+    (cos, sin)
 }
 
 /// An element of the KV cache: f32 or f16, read as f32.

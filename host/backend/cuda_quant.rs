@@ -95,9 +95,10 @@ fn weight_bytes(op: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize
     Ok(want)
 }
 
+/// Buffers may be longer than the op needs (the forward pass sizes activations for its largest batch).
 fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(err(op, format!("{what} has {got} elements, expected {want}")));
+    if got < want {
+        return Err(err(op, format!("{what} holds {got} elements, needs {want}")));
     }
     Ok(())
 }
@@ -133,6 +134,39 @@ impl Cuda {
         b.arg(w).arg(out).arg(&n_blocks).arg(&n_tail);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {} {n_rows}x{n_cols}", k.dequantize)))?;
+        Ok(())
+    }
+
+    /// out[t, :] = row ids[t] of the (n_rows, n_cols) weight `w`, dequantized, for t < n_tok (ids on the
+    /// device, checked by the caller against n_rows); twin of `quant::dequantize_row` of those rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed(&self, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize, n_cols: usize, ids: &CudaSlice<u32>,
+                 n_tok: usize, out: &mut CudaSlice<f32>) -> Result<()> {
+        use GgmlType::*;
+        let kernel = match ty {
+            F32 => "embed_f32", F16 => "embed_f16", BF16 => "embed_bf16", Q4_0 => "embed_q4_0", Q4_1 => "embed_q4_1",
+            Q5_0 => "embed_q5_0", Q5_1 => "embed_q5_1", Q8_0 => "embed_q8_0", Q2_K => "embed_q2_k", Q3_K => "embed_q3_k",
+            Q4_K => "embed_q4_k", Q5_K => "embed_q5_k", Q6_K => "embed_q6_k", Q8_K => "embed_q8_k",
+            other => return Err(err("embed", format!("{other} has no cuda kernels"))),
+        };
+        let row_bytes = weight_bytes(kernel, ty, n_rows, n_cols, w.len())? / n_rows.max(1);
+        check_len(kernel, "ids", ids.len(), n_tok)?;
+        check_len(kernel, "out", out.len(), n_tok * n_cols)?;
+        if !n_cols.is_multiple_of(4) {
+            return Err(err(kernel, format!("n_cols {n_cols} must be a multiple of 4")));
+        }
+        let units = if is_plain(ty) { n_cols / 8 + n_cols % 8 } else { n_cols / ty.block_size() * geometry::units_per_block(ty.id()) as usize };
+        if n_tok == 0 || units == 0 {
+            return Ok(());
+        }
+        let f = self.func(kernel)?;
+        let grid = units.div_ceil(geometry::DQ_THREADS as usize) as u32;
+        let cfg = LaunchConfig { grid_dim: (grid, n_tok as u32, 1), block_dim: (geometry::DQ_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let (nc, rb) = (n_cols as u32, row_bytes as u32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(w).arg(ids).arg(out).arg(&nc).arg(&rb);
+        // SAFETY: argument order and types match the kernel; lengths checked above, ids checked by the caller.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} n_tok={n_tok} n_cols={n_cols}")))?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod cuda_forward;
 pub mod cuda_quant;
 
 use crate::cli::DeviceArg;

@@ -12,7 +12,12 @@ use crate::quant::types::*;
 /// Traffic: the tensor's bytes read once, 4 bytes per element written.
 #[inline(always)]
 unsafe fn dequantize<T: QType>(w: *const u8, out: *mut f32, n_blocks: u32, n_tail: u32) {
-    let u = bid() * ntid() + tid();
+    dequantize_unit::<T>(w, out, n_blocks, n_tail, bid() * ntid() + tid())
+}
+
+/// Decode unit `u` of the `n_blocks * UPB + n_tail` units of a run of blocks at `w` into `out`.
+#[inline(always)]
+pub(crate) unsafe fn dequantize_unit<T: QType>(w: *const u8, out: *mut f32, n_blocks: u32, n_tail: u32, u: u32) {
     let n_units = n_blocks * T::UPB;
     if u < n_units {
         let (bi, j) = (u / T::UPB, u % T::UPB);

@@ -10,6 +10,7 @@
 pub mod geometry;
 pub mod types;
 pub mod dequant;
+pub mod embed;
 pub mod matvec;
 pub mod matmul;
 

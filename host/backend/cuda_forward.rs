@@ -1,0 +1,483 @@
+//! The whole forward pass on the GPU: weights uploaded once in their file format, the KV cache in device memory
+//! (f16), every activation on the device. Mirrors `model::CpuForward` op for op, so the CPU path is its oracle.
+//!
+//! Decode steps read the token and its position from device memory, so one step can be captured into a CUDA
+//! graph and replayed; with device-side greedy selection only the chosen token id crosses to the host.
+
+use cudarc::driver::{CudaGraph, CudaSlice};
+
+use crate::backend::cpu::{self, RopeParams};
+use crate::backend::cuda::{cuda_err, AttnShape, Cuda, ATTN_CHUNK};
+use crate::config::ModelConfig;
+use crate::gguf::GgmlType;
+use crate::model::{Activation, Forward, Mat, Model, MAX_BATCH};
+use crate::{Error, Result};
+
+/// A weight matrix in device memory, still in its file format.
+struct DevMat {
+    ty: GgmlType,
+    rows: usize, // output features
+    cols: usize, // input features
+    data: CudaSlice<u8>,
+}
+
+impl DevMat {
+    fn upload(gpu: &Cuda, m: &Mat) -> Result<DevMat> {
+        Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: gpu.upload(m.data)? })
+    }
+
+    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows).
+    fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize) -> Result<()> {
+        if n_tok == 1 {
+            gpu.matvec(self.ty, &self.data, self.rows, self.cols, x, y)
+        } else {
+            gpu.matmul(self.ty, &self.data, self.rows, self.cols, x, n_tok, y)
+        }
+    }
+}
+
+/// One layer in device memory; norms and biases as f32.
+struct DevLayer {
+    attn_norm: CudaSlice<f32>,
+    wq: DevMat,
+    wk: DevMat,
+    wv: DevMat,
+    wo: DevMat,
+    q_bias: Option<CudaSlice<f32>>,
+    k_bias: Option<CudaSlice<f32>>,
+    v_bias: Option<CudaSlice<f32>>,
+    q_norm: Option<CudaSlice<f32>>,
+    k_norm: Option<CudaSlice<f32>>,
+    post_attn_norm: Option<CudaSlice<f32>>,
+    ffn_norm: CudaSlice<f32>,
+    w_gate: DevMat,
+    w_up: DevMat,
+    w_down: DevMat,
+    post_ffw_norm: Option<CudaSlice<f32>>,
+    /// Index into `CudaForward::rope` of this layer's cos/sin table.
+    rope: usize,
+    window: usize, // 0 = global
+    k_cache: CudaSlice<u16>, // (ctx, n_kv_heads * head_dim) f16
+    v_cache: CudaSlice<u16>, // (ctx, n_kv_heads * head_dim_v) f16
+}
+
+/// cos/sin of every (position, pair) for one RoPE base and scale, computed by the CPU's own formula.
+struct RopeTable {
+    cos: CudaSlice<f32>, // (ctx, rope_dim / 2)
+    sin: CudaSlice<f32>,
+}
+
+/// Activations of one batch of up to MAX_BATCH tokens.
+struct Scratch {
+    x: CudaSlice<f32>,    // (n, dim) residual stream
+    xb: CudaSlice<f32>,   // (n, dim)
+    q: CudaSlice<f32>,    // (n, n_heads * head_dim)
+    k: CudaSlice<f32>,    // (n, n_kv_heads * head_dim)
+    v: CudaSlice<f32>,    // (n, n_kv_heads * head_dim_v)
+    att: CudaSlice<f32>,  // (n, n_heads * head_dim_v)
+    o: CudaSlice<f32>,    // (n, dim)
+    gate: CudaSlice<f32>, // (n, hidden_dim)
+    up: CudaSlice<f32>,   // (n, hidden_dim)
+    act: CudaSlice<f32>,  // (n, hidden_dim)
+    part: CudaSlice<f32>, // attention split partials
+    logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
+}
+
+/// Device memory the model needs, printed at load and checked against free memory first.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryPlan {
+    pub weights: usize,
+    pub kv_cache: usize,
+    pub scratch: usize,
+}
+
+impl MemoryPlan {
+    pub fn total(&self) -> usize {
+        self.weights + self.kv_cache + self.scratch
+    }
+}
+
+impl std::fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: usize| b as f64 / (1 << 20) as f64;
+        write!(
+            f,
+            "weights {:.1} MiB + KV cache {:.1} MiB + scratch {:.1} MiB = {:.1} MiB",
+            mib(self.weights),
+            mib(self.kv_cache),
+            mib(self.scratch),
+            mib(self.total())
+        )
+    }
+}
+
+/// The memory plan for `model` with a context of `ctx_size`.
+pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
+    let c = &model.config;
+    let kv_cache = c.n_layers * ctx_size * c.n_kv_heads * (c.head_dim + c.head_dim_v) * 2;
+    let n = MAX_BATCH;
+    let per_tok = 3 * c.dim + c.n_heads * c.head_dim + c.n_kv_heads * (c.head_dim + c.head_dim_v)
+        + c.n_heads * c.head_dim_v + 3 * c.hidden_dim;
+    let part = attn_shape(c, n, 1.0, 0).part_len(n_splits(ctx_size));
+    let logits = n * model.n_vocab();
+    let rope = model.layers.len().min(2) * ctx_size * c.rope_dim * 4;
+    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
+}
+
+fn n_splits(n_keys: usize) -> usize {
+    n_keys.div_ceil(ATTN_CHUNK).max(1)
+}
+
+fn attn_shape(c: &ModelConfig, n_tok: usize, scale: f32, window: usize) -> AttnShape {
+    AttnShape {
+        n_tok,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        head_dim_v: c.head_dim_v,
+        scale,
+        window,
+    }
+}
+
+pub struct CudaForward {
+    gpu: Cuda,
+    config: ModelConfig,
+    n_vocab: usize,
+    attn_scale: f32,
+    embd_scale: Option<f32>,
+    final_softcap: Option<f32>,
+    activation: Activation,
+    neox: bool,
+    token_embd: DevMat,
+    /// None: tied to the embedding.
+    output: Option<DevMat>,
+    output_norm: CudaSlice<f32>,
+    layers: Vec<DevLayer>,
+    rope: Vec<RopeTable>,
+    s: Scratch,
+    tokens: CudaSlice<u32>, // (MAX_BATCH,) ids of the batch; [0] is also the next decode input
+    pos: CudaSlice<u32>,    // (1,) position of the batch's first token
+    chosen: CudaSlice<u32>, // (1,) token chosen on the device
+    logits_host: Vec<f32>,
+    ctx_size: usize,
+    n_past: usize,
+    /// The captured greedy decode step (built on first use).
+    graph: Option<CudaGraph>,
+}
+
+fn upload_vec(gpu: &Cuda, v: &Option<Vec<f32>>) -> Result<Option<CudaSlice<f32>>> {
+    v.as_ref().map(|v| gpu.upload(v)).transpose()
+}
+
+impl CudaForward {
+    /// Upload `model` to CUDA device `ordinal` with a KV cache of `ctx_size` positions. Prints the memory plan
+    /// to stderr and fails with the amount needed when the device has too little free memory.
+    pub fn new(model: &Model, ctx_size: usize, ordinal: usize) -> Result<CudaForward> {
+        let gpu = Cuda::new(ordinal)?;
+        let c = model.config.clone();
+        let plan = memory_plan(model, ctx_size);
+        let (free, total) = gpu.ctx.mem_get_info().map_err(cuda_err("query free memory"))?;
+        eprintln!("cuda: {} (device {ordinal}: {:.1} of {:.1} GiB free)", plan, gib(free), gib(total));
+        // keep 256 MiB for the driver, the module and the graph
+        if plan.total() + (256 << 20) > free {
+            return Err(Error::Cuda {
+                op: "load model".into(),
+                msg: format!(
+                    "out of device memory: need {:.2} GiB ({plan}) but only {:.2} GiB is free; lower --ctx-size or use --device cpu",
+                    gib(plan.total()),
+                    gib(free)
+                ),
+            });
+        }
+
+        // RoPE tables, one per distinct (base, scale)
+        let mut rope_keys: Vec<(f32, f32)> = Vec::new();
+        let mut rope = Vec::new();
+        let mut layers = Vec::with_capacity(model.layers.len());
+        let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+        for l in &model.layers {
+            let key = (l.rope_theta, l.rope_freq_scale);
+            let ri = match rope_keys.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    let p = RopeParams {
+                        head_dim: c.head_dim,
+                        rope_dim: c.rope_dim,
+                        theta_base: l.rope_theta,
+                        freq_scale: l.rope_freq_scale,
+                        pairing: model.rope_pairing,
+                        freq_factors: model.rope_freqs.as_deref(),
+                    };
+                    let (cos, sin) = cpu::rope_table(ctx_size, &p);
+                    rope.push(RopeTable { cos: gpu.upload(&cos)?, sin: gpu.upload(&sin)? });
+                    rope_keys.push(key);
+                    rope.len() - 1
+                }
+            };
+            layers.push(DevLayer {
+                attn_norm: gpu.upload(&l.attn_norm)?,
+                wq: DevMat::upload(&gpu, &l.wq)?,
+                wk: DevMat::upload(&gpu, &l.wk)?,
+                wv: DevMat::upload(&gpu, &l.wv)?,
+                wo: DevMat::upload(&gpu, &l.wo)?,
+                q_bias: upload_vec(&gpu, &l.q_bias)?,
+                k_bias: upload_vec(&gpu, &l.k_bias)?,
+                v_bias: upload_vec(&gpu, &l.v_bias)?,
+                q_norm: upload_vec(&gpu, &l.q_norm)?,
+                k_norm: upload_vec(&gpu, &l.k_norm)?,
+                post_attn_norm: upload_vec(&gpu, &l.post_attn_norm)?,
+                ffn_norm: gpu.upload(&l.ffn_norm)?,
+                w_gate: DevMat::upload(&gpu, &l.w_gate)?,
+                w_up: DevMat::upload(&gpu, &l.w_up)?,
+                w_down: DevMat::upload(&gpu, &l.w_down)?,
+                post_ffw_norm: upload_vec(&gpu, &l.post_ffw_norm)?,
+                rope: ri,
+                window: l.window.unwrap_or(0),
+                k_cache: gpu.zeros(ctx_size * kv_dim)?,
+                v_cache: gpu.zeros(ctx_size * kv_dim_v)?,
+            });
+        }
+        let token_embd = DevMat::upload(&gpu, &model.token_embd)?;
+        let tied = std::ptr::eq(model.output.data, model.token_embd.data);
+        let output = if tied { None } else { Some(DevMat::upload(&gpu, &model.output)?) };
+
+        let n = MAX_BATCH;
+        let n_vocab = model.n_vocab();
+        let s = Scratch {
+            x: gpu.zeros(n * c.dim)?,
+            xb: gpu.zeros(n * c.dim)?,
+            q: gpu.zeros(n * c.n_heads * c.head_dim)?,
+            k: gpu.zeros(n * kv_dim)?,
+            v: gpu.zeros(n * kv_dim_v)?,
+            att: gpu.zeros(n * c.n_heads * c.head_dim_v)?,
+            o: gpu.zeros(n * c.dim)?,
+            gate: gpu.zeros(n * c.hidden_dim)?,
+            up: gpu.zeros(n * c.hidden_dim)?,
+            act: gpu.zeros(n * c.hidden_dim)?,
+            part: gpu.zeros(attn_shape(&c, n, 1.0, 0).part_len(n_splits(ctx_size)))?,
+            logits: gpu.zeros(n * n_vocab)?,
+        };
+        Ok(CudaForward {
+            n_vocab,
+            attn_scale: model.attn_scale,
+            embd_scale: model.embd_scale,
+            final_softcap: model.final_softcap,
+            activation: model.activation,
+            neox: model.rope_pairing == cpu::RopePairing::Neox,
+            token_embd,
+            output,
+            output_norm: gpu.upload(&model.output_norm)?,
+            layers,
+            rope,
+            s,
+            tokens: gpu.zeros(n)?,
+            pos: gpu.zeros(1)?,
+            chosen: gpu.zeros(1)?,
+            logits_host: vec![0.0; n_vocab],
+            ctx_size,
+            n_past: 0,
+            graph: None,
+            config: c,
+            gpu,
+        })
+    }
+
+    /// The CUDA context and stream (for benchmarks and tests).
+    pub fn gpu(&self) -> &Cuda {
+        &self.gpu
+    }
+
+    fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Generate("forward: no tokens".into()));
+        }
+        let end = pos + tokens.len();
+        if end > self.ctx_size {
+            return Err(Error::Generate(format!(
+                "positions {pos}..{end} exceed the context size of {} tokens",
+                self.ctx_size
+            )));
+        }
+        if pos > self.n_past {
+            return Err(Error::Generate(format!(
+                "forward at position {pos}, but the cache holds only {} positions",
+                self.n_past
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.token_embd.rows) {
+            return Err(Error::Generate(format!(
+                "token id {bad} is out of the vocabulary of {} tokens",
+                self.token_embd.rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every layer for the batch whose ids are in `self.tokens[..n]` at device position `self.pos`;
+    /// `pos_host` is the same position, for the launchers' bounds checks and the number of attention splits
+    /// (`n_keys_max` keys are covered: the context size when captured into a graph).
+    fn layers(&mut self, n: usize, pos_host: usize, n_keys_max: usize) -> Result<()> {
+        let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
+        let dim = c.dim;
+        let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+        let e = &self.token_embd;
+        g.embed(e.ty, &e.data, e.rows, e.cols, &self.tokens, n, &mut s.x)?;
+        if let Some(sc) = self.embd_scale {
+            g.scale_rows(&mut s.x, sc, n * dim)?;
+        }
+        let splits = n_splits(n_keys_max);
+        for l in &mut self.layers {
+            // ---- attention ----
+            g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, c.rms_eps)?;
+            l.wq.apply(g, &s.xb, &mut s.q, n)?;
+            l.wk.apply(g, &s.xb, &mut s.k, n)?;
+            l.wv.apply(g, &s.xb, &mut s.v, n)?;
+            if let Some(b) = &l.q_bias {
+                g.add_bias_rows(&mut s.q, b, n)?;
+            }
+            if let Some(b) = &l.k_bias {
+                g.add_bias_rows(&mut s.k, b, n)?;
+            }
+            if let Some(b) = &l.v_bias {
+                g.add_bias_rows(&mut s.v, b, n)?;
+            }
+            if let Some(w) = &l.q_norm {
+                g.rmsnorm_inplace_rows(&mut s.q, w, n * c.n_heads, c.head_dim, c.rms_eps)?;
+            }
+            if let Some(w) = &l.k_norm {
+                g.rmsnorm_inplace_rows(&mut s.k, w, n * c.n_kv_heads, c.head_dim, c.rms_eps)?;
+            }
+            let rt = &self.rope[l.rope];
+            g.rope_rows(&mut s.q, n, c.n_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
+            g.rope_rows(&mut s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
+            g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, &self.pos, pos_host)?;
+            g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, &self.pos, pos_host)?;
+            let shape = attn_shape(c, n, self.attn_scale, l.window);
+            g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, &shape, splits, &self.pos, pos_host)?;
+            l.wo.apply(g, &s.att, &mut s.o, n)?;
+            if let Some(w) = &l.post_attn_norm {
+                g.rmsnorm_inplace_rows(&mut s.o, w, n, dim, c.rms_eps)?;
+            }
+            g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
+
+            // ---- feed-forward ----
+            g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, c.rms_eps)?;
+            l.w_gate.apply(g, &s.xb, &mut s.gate, n)?;
+            l.w_up.apply(g, &s.xb, &mut s.up, n)?;
+            let hn = n * c.hidden_dim;
+            match self.activation {
+                Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
+                Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
+            }
+            l.w_down.apply(g, &s.act, &mut s.o, n)?;
+            if let Some(w) = &l.post_ffw_norm {
+                g.rmsnorm_inplace_rows(&mut s.o, w, n, dim, c.rms_eps)?;
+            }
+            g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
+        }
+        Ok(())
+    }
+
+    /// Final norm and output projection of rows `first..first + rows` of `s.x` into `s.logits[..rows]`.
+    fn head(&mut self, first: usize, rows: usize) -> Result<()> {
+        let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
+        let dim = c.dim;
+        g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
+        g.rmsnorm_inplace_rows(&mut s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
+        let out = self.output.as_ref().unwrap_or(&self.token_embd);
+        out.apply(g, &s.xb, &mut s.logits, rows)?;
+        if let Some(cap) = self.final_softcap {
+            g.softcap_rows(&mut s.logits, cap, rows * self.n_vocab)?;
+        }
+        Ok(())
+    }
+
+    /// Upload a batch's ids and position (prefill and the first decode step; graphs reuse the device values).
+    fn set_batch(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+        let mut tv = self.tokens.slice_mut(..tokens.len());
+        self.gpu.stream.memcpy_htod(tokens, &mut tv).map_err(cuda_err("upload token ids"))?;
+        self.gpu.stream.memcpy_htod(&[pos as u32], &mut self.pos).map_err(cuda_err("upload position"))?;
+        Ok(())
+    }
+
+    fn run(&mut self, tokens: &[u32], pos: usize, all: bool) -> Result<Vec<f32>> {
+        self.check(tokens, pos)?;
+        let mut out = Vec::new();
+        let mut p = pos;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            self.set_batch(chunk, p)?;
+            self.layers(chunk.len(), p, p + chunk.len())?;
+            p += chunk.len();
+            self.n_past = p;
+            if all {
+                self.head(0, chunk.len())?;
+                let v = self.s.logits.slice(..chunk.len() * self.n_vocab);
+                out.extend(self.gpu.stream.clone_dtoh(&v).map_err(cuda_err("download logits"))?);
+            } else if p == pos + tokens.len() {
+                self.head(chunk.len() - 1, 1)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Greedy decode step on the device: the token in `tokens[0]` at position `pos` (both already on the
+    /// device, as the previous step left them) runs through a captured CUDA graph that ends by writing the
+    /// argmax into `tokens[0]` and advancing `pos`; only that id is copied back.
+    pub fn decode_greedy(&mut self, token: u32, pos: usize) -> Result<u32> {
+        self.check(&[token], pos)?;
+        if self.graph.is_none() || pos == 0 || pos != self.n_past {
+            // (re)establish the device-side token and position
+            self.set_batch(&[token], pos)?;
+        }
+        if self.graph.is_none() {
+            self.graph = Some(self.capture_decode()?);
+        }
+        self.graph.as_ref().expect("captured above").launch().map_err(cuda_err("launch decode graph"))?;
+        self.n_past = pos + 1;
+        let id = self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?;
+        Ok(id[0])
+    }
+
+    /// Capture one greedy decode step (every launch reads the token and position from device memory, attention
+    /// covers the whole context) into a graph.
+    fn capture_decode(&mut self) -> Result<CudaGraph> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        let stream = self.gpu.stream.clone();
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err("begin graph capture"))?;
+        let body = (|| -> Result<()> {
+            self.layers(1, 0, self.ctx_size)?;
+            self.head(0, 1)?;
+            self.gpu.argmax(&self.s.logits, self.n_vocab, &mut self.chosen, Some(&mut self.tokens))?;
+            self.gpu.advance_pos(&mut self.pos)
+        })();
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(cuda_err("end graph capture"));
+        body?;
+        graph?.ok_or_else(|| Error::Cuda { op: "capture decode graph".into(), msg: "empty graph".into() })
+    }
+}
+
+fn gib(b: usize) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+impl Forward for CudaForward {
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32]> {
+        self.run(tokens, pos, false)?;
+        let v = self.s.logits.slice(..self.n_vocab);
+        self.gpu.stream.memcpy_dtoh(&v, &mut self.logits_host).map_err(cuda_err("download logits"))?;
+        Ok(&self.logits_host)
+    }
+
+    fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        self.run(tokens, pos, true)
+    }
+
+    fn reset(&mut self) {
+        self.n_past = 0;
+    }
+
+    fn ctx_size(&self) -> usize {
+        self.ctx_size
+    }
+}

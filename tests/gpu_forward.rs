@@ -1,0 +1,255 @@
+//! The GPU forward pass against the CPU oracle: each forward kernel against its `backend::cpu` twin on random
+//! inputs, then whole models (SmolLM2, Gemma-3; skipped when `models/` lacks them): logits after a prompt,
+//! greedy continuations, and top-1 agreement over 512 teacher-forced positions.
+//! Skips with a printed reason when no CUDA device is present.
+
+mod common;
+
+use std::path::Path;
+
+use common::{cuda_or_skip, max_rel_err, Rng};
+use half::f16;
+use host::backend::cpu::{self, AttnParams, RopePairing, RopeParams};
+use host::backend::cuda::AttnShape;
+use host::backend::cuda_forward::CudaForward;
+use host::gguf::{GgmlType, GgufFile};
+use host::kv_cache::CacheType;
+use host::model::{CpuForward, Forward, Model};
+
+/// f32 element-wise ops: relative error with a floor of 1e-3.
+const F32_TOL: f32 = 1e-5;
+/// Attention reads f16 K/V on both sides; the sums differ only in order.
+const ATTN_TOL: f32 = 1e-4;
+
+#[test]
+fn rope_matches_cpu() {
+    let Some(gpu) = cuda_or_skip("rope_matches_cpu") else { return };
+    let mut rng = Rng::new(11);
+    for (pairing, head_dim, rope_dim, n_heads) in
+        [(RopePairing::Normal, 64, 64, 9), (RopePairing::Neox, 128, 128, 4), (RopePairing::Neox, 256, 128, 2)]
+    {
+        let (n_tok, pos0, ctx) = (5, 37, 64);
+        let p = RopeParams { head_dim, rope_dim, theta_base: 10000.0, freq_scale: 1.0, pairing, freq_factors: None };
+        let x = rng.vec(n_tok * n_heads * head_dim, -2.0, 2.0);
+        let mut want = x.clone();
+        cpu::rope(&mut want, n_heads, pos0, &p);
+        let (cos, sin) = cpu::rope_table(ctx, &p);
+        let (dcos, dsin, dpos) = (gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap(), gpu.upload(&[pos0 as u32]).unwrap());
+        let mut dx = gpu.upload(&x).unwrap();
+        gpu.rope_rows(&mut dx, n_tok, n_heads, head_dim, rope_dim, pairing == RopePairing::Neox, &dcos, &dsin, &dpos, pos0)
+            .unwrap();
+        let err = max_rel_err(&gpu.download(&dx).unwrap(), &want, 1e-3);
+        println!("rope {pairing:?} head_dim={head_dim} rope_dim={rope_dim}: max rel err {err:.2e}");
+        assert!(err <= F32_TOL, "{err}");
+    }
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let Some(gpu) = cuda_or_skip("attention_matches_cpu") else { return };
+    let mut rng = Rng::new(12);
+    // (n_heads, n_kv_heads, head_dim, n_tok, pos0, window): decode, prefill, GQA, long context, sliding window
+    for (n_heads, n_kv, hd, n_tok, pos0, window) in
+        [(9, 3, 64, 1, 0, 0), (9, 3, 64, 1, 700, 0), (4, 1, 256, 7, 300, 0), (8, 8, 128, 33, 0, 0), (4, 1, 256, 3, 1000, 512)]
+    {
+        let n_keys: usize = pos0 + n_tok;
+        let ctx = n_keys.next_multiple_of(256);
+        let q = rng.vec(n_tok * n_heads * hd, -1.0, 1.0);
+        let k: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
+        let v: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let p = AttnParams { n_tok, pos0, n_heads, n_kv_heads: n_kv, head_dim: hd, head_dim_v: hd, scale,
+                             window: (window > 0).then_some(window) };
+        let mut want = vec![0.0; n_tok * n_heads * hd];
+        cpu::attention(&mut want, &q, &k[..n_keys * n_kv * hd], &v[..n_keys * n_kv * hd], &p);
+
+        let s = AttnShape { n_tok, n_heads, n_kv_heads: n_kv, head_dim: hd, head_dim_v: hd, scale, window };
+        let splits = ctx / 256;
+        let bits = |x: &[f16]| x.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
+        let (dq, dk, dv) = (gpu.upload(&q).unwrap(), gpu.upload(&bits(&k)).unwrap(), gpu.upload(&bits(&v)).unwrap());
+        let mut part = gpu.zeros::<f32>(s.part_len(splits)).unwrap();
+        let mut out = gpu.zeros::<f32>(want.len()).unwrap();
+        let dpos = gpu.upload(&[pos0 as u32]).unwrap();
+        gpu.attention_rows(&mut out, &dq, &dk, &dv, &mut part, &s, splits, &dpos, pos0).unwrap();
+        let err = max_rel_err(&gpu.download(&out).unwrap(), &want, 1e-2);
+        println!("attention heads={n_heads}/{n_kv} hd={hd} n_tok={n_tok} pos0={pos0} window={window}: max rel err {err:.2e}");
+        assert!(err <= ATTN_TOL, "{err}");
+    }
+}
+
+#[test]
+fn kv_store_rounds_like_the_cpu_cache() {
+    let Some(gpu) = cuda_or_skip("kv_store_rounds_like_the_cpu_cache") else { return };
+    let mut rng = Rng::new(13);
+    let (n_tok, row, pos0) = (3, 192, 5);
+    let x = rng.vec(n_tok * row, -3.0, 3.0);
+    let mut cache = gpu.zeros::<u16>(16 * row).unwrap();
+    let dpos = gpu.upload(&[pos0 as u32]).unwrap();
+    gpu.kv_store_rows(&mut cache, &gpu.upload(&x).unwrap(), n_tok, row, &dpos, pos0).unwrap();
+    let got = gpu.download(&cache).unwrap();
+    for (i, &v) in x.iter().enumerate() {
+        assert_eq!(got[pos0 * row + i], f16::from_f32(v).to_bits(), "element {i}");
+    }
+    assert!(got[..pos0 * row].iter().all(|&b| b == 0), "positions before pos0 untouched");
+}
+
+#[test]
+fn activations_and_residuals_match_cpu() {
+    let Some(gpu) = cuda_or_skip("activations_and_residuals_match_cpu") else { return };
+    let mut rng = Rng::new(14);
+    let n = 3 * 1536 + 7;
+    let (g, u) = (rng.vec(n, -8.0, 8.0), rng.vec(n, -2.0, 2.0));
+    let (dg, du) = (gpu.upload(&g).unwrap(), gpu.upload(&u).unwrap());
+    let mut out = gpu.zeros::<f32>(n).unwrap();
+    let mut want = vec![0.0; n];
+    cpu::swiglu(&mut want, &g, &u);
+    gpu.swiglu_rows(&mut out, &dg, &du, n).unwrap();
+    let err = max_rel_err(&gpu.download(&out).unwrap(), &want, 1e-3);
+    assert!(err <= F32_TOL, "swiglu {err}");
+    cpu::gelu_tanh_mul(&mut want, &g, &u);
+    gpu.gelu_tanh_mul_rows(&mut out, &dg, &du, n).unwrap();
+    // 1 + tanh(y) cancels for very negative gates (on both sides, differently), so judge the error against the
+    // largest output rather than each tiny one
+    let got = gpu.download(&out).unwrap();
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    assert!(err <= F32_TOL, "gelu_tanh_mul {err}");
+
+    let b = rng.vec(1536, -1.0, 1.0);
+    let mut x = rng.vec(3 * 1536, -1.0, 1.0);
+    let mut dx = gpu.upload(&x).unwrap();
+    gpu.add_bias_rows(&mut dx, &gpu.upload(&b).unwrap(), 3).unwrap();
+    cpu::add_bias(&mut x, &b);
+    assert!(max_rel_err(&gpu.download(&dx).unwrap(), &x, 1e-3) <= F32_TOL, "add_bias");
+
+    let y = rng.vec(3 * 1536, -1.0, 1.0);
+    gpu.add_inplace_rows(&mut dx, &gpu.upload(&y).unwrap(), 3 * 1536).unwrap();
+    cpu::add_inplace(&mut x, &y);
+    assert!(max_rel_err(&gpu.download(&dx).unwrap(), &x, 1e-3) <= F32_TOL, "add_inplace");
+
+    gpu.rmsnorm_inplace_rows(&mut dx, &gpu.upload(&b).unwrap(), 3, 1536, 1e-6).unwrap();
+    cpu::rmsnorm_inplace(&mut x, &b, 1536, 1e-6);
+    assert!(max_rel_err(&gpu.download(&dx).unwrap(), &x, 1e-3) <= F32_TOL, "rmsnorm_inplace");
+}
+
+#[test]
+fn argmax_picks_the_lowest_index_of_the_max() {
+    let Some(gpu) = cuda_or_skip("argmax_picks_the_lowest_index_of_the_max") else { return };
+    let mut rng = Rng::new(15);
+    let mut x = rng.vec(262_144, -10.0, 10.0);
+    x[200_001] = 50.0;
+    x[150_000] = 50.0; // tie: the lower index wins, as on the CPU
+    let dx = gpu.upload(&x).unwrap();
+    let (mut out, mut next) = (gpu.zeros::<u32>(1).unwrap(), gpu.zeros::<u32>(4).unwrap());
+    gpu.argmax(&dx, x.len(), &mut out, Some(&mut next)).unwrap();
+    assert_eq!(gpu.download(&out).unwrap()[0], 150_000);
+    assert_eq!(gpu.download(&next).unwrap()[0], 150_000);
+}
+
+#[test]
+fn embedding_matches_cpu_for_every_type() {
+    let Some(gpu) = cuda_or_skip("embedding_matches_cpu_for_every_type") else { return };
+    let mut rng = Rng::new(16);
+    let (n_rows, n_cols) = (50, 512);
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let w: Vec<f32> = rng.vec(n_rows * n_cols, -1.0, 1.0);
+        let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+        let mut bytes = vec![0u8; rb * n_rows];
+        for (src, dst) in w.chunks(n_cols).zip(bytes.chunks_mut(rb)) {
+            host::quant::quantize_row(ty, src, dst).unwrap();
+        }
+        let ids = [7u32, 0, 49, 7];
+        let mut out = gpu.zeros::<f32>(ids.len() * n_cols).unwrap();
+        gpu.embed(ty, &gpu.upload(&bytes).unwrap(), n_rows, n_cols, &gpu.upload(&ids).unwrap(), ids.len(), &mut out).unwrap();
+        let got = gpu.download(&out).unwrap();
+        for (t, &id) in ids.iter().enumerate() {
+            let mut want = vec![0.0; n_cols];
+            cpu::embedding_row(ty, &bytes[id as usize * rb..][..rb], &mut want).unwrap();
+            assert_eq!(&got[t * n_cols..(t + 1) * n_cols], &want[..], "{ty} token {t}");
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Whole models
+// ----------------------------------------------------------------------------
+
+fn model_path(name: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new("models").join(name); // relative to the repository root, where tests run
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} not present (scripts/fetch-models.sh)", p.display());
+        None
+    }
+}
+
+/// Real text as token ids: llama.cpp's tokenizations of the reference texts, concatenated.
+fn reference_tokens(file: &str) -> Vec<u32> {
+    let path = Path::new("tests/fixtures/reference").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["special"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b })
+}
+
+/// CPU and GPU agree on a prompt's logits, on a greedy continuation, and on top-1 over 512 positions.
+fn compare_model(file: &str, tokens_file: &str) {
+    let Some(path) = model_path(file) else { return };
+    if cuda_or_skip(file).is_none() {
+        return;
+    }
+    let f = GgufFile::open(&path).unwrap();
+    let model = Model::load(&f).unwrap();
+    let ctx = 1024;
+    let mut cpu = CpuForward::new(&model, ctx, CacheType::F16).unwrap();
+    let mut gpu = CudaForward::new(&model, ctx, 0).unwrap();
+    let text = reference_tokens(tokens_file);
+    let n_vocab = model.n_vocab();
+
+    // 1) logits after a 40-token prompt
+    let prompt = &text[..40];
+    let lc = cpu.forward(prompt, 0).unwrap().to_vec();
+    let lg = gpu.forward(prompt, 0).unwrap().to_vec();
+    let scale = lc.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = lc.iter().zip(&lg).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("{file}: prompt logits max |cpu - gpu| = {diff:.3e} (max |logit| {scale:.1}), argmax cpu {} gpu {}", argmax(&lc), argmax(&lg));
+    assert!(diff <= 2e-3 * scale, "prompt logits differ by {diff}");
+
+    // 2) 32 greedy tokens: CPU sampling of CPU logits vs the GPU's captured decode graph with device argmax
+    let (mut tc, mut tg) = (vec![argmax(&lc) as u32], vec![argmax(&lg) as u32]);
+    for i in 0..31 {
+        let pos = prompt.len() + i;
+        tc.push(argmax(cpu.forward(&tc[i..i + 1], pos).unwrap()) as u32);
+        tg.push(gpu.decode_greedy(tg[i], pos).unwrap());
+    }
+    let agree = tc.iter().zip(&tg).take_while(|(a, b)| a == b).count();
+    println!("{file}: greedy cpu {tc:?}\n{file}: greedy gpu {tg:?}\n{file}: {agree} of 32 greedy tokens agree");
+    assert!(agree >= 16, "only {agree} greedy tokens agree");
+
+    // 3) teacher-forced top-1 agreement over 512 positions of real text
+    let long: Vec<u32> = text.iter().cycle().take(512).copied().collect();
+    cpu.reset();
+    gpu.reset();
+    let (ac, ag) = (cpu.forward_all(&long, 0).unwrap(), gpu.forward_all(&long, 0).unwrap());
+    let same = (0..512).filter(|&t| argmax(&ac[t * n_vocab..][..n_vocab]) == argmax(&ag[t * n_vocab..][..n_vocab])).count();
+    println!("{file}: teacher-forced top-1 agreement {same}/512 = {:.1}%", same as f64 / 5.12);
+    assert!(same * 100 >= 99 * 512, "top-1 agreement {same}/512");
+}
+
+#[test]
+fn smollm2_gpu_matches_cpu() {
+    compare_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2_tokenize.jsonl");
+}
+
+#[test]
+fn gemma3_gpu_matches_cpu() {
+    compare_model("gemma-3-270m-q4_k_m.gguf", "gemma3_tokenize.jsonl");
+}
