@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampler;
 pub mod generate;
+pub mod synth;
 pub mod cli;
 
 pub use error::{Error, Result};

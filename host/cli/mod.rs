@@ -4,9 +4,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::Result;
 
+pub mod bench;
 pub mod devices;
 pub mod inspect;
 pub mod run;
+pub mod synth;
 pub mod tokenize;
 
 #[derive(Parser, Debug)]
@@ -26,6 +28,10 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// List CUDA devices, or say why there are none.
     Devices,
+    /// Measure prompt processing and generation speed (like llama-bench).
+    Bench(bench::BenchArgs),
+    /// Write a random-weight model of a preset shape (for benchmarks).
+    Synth(synth::SynthArgs),
 }
 
 /// Where computation runs (`--device`).
@@ -44,5 +50,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Devices => devices::run(),
+        Command::Bench(a) => bench::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }

@@ -1,0 +1,558 @@
+//! `host bench`: prompt-processing and generation speed, measured the way llama.cpp's `llama-bench` measures it
+//! (docs/PERFORMANCE.md section 5), so that the two tables compare row for row.
+//!
+//! Per model and test: one warm-up run, then `-r` repetitions, each one clearing the KV cache, filling
+//! `-d` positions untimed, then timing on the host wall clock
+//! - `pp<N>`: one forward of N tokens from the cache position (logits of the last token only), then a sync;
+//! - `tg<N>`: N one-token steps, each followed by a sync (CUDA: the captured greedy decode graph with device
+//!   argmax; CPU: forward + argmax), each step's token being the previous step's choice.
+//!
+//! The token ids are fixed pseudo-random ones (BOS first when the model adds one); no tokenizer is involved.
+//! Each repetition gives tokens / seconds; the table shows mean ± sample standard deviation of those rates.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::backend::cuda_forward::CudaForward;
+use crate::backend::Device;
+use crate::cli::DeviceArg;
+use crate::gguf::{GgmlType, GgufFile};
+use crate::kv_cache::CacheType;
+use crate::model::{CpuForward, Forward, Model};
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// .gguf model files, benchmarked one after the other.
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// Prompt tokens of the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens of the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Positions filled (untimed) before each test, as llama-bench's -d: tests are named "pp512 @ d4096".
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
+    /// Timed repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// CPU threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// One JSON object per test and line instead of the markdown table.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the warm-up runs.
+    #[arg(long)]
+    pub no_warmup: bool,
+}
+
+impl BenchArgs {
+    /// llama-bench's defaults for `models`: -p 512 -n 128 -r 5, no depth, device auto.
+    pub fn new(models: Vec<PathBuf>) -> BenchArgs {
+        BenchArgs {
+            models,
+            n_prompt: 512,
+            n_gen: 128,
+            n_depth: 0,
+            reps: 5,
+            device: DeviceArg::Auto,
+            threads: None,
+            json: false,
+            no_warmup: false,
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Results: one per (model, test), with llama-bench's statistics and formats
+// ----------------------------------------------------------------------------
+
+/// What a model is, for the first three columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// `general.name` (else the file stem) and the type of most of the block weights, e.g. "synth-llama-7b Q4_0".
+    pub label: String,
+    /// Bytes of tensor data.
+    pub size: u64,
+    /// Elements of all tensors.
+    pub params: u64,
+}
+
+impl ModelInfo {
+    pub fn of(f: &GgufFile) -> ModelInfo {
+        let name = f
+            .get_str("general.name")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| f.path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        // the type holding most elements among the blocks' matrices (all matrices when there are no blocks)
+        let mut by_type: Vec<(GgmlType, u64)> = Vec::new();
+        let blocks = f.tensors.iter().any(|t| t.name.starts_with("blk.") && t.dims.len() >= 2);
+        for t in f.tensors.iter().filter(|t| t.dims.len() >= 2 && (!blocks || t.name.starts_with("blk."))) {
+            match by_type.iter_mut().find(|(ty, _)| *ty == t.ggml_type) {
+                Some(e) => e.1 += t.n_elements(),
+                None => by_type.push((t.ggml_type, t.n_elements())),
+            }
+        }
+        let label = match by_type.iter().max_by_key(|e| e.1) {
+            Some((ty, _)) => format!("{name} {ty}"),
+            None => name,
+        };
+        ModelInfo {
+            label,
+            size: f.tensors.iter().map(|t| t.n_bytes).sum(),
+            params: f.tensors.iter().map(|t| t.n_elements()).sum(),
+        }
+    }
+}
+
+/// One benchmark row.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub model: ModelInfo,
+    pub model_filename: String,
+    pub backend: &'static str, // "CPU" or "CUDA"
+    pub n_threads: usize,
+    pub n_prompt: usize, // pp tests: tokens per run, else 0
+    pub n_gen: usize,    // tg tests: tokens per run, else 0
+    pub n_depth: usize,
+    pub n_ctx: usize,
+    /// Wall time of each repetition.
+    pub samples_ns: Vec<u64>,
+}
+
+impl BenchResult {
+    /// llama-bench's test name: "pp512", "tg128", with " @ d4096" at depth.
+    pub fn test_name(&self) -> String {
+        let base = if self.n_gen == 0 { format!("pp{}", self.n_prompt) } else { format!("tg{}", self.n_gen) };
+        match self.n_depth {
+            0 => base,
+            d => format!("{base} @ d{d}"),
+        }
+    }
+
+    /// Tokens per second of each repetition.
+    pub fn samples_ts(&self) -> Vec<f64> {
+        let n = (self.n_prompt + self.n_gen) as f64;
+        self.samples_ns.iter().map(|&ns| 1e9 * n / ns.max(1) as f64).collect()
+    }
+
+    pub fn avg_ts(&self) -> f64 {
+        mean(&self.samples_ts())
+    }
+
+    pub fn stddev_ts(&self) -> f64 {
+        stddev(&self.samples_ts())
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let ns: Vec<f64> = self.samples_ns.iter().map(|&n| n as f64).collect();
+        let ts = self.samples_ts();
+        serde_json::json!({
+            "model": self.model.label,
+            "model_filename": self.model_filename,
+            "size": self.model.size,
+            "params": self.model.params,
+            "backend": self.backend,
+            "n_threads": self.n_threads,
+            "test": self.test_name(),
+            "n_prompt": self.n_prompt,
+            "n_gen": self.n_gen,
+            "n_depth": self.n_depth,
+            "n_ctx": self.n_ctx,
+            "avg_ns": mean(&ns).round() as u64,
+            "stddev_ns": stddev(&ns).round() as u64,
+            "avg_ts": self.avg_ts(),
+            "stddev_ts": self.stddev_ts(),
+            "median_ts": median(&ts),
+            "samples_ns": self.samples_ns,
+            "samples_ts": ts,
+        })
+    }
+
+    /// The markdown row under `table_header()`.
+    pub fn table_row(&self) -> String {
+        format!(
+            "| {:<30} | {:>10} | {:>10} | {:<10} | {:>15} | {:>20} |",
+            self.model.label,
+            format_size(self.model.size),
+            format_params(self.model.params),
+            self.backend,
+            self.test_name(),
+            format!("{:.2} ± {:.2}", self.avg_ts(), self.stddev_ts())
+        )
+    }
+}
+
+/// The two header lines of the markdown table.
+pub fn table_header() -> String {
+    format!(
+        "| {:<30} | {:>10} | {:>10} | {:<10} | {:>15} | {:>20} |\n| {} | {}: | {}: | {} | {}: | {}: |",
+        "model",
+        "size",
+        "params",
+        "backend",
+        "test",
+        "t/s",
+        "-".repeat(30),
+        "-".repeat(9),
+        "-".repeat(9),
+        "-".repeat(10),
+        "-".repeat(14),
+        "-".repeat(19)
+    )
+}
+
+/// llama-bench's size column: MiB below 1 GiB, else GiB.
+pub fn format_size(bytes: u64) -> String {
+    if bytes < 1 << 30 {
+        format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    }
+}
+
+/// llama-bench's params column: millions below 1e9, else billions.
+pub fn format_params(n: u64) -> String {
+    if n < 1_000_000_000 {
+        format!("{:.2} M", n as f64 / 1e6)
+    } else {
+        format!("{:.2} B", n as f64 / 1e9)
+    }
+}
+
+fn mean(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+/// Sample standard deviation (N - 1); 0 for fewer than two samples, as llama-bench.
+fn stddev(x: &[f64]) -> f64 {
+    if x.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(x);
+    (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() - 1) as f64).sqrt()
+}
+
+fn median(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let mut s = x.to_vec();
+    s.sort_by(f64::total_cmp);
+    let h = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[h]
+    } else {
+        (s[h - 1] + s[h]) / 2.0
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Runner: the one forward the tests drive, CPU or CUDA
+// ----------------------------------------------------------------------------
+
+enum Runner<'a> {
+    Cpu(Box<CpuForward<'a>>),
+    Cuda(Box<CudaForward>),
+}
+
+impl Runner<'_> {
+    fn reset(&mut self) {
+        match self {
+            Runner::Cpu(f) => f.reset(),
+            Runner::Cuda(f) => f.reset(),
+        }
+    }
+
+    /// A batch forward of `tokens` at `pos` (last-token logits).
+    fn prefill(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+        match self {
+            Runner::Cpu(f) => f.forward(tokens, pos).map(|_| ()),
+            Runner::Cuda(f) => f.forward(tokens, pos).map(|_| ()),
+        }
+    }
+
+    /// One greedy decode step; returns the chosen token.
+    fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        match self {
+            Runner::Cpu(f) => Ok(argmax(f.forward(&[token], pos)?)),
+            Runner::Cuda(f) => f.greedy_step(token, pos),
+        }
+    }
+
+    /// Waits for all queued device work (a no-op on the CPU, whose forward returns when done).
+    fn sync(&self) -> Result<()> {
+        match self {
+            Runner::Cpu(_) => Ok(()),
+            Runner::Cuda(f) => f.gpu().synchronize(),
+        }
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b }) as u32
+}
+
+/// Fixed pseudo-random token ids (xorshift64*), BOS first when the model adds one.
+struct Tokens {
+    state: u64,
+    n_vocab: u32,
+    bos: Option<u32>,
+}
+
+impl Tokens {
+    fn new(f: &GgufFile, n_vocab: usize) -> Tokens {
+        // llama.cpp adds BOS per tokenizer.ggml.add_bos_token, default true for SentencePiece vocabularies
+        let spm = f.get_str("tokenizer.ggml.model").is_ok_and(|m| m == "llama");
+        let add_bos = f.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(spm);
+        let bos = f.get_u32("tokenizer.ggml.bos_token_id").ok().filter(|&b| add_bos && (b as usize) < n_vocab);
+        Tokens { state: 0x2545_F491_4F6C_DD1D, n_vocab: n_vocab as u32, bos }
+    }
+
+    fn random(&mut self) -> u32 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32 % self.n_vocab
+    }
+
+    fn first(&mut self) -> u32 {
+        self.bos.unwrap_or_else(|| self.random())
+    }
+
+    /// A prompt of `n` ids.
+    fn prompt(&mut self, n: usize) -> Vec<u32> {
+        let mut v = Vec::with_capacity(n);
+        if n > 0 {
+            v.push(self.first());
+        }
+        v.extend((1..n).map(|_| self.random()));
+        v
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Timing one test
+// ----------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Test {
+    Prompt(usize),
+    Gen(usize),
+}
+
+/// Clears the cache, fills `depth` positions and syncs: the untimed start of every run.
+fn start_run(r: &mut Runner, depth: &[u32]) -> Result<()> {
+    r.reset();
+    if !depth.is_empty() {
+        r.prefill(depth, 0)?;
+    }
+    r.sync()
+}
+
+/// The timed part of one run.
+fn timed_run(r: &mut Runner, test: Test, prompt: &[u32], first: u32, pos: usize) -> Result<u64> {
+    let t0 = Instant::now();
+    match test {
+        Test::Prompt(_) => {
+            r.prefill(prompt, pos)?;
+            r.sync()?;
+        }
+        Test::Gen(n) => {
+            let mut tok = first;
+            for i in 0..n {
+                tok = r.step(tok, pos + i)?;
+                r.sync()?;
+            }
+        }
+    }
+    Ok(t0.elapsed().as_nanos() as u64)
+}
+
+/// Warm-up (unless `no_warmup`: a full prompt run for pp, one token for tg, as llama-bench) and `reps` timed
+/// runs; returns the wall time of each.
+fn time_test(r: &mut Runner, test: Test, a: &BenchArgs, toks: &mut Tokens) -> Result<Vec<u64>> {
+    let depth = toks.prompt(a.n_depth);
+    let prompt = match test {
+        Test::Prompt(n) => toks.prompt(n),
+        Test::Gen(_) => Vec::new(),
+    };
+    let first = toks.first();
+    if !a.no_warmup {
+        start_run(r, &depth)?;
+        let warm = match test {
+            Test::Prompt(n) => Test::Prompt(n),
+            Test::Gen(_) => Test::Gen(1),
+        };
+        timed_run(r, warm, &prompt, first, a.n_depth)?;
+    }
+    let mut samples = Vec::with_capacity(a.reps);
+    for _ in 0..a.reps {
+        start_run(r, &depth)?;
+        samples.push(timed_run(r, test, &prompt, first, a.n_depth)?);
+    }
+    Ok(samples)
+}
+
+// ----------------------------------------------------------------------------
+// Driver
+// ----------------------------------------------------------------------------
+
+fn check_args(a: &BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        return Err(Error::Usage("bench: -r must be at least 1".into()));
+    }
+    if a.n_prompt == 0 && a.n_gen == 0 {
+        return Err(Error::Usage("bench: -p 0 and -n 0 leave nothing to measure".into()));
+    }
+    if a.threads == Some(0) {
+        return Err(Error::Usage("bench: --threads must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Benchmarks one model: the pp test then the tg test (each when asked for), calling `on_result` as each ends.
+pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchResult)) -> Result<Vec<BenchResult>> {
+    check_args(a)?;
+    let device = Device::select(a.device)?;
+    let file = GgufFile::open(path)?;
+    let model = Model::load(&file)?;
+    let info = ModelInfo::of(&file);
+    let n_ctx = a.n_depth + a.n_prompt + a.n_gen;
+    let (mut runner, backend, n_threads) = match device {
+        Device::Cpu => {
+            (Runner::Cpu(Box::new(CpuForward::new(&model, n_ctx, CacheType::F16)?)), "CPU", rayon::current_num_threads())
+        }
+        Device::Cuda { ordinal } => {
+            if a.n_depth > 0 && a.n_gen > 0 {
+                // CudaForward::decode_greedy keeps the device-side position of its graph when called at
+                // n_past after a batch forward, so a tg run after an untimed prefill would decode at the wrong
+                // position until it re-uploads the position in that case.
+                return Err(Error::Usage(
+                    "bench: -d with a tg test is not supported on CUDA yet (decode_greedy after a prefill); use -n 0 or -d 0".into(),
+                ));
+            }
+            (Runner::Cuda(Box::new(CudaForward::new(&model, n_ctx, ordinal)?)), "CUDA", 1)
+        }
+    };
+    eprintln!(
+        "bench: {} ({}, {}, {} params), {backend}, context {n_ctx}",
+        path.display(),
+        info.label,
+        format_size(info.size),
+        format_params(info.params)
+    );
+    let mut toks = Tokens::new(&file, model.n_vocab());
+    let mut out = Vec::new();
+    let tests = [(a.n_prompt > 0).then_some(Test::Prompt(a.n_prompt)), (a.n_gen > 0).then_some(Test::Gen(a.n_gen))];
+    for test in tests.into_iter().flatten() {
+        let samples_ns = time_test(&mut runner, test, a, &mut toks)?;
+        let (n_prompt, n_gen) = match test {
+            Test::Prompt(n) => (n, 0),
+            Test::Gen(n) => (0, n),
+        };
+        let r = BenchResult {
+            model: info.clone(),
+            model_filename: path.display().to_string(),
+            backend,
+            n_threads,
+            n_prompt,
+            n_gen,
+            n_depth: a.n_depth,
+            n_ctx,
+            samples_ns,
+        };
+        on_result(&r);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    check_args(&a)?;
+    if let Some(n) = a.threads {
+        // fails only when the pool was already built: keep the existing one
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    if !a.json {
+        println!("{}", table_header());
+    }
+    let mut print = |r: &BenchResult| {
+        if a.json {
+            println!("{}", r.to_json());
+        } else {
+            println!("{}", r.table_row());
+        }
+    };
+    for path in &a.models {
+        bench_model(path, &a, &mut print)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(n_prompt: usize, n_gen: usize, samples_ns: Vec<u64>) -> BenchResult {
+        BenchResult {
+            model: ModelInfo { label: "m Q4_0".into(), size: 3_865_470_566, params: 6_880_000_000 },
+            model_filename: "m.gguf".into(),
+            backend: "CPU",
+            n_threads: 2,
+            n_prompt,
+            n_gen,
+            n_depth: 0,
+            n_ctx: 640,
+            samples_ns,
+        }
+    }
+
+    #[test]
+    fn statistics_are_llama_bench_s() {
+        // 128 tokens in 1 s and 0.5 s -> 128 and 256 t/s: mean 192, sample std sqrt(2 * 64^2 / 1) = 90.51
+        let r = result(0, 128, vec![1_000_000_000, 500_000_000]);
+        assert_eq!(r.samples_ts(), vec![128.0, 256.0]);
+        assert_eq!(r.avg_ts(), 192.0);
+        assert!((r.stddev_ts() - 90.5097).abs() < 1e-3);
+        assert_eq!(result(512, 0, vec![1_000_000_000]).stddev_ts(), 0.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
+
+    #[test]
+    fn names_and_formats() {
+        assert_eq!(result(512, 0, vec![1]).test_name(), "pp512");
+        let mut r = result(0, 128, vec![1]);
+        r.n_depth = 4096;
+        assert_eq!(r.test_name(), "tg128 @ d4096");
+        assert_eq!(format_size(96_576_512), "92.10 MiB");
+        assert_eq!(format_size(3_865_470_566), "3.60 GiB");
+        assert_eq!(format_params(134_515_008), "134.52 M");
+        assert_eq!(format_params(6_738_415_616), "6.74 B");
+    }
+
+    #[test]
+    fn rows_line_up_with_the_header() {
+        // 512 tokens in 1 s and 0.9 s: 512 and 568.89 t/s, mean 540.44, sample std 56.89 / sqrt(2) = 40.23
+        let r = result(512, 0, vec![1_000_000_000, 900_000_000]);
+        let (header, row) = (table_header(), r.table_row());
+        let mut lines: Vec<&str> = header.lines().collect();
+        lines.push(&row);
+        let widths: Vec<Vec<usize>> = lines.iter().map(|l| l.split('|').map(|c| c.chars().count()).collect()).collect();
+        assert_eq!(widths[0], widths[1]);
+        assert_eq!(widths[0], widths[2]);
+        let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
+        assert_eq!(cells[1..7], ["m Q4_0", "3.60 GiB", "6.88 B", "CPU", "pp512", "540.44 ± 40.23"]);
+    }
+}
