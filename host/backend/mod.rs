@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod cuda_forward;
 pub mod cuda_quant;
+pub mod cuda_q8;
 
 use crate::cli::DeviceArg;
 use crate::{Error, Result};
