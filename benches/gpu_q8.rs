@@ -6,7 +6,7 @@
 //! does not serve the reads; each figure is the median over 7 repetitions of 60 back-to-back launches on one
 //! stream, timed with device events (so it includes the launch gaps between kernels, about 1 us).
 //!
-//! Usage: gpu_q8 [TYPE,TYPE,..] [--no-f32] [--no-variants]   (types as ggml names, default all supported)
+//! Usage: gpu_q8 [TYPE,TYPE,..] [--no-f32] [--no-variants] [--no-probe]   (types as ggml names, default all supported)
 
 #[path = "../tests/support/quant_data.rs"]
 mod quant_data;
@@ -60,6 +60,7 @@ fn main() -> Res<()> {
     let mut rows = Vec::new();
     let mut variants = Vec::new();
     let mut quant_us = Vec::new();
+    let mut probe = Vec::new();
     for &ty in &types {
         for (n_rows, n_cols) in SHAPES {
             let w = random_weights(ty, n_rows, n_cols, &mut rng);
@@ -80,6 +81,12 @@ fn main() -> Res<()> {
             }
             cuda.quantize_act(&x, 1, n_cols, &mut xq)?;
 
+            if !flag("--no-probe") && probe.iter().all(|p: &(usize, f64, f64)| p.0 != bytes) {
+                let mut out = cuda.zeros::<u32>(132 * 16)?;
+                let a = time_us(&cuda, |i| cuda.stream_probe(&ws[i % copies], 132 * 4, &mut out))?;
+                let b = time_us(&cuda, |i| cuda.stream_probe(&ws[i % copies], 132 * 16, &mut out))?;
+                probe.push((bytes, a, b));
+            }
             let q8_us = time_us(&cuda, |i| cuda.matvec_q8(ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y))?;
             let f32_us = if flag("--no-f32") {
                 None
@@ -105,6 +112,11 @@ fn main() -> Res<()> {
         for (name, (r, c), gbs, us, regs) in &variants {
             println!("| {name} | {regs} | {r}x{c} | {us:.1} | {gbs:.0} |");
         }
+    }
+    println!("\nstream_probe (pure 16-byte-load read of the same rotating buffers, 4 loads in flight per thread):");
+    for (bytes, a, b) in &probe {
+        let gbs = |us: f64| *bytes as f64 / us / 1e3;
+        println!("  {:.1} MB: 528 blocks {a:.1} us {:.0} GB/s, 2112 blocks {b:.1} us {:.0} GB/s", *bytes as f64 / 1e6, gbs(*a), gbs(*b));
     }
     println!("\nquantize_act (one vector): {}", quant_us.iter().map(|(n, us)| format!("n={n}: {us:.2} us")).collect::<Vec<_>>().join(", "));
     println!("\nmat-vec, weight bytes / time over rotating copies (>= 400 MB):");

@@ -212,3 +212,27 @@ fn matvec_q8_checks_arguments() {
     let e = cuda.quantize_act(&x, 1, 48, &mut xq2).unwrap_err().to_string();
     assert!(e.contains("n_cols 48"), "{e}");
 }
+
+/// The benchmark's alternative geometries compute the same function.
+#[test]
+fn matvec_q8_variants_match_cpu() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_variants_match_cpu") else { return };
+    let mut rng = Rng::new(14);
+    for &(name, id, g) in layout::MQ_VARIANTS {
+        let ty = GgmlType::from_id(id).expect("variant of a known type");
+        for (n_rows, n_cols) in [(37, 2560), (19, 11008)] {
+            let w = random_weights(ty, n_rows, n_cols, &mut rng);
+            let x = activations(&mut rng, n_cols);
+            let mut cpu = vec![0.0f32; n_rows];
+            quant::matvec_q8(ty, &w, n_rows, n_cols, &x, &mut cpu);
+            let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
+            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            cuda.quantize_act(&xd, 1, n_cols, &mut xq).unwrap();
+            let mut yd = cuda.upload(&vec![f32::NAN; n_rows]).unwrap();
+            cuda.matvec_q8_with(name, g, ty, &wd, n_rows, n_cols, &xq, &mut yd).unwrap();
+            let err = rel_err(&cuda.download(&yd).unwrap(), &cpu);
+            assert!(err <= MATVEC_TOL, "{name} {n_rows}x{n_cols}: rel err {err}");
+        }
+        println!("{name}: ok");
+    }
+}

@@ -138,6 +138,22 @@ impl Cuda {
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
         Ok(())
     }
+
+    /// Benchmark-only: stream `buf` once through the `stream_probe` kernel (a pure 16-byte-load read, the floor a
+    /// mat-vec over the same bytes can approach); `out` holds at least `blocks` elements.
+    #[doc(hidden)]
+    pub fn stream_probe(&self, buf: &CudaSlice<u8>, blocks: u32, out: &mut CudaSlice<u32>) -> Result<()> {
+        const K: &str = "stream_probe";
+        check_len(K, "out", out.len(), blocks as usize)?;
+        let n16 = u32::try_from(buf.len() / 16).map_err(|_| err(K, format!("buffer of {} bytes too large", buf.len())))?;
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(buf).arg(&n16).arg(out);
+        // SAFETY: argument order and types match the kernel; `out` holds a slot per block.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K}")))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

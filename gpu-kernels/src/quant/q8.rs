@@ -804,4 +804,48 @@ mmvq_kernels! {
     mmvq_q4_k: Q4K, lay::MQ_Q4_K;
     mmvq_q5_k: Q5K, lay::MQ_Q5_K;
     mmvq_q6_k: Q6K, lay::MQ_Q6_K;
+    // Benchmark-only variants (q8_layout::MQ_VARIANTS).
+    mmvq_q4_0_r2w4u2s3: Q4_0, lay::MQ_VARIANTS[0].2;
+    mmvq_q4_0_r4w4u1s3: Q4_0, lay::MQ_VARIANTS[1].2;
+    mmvq_q4_0_r1w4u2s4: Q4_0, lay::MQ_VARIANTS[2].2;
+    mmvq_q4_0_r2w8u1s4: Q4_0, lay::MQ_VARIANTS[3].2;
+    mmvq_q4_0_r2w4u1s2: Q4_0, lay::MQ_VARIANTS[4].2;
+    mmvq_q4_0_r2w4u2s2: Q4_0, lay::MQ_VARIANTS[5].2;
+    mmvq_q4_0_r1w8u2s3: Q4_0, lay::MQ_VARIANTS[6].2;
+    mmvq_q4_0_r2w2u1s3: Q4_0, lay::MQ_VARIANTS[7].2;
+    mmvq_q4_k_r2w4u2s3: Q4K, lay::MQ_VARIANTS[8].2;
+    mmvq_q4_k_r4w4u1s3: Q4K, lay::MQ_VARIANTS[9].2;
+    mmvq_q4_k_r1w4u2s4: Q4K, lay::MQ_VARIANTS[10].2;
+    mmvq_q4_k_r2w8u1s4: Q4K, lay::MQ_VARIANTS[11].2;
+    mmvq_q4_k_r2w4u1s2: Q4K, lay::MQ_VARIANTS[12].2;
+    mmvq_q4_k_r2w4u2s2: Q4K, lay::MQ_VARIANTS[13].2;
+    mmvq_q4_k_r1w8u2s3: Q4K, lay::MQ_VARIANTS[14].2;
+    mmvq_q4_k_r2w2u1s3: Q4K, lay::MQ_VARIANTS[15].2;
+}
+
+/// Benchmark-only bandwidth probe: reads `n16` 16-byte chunks of `p` (grid-stride, 4 independent 16-byte loads in
+/// flight per thread) and writes the XOR of everything read to `out[bid]` when it equals a marker that random data
+/// never gives, so that the loads are not removed. It is the floor a mat-vec of the same bytes can approach in the
+/// same launch pattern.
+///
+/// Launch: any grid of 256-thread blocks; `p` 16-byte aligned.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn stream_probe(p: *const u8, n16: u32, out: *mut u32) {
+    let stride = nctaid() * 256;
+    let mut i = bid() * 256 + tid();
+    let mut acc = 0u32;
+    while i + 3 * stride < n16 {
+        let v = [ldg4(p.add(16 * i as usize)), ldg4(p.add(16 * (i + stride) as usize)),
+                 ldg4(p.add(16 * (i + 2 * stride) as usize)), ldg4(p.add(16 * (i + 3 * stride) as usize))];
+        unroll::<4>(|k| acc ^= v[k][0] ^ v[k][1] ^ v[k][2] ^ v[k][3]);
+        i += 4 * stride;
+    }
+    while i < n16 {
+        let v = ldg4(p.add(16 * i as usize));
+        acc ^= v[0] ^ v[1] ^ v[2] ^ v[3];
+        i += stride;
+    }
+    if acc == 0x1234_5678 {
+        *out.add(bid() as usize) = acc;
+    }
 }

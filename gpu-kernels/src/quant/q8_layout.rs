@@ -109,4 +109,21 @@ pub const MQ_Q5_K: MqGeom = g(2, 4, 1, 4, 4);
 pub const MQ_Q6_K: MqGeom = g(2, 4, 1, 3, 4);
 
 /// Benchmark-only alternatives: (kernel, ggml type id, geometry).
-pub const MQ_VARIANTS: &[(&str, u32, MqGeom)] = &[];
+pub const MQ_VARIANTS: &[(&str, u32, MqGeom)] = &[
+    ("mmvq_q4_0_r2w4u2s3", 2, g(2, 4, 2, 3, 4)),
+    ("mmvq_q4_0_r4w4u1s3", 2, g(4, 4, 1, 3, 4)),
+    ("mmvq_q4_0_r1w4u2s4", 2, g(1, 4, 2, 4, 4)),
+    ("mmvq_q4_0_r2w8u1s4", 2, g(2, 8, 1, 4, 2)),
+    ("mmvq_q4_0_r2w4u1s2", 2, g(2, 4, 1, 2, 4)),
+    ("mmvq_q4_0_r2w4u2s2", 2, g(2, 4, 2, 2, 4)),
+    ("mmvq_q4_0_r1w8u2s3", 2, g(1, 8, 2, 3, 2)),
+    ("mmvq_q4_0_r2w2u1s3", 2, g(2, 2, 1, 3, 8)),
+    ("mmvq_q4_k_r2w4u2s3", 12, g(2, 4, 2, 3, 4)),
+    ("mmvq_q4_k_r4w4u1s3", 12, g(4, 4, 1, 3, 4)),
+    ("mmvq_q4_k_r1w4u2s4", 12, g(1, 4, 2, 4, 4)),
+    ("mmvq_q4_k_r2w8u1s4", 12, g(2, 8, 1, 4, 2)),
+    ("mmvq_q4_k_r2w4u1s2", 12, g(2, 4, 1, 2, 4)),
+    ("mmvq_q4_k_r2w4u2s2", 12, g(2, 4, 2, 2, 4)),
+    ("mmvq_q4_k_r1w8u2s3", 12, g(1, 8, 2, 3, 2)),
+    ("mmvq_q4_k_r2w2u1s3", 12, g(2, 2, 1, 3, 8)),
+];
