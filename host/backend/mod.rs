@@ -6,6 +6,7 @@ pub mod cuda;
 pub mod cuda_forward;
 pub mod cuda_quant;
 pub mod cuda_sample;
+pub mod cuda_q8;
 
 use crate::cli::DeviceArg;
 use crate::{Error, Result};

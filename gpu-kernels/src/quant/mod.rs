@@ -13,6 +13,8 @@ pub mod dequant;
 pub mod embed;
 pub mod matvec;
 pub mod matmul;
+pub mod q8;
+pub mod q8_layout;
 
 use core::arch::asm;
 

@@ -1,0 +1,129 @@
+//! Layout of the 8-bit activations on the device and launch geometry of the dp4a mat-vec kernels (`q8.rs`): the
+//! one definition shared by the kernel crate and the host launchers (`host/backend/cuda_q8.rs` includes this file
+//! by path, as it does `geometry.rs`), so the two sides cannot disagree.
+//!
+//! One activation row of `n` columns (`n` a multiple of 32) holds both formats llama.cpp's CPU backend uses, with
+//! the same numbers (`host::quant::quantize::{q8_1_block, q8_k_block}`), split into arrays for 16-byte loads:
+//!
+//! | part | offset | contents |
+//! |---|---|---|
+//! | q8_1 quants | 0 | `n` i8: blocks of 32 with `d = f16(amax / 127)`, `q = round(x / d)` (Q8_0 has the same `d`, `q`) |
+//! | q8_1 meta | `n` | per block of 32, 16 bytes: `d` as f32 (f16-rounded), `s` = f16(d * sum q) as f32, `sum q` as i32, 0 |
+//! | q8_K quants | `n + n/2` | `n` i8: blocks of 256 with `d = -max / 127` (signed max), `q = nearest(x / d)` |
+//! | q8_K d | `n + n/2 + n` | per block of 256, f32 `d` |
+//! | q8_K sums | after `d`, 16-aligned | per block of 256, 16 i16 sums of 16 quants, in the order `BSUM_ORDER` |
+//!
+//! The q8_K parts exist only when `n` is a multiple of 256 (every K-quant row is); otherwise they have length 0.
+//! Legacy weight types (Q4_0 .. Q8_0) read the q8_1 parts, K-quants the q8_K parts.
+
+/// Bytes of the q8_1 metadata of one block of 32.
+pub const META_BYTES: u32 = 16;
+
+/// Group g (0..16, 16 quants each) of a q8_K block is stored at position `BSUM_POS[g]`: groups 8n + m + 2o
+/// (n, m in 0..2, o in 0..4) at 8n + 4m + o, so that the four groups one Q6_K lane reads (o = 0..3) and the two a
+/// Q4_K lane reads (o, o + 1) are adjacent.
+pub const BSUM_POS: [u32; 16] = [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15];
+
+#[inline(always)]
+const fn round16(n: u32) -> u32 {
+    (n + 15) & !15
+}
+
+/// Columns covered by the q8_K parts: `n` when a multiple of 256, else 0.
+#[inline(always)]
+pub const fn k_cols(n: u32) -> u32 {
+    if n % 256 == 0 {
+        n
+    } else {
+        0
+    }
+}
+
+/// Offset of the q8_1 metadata.
+#[inline(always)]
+pub const fn off_meta(n: u32) -> u32 {
+    n
+}
+
+/// Offset of the q8_K quants.
+#[inline(always)]
+pub const fn off_kq(n: u32) -> u32 {
+    n + n / 32 * META_BYTES
+}
+
+/// Offset of the q8_K scales.
+#[inline(always)]
+pub const fn off_kd(n: u32) -> u32 {
+    off_kq(n) + k_cols(n)
+}
+
+/// Offset of the q8_K group sums.
+#[inline(always)]
+pub const fn off_ks(n: u32) -> u32 {
+    off_kd(n) + round16(k_cols(n) / 256 * 4)
+}
+
+/// Bytes of one activation row of `n` columns (a multiple of 16).
+#[inline(always)]
+pub const fn row_bytes(n: u32) -> u32 {
+    off_ks(n) + round16(k_cols(n) / 16 * 2)
+}
+
+/// Threads per block of the quantize kernel: a warp per 256 columns (8 per lane).
+pub const QA_THREADS: u32 = 128;
+
+/// Shape of a dp4a mat-vec kernel: a block has `warps` warps, each owning `rows` consecutive rows; a warp walks its
+/// rows in steps of `32 * items / items_per_block` weight blocks, staged global -> shared through a `stages`-deep
+/// cp.async pipeline, each lane computing `items` items (a fixed share of a block) per row and step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqGeom {
+    pub rows: u32,
+    pub warps: u32,
+    pub items: u32,
+    pub stages: u32,
+    /// Resident blocks per SM the kernel's registers are budgeted for (its launch bounds).
+    pub min_blocks: u32,
+}
+
+impl MqGeom {
+    /// Rows computed by one block.
+    pub const fn rows_per_block(&self) -> u32 {
+        self.rows * self.warps
+    }
+    pub const fn threads(&self) -> u32 {
+        self.warps * 32
+    }
+}
+
+const fn g(rows: u32, warps: u32, items: u32, stages: u32, min_blocks: u32) -> MqGeom {
+    MqGeom { rows, warps, items, stages, min_blocks }
+}
+
+pub const MQ_Q4_0: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q4_1: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q5_0: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q5_1: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q8_0: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q4_K: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q5_K: MqGeom = g(2, 4, 1, 4, 4);
+pub const MQ_Q6_K: MqGeom = g(2, 4, 1, 3, 4);
+
+/// Benchmark-only alternatives: (kernel, ggml type id, geometry).
+pub const MQ_VARIANTS: &[(&str, u32, MqGeom)] = &[
+    ("mmvq_q4_0_r2w4u2s3", 2, g(2, 4, 2, 3, 4)),
+    ("mmvq_q4_0_r4w4u1s3", 2, g(4, 4, 1, 3, 4)),
+    ("mmvq_q4_0_r1w4u2s4", 2, g(1, 4, 2, 4, 4)),
+    ("mmvq_q4_0_r2w8u1s4", 2, g(2, 8, 1, 4, 2)),
+    ("mmvq_q4_0_r2w4u1s2", 2, g(2, 4, 1, 2, 4)),
+    ("mmvq_q4_0_r2w4u2s2", 2, g(2, 4, 2, 2, 4)),
+    ("mmvq_q4_0_r1w8u2s3", 2, g(1, 8, 2, 3, 2)),
+    ("mmvq_q4_0_r2w2u1s3", 2, g(2, 2, 1, 3, 8)),
+    ("mmvq_q4_k_r2w4u2s3", 12, g(2, 4, 2, 3, 4)),
+    ("mmvq_q4_k_r4w4u1s3", 12, g(4, 4, 1, 3, 4)),
+    ("mmvq_q4_k_r1w4u2s4", 12, g(1, 4, 2, 4, 4)),
+    ("mmvq_q4_k_r2w8u1s4", 12, g(2, 8, 1, 4, 2)),
+    ("mmvq_q4_k_r2w4u1s2", 12, g(2, 4, 1, 2, 4)),
+    ("mmvq_q4_k_r2w4u2s2", 12, g(2, 4, 2, 2, 4)),
+    ("mmvq_q4_k_r1w8u2s3", 12, g(1, 8, 2, 3, 2)),
+    ("mmvq_q4_k_r2w2u1s3", 12, g(2, 2, 1, 3, 8)),
+];

@@ -1,0 +1,197 @@
+//! Launchers of the 8-bit-activation kernels (`gpu-kernels/src/quant/q8.rs`): quantize an activation vector once,
+//! then y = W x_q for each weight with `dp4a` integer dot products. CPU twin: `quant::matvec_q8` (same
+//! activation rounding and integer block sums as llama.cpp's CPU backend; only the f32 summation order differs).
+//!
+//! Use in a forward pass:
+//! ```ignore
+//! let mut xq = cuda.zeros::<u8>(cuda_q8::act_row_bytes(n_embd) * max_tok)?;  // once
+//! cuda.quantize_act(&x, 1, n_embd, &mut xq)?;                                 // per input vector
+//! cuda.matvec_q8(ty_q, &wq, n_q, n_embd, &xq, &mut q)?;                       // per weight sharing it
+//! cuda.matvec_q8(ty_k, &wk, n_kv, n_embd, &xq, &mut k)?;
+//! ```
+//! One quantized buffer serves every weight type (it holds both the q8_1 and, for widths that are a multiple of
+//! 256, the q8_K format). Layout and geometry come from the kernels' own `q8_layout.rs`, included here by path.
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::cuda::{cuda_err, Cuda};
+use crate::gguf::GgmlType;
+use crate::{Error, Result};
+
+/// Activation layout and kernel geometry shared with the kernel crate.
+#[path = "../../gpu-kernels/src/quant/q8_layout.rs"]
+pub mod layout;
+
+use layout::MqGeom;
+
+fn kernel_of(ty: GgmlType) -> Option<(&'static str, MqGeom)> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => ("mmvq_q4_0", layout::MQ_Q4_0),
+        Q4_1 => ("mmvq_q4_1", layout::MQ_Q4_1),
+        Q5_0 => ("mmvq_q5_0", layout::MQ_Q5_0),
+        Q5_1 => ("mmvq_q5_1", layout::MQ_Q5_1),
+        Q8_0 => ("mmvq_q8_0", layout::MQ_Q8_0),
+        Q4_K => ("mmvq_q4_k", layout::MQ_Q4_K),
+        Q5_K => ("mmvq_q5_k", layout::MQ_Q5_K),
+        Q6_K => ("mmvq_q6_k", layout::MQ_Q6_K),
+        _ => return None,
+    })
+}
+
+/// Whether `matvec_q8` has a kernel for weights of type `ty`.
+pub fn supports_q8(ty: GgmlType) -> bool {
+    kernel_of(ty).is_some()
+}
+
+/// Bytes of one quantized activation row of `n_cols` columns (`n_cols` a multiple of 32).
+pub fn act_row_bytes(n_cols: usize) -> usize {
+    layout::row_bytes(n_cols as u32) as usize
+}
+
+fn err(op: &str, msg: String) -> Error {
+    Error::Cuda { op: op.into(), msg }
+}
+
+fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        return Err(err(op, format!("{what} holds {got} elements, needs {want}")));
+    }
+    Ok(())
+}
+
+/// Activation widths the kernels take: whole q8_1 blocks, within the u32 offsets of the layout.
+fn check_cols(op: &str, n_cols: usize) -> Result<()> {
+    if !n_cols.is_multiple_of(32) || n_cols == 0 {
+        return Err(err(op, format!("n_cols {n_cols} is not a positive multiple of 32")));
+    }
+    if n_cols > (1 << 28) {
+        return Err(err(op, format!("n_cols {n_cols} exceeds the limit {}", 1 << 28)));
+    }
+    Ok(())
+}
+
+impl Cuda {
+    /// Quantize the activations x (n_tok, n_cols) into xq (n_tok rows of `act_row_bytes(n_cols)`) for
+    /// `matvec_q8`: q8_1 blocks as `quant::quantize::q8_1_block` and, when `n_cols` is a multiple of 256, q8_K
+    /// blocks as `q8_k_block`. Buffers may be longer than needed.
+    pub fn quantize_act(&self, x: &CudaSlice<f32>, n_tok: usize, n_cols: usize, xq: &mut CudaSlice<u8>) -> Result<()> {
+        const K: &str = "quantize_q8_act";
+        check_cols(K, n_cols)?;
+        check_len(K, "x", x.len(), n_tok * n_cols)?;
+        check_len(K, "xq", xq.len(), n_tok * act_row_bytes(n_cols))?;
+        if n_tok > 65535 {
+            return Err(err(K, format!("n_tok {n_tok} exceeds the grid limit 65535")));
+        }
+        if n_tok == 0 {
+            return Ok(());
+        }
+        let f = self.func(K)?;
+        let per_block = layout::QA_THREADS as usize / 32 * 256;
+        let cfg = LaunchConfig {
+            grid_dim: (n_cols.div_ceil(per_block) as u32, n_tok as u32, 1),
+            block_dim: (layout::QA_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let n = n_cols as u32;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(x).arg(xq).arg(&n);
+        // SAFETY: argument order and types match the kernel; lengths and limits checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K} n_tok={n_tok} n_cols={n_cols}")))?;
+        Ok(())
+    }
+
+    /// y = W x for the (n_rows, n_cols) weight `w` of type `ty` (GGUF blocks as in the file), with x given as
+    /// `quantize_act` left it in `xq` (its first row); twin of `quant::matvec_q8`. y (n_rows,) or longer.
+    pub fn matvec_q8(&self, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
+                     y: &mut CudaSlice<f32>) -> Result<()> {
+        let (kernel, g) =
+            kernel_of(ty).ok_or_else(|| err("matvec_q8", format!("type {ty} has no 8-bit-activation kernel")))?;
+        self.matvec_q8_with(kernel, g, ty, w, n_rows, n_cols, xq, y)
+    }
+
+    /// `matvec_q8` through a named kernel of geometry `g` (the benchmark's alternatives in `layout::MQ_VARIANTS`).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_q8_with(&self, kernel: &'static str, g: MqGeom, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize,
+                          n_cols: usize, xq: &CudaSlice<u8>, y: &mut CudaSlice<f32>) -> Result<()> {
+        check_cols(kernel, n_cols)?;
+        let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
+            err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
+        })? as usize;
+        let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
+            err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
+        })?;
+        check_len(kernel, "w", w.len(), bytes)?;
+        check_len(kernel, "xq", xq.len(), act_row_bytes(n_cols))?;
+        check_len(kernel, "y", y.len(), n_rows)?;
+        if n_rows == 0 {
+            return Ok(());
+        }
+        let f = self.func(kernel)?;
+        let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
+        let (nr, nc) = (n_rows as u32, n_cols as u32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(w).arg(xq).arg(y).arg(&nr).arg(&nc);
+        // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
+        Ok(())
+    }
+
+    /// Benchmark-only: stream `buf` once through the `stream_probe` kernel (a pure 16-byte-load read, the floor a
+    /// mat-vec over the same bytes can approach); `out` holds at least `blocks` elements.
+    #[doc(hidden)]
+    pub fn stream_probe(&self, buf: &CudaSlice<u8>, blocks: u32, out: &mut CudaSlice<u32>) -> Result<()> {
+        const K: &str = "stream_probe";
+        check_len(K, "out", out.len(), blocks as usize)?;
+        let n16 = u32::try_from(buf.len() / 16).map_err(|_| err(K, format!("buffer of {} bytes too large", buf.len())))?;
+        let f = self.func(K)?;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(buf).arg(&n16).arg(out);
+        // SAFETY: argument order and types match the kernel; `out` holds a slot per block.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_parts_are_aligned_and_disjoint() {
+        for n in [32u32, 96, 576, 640, 1024, 1536, 2048, 4096, 11008] {
+            let kc = layout::k_cols(n);
+            assert_eq!(kc, if n % 256 == 0 { n } else { 0 }, "{n}");
+            let offs = [0, layout::off_meta(n), layout::off_kq(n), layout::off_kd(n), layout::off_ks(n), layout::row_bytes(n)];
+            for o in offs {
+                assert_eq!(o % 16, 0, "n {n}: offset {o} not 16-aligned");
+            }
+            assert_eq!(layout::off_kq(n) - layout::off_meta(n), n / 32 * layout::META_BYTES);
+            assert!(layout::off_kd(n) - layout::off_kq(n) >= kc);
+            assert!(layout::off_ks(n) - layout::off_kd(n) >= kc / 256 * 4);
+            assert!(layout::row_bytes(n) - layout::off_ks(n) >= kc / 16 * 2);
+        }
+        // the group-sum order is a permutation
+        let mut seen = [false; 16];
+        for p in layout::BSUM_POS {
+            seen[p as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn supported_types_and_shape_errors() {
+        use GgmlType::*;
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+            assert!(supports_q8(ty), "{ty}");
+        }
+        for ty in [F32, F16, Q8_1, Q8_K, IQ4_XS] {
+            assert!(!supports_q8(ty), "{ty}");
+        }
+        let e = check_cols("k", 100).unwrap_err().to_string();
+        assert!(e.contains("n_cols 100"), "{e}");
+    }
+}

@@ -1,0 +1,238 @@
+//! GPU 8-bit-activation kernels (`quantize_q8_act`, `mmvq_*`) against their CPU twins: the quantized activations
+//! must equal `quant::quantize::{q8_1_block, q8_k_block}` byte for byte (same rounding), and `matvec_q8` must
+//! agree with `quant::matvec_q8` (same integer block sums; only the f32 summation order differs) within
+//! max |gpu - cpu| / max |cpu| <= 1e-5, on random blocks of every supported type, for row counts that are odd and
+//! not multiples of the kernels' rows per block, and row widths from one block to 11008 columns.
+//!
+//! Every test prints a reason and passes when no CUDA device is usable, so CPU-only CI runs this binary too.
+
+#[path = "support/quant_data.rs"]
+mod quant_data;
+
+use half::f16;
+use host::backend::cuda::{availability, Cuda};
+use host::backend::cuda_q8::{act_row_bytes, layout, supports_q8};
+use host::gguf::GgmlType;
+use host::quant::{self, quantize};
+use quant_data::{random_weights, Rng};
+
+const MATVEC_TOL: f32 = 1e-5; // max |gpu - cpu| / max |cpu|
+
+const Q8_TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn cuda_or_skip(test: &str) -> Option<Cuda> {
+    match availability() {
+        Ok(()) => Some(Cuda::new(0).expect("a CUDA device is available but could not be opened")),
+        Err(why) => {
+            println!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+/// (n_rows, n_cols): 1 row, odd counts, partial and multi-step rows, rows that are not 16-byte multiples.
+fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {
+    if ty.block_size() == 32 {
+        vec![(1, 32), (17, 96), (131, 1184), (33, 640), (67, 4096), (9, 11008)]
+    } else {
+        vec![(1, 256), (17, 768), (131, 2560), (67, 4096), (9, 11008)]
+    }
+}
+
+/// Activations with the cases the rounding rules care about: values of both signs and several magnitudes, an
+/// all-zero block, a block whose largest magnitude occurs first as a negative and then as a positive value,
+/// and exact halves (v * 127 / amax landing on k + 0.5).
+fn activations(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut x = rng.vec_f32(n);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= [1.0, 0.01, 30.0, 1e-3][(i / 256) % 4];
+    }
+    if n >= 64 {
+        x[32..64].fill(0.0);
+    }
+    if n >= 256 {
+        x[3] = -2.0; // signed max of the first 256: the first of -2 and 2
+        x[200] = 2.0;
+        x[0] = 2.0 * 0.5 / 127.0 * 3.0; // 1.5 quantization steps of the first block of 32
+    }
+    x
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// max |a - b| / max |b|, NaN-propagating.
+fn rel_err(gpu: &[f32], cpu: &[f32]) -> f32 {
+    let mut m = 0.0f32;
+    for (g, c) in gpu.iter().zip(cpu) {
+        let d = (g - c).abs();
+        if d.is_nan() {
+            return f32::NAN;
+        }
+        m = m.max(d);
+    }
+    m / max_abs(cpu).max(f32::MIN_POSITIVE)
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+#[test]
+fn quantize_matches_cpu_blocks() {
+    let Some(cuda) = cuda_or_skip("quantize_matches_cpu_blocks") else { return };
+    let mut rng = Rng::new(11);
+    for n in [32usize, 96, 576, 640, 1024, 2560, 11008] {
+        let n_tok = 3;
+        let x = activations(&mut rng, n_tok * n);
+        let rb = act_row_bytes(n);
+        let xd = cuda.upload(&x).unwrap();
+        let mut xq = cuda.upload(&vec![0xA5u8; n_tok * rb + 7]).unwrap();
+        cuda.quantize_act(&xd, n_tok, n, &mut xq).unwrap();
+        let got = cuda.download(&xq).unwrap();
+        let nn = n as u32;
+        for t in 0..n_tok {
+            let (xr, qr) = (&x[t * n..(t + 1) * n], &got[t * rb..(t + 1) * rb]);
+            for (b, xs) in xr.chunks_exact(32).enumerate() {
+                let want = quantize::q8_1_block(xs);
+                let qs: Vec<i8> = qr[32 * b..32 * b + 32].iter().map(|&v| v as i8).collect();
+                assert_eq!(qs, want.qs, "n {n} tok {t} q8_1 block {b}: quants");
+                let m = layout::off_meta(nn) as usize + 16 * b;
+                let sum: i32 = want.qs.iter().map(|&q| q as i32).sum();
+                assert_eq!(f32::from_bits(u32_at(qr, m)), f16::from_bits(want.d).to_f32(), "n {n} tok {t} block {b}: d");
+                assert_eq!(f32::from_bits(u32_at(qr, m + 4)), f16::from_bits(want.s).to_f32(), "n {n} tok {t} block {b}: s");
+                assert_eq!(u32_at(qr, m + 8) as i32, sum, "n {n} tok {t} block {b}: sum");
+            }
+            if n % 256 != 0 {
+                assert_eq!(layout::k_cols(nn), 0);
+                continue;
+            }
+            for (b, xs) in xr.chunks_exact(256).enumerate() {
+                let want = quantize::q8_k_block(xs);
+                let qo = layout::off_kq(nn) as usize + 256 * b;
+                let qs: Vec<i8> = qr[qo..qo + 256].iter().map(|&v| v as i8).collect();
+                assert_eq!(qs, want.qs, "n {n} tok {t} q8_K block {b}: quants");
+                let d = f32::from_bits(u32_at(qr, layout::off_kd(nn) as usize + 4 * b));
+                assert_eq!(d.to_bits(), want.d.to_bits(), "n {n} tok {t} q8_K block {b}: d {d} vs {}", want.d);
+                for g in 0..16 {
+                    let o = layout::off_ks(nn) as usize + 32 * b + 2 * layout::BSUM_POS[g] as usize;
+                    let s = i16::from_le_bytes([qr[o], qr[o + 1]]);
+                    assert_eq!(s, want.bsums[g], "n {n} tok {t} q8_K block {b} group {g}: sum");
+                }
+            }
+        }
+        // nothing written past the last row
+        assert!(got[n_tok * rb..].iter().all(|&v| v == 0xA5), "n {n}: write past the end");
+        println!("quantize n {n:5} x {n_tok}: q8_1 and q8_K bytes equal the CPU's");
+    }
+}
+
+#[test]
+fn matvec_q8_matches_cpu() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_matches_cpu") else { return };
+    let mut rng = Rng::new(12);
+    for ty in Q8_TYPES {
+        assert!(supports_q8(ty));
+        let mut worst = 0.0f32;
+        for (n_rows, n_cols) in shapes(ty) {
+            let w = random_weights(ty, n_rows, n_cols, &mut rng);
+            let x = activations(&mut rng, n_cols);
+            let mut cpu = vec![0.0f32; n_rows];
+            quant::matvec_q8(ty, &w, n_rows, n_cols, &x, &mut cpu);
+            assert!(max_abs(&cpu) > 0.0, "{ty}: degenerate test data");
+            let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
+            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            cuda.quantize_act(&xd, 1, n_cols, &mut xq).unwrap();
+            let mut yd = cuda.upload(&vec![f32::NAN; n_rows + 3]).unwrap();
+            cuda.matvec_q8(ty, &wd, n_rows, n_cols, &xq, &mut yd).unwrap();
+            let gpu = cuda.download(&yd).unwrap();
+            assert!(gpu[n_rows..].iter().all(|v| v.is_nan()), "{ty} {n_rows}x{n_cols}: wrote past n_rows");
+            let err = rel_err(&gpu[..n_rows], &cpu);
+            assert!(err <= MATVEC_TOL, "{ty} {n_rows}x{n_cols}: rel err {err} (gpu {:?}.. cpu {:?}..)", &gpu[..2.min(n_rows)],
+                    &cpu[..2.min(n_rows)]);
+            worst = worst.max(err);
+        }
+        println!("matvec_q8 {ty:5} max rel err {worst:.2e}");
+    }
+}
+
+/// The benchmark's shapes, where every warp runs many pipeline steps, compared with the exact f32 mat-vec too:
+/// the 8-bit activations cost well under 1% of accuracy.
+#[test]
+fn matvec_q8_large_shapes() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_large_shapes") else { return };
+    let mut rng = Rng::new(13);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+        for (n_rows, n_cols) in [(4096, 11008), (11008, 4096)] {
+            let w = random_weights(ty, n_rows, n_cols, &mut rng);
+            let x = rng.vec_f32(n_cols);
+            let (mut cpu, mut exact) = (vec![0.0f32; n_rows], vec![0.0f32; n_rows]);
+            quant::matvec_q8(ty, &w, n_rows, n_cols, &x, &mut cpu);
+            quant::matvec(ty, &w, n_rows, n_cols, &x, &mut exact);
+            let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
+            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            cuda.quantize_act(&xd, 1, n_cols, &mut xq).unwrap();
+            let mut yd = cuda.upload(&vec![f32::NAN; n_rows]).unwrap();
+            cuda.matvec_q8(ty, &wd, n_rows, n_cols, &xq, &mut yd).unwrap();
+            let gpu = cuda.download(&yd).unwrap();
+            let (err, err_exact) = (rel_err(&gpu, &cpu), rel_err(&gpu, &exact));
+            println!("matvec_q8 {ty:5} {n_rows}x{n_cols}: rel err {err:.2e} vs CPU q8, {err_exact:.2e} vs exact f32");
+            assert!(err <= MATVEC_TOL, "{ty} {n_rows}x{n_cols}: rel err {err}");
+            assert!(err_exact <= 1e-2, "{ty} {n_rows}x{n_cols}: rel err vs exact {err_exact}");
+        }
+    }
+}
+
+#[test]
+fn matvec_q8_checks_arguments() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_checks_arguments") else { return };
+    let ty = GgmlType::Q4_0;
+    let w = cuda.zeros::<u8>(ty.row_bytes(64).unwrap() as usize * 3).unwrap();
+    let xq = cuda.zeros::<u8>(act_row_bytes(64)).unwrap();
+    let mut y = cuda.zeros::<f32>(3).unwrap();
+    let e = cuda.matvec_q8(ty, &w, 4, 64, &xq, &mut y).unwrap_err().to_string();
+    assert!(e.contains("w holds"), "{e}");
+    let short = cuda.zeros::<u8>(act_row_bytes(64) - 1).unwrap();
+    let e = cuda.matvec_q8(ty, &w, 3, 64, &short, &mut y).unwrap_err().to_string();
+    assert!(e.contains("xq holds"), "{e}");
+    let e = cuda.matvec_q8(GgmlType::F16, &w, 3, 64, &xq, &mut y).unwrap_err().to_string();
+    assert!(e.contains("no 8-bit-activation kernel"), "{e}");
+    let x = cuda.zeros::<f32>(48).unwrap();
+    let mut xq2 = cuda.zeros::<u8>(act_row_bytes(64)).unwrap();
+    let e = cuda.quantize_act(&x, 1, 48, &mut xq2).unwrap_err().to_string();
+    assert!(e.contains("n_cols 48"), "{e}");
+}
+
+/// The benchmark's alternative geometries compute the same function.
+#[test]
+fn matvec_q8_variants_match_cpu() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_variants_match_cpu") else { return };
+    let mut rng = Rng::new(14);
+    for &(name, id, g) in layout::MQ_VARIANTS {
+        let ty = GgmlType::from_id(id).expect("variant of a known type");
+        for (n_rows, n_cols) in [(37, 2560), (19, 11008)] {
+            let w = random_weights(ty, n_rows, n_cols, &mut rng);
+            let x = activations(&mut rng, n_cols);
+            let mut cpu = vec![0.0f32; n_rows];
+            quant::matvec_q8(ty, &w, n_rows, n_cols, &x, &mut cpu);
+            let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
+            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            cuda.quantize_act(&xd, 1, n_cols, &mut xq).unwrap();
+            let mut yd = cuda.upload(&vec![f32::NAN; n_rows]).unwrap();
+            cuda.matvec_q8_with(name, g, ty, &wd, n_rows, n_cols, &xq, &mut yd).unwrap();
+            let err = rel_err(&cuda.download(&yd).unwrap(), &cpu);
+            assert!(err <= MATVEC_TOL, "{name} {n_rows}x{n_cols}: rel err {err}");
+        }
+        println!("{name}: ok");
+    }
+}
