@@ -220,6 +220,7 @@ fn compare_model(file: &str, tokens_file: &str) {
     // the oracle of the f32-activation GPU kernels: exact products, no llama.cpp activation rounding
     cpu.set_llama_rounding(false);
     let mut gpu = CudaForward::new(&model, ctx, 0).unwrap();
+    gpu.set_q8_activations(false);
     let text = reference_tokens(tokens_file);
     let n_vocab = model.n_vocab();
 

@@ -8,6 +8,7 @@ use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
 use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
+use crate::backend::cuda_q8::{act_row_bytes, supports_q8};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
 use crate::model::{Activation, Forward, Mat, Model, MAX_BATCH};
@@ -38,8 +39,15 @@ impl DevMat {
         Ok(Some(DevMat { ty, rows, cols, data: gpu.upload(&bytes)? }))
     }
 
-    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows).
-    fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize) -> Result<()> {
+    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for one quantized row), a
+    /// single token goes through the 8-bit-activation `dp4a` kernel when the type has one: x is quantized as
+    /// llama.cpp quantizes activations, so the GPU's numerics follow the CPU forward's.
+    fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
+             xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
+        if let (1, Some(xq), true) = (n_tok, xq, supports_q8(self.ty)) {
+            gpu.quantize_act(x, 1, self.cols, xq)?;
+            return gpu.matvec_q8(self.ty, &self.data, self.rows, self.cols, xq, y);
+        }
         if n_tok == 1 {
             gpu.matvec(self.ty, &self.data, self.rows, self.cols, x, y)
         } else {
@@ -99,6 +107,7 @@ struct Scratch {
     part: CudaSlice<f32>, // attention split partials
     qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
     gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
+    xq: CudaSlice<u8>,       // one quantized activation row (the widest input: dim or hidden_dim)
     logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
 }
 
@@ -183,6 +192,10 @@ pub struct CudaForward {
     n_past: usize,
     /// The captured greedy decode step (built on first use).
     graph: Option<CudaGraph>,
+    /// (token, position) the device buffers hold after the last graph step, if nothing ran since.
+    graph_next: Option<(u32, usize)>,
+    /// Decode mat-vecs quantize their input to 8 bits like llama.cpp (dp4a kernels); off: exact f32 products.
+    q8_activations: bool,
 }
 
 fn upload_vec(gpu: &Cuda, v: &Option<Vec<f32>>) -> Result<Option<CudaSlice<f32>>> {
@@ -285,6 +298,7 @@ impl CudaForward {
             part: gpu.zeros(attn_shape(&c, n, 1.0, 0).part_len(n_splits(ctx_size)))?,
             qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
             gate_up: gpu.zeros(2 * c.hidden_dim)?,
+            xq: gpu.zeros(act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256)))?,
             logits: gpu.zeros(n * n_vocab)?,
         };
         Ok(CudaForward {
@@ -307,9 +321,18 @@ impl CudaForward {
             ctx_size,
             n_past: 0,
             graph: None,
+            q8_activations: true,
+            graph_next: None,
             config: c,
             gpu,
         })
+    }
+
+    /// Exact f32 products in every mat-vec (the oracle mode the CPU's `set_llama_rounding(false)` matches), or
+    /// llama.cpp's 8-bit activations in the decode mat-vecs (the default).
+    pub fn set_q8_activations(&mut self, on: bool) {
+        self.q8_activations = on;
+        self.graph = None;
     }
 
     /// The CUDA context and stream (for benchmarks and tests).
@@ -357,6 +380,7 @@ impl CudaForward {
         }
         let splits = n_splits(n_keys_max);
         let q_dim = c.n_heads * c.head_dim;
+        let q8 = self.q8_activations;
         for l in &mut self.layers {
             // ---- attention ----
             g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, c.rms_eps)?;
@@ -364,7 +388,7 @@ impl CudaForward {
             let rt = &self.rope[l.rope];
             if let (1, Some(wqkv)) = (n, &l.wqkv) {
                 // one decode token: q, k, v from one launch, back to back in s.qkv
-                wqkv.apply(g, &s.xb, &mut s.qkv, 1)?;
+                wqkv.apply(g, &s.xb, &mut s.qkv, 1, q8.then_some(&mut s.xq))?;
                 if let Some(b) = &l.qkv_bias {
                     g.add_bias_rows(&mut s.qkv, b, 1)?;
                 }
@@ -383,7 +407,7 @@ impl CudaForward {
             } else {
                 attention_unfused(g, c, s, l, rt, &self.pos, self.neox, &shape, splits, pos_host)?;
             }
-            l.wo.apply(g, &s.att, &mut s.o, n)?;
+            l.wo.apply(g, &s.att, &mut s.o, n, q8.then_some(&mut s.xq))?;
             if let Some(w) = &l.post_attn_norm {
                 g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
             }
@@ -393,21 +417,21 @@ impl CudaForward {
             g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, c.rms_eps)?;
             let hn = n * c.hidden_dim;
             if let (1, Some(wgu)) = (n, &l.w_gate_up) {
-                wgu.apply(g, &s.xb, &mut s.gate_up, 1)?;
+                wgu.apply(g, &s.xb, &mut s.gate_up, 1, q8.then_some(&mut s.xq))?;
                 let up = At(&s.gate_up, c.hidden_dim);
                 match self.activation {
                     Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate_up, &up, hn)?,
                     Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate_up, &up, hn)?,
                 }
             } else {
-                l.w_gate.apply(g, &s.xb, &mut s.gate, n)?;
-                l.w_up.apply(g, &s.xb, &mut s.up, n)?;
+                l.w_gate.apply(g, &s.xb, &mut s.gate, n, q8.then_some(&mut s.xq))?;
+                l.w_up.apply(g, &s.xb, &mut s.up, n, q8.then_some(&mut s.xq))?;
                 match self.activation {
                     Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
                     Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
                 }
             }
-            l.w_down.apply(g, &s.act, &mut s.o, n)?;
+            l.w_down.apply(g, &s.act, &mut s.o, n, q8.then_some(&mut s.xq))?;
             if let Some(w) = &l.post_ffw_norm {
                 g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
             }
@@ -423,7 +447,7 @@ impl CudaForward {
         g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
         g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
         let out = self.output.as_ref().unwrap_or(&self.token_embd);
-        out.apply(g, &s.xb, &mut s.logits, rows)?;
+        out.apply(g, &s.xb, &mut s.logits, rows, self.q8_activations.then_some(&mut s.xq))?;
         if let Some(cap) = self.final_softcap {
             g.softcap_rows(&mut s.logits, cap, rows * self.n_vocab)?;
         }
@@ -432,6 +456,7 @@ impl CudaForward {
 
     /// Upload a batch's ids and position (prefill and the first decode step; graphs reuse the device values).
     fn set_batch(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+        self.graph_next = None;
         let mut tv = self.tokens.slice_mut(..tokens.len());
         self.gpu.stream.memcpy_htod(tokens, &mut tv).map_err(cuda_err("upload token ids"))?;
         self.gpu.stream.memcpy_htod(&[pos as u32], &mut self.pos).map_err(cuda_err("upload position"))?;
@@ -463,8 +488,10 @@ impl CudaForward {
     /// argmax into `tokens[0]` and advancing `pos`; only that id is copied back.
     pub fn greedy_step(&mut self, token: u32, pos: usize) -> Result<u32> {
         self.check(&[token], pos)?;
-        if self.graph.is_none() || pos == 0 || pos != self.n_past {
-            // (re)establish the device-side token and position
+        // The device holds this step's token and position only when the previous call was a graph step that
+        // chose exactly this token at the previous position; otherwise (after a prefill, a reset, or a token
+        // chosen elsewhere) upload them.
+        if self.graph_next != Some((token, pos)) {
             self.set_batch(&[token], pos)?;
         }
         if self.graph.is_none() {
@@ -472,8 +499,9 @@ impl CudaForward {
         }
         self.graph.as_ref().expect("captured above").launch().map_err(cuda_err("launch decode graph"))?;
         self.n_past = pos + 1;
-        let id = self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?;
-        Ok(id[0])
+        let id = self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?[0];
+        self.graph_next = Some((id, pos + 1));
+        Ok(id)
     }
 
     /// Capture one greedy decode step (every launch reads the token and position from device memory, attention
@@ -501,9 +529,9 @@ fn attention_unfused(g: &Cuda, c: &ModelConfig, s: &mut Scratch, l: &mut DevLaye
                      neox: bool, shape: &AttnShape, splits: usize, pos_host: usize) -> Result<()> {
     let n = shape.n_tok;
     let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
-    l.wq.apply(g, &s.xb, &mut s.q, n)?;
-    l.wk.apply(g, &s.xb, &mut s.k, n)?;
-    l.wv.apply(g, &s.xb, &mut s.v, n)?;
+    l.wq.apply(g, &s.xb, &mut s.q, n, None)?;
+    l.wk.apply(g, &s.xb, &mut s.k, n, None)?;
+    l.wv.apply(g, &s.xb, &mut s.v, n, None)?;
     for (b, x) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
         if let Some(b) = b {
             g.add_bias_rows(x, b, n)?;
@@ -544,6 +572,7 @@ impl Forward for CudaForward {
 
     fn reset(&mut self) {
         self.n_past = 0;
+        self.graph_next = None;
     }
 
     fn ctx_size(&self) -> usize {

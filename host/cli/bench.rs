@@ -435,14 +435,6 @@ pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchR
             (Runner::Cpu(Box::new(CpuForward::new(&model, n_ctx, CacheType::F16)?)), "CPU", rayon::current_num_threads())
         }
         Device::Cuda { ordinal } => {
-            if a.n_depth > 0 && a.n_gen > 0 {
-                // CudaForward::decode_greedy keeps the device-side position of its graph when called at
-                // n_past after a batch forward, so a tg run after an untimed prefill would decode at the wrong
-                // position until it re-uploads the position in that case.
-                return Err(Error::Usage(
-                    "bench: -d with a tg test is not supported on CUDA yet (decode_greedy after a prefill); use -n 0 or -d 0".into(),
-                ));
-            }
             (Runner::Cuda(Box::new(CudaForward::new(&model, n_ctx, ordinal)?)), "CUDA", 1)
         }
     };

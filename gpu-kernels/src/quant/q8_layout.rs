@@ -31,6 +31,7 @@ const fn round16(n: u32) -> u32 {
 
 /// Columns covered by the q8_K parts: `n` when a multiple of 256, else 0.
 #[inline(always)]
+#[allow(clippy::manual_is_multiple_of)] // also compiled by the kernel crate, in a const fn
 pub const fn k_cols(n: u32) -> u32 {
     if n % 256 == 0 {
         n
