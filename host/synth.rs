@@ -507,7 +507,11 @@ pub fn write_model(path: &Path, spec: &SynthSpec, vocab: &Vocab) -> Result<Synth
         return Err(Error::Usage(format!("synth: type {} is not one of {}", spec.ty, names.join(", "))));
     }
     let s = &spec.shape;
-    if s.n_heads == 0 || s.n_kv_heads == 0 || !s.dim.is_multiple_of(s.n_heads) || !s.n_heads.is_multiple_of(s.n_kv_heads) {
+    if s.n_heads == 0
+        || s.n_kv_heads == 0
+        || !s.dim.is_multiple_of(s.n_heads)
+        || !s.n_heads.is_multiple_of(s.n_kv_heads)
+    {
         return Err(Error::Usage(format!(
             "synth: dim {} / {} heads / {} kv heads do not divide evenly",
             s.dim, s.n_heads, s.n_kv_heads

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use host::cli::bench::{bench_model, format_params, format_size, BenchArgs};
+use host::cli::bench::{bench_model, format_params, format_size, BenchArgs, ModelInfo};
 use host::cli::DeviceArg;
 use host::config::Arch;
 use host::gguf::{tiny_model, GgmlType, GgufFile, TinySpec};
@@ -241,4 +241,24 @@ fn bench_library_runs_at_depth_and_refuses_bad_arguments() {
     assert!(bench_model(&f.0, &a, &mut |_| {}).is_err());
     (a.reps, a.n_prompt, a.n_gen) = (1, 0, 0);
     assert!(bench_model(&f.0, &a, &mut |_| {}).is_err());
+}
+
+#[test]
+fn model_info_of_the_real_models_matches_llama_bench() {
+    // llama-bench lists SmolLM2-135M-Instruct Q4_1 as 92.1 MiB (reference/anchors.md) and 134.52 M params;
+    // gemma-3-270m-q4_k_m: general.file_type 15 (Q4_K_M) over Q5_0/Q4_K/Q8_0/Q6_K blocks; 235.16 MiB and
+    // 268.10 M are the sums of n_bytes and n_elements over its tensors as gguf-py reads them
+    for (file, label, size, params) in [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2 135M Q4_1", "92.10 MiB", "134.52 M"),
+        ("gemma-3-270m-q4_k_m.gguf", "gemma-3 270M Q4_K_M", "235.16 MiB", "268.10 M"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(file);
+        if !path.is_file() {
+            eprintln!("skipping {file}: absent (scripts/fetch-models.sh)");
+            continue;
+        }
+        let info = ModelInfo::of(&GgufFile::open(&path).unwrap());
+        assert_eq!((info.label.as_str(), format_size(info.size).as_str()), (label, size));
+        assert_eq!(format_params(info.params), params);
+    }
 }

@@ -76,7 +76,7 @@ impl BenchArgs {
 /// What a model is, for the first three columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
-    /// `general.name` (else the file stem) and the type of most of the block weights, e.g. "synth-llama-7b Q4_0".
+    /// The model's name and the type of most of its block weights, e.g. "synth-llama-7b Q4_0", "smollm2 135M Q4_1".
     pub label: String,
     /// Bytes of tensor data.
     pub size: u64,
@@ -86,12 +86,14 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     pub fn of(f: &GgufFile) -> ModelInfo {
-        let name = f
-            .get_str("general.name")
-            .ok()
-            .filter(|n| !n.trim().is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| f.path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        // "basename size_label" when the file has both (short, like llama-bench's "llama 7B"), else general.name,
+        // else the file stem
+        let text = |k: &str| f.get_str(k).ok().map(str::trim).filter(|v| !v.is_empty());
+        let name = match (text("general.basename"), text("general.size_label"), text("general.name")) {
+            (Some(b), Some(s), _) => format!("{b} {s}"),
+            (_, _, Some(n)) => n.to_string(),
+            _ => f.path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+        };
         // the type holding most elements among the blocks' matrices (all matrices when there are no blocks)
         let mut by_type: Vec<(GgmlType, u64)> = Vec::new();
         let blocks = f.tensors.iter().any(|t| t.name.starts_with("blk.") && t.dims.len() >= 2);
@@ -101,8 +103,16 @@ impl ModelInfo {
                 None => by_type.push((t.ggml_type, t.n_elements())),
             }
         }
-        let label = match by_type.iter().max_by_key(|e| e.1) {
-            Some((ty, _)) => format!("{name} {ty}"),
+        // one type throughout: its name; a mix: llama.cpp's name for general.file_type ("Q4_K_M"), else the
+        // type holding most elements
+        let mixed_name = f.get_u32("general.file_type").ok().and_then(ftype_name);
+        let ty = match (by_type.len(), mixed_name) {
+            (0, _) => None,
+            (1, _) | (_, None) => by_type.iter().max_by_key(|e| e.1).map(|e| e.0.name()),
+            (_, Some(n)) => Some(n),
+        };
+        let label = match ty {
+            Some(ty) => format!("{name} {ty}"),
             None => name,
         };
         ModelInfo {
@@ -111,6 +121,30 @@ impl ModelInfo {
             params: f.tensors.iter().map(|t| t.n_elements()).sum(),
         }
     }
+}
+
+/// llama.cpp's short name of a `general.file_type` (enum llama_ftype).
+fn ftype_name(ftype: u32) -> Option<&'static str> {
+    Some(match ftype {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
 }
 
 /// One benchmark row.
@@ -431,9 +465,11 @@ pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchR
     let info = ModelInfo::of(&file);
     let n_ctx = a.n_depth + a.n_prompt + a.n_gen;
     let (mut runner, backend, n_threads) = match device {
-        Device::Cpu => {
-            (Runner::Cpu(Box::new(CpuForward::new(&model, n_ctx, CacheType::F16)?)), "CPU", rayon::current_num_threads())
-        }
+        Device::Cpu => (
+            Runner::Cpu(Box::new(CpuForward::new(&model, n_ctx, CacheType::F16)?)),
+            "CPU",
+            rayon::current_num_threads(),
+        ),
         Device::Cuda { ordinal } => {
             (Runner::Cuda(Box::new(CudaForward::new(&model, n_ctx, ordinal)?)), "CUDA", 1)
         }

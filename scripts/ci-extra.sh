@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# CI hook (.ci/run calls it after the release build and the model fetch): `host synth` writes the tiny preset in
+# a few types, `host bench` measures them on the CPU with small -p/-n/-r, and the outputs are checked:
+# same seed -> same bytes, one table row per (model, test) with a positive "mean ± stddev", one JSON line per test.
+# No speed is asserted. Also benchmarks SmolLM2 on the CPU when scripts/fetch-models.sh got it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=target/release/host
+[ -x "$bin" ] || cargo build --release --locked
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "ci-extra: FAIL: $*" >&2; exit 1; }
+
+# --- synth ---
+types="Q4_0 Q4_K Q8_0 F16"
+for ty in $types; do
+    "$bin" synth "$tmp/tiny-$ty.gguf" --preset tiny --type "$ty" --seed 7
+done
+"$bin" synth "$tmp/again.gguf" --preset tiny --type Q4_0 --seed 7
+cmp "$tmp/tiny-Q4_0.gguf" "$tmp/again.gguf" || fail "same seed gave different files"
+size=$(stat -c %s "$tmp/tiny-Q4_0.gguf")
+[ "$size" -lt $((4 << 20)) ] || fail "tiny Q4_0 is $size bytes, expected a few MB at most"
+
+# --- bench: markdown table ---
+models=()
+for ty in $types; do models+=("$tmp/tiny-$ty.gguf"); done
+"$bin" bench "${models[@]}" -p 16 -n 8 -r 2 --device cpu | tee "$tmp/table.md"
+head -1 "$tmp/table.md" | grep -Eq '^\| model +\| +size \| +params \| backend +\| +test \| +t/s \|$' \
+    || fail "table header"
+rows=$(awk -F'|' 'NR > 2 && $6 ~ /^ *(pp16|tg8) *$/ && $5 ~ /CPU/ && $7 ~ /^ *[0-9]+\.[0-9][0-9] ± [0-9]+\.[0-9][0-9] *$/ {
+        split($7, v, " "); if (v[1] + 0 > 0) n++ } END { print n + 0 }' "$tmp/table.md")
+[ "$rows" -eq $((2 * 4)) ] || fail "expected 8 rows (pp16 and tg8 for 4 models) with positive t/s, got $rows"
+
+# --- bench: JSON lines ---
+"$bin" bench "$tmp/tiny-Q4_K.gguf" -p 16 -n 0 -r 3 --device cpu --json | tee "$tmp/bench.jsonl"
+[ "$(wc -l < "$tmp/bench.jsonl")" -eq 1 ] || fail "-n 0 must leave only the pp test"
+python3 - "$tmp/bench.jsonl" <<'EOF' || fail "JSON output"
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+assert r["test"] == "pp16" and r["n_prompt"] == 16 and r["n_gen"] == 0 and r["backend"] == "CPU", r
+assert len(r["samples_ts"]) == 3 and len(r["samples_ns"]) == 3 and r["avg_ts"] > 0, r
+EOF
+
+# --- a real model, when fetched ---
+smollm2=models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$smollm2" ]; then
+    "$bin" bench "$smollm2" -p 32 -n 8 -r 2 --device cpu | tee "$tmp/smollm2.md"
+    grep -Eq '\| +(pp32|tg8) \| +[0-9.]+ ± [0-9.]+ \|$' "$tmp/smollm2.md" || fail "SmolLM2 bench rows"
+else
+    echo "ci-extra: $smollm2 absent, skipping its bench"
+fi
+echo "ci-extra: synth and bench OK"
