@@ -45,8 +45,12 @@ fn time_us(cuda: &Cuda, mut launch: impl FnMut(usize) -> host::Result<()>) -> Re
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let filter: Vec<GgmlType> =
-        args.iter().filter(|a| !a.starts_with("--")).flat_map(|a| a.split(',')).filter_map(GgmlType::from_name).collect();
+    let filter: Vec<GgmlType> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .flat_map(|a| a.split(','))
+        .filter_map(GgmlType::from_name)
+        .collect();
     let types: Vec<GgmlType> =
         TYPES.into_iter().filter(|&t| supports_q8(t) && (filter.is_empty() || filter.contains(&t))).collect();
     if let Err(why) = availability() {
@@ -95,7 +99,9 @@ fn main() -> Res<()> {
             };
             if !flag("--no-variants") {
                 for &(name, _, g) in MQ_VARIANTS.iter().filter(|v| v.1 == ty.id()) {
-                    let us = time_us(&cuda, |i| cuda.matvec_q8_with(name, g, ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y))?;
+                    let us = time_us(&cuda, |i| {
+                        cuda.matvec_q8_with(name, g, ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y)
+                    })?;
                     let regs = cuda.func(name)?.num_regs()?;
                     variants.push((name, (n_rows, n_cols), bytes as f64 / us / 1e3, us, regs));
                 }
@@ -116,15 +122,28 @@ fn main() -> Res<()> {
     println!("\nstream_probe (pure 16-byte-load read of the same rotating buffers, 4 loads in flight per thread):");
     for (bytes, a, b) in &probe {
         let gbs = |us: f64| *bytes as f64 / us / 1e3;
-        println!("  {:.1} MB: 528 blocks {a:.1} us {:.0} GB/s, 2112 blocks {b:.1} us {:.0} GB/s", *bytes as f64 / 1e6, gbs(*a), gbs(*b));
+        println!(
+            "  {:.1} MB: 528 blocks {a:.1} us {:.0} GB/s, 2112 blocks {b:.1} us {:.0} GB/s",
+            *bytes as f64 / 1e6,
+            gbs(*a),
+            gbs(*b)
+        );
     }
-    println!("\nquantize_act (one vector): {}", quant_us.iter().map(|(n, us)| format!("n={n}: {us:.2} us")).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nquantize_act (one vector): {}",
+        quant_us.iter().map(|(n, us)| format!("n={n}: {us:.2} us")).collect::<Vec<_>>().join(", ")
+    );
     println!("\nmat-vec, weight bytes / time over rotating copies (>= 400 MB):");
     println!("| type | rows x cols | weight MB | matvec_q8 us | matvec_q8 GB/s | f32-act matvec GB/s |");
     println!("|---|---|---:|---:|---:|---:|");
     for (ty, (r, c), bytes, us, f32_us) in rows {
         let f = f32_us.map_or("-".into(), |t| format!("{:.0}", bytes as f64 / t / 1e3));
-        println!("| {} | {r}x{c} | {:.1} | {us:.1} | {:.0} | {f} |", ty.name(), bytes as f64 / 1e6, bytes as f64 / us / 1e3);
+        println!(
+            "| {} | {r}x{c} | {:.1} | {us:.1} | {:.0} | {f} |",
+            ty.name(),
+            bytes as f64 / 1e6,
+            bytes as f64 / us / 1e3
+        );
     }
     Ok(())
 }

@@ -28,8 +28,10 @@ use crate::common::*;
 fn dp4a(a: u32, b: u32, c: i32) -> i32 {
     let d: i32;
     // SAFETY: pure arithmetic.
-    unsafe { asm!("dp4a.s32.s32 {d}, {a}, {b}, {c};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
-                  options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("dp4a.s32.s32 {d}, {a}, {b}, {c};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+                  options(pure, nomem, nostack))
+    };
     d
 }
 
@@ -38,8 +40,10 @@ fn dp4a(a: u32, b: u32, c: i32) -> i32 {
 fn shf(lo: u32, hi: u32, sh: u32) -> u32 {
     let d: u32;
     // SAFETY: pure arithmetic.
-    unsafe { asm!("shf.r.clamp.b32 {d}, {lo}, {hi}, {sh};", d = out(reg32) d, lo = in(reg32) lo, hi = in(reg32) hi,
-                  sh = in(reg32) sh, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("shf.r.clamp.b32 {d}, {lo}, {hi}, {sh};", d = out(reg32) d, lo = in(reg32) lo, hi = in(reg32) hi,
+                  sh = in(reg32) sh, options(pure, nomem, nostack))
+    };
     d
 }
 
@@ -48,8 +52,10 @@ fn shf(lo: u32, hi: u32, sh: u32) -> u32 {
 fn bfe_s(w: u32, pos: u32, len: u32) -> i32 {
     let d: i32;
     // SAFETY: pure arithmetic.
-    unsafe { asm!("bfe.s32 {d}, {w}, {p}, {l};", d = out(reg32) d, w = in(reg32) w, p = in(reg32) pos, l = in(reg32) len,
-                  options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("bfe.s32 {d}, {w}, {p}, {l};", d = out(reg32) d, w = in(reg32) w, p = in(reg32) pos, l = in(reg32) len,
+                  options(pure, nomem, nostack))
+    };
     d
 }
 
@@ -187,8 +193,11 @@ fn i16_pair(p: u32) -> (i32, i32) {
 /// Launch: grid = (ceil(n / 1024), n_tok, 1), block = (`QA_THREADS` = 128, 1, 1): a warp per 256 columns, 8 per
 /// lane. Traffic: 4 bytes read and ~2.6 bytes written per element.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn quantize_q8_act(x: *const f32 /* (n_tok, n) */, xq: *mut u8 /* (n_tok, row_bytes(n)) */,
-                                                  n: u32) {
+pub unsafe extern "ptx-kernel" fn quantize_q8_act(
+    x: *const f32, /* (n_tok, n) */
+    xq: *mut u8,   /* (n_tok, row_bytes(n)) */
+    n: u32,
+) {
     let (lane, gw) = (tid() & 31, bid() * (lay::QA_THREADS / 32) + (tid() >> 5));
     if gw * 256 >= n {
         return;
@@ -271,7 +280,10 @@ pub unsafe extern "ptx-kernel" fn quantize_q8_act(x: *const f32 /* (n_tok, n) */
 
 #[inline(always)]
 fn pack4(q: &[i32; 8], o: usize) -> u32 {
-    (q[o] as u32 & 0xFF) | ((q[o + 1] as u32 & 0xFF) << 8) | ((q[o + 2] as u32 & 0xFF) << 16) | ((q[o + 3] as u32) << 24)
+    (q[o] as u32 & 0xFF)
+        | ((q[o + 1] as u32 & 0xFF) << 8)
+        | ((q[o + 2] as u32 & 0xFF) << 16)
+        | ((q[o + 3] as u32) << 24)
 }
 
 #[inline(always)]
@@ -691,8 +703,11 @@ impl MqType for Q6K {
         });
         let (b0, b1) = i16_pair(x.bs[0]);
         let (b2, b3) = i16_pair(x.bs[1]);
-        let s = [bfe_s(sc[0], 8 * m, 8), bfe_s(sc[0], 8 * m + 16, 8), bfe_s(sc[1], 8 * m, 8), bfe_s(sc[1], 8 * m + 16, 8)];
-        let sumi = s[0] * (dots[0] - 32 * b0) + s[1] * (dots[1] - 32 * b1) + s[2] * (dots[2] - 32 * b2)
+        let s =
+            [bfe_s(sc[0], 8 * m, 8), bfe_s(sc[0], 8 * m + 16, 8), bfe_s(sc[1], 8 * m, 8), bfe_s(sc[1], 8 * m + 16, 8)];
+        let sumi = s[0] * (dots[0] - 32 * b0)
+            + s[1] * (dots[1] - 32 * b1)
+            + s[2] * (dots[2] - 32 * b2)
             + s[3] * (dots[3] - 32 * b3);
         (d * x.d) * sumi as f32
     }
@@ -712,7 +727,8 @@ pub const fn stage_row_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
 /// Static shared bytes of one block: the warps' stages and the split-K partial sums.
 #[inline(always)]
 pub const fn block_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
-    let n = g.warps * g.stages * g.rows * stage_row_bytes(ts, ipb, g) + if g.ksplit > 1 { g.warps * g.rows * 4 } else { 0 };
+    let n =
+        g.warps * g.stages * g.rows * stage_row_bytes(ts, ipb, g) + if g.ksplit > 1 { g.warps * g.rows * 4 } else { 0 };
     assert!(g.warps % g.ksplit == 0);
     assert!(n <= 48 * 1024, "mat-vec shared memory over the 48 KiB static limit");
     assert!(g.stages >= 2 && g.stages <= 4);
@@ -731,7 +747,12 @@ pub const fn block_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
 /// R rows), 4 bytes per row written.
 #[inline(always)]
 unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW: u32, const KS: u32>(
-    smem: u32, w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32,
+    smem: u32,
+    w: *const u8,
+    xq: *const u8,
+    y: *mut f32,
+    n_rows: u32,
+    n_cols: u32,
 ) {
     let g = MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, ksplit: KS, min_blocks: 0 };
     let nb = 32 * U as u32 / T::IPB; // blocks per step
@@ -934,8 +955,12 @@ pub unsafe extern "ptx-kernel" fn stream_probe(p: *const u8, n16: u32, out: *mut
     let mut i = bid() * 256 + tid();
     let mut acc = 0u32;
     while i + 3 * stride < n16 {
-        let v = [ldg4(p.add(16 * i as usize)), ldg4(p.add(16 * (i + stride) as usize)),
-                 ldg4(p.add(16 * (i + 2 * stride) as usize)), ldg4(p.add(16 * (i + 3 * stride) as usize))];
+        let v = [
+            ldg4(p.add(16 * i as usize)),
+            ldg4(p.add(16 * (i + stride) as usize)),
+            ldg4(p.add(16 * (i + 2 * stride) as usize)),
+            ldg4(p.add(16 * (i + 3 * stride) as usize)),
+        ];
         unroll::<4>(|k| acc ^= v[k][0] ^ v[k][1] ^ v[k][2] ^ v[k][3]);
         i += 4 * stride;
     }

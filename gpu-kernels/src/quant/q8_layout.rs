@@ -32,7 +32,7 @@ const fn round16(n: u32) -> u32 {
 /// Columns covered by the q8_K parts: `n` when a multiple of 256, else 0.
 #[inline(always)]
 pub const fn k_cols(n: u32) -> u32 {
-    if n % 256 == 0 {
+    if n.is_multiple_of(256) {
         n
     } else {
         0
