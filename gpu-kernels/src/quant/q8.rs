@@ -624,6 +624,43 @@ impl MqType for Q4K64 {
     }
 }
 
+/// Q5_K with 4 items per block (one 64-element chunk each: one scale decode per 64 weights).
+pub struct Q5K64;
+impl MqType for Q5K64 {
+    const BS: u32 = 256;
+    const TS: u32 = 176;
+    const IPB: u32 = 4;
+    const KQ: bool = true;
+    type Act = ActK64;
+    #[inline(always)]
+    unsafe fn act(x: ActRow, kb: u32, c: u32) -> ActK64 {
+        act_k64(x, kb, c)
+    }
+    #[inline(always)]
+    unsafe fn dot(a: u32, c: u32, x: &ActK64) -> f32 {
+        let hdr = lds4(a);
+        let (h0, h1) = (lds4(a + 16), lds4(a + 32));
+        let q0 = lds4(a + 48 + 32 * c);
+        let q1 = lds4(a + 64 + 32 * c);
+        let fifth = |h: u32, b: u32| ((h >> b) & 0x0101_0101) << 4;
+        let (mut lo, mut hi) = (0, 0);
+        unroll::<4>(|k| {
+            lo = dp4a((q0[k] & M4) | fifth(h0[k], 2 * c), x.y[k], lo);
+            hi = dp4a(((q0[k] >> 4) & M4) | fifth(h0[k], 2 * c + 1), x.y[8 + k], hi);
+        });
+        unroll::<4>(|k| {
+            lo = dp4a((q1[k] & M4) | fifth(h1[k], 2 * c), x.y[4 + k], lo);
+            hi = dp4a(((q1[k] >> 4) & M4) | fifth(h1[k], 2 * c + 1), x.y[12 + k], hi);
+        });
+        let (sc0, sc1, m0, m1) = scales_k4(hdr[1], hdr[2], hdr[3], c);
+        let (g0, g2) = i16_pair(x.bs[0]);
+        let (g1, g3) = i16_pair(x.bs[1]);
+        let sumi = sc0 * lo + sc1 * hi;
+        let summ = m0 * (g0 + g1) + m1 * (g2 + g3);
+        fma(f16(hdr[0]) * x.d, sumi as f32, -(f16(hdr[0] >> 16) * x.d) * summ as f32)
+    }
+}
+
 /// Q5_K: 176 bytes (16-aligned): d, dmin, 12 scale bytes, qh (32: bit 2c / 2c + 1 of byte l is the fifth bit of
 /// element 64c + l / 64c + 32 + l), 128 bytes of low nibbles; 8 items.
 pub struct Q5K;
@@ -938,6 +975,7 @@ mmvq_kernels! {
     mmvq_q5_1_r2w8u1s2k2m4: Q5_1, lay::MQ_VARIANTS[12].2;
     mmvq_q8_0_r2w8u1s2k2m4: Q8_0, lay::MQ_VARIANTS[13].2;
     mmvq_q5_k_r2w8u1s2k2m3: Q5K, lay::MQ_VARIANTS[14].2;
+    mmvq_q5_k64_r2w8u1s2k2m3: Q5K64, lay::MQ_VARIANTS[18].2;
     mmvq_q6_k_r2w4u1s2k1m4: Q6K, lay::MQ_VARIANTS[15].2;
     mmvq_q6_k_r2w4u1s2k2m4: Q6K, lay::MQ_VARIANTS[16].2;
     mmvq_q6_k_r1w8u1s2k2m3: Q6K, lay::MQ_VARIANTS[17].2;
