@@ -965,20 +965,18 @@ mmvq_kernels! {
     mmvq_q4_0_r4w8u1s2k4m3: Q4_0, lay::MQ_VARIANTS[2].2;
     mmvq_q4_k_r2w8u1s2k2m4: Q4K, lay::MQ_VARIANTS[3].2;
     mmvq_q4_k_r2w8u1s2k2m3: Q4K, lay::MQ_VARIANTS[4].2;
-    mmvq_q4_k64_r2w8u1s2k2m4: Q4K64, lay::MQ_VARIANTS[5].2;
-    mmvq_q4_k64_r2w8u1s2k2m3: Q4K64, lay::MQ_VARIANTS[6].2;
-    mmvq_q4_k64_r2w4u1s2k2m4: Q4K64, lay::MQ_VARIANTS[7].2;
-    mmvq_q4_k64_r1w8u1s2k2m4: Q4K64, lay::MQ_VARIANTS[8].2;
-    mmvq_q4_k64_r2w8u1s2k4m3: Q4K64, lay::MQ_VARIANTS[9].2;
-    mmvq_q4_1_r2w8u1s2k2m4: Q4_1, lay::MQ_VARIANTS[10].2;
-    mmvq_q5_0_r2w8u1s2k2m4: Q5_0, lay::MQ_VARIANTS[11].2;
-    mmvq_q5_1_r2w8u1s2k2m4: Q5_1, lay::MQ_VARIANTS[12].2;
-    mmvq_q8_0_r2w8u1s2k2m4: Q8_0, lay::MQ_VARIANTS[13].2;
-    mmvq_q5_k_r2w8u1s2k2m3: Q5K, lay::MQ_VARIANTS[14].2;
-    mmvq_q5_k64_r2w8u1s2k2m3: Q5K64, lay::MQ_VARIANTS[18].2;
-    mmvq_q6_k_r2w4u1s2k1m4: Q6K, lay::MQ_VARIANTS[15].2;
-    mmvq_q6_k_r2w4u1s2k2m4: Q6K, lay::MQ_VARIANTS[16].2;
-    mmvq_q6_k_r1w8u1s2k2m3: Q6K, lay::MQ_VARIANTS[17].2;
+    mmvq_q4_k64_r2w8u1s2k2m3: Q4K64, lay::MQ_VARIANTS[5].2;
+    mmvq_q4_k64_r2w4u1s2k2m4: Q4K64, lay::MQ_VARIANTS[6].2;
+    mmvq_q4_k64_r2w8u1s2k4m3: Q4K64, lay::MQ_VARIANTS[7].2;
+    mmvq_q4_1_r2w8u1s2k2m4: Q4_1, lay::MQ_VARIANTS[8].2;
+    mmvq_q5_0_r2w8u1s2k2m4: Q5_0, lay::MQ_VARIANTS[9].2;
+    mmvq_q5_1_r2w8u1s2k2m4: Q5_1, lay::MQ_VARIANTS[10].2;
+    mmvq_q8_0_r2w8u1s2k2m4: Q8_0, lay::MQ_VARIANTS[11].2;
+    mmvq_q5_k_r2w8u1s2k2m3: Q5K, lay::MQ_VARIANTS[12].2;
+    mmvq_q6_k_r2w4u1s2k1m4: Q6K, lay::MQ_VARIANTS[13].2;
+    mmvq_q6_k_r2w4u1s2k2m4: Q6K, lay::MQ_VARIANTS[14].2;
+    mmvq_q6_k_r1w8u1s2k2m3: Q6K, lay::MQ_VARIANTS[15].2;
+    mmvq_q5_k64_r2w8u1s2k2m3: Q5K64, lay::MQ_VARIANTS[16].2;
 }
 
 /// Benchmark-only bandwidth probe: reads `n16` 16-byte chunks of `p` (grid-stride, 4 independent 16-byte loads in

@@ -22,8 +22,7 @@ pub const META_BYTES: u32 = 16;
 /// Group g (0..16, 16 quants each) of a q8_K block is stored at position `BSUM_POS[g]`: groups 8n + m + 2o
 /// (n, m in 0..2, o in 0..4) at 8n + 4m + o, so that the four groups one Q6_K lane reads (o = 0..3) and the two a
 /// Q4_K lane reads (o, o + 1) are adjacent.
-pub const BSUM_POS: [u32; 16] = [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15    ("mmvq_q5_k64_r2w8u1s2k2m3", 13, g(2, 8, 1, 2, 2, 3)),
-];
+pub const BSUM_POS: [u32; 16] = [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15];
 
 #[inline(always)]
 const fn round16(n: u32) -> u32 {
@@ -118,10 +117,8 @@ pub const MQ_VARIANTS: &[(&str, u32, MqGeom)] = &[
     ("mmvq_q4_0_r4w8u1s2k4m3", 2, g(4, 8, 1, 2, 4, 3)),
     ("mmvq_q4_k_r2w8u1s2k2m4", 12, g(2, 8, 1, 2, 2, 4)),
     ("mmvq_q4_k_r2w8u1s2k2m3", 12, g(2, 8, 1, 2, 2, 3)),
-    ("mmvq_q4_k64_r2w8u1s2k2m4", 12, g(2, 8, 1, 2, 2, 4)),
     ("mmvq_q4_k64_r2w8u1s2k2m3", 12, g(2, 8, 1, 2, 2, 3)),
     ("mmvq_q4_k64_r2w4u1s2k2m4", 12, g(2, 4, 1, 2, 2, 4)),
-    ("mmvq_q4_k64_r1w8u1s2k2m4", 12, g(1, 8, 1, 2, 2, 4)),
     ("mmvq_q4_k64_r2w8u1s2k4m3", 12, g(2, 8, 1, 2, 4, 3)),
     ("mmvq_q4_1_r2w8u1s2k2m4", 3, g(2, 8, 1, 2, 2, 4)),
     ("mmvq_q5_0_r2w8u1s2k2m4", 6, g(2, 8, 1, 2, 2, 4)),
