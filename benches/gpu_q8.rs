@@ -143,8 +143,8 @@ fn main() -> Res<()> {
         );
     }
     println!(
-        "\nquantize_act (one vector): {}",
-        quant_us.iter().map(|(n, us)| format!("n={n}: {us:.2} us")).collect::<Vec<_>>().join(", ")
+        "\nquantize_act (one vector), us per call: {}",
+        quant_us.iter().map(|(n, us)| format!("n={n} {us:.2}")).collect::<Vec<_>>().join(", ")
     );
     println!("\nmat-vec, weight bytes / time over rotating copies (>= 400 MB):");
     println!("| type | rows x cols | weight MB | matvec_q8 us | matvec_q8 GB/s | f32-act matvec GB/s |");
