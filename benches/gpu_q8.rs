@@ -7,6 +7,19 @@
 //! stream, timed with device events (so it includes the launch gaps between kernels, about 1 us).
 //!
 //! Usage: gpu_q8 [TYPE,TYPE,..] [--no-f32] [--no-variants] [--no-probe]   (types as ggml names, default all supported)
+//!
+//! Notes (H100 80GB HBM3, driver 580, 2026-11-23). `stream_probe`, a pure 16-byte-load read of the same rotating
+//! buffers, takes 11.1-11.7 us for 25.4 MB (2.18-2.27 TB/s): about 2.6 us per launch beyond 3 TB/s of streaming
+//! (launch, DRAM ramp-up, tail), so 1.9 TB/s on these shapes is ~85% of what any kernel reaches in this loop.
+//! - v1 (warp per 2 rows, 4 blocks of 4 warps, 4 stages, activations loaded in the step that uses them): Q4_0
+//!   1.82 / 1.62 TB/s (4096x11008 / 11008x4096), Q4_K 1.74 / 1.77; ncu on Q4_0: 55% of stalls waiting on L1TEX
+//!   (the activation loads, 67% L1 hits), 1.3 waves on 11008x4096.
+//! - v2 activations loaded a step ahead: Q4_0 1.87 / 1.84 (default), best geometry 1.86 / 1.95 (2 stages).
+//! - v3 split-K groups of 2 warps, 8 warps per block, 2 stages, 64 registers: Q4_0 1.95 / 2.09, Q4_K 1.84 / 1.96,
+//!   Q4_1 2.12 / 2.24, Q5_0 1.98 / 2.12, Q5_1 2.15 / 2.28, Q8_0 2.22 / 2.46, Q6_K 1.94 / 1.96 (4 warps), Q5_K
+//!   1.88 / 1.86 (v1 geometry). 3 stages or 72-80 registers (fewer resident warps) were 5-20% slower for every
+//!   type; Q4_K with 64-element items (one scale decode per 64 weights) was not faster. ncu on Q4_K 4096x11008:
+//!   14.1 us, DRAM 54% of peak on average, achieved occupancy 48%, top stall the wait for the weight copies.
 
 #[path = "../tests/support/quant_data.rs"]
 mod quant_data;
@@ -45,8 +58,12 @@ fn time_us(cuda: &Cuda, mut launch: impl FnMut(usize) -> host::Result<()>) -> Re
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let filter: Vec<GgmlType> =
-        args.iter().filter(|a| !a.starts_with("--")).flat_map(|a| a.split(',')).filter_map(GgmlType::from_name).collect();
+    let filter: Vec<GgmlType> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .flat_map(|a| a.split(','))
+        .filter_map(GgmlType::from_name)
+        .collect();
     let types: Vec<GgmlType> =
         TYPES.into_iter().filter(|&t| supports_q8(t) && (filter.is_empty() || filter.contains(&t))).collect();
     if let Err(why) = availability() {
@@ -95,7 +112,9 @@ fn main() -> Res<()> {
             };
             if !flag("--no-variants") {
                 for &(name, _, g) in MQ_VARIANTS.iter().filter(|v| v.1 == ty.id()) {
-                    let us = time_us(&cuda, |i| cuda.matvec_q8_with(name, g, ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y))?;
+                    let us = time_us(&cuda, |i| {
+                        cuda.matvec_q8_with(name, g, ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y)
+                    })?;
                     let regs = cuda.func(name)?.num_regs()?;
                     variants.push((name, (n_rows, n_cols), bytes as f64 / us / 1e3, us, regs));
                 }
@@ -116,15 +135,28 @@ fn main() -> Res<()> {
     println!("\nstream_probe (pure 16-byte-load read of the same rotating buffers, 4 loads in flight per thread):");
     for (bytes, a, b) in &probe {
         let gbs = |us: f64| *bytes as f64 / us / 1e3;
-        println!("  {:.1} MB: 528 blocks {a:.1} us {:.0} GB/s, 2112 blocks {b:.1} us {:.0} GB/s", *bytes as f64 / 1e6, gbs(*a), gbs(*b));
+        println!(
+            "  {:.1} MB: 528 blocks {a:.1} us {:.0} GB/s, 2112 blocks {b:.1} us {:.0} GB/s",
+            *bytes as f64 / 1e6,
+            gbs(*a),
+            gbs(*b)
+        );
     }
-    println!("\nquantize_act (one vector): {}", quant_us.iter().map(|(n, us)| format!("n={n}: {us:.2} us")).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nquantize_act (one vector), us per call: {}",
+        quant_us.iter().map(|(n, us)| format!("n={n} {us:.2}")).collect::<Vec<_>>().join(", ")
+    );
     println!("\nmat-vec, weight bytes / time over rotating copies (>= 400 MB):");
     println!("| type | rows x cols | weight MB | matvec_q8 us | matvec_q8 GB/s | f32-act matvec GB/s |");
     println!("|---|---|---:|---:|---:|---:|");
     for (ty, (r, c), bytes, us, f32_us) in rows {
         let f = f32_us.map_or("-".into(), |t| format!("{:.0}", bytes as f64 / t / 1e3));
-        println!("| {} | {r}x{c} | {:.1} | {us:.1} | {:.0} | {f} |", ty.name(), bytes as f64 / 1e6, bytes as f64 / us / 1e3);
+        println!(
+            "| {} | {r}x{c} | {:.1} | {us:.1} | {:.0} | {f} |",
+            ty.name(),
+            bytes as f64 / 1e6,
+            bytes as f64 / us / 1e3
+        );
     }
     Ok(())
 }

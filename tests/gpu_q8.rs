@@ -109,8 +109,16 @@ fn quantize_matches_cpu_blocks() {
                 assert_eq!(qs, want.qs, "n {n} tok {t} q8_1 block {b}: quants");
                 let m = layout::off_meta(nn) as usize + 16 * b;
                 let sum: i32 = want.qs.iter().map(|&q| q as i32).sum();
-                assert_eq!(f32::from_bits(u32_at(qr, m)), f16::from_bits(want.d).to_f32(), "n {n} tok {t} block {b}: d");
-                assert_eq!(f32::from_bits(u32_at(qr, m + 4)), f16::from_bits(want.s).to_f32(), "n {n} tok {t} block {b}: s");
+                assert_eq!(
+                    f32::from_bits(u32_at(qr, m)),
+                    f16::from_bits(want.d).to_f32(),
+                    "n {n} tok {t} block {b}: d"
+                );
+                assert_eq!(
+                    f32::from_bits(u32_at(qr, m + 4)),
+                    f16::from_bits(want.s).to_f32(),
+                    "n {n} tok {t} block {b}: s"
+                );
                 assert_eq!(u32_at(qr, m + 8) as i32, sum, "n {n} tok {t} block {b}: sum");
             }
             if n % 256 != 0 {
@@ -158,8 +166,12 @@ fn matvec_q8_matches_cpu() {
             let gpu = cuda.download(&yd).unwrap();
             assert!(gpu[n_rows..].iter().all(|v| v.is_nan()), "{ty} {n_rows}x{n_cols}: wrote past n_rows");
             let err = rel_err(&gpu[..n_rows], &cpu);
-            assert!(err <= MATVEC_TOL, "{ty} {n_rows}x{n_cols}: rel err {err} (gpu {:?}.. cpu {:?}..)", &gpu[..2.min(n_rows)],
-                    &cpu[..2.min(n_rows)]);
+            assert!(
+                err <= MATVEC_TOL,
+                "{ty} {n_rows}x{n_cols}: rel err {err} (gpu {:?}.. cpu {:?}..)",
+                &gpu[..2.min(n_rows)],
+                &cpu[..2.min(n_rows)]
+            );
             worst = worst.max(err);
         }
         println!("matvec_q8 {ty:5} max rel err {worst:.2e}");

@@ -103,8 +103,15 @@ impl Cuda {
 
     /// y = W x for the (n_rows, n_cols) weight `w` of type `ty` (GGUF blocks as in the file), with x given as
     /// `quantize_act` left it in `xq` (its first row); twin of `quant::matvec_q8`. y (n_rows,) or longer.
-    pub fn matvec_q8(&self, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
-                     y: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn matvec_q8(
+        &self,
+        ty: GgmlType,
+        w: &CudaSlice<u8>,
+        n_rows: usize,
+        n_cols: usize,
+        xq: &CudaSlice<u8>,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         let (kernel, g) =
             kernel_of(ty).ok_or_else(|| err("matvec_q8", format!("type {ty} has no 8-bit-activation kernel")))?;
         self.matvec_q8_with(kernel, g, ty, w, n_rows, n_cols, xq, y)
@@ -113,8 +120,17 @@ impl Cuda {
     /// `matvec_q8` through a named kernel of geometry `g` (the benchmark's alternatives in `layout::MQ_VARIANTS`).
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec_q8_with(&self, kernel: &'static str, g: MqGeom, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize,
-                          n_cols: usize, xq: &CudaSlice<u8>, y: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn matvec_q8_with(
+        &self,
+        kernel: &'static str,
+        g: MqGeom,
+        ty: GgmlType,
+        w: &CudaSlice<u8>,
+        n_rows: usize,
+        n_cols: usize,
+        xq: &CudaSlice<u8>,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         check_cols(kernel, n_cols)?;
         let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
             err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
@@ -145,7 +161,8 @@ impl Cuda {
     pub fn stream_probe(&self, buf: &CudaSlice<u8>, blocks: u32, out: &mut CudaSlice<u32>) -> Result<()> {
         const K: &str = "stream_probe";
         check_len(K, "out", out.len(), blocks as usize)?;
-        let n16 = u32::try_from(buf.len() / 16).map_err(|_| err(K, format!("buffer of {} bytes too large", buf.len())))?;
+        let n16 =
+            u32::try_from(buf.len() / 16).map_err(|_| err(K, format!("buffer of {} bytes too large", buf.len())))?;
         let f = self.func(K)?;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
@@ -165,7 +182,8 @@ mod tests {
         for n in [32u32, 96, 576, 640, 1024, 1536, 2048, 4096, 11008] {
             let kc = layout::k_cols(n);
             assert_eq!(kc, if n % 256 == 0 { n } else { 0 }, "{n}");
-            let offs = [0, layout::off_meta(n), layout::off_kq(n), layout::off_kd(n), layout::off_ks(n), layout::row_bytes(n)];
+            let offs =
+                [0, layout::off_meta(n), layout::off_kq(n), layout::off_kd(n), layout::off_ks(n), layout::row_bytes(n)];
             for o in offs {
                 assert_eq!(o % 16, 0, "n {n}: offset {o} not 16-aligned");
             }

@@ -5,13 +5,18 @@
 //! them is exact (`dp4a`, 4 products per instruction), scaled in f32 as ggml's `ggml_vec_dot_*_q8_*` do. Only the
 //! order of the f32 sums differs from the CPU.
 //!
-//! Mat-vec design (see ../../../shared/docs/PERFORMANCE.md, 3(b)): each warp owns R consecutive rows and walks
-//! them in steps of NB blocks. A step's bytes of the R rows are copied global -> shared with 16-byte `cp.async`
-//! (coalesced, L1 bypassed, any block size or row alignment: the copy is aligned down to 16 bytes and the decoder
-//! adds the phase), S steps in flight per warp. Each lane takes U items (a fixed share of a block: a whole legacy
-//! block, 1/8 of a Q4_K/Q5_K block, 1/4 of a Q6_K block) per row and step, loads the items' activations once with
-//! 16-byte loads and reuses them for the R rows. Blocks that are only 2-byte aligned are read as aligned words
-//! joined by a funnel shift. At the end, a shuffle reduction per row.
+//! Mat-vec design (see ../../../shared/docs/PERFORMANCE.md, 3(b)): warps come in groups of KS that own R
+//! consecutive rows and take turns over the rows' steps of NB blocks (split-K: adjacent steps are read at the same
+//! time; the KS partial sums meet in shared memory at the end). A step's bytes of the R rows are copied global ->
+//! shared with 16-byte `cp.async` (coalesced, L1 bypassed, any block size or row alignment: the copy is aligned
+//! down to 16 bytes and the decoder adds the phase), S steps in flight per warp. Each lane takes U items (a fixed
+//! share of a block: a whole legacy block, 1/8 of a Q4_K/Q5_K block, 1/4 of a Q6_K block) per row and step, loads
+//! the items' activations a step ahead with 16-byte loads and reuses them for the R rows. Blocks that are only
+//! 2-byte aligned are read as aligned words joined by a funnel shift. At the end, a shuffle reduction per row.
+//!
+//! Measured (H100, bench `gpu_q8`): 1.84-2.46 TB/s on 25-48 MB weights, where a pure 16-byte-load read of the same
+//! buffers in the same launch pattern (`stream_probe`) reaches 2.18-2.57 TB/s; the rest is DRAM latency (ncu: the
+//! top stall is the wait for the weight copies, about half the DRAM peak averaged over a 14 us kernel).
 
 use core::arch::asm;
 
@@ -28,8 +33,10 @@ use crate::common::*;
 fn dp4a(a: u32, b: u32, c: i32) -> i32 {
     let d: i32;
     // SAFETY: pure arithmetic.
-    unsafe { asm!("dp4a.s32.s32 {d}, {a}, {b}, {c};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
-                  options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("dp4a.s32.s32 {d}, {a}, {b}, {c};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+                  options(pure, nomem, nostack))
+    };
     d
 }
 
@@ -38,8 +45,10 @@ fn dp4a(a: u32, b: u32, c: i32) -> i32 {
 fn shf(lo: u32, hi: u32, sh: u32) -> u32 {
     let d: u32;
     // SAFETY: pure arithmetic.
-    unsafe { asm!("shf.r.clamp.b32 {d}, {lo}, {hi}, {sh};", d = out(reg32) d, lo = in(reg32) lo, hi = in(reg32) hi,
-                  sh = in(reg32) sh, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("shf.r.clamp.b32 {d}, {lo}, {hi}, {sh};", d = out(reg32) d, lo = in(reg32) lo, hi = in(reg32) hi,
+                  sh = in(reg32) sh, options(pure, nomem, nostack))
+    };
     d
 }
 
@@ -48,8 +57,10 @@ fn shf(lo: u32, hi: u32, sh: u32) -> u32 {
 fn bfe_s(w: u32, pos: u32, len: u32) -> i32 {
     let d: i32;
     // SAFETY: pure arithmetic.
-    unsafe { asm!("bfe.s32 {d}, {w}, {p}, {l};", d = out(reg32) d, w = in(reg32) w, p = in(reg32) pos, l = in(reg32) len,
-                  options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("bfe.s32 {d}, {w}, {p}, {l};", d = out(reg32) d, w = in(reg32) w, p = in(reg32) pos, l = in(reg32) len,
+                  options(pure, nomem, nostack))
+    };
     d
 }
 
@@ -187,8 +198,11 @@ fn i16_pair(p: u32) -> (i32, i32) {
 /// Launch: grid = (ceil(n / 1024), n_tok, 1), block = (`QA_THREADS` = 128, 1, 1): a warp per 256 columns, 8 per
 /// lane. Traffic: 4 bytes read and ~2.6 bytes written per element.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn quantize_q8_act(x: *const f32 /* (n_tok, n) */, xq: *mut u8 /* (n_tok, row_bytes(n)) */,
-                                                  n: u32) {
+pub unsafe extern "ptx-kernel" fn quantize_q8_act(
+    x: *const f32, /* (n_tok, n) */
+    xq: *mut u8,   /* (n_tok, row_bytes(n)) */
+    n: u32,
+) {
     let (lane, gw) = (tid() & 31, bid() * (lay::QA_THREADS / 32) + (tid() >> 5));
     if gw * 256 >= n {
         return;
@@ -271,7 +285,10 @@ pub unsafe extern "ptx-kernel" fn quantize_q8_act(x: *const f32 /* (n_tok, n) */
 
 #[inline(always)]
 fn pack4(q: &[i32; 8], o: usize) -> u32 {
-    (q[o] as u32 & 0xFF) | ((q[o + 1] as u32 & 0xFF) << 8) | ((q[o + 2] as u32 & 0xFF) << 16) | ((q[o + 3] as u32) << 24)
+    (q[o] as u32 & 0xFF)
+        | ((q[o + 1] as u32 & 0xFF) << 8)
+        | ((q[o + 2] as u32 & 0xFF) << 16)
+        | ((q[o + 3] as u32) << 24)
 }
 
 #[inline(always)]
@@ -554,6 +571,64 @@ impl MqType for Q4K {
     }
 }
 
+/// 64 q8_K quants (elements 64c + 0..64), the block's d and the four group sums 4c .. 4c + 4.
+#[derive(Clone, Copy)]
+pub struct ActK64 {
+    y: [u32; 16],
+    d: f32,
+    bs: [u32; 2],
+}
+
+/// Q4_K / Q5_K item c of 4: the 64 elements 64c + 0..64 (scale groups 2c: low nibbles, 2c + 1: high nibbles).
+#[inline(always)]
+unsafe fn act_k64(x: ActRow, kb: u32, c: u32) -> ActK64 {
+    let e = (256 * kb + 64 * c) as usize;
+    let v = [ldg4(x.q.add(e)), ldg4(x.q.add(e + 16)), ldg4(x.q.add(e + 32)), ldg4(x.q.add(e + 48))];
+    let pos = 8 * (c >> 1) + 2 * (c & 1); // groups 4c, 4c + 2 at pos, pos + 1; 4c + 1, 4c + 3 at pos + 4, pos + 5
+    let mut y = [0u32; 16];
+    unroll::<16>(|k| y[k] = v[k / 4][k % 4]);
+    ActK64 {
+        y,
+        d: f32::from_bits(ldg1(x.a.add(4 * kb as usize))),
+        bs: [ldg1(x.b.add((32 * kb + 2 * pos) as usize)), ldg1(x.b.add((32 * kb + 2 * pos + 8) as usize))],
+    }
+}
+
+/// Q4_K with 4 items per block (one 64-element chunk each: one scale decode per 64 weights).
+pub struct Q4K64;
+impl MqType for Q4K64 {
+    const BS: u32 = 256;
+    const TS: u32 = 144;
+    const IPB: u32 = 4;
+    const KQ: bool = true;
+    type Act = ActK64;
+    #[inline(always)]
+    unsafe fn act(x: ActRow, kb: u32, c: u32) -> ActK64 {
+        act_k64(x, kb, c)
+    }
+    #[inline(always)]
+    unsafe fn dot(a: u32, c: u32, x: &ActK64) -> f32 {
+        let hdr = lds4(a);
+        let q0 = lds4(a + 16 + 32 * c);
+        let q1 = lds4(a + 32 + 32 * c);
+        let (mut lo, mut hi) = (0, 0);
+        unroll::<4>(|k| {
+            lo = dp4a(q0[k] & M4, x.y[k], lo);
+            hi = dp4a((q0[k] >> 4) & M4, x.y[8 + k], hi);
+        });
+        unroll::<4>(|k| {
+            lo = dp4a(q1[k] & M4, x.y[4 + k], lo);
+            hi = dp4a((q1[k] >> 4) & M4, x.y[12 + k], hi);
+        });
+        let (sc0, sc1, m0, m1) = scales_k4(hdr[1], hdr[2], hdr[3], c);
+        let (g0, g2) = i16_pair(x.bs[0]); // groups 4c, 4c + 2
+        let (g1, g3) = i16_pair(x.bs[1]); // groups 4c + 1, 4c + 3
+        let sumi = sc0 * lo + sc1 * hi;
+        let summ = m0 * (g0 + g1) + m1 * (g2 + g3);
+        fma(f16(hdr[0]) * x.d, sumi as f32, -(f16(hdr[0] >> 16) * x.d) * summ as f32)
+    }
+}
+
 /// Q5_K: 176 bytes (16-aligned): d, dmin, 12 scale bytes, qh (32: bit 2c / 2c + 1 of byte l is the fifth bit of
 /// element 64c + l / 64c + 32 + l), 128 bytes of low nibbles; 8 items.
 pub struct Q5K;
@@ -633,8 +708,11 @@ impl MqType for Q6K {
         });
         let (b0, b1) = i16_pair(x.bs[0]);
         let (b2, b3) = i16_pair(x.bs[1]);
-        let s = [bfe_s(sc[0], 8 * m, 8), bfe_s(sc[0], 8 * m + 16, 8), bfe_s(sc[1], 8 * m, 8), bfe_s(sc[1], 8 * m + 16, 8)];
-        let sumi = s[0] * (dots[0] - 32 * b0) + s[1] * (dots[1] - 32 * b1) + s[2] * (dots[2] - 32 * b2)
+        let s =
+            [bfe_s(sc[0], 8 * m, 8), bfe_s(sc[0], 8 * m + 16, 8), bfe_s(sc[1], 8 * m, 8), bfe_s(sc[1], 8 * m + 16, 8)];
+        let sumi = s[0] * (dots[0] - 32 * b0)
+            + s[1] * (dots[1] - 32 * b1)
+            + s[2] * (dots[2] - 32 * b2)
             + s[3] * (dots[3] - 32 * b3);
         (d * x.d) * sumi as f32
     }
@@ -651,10 +729,12 @@ pub const fn stage_row_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
     (32 * g.items / ipb * ts + 14).div_ceil(16) * 16 + 16
 }
 
-/// Static shared bytes of one block.
+/// Static shared bytes of one block: the warps' stages and the split-K partial sums.
 #[inline(always)]
 pub const fn block_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
-    let n = g.warps * g.stages * g.rows * stage_row_bytes(ts, ipb, g);
+    let n =
+        g.warps * g.stages * g.rows * stage_row_bytes(ts, ipb, g) + if g.ksplit > 1 { g.warps * g.rows * 4 } else { 0 };
+    assert!(g.warps % g.ksplit == 0);
     assert!(n <= 48 * 1024, "mat-vec shared memory over the 48 KiB static limit");
     assert!(g.stages >= 2 && g.stages <= 4);
     assert!(g.rows * (stage_row_bytes(ts, ipb, g) / 16 - 1) <= 16 * 32, "more than 16 copies per lane and step");
@@ -663,30 +743,43 @@ pub const fn block_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
 
 /// y[r] = sum_c W[r, c] x[c] for the R rows of each warp, x quantized by `quantize_q8_act`.
 ///
-/// Launch: grid = (ceil(n_rows / (R NW)), 1, 1), block = (32 NW, 1, 1), static shared memory `block_bytes`; `xq`
+/// Warps come in groups of KS that share R rows and take turns over their steps (split-K, for few rows), summed
+/// through shared memory at the end.
+///
+/// Launch: grid = (ceil(n_rows / (R NW / KS)), 1, 1), block = (32 NW, 1, 1), static shared memory `block_bytes`; `xq`
 /// 16-byte aligned, the weight tensor under 4 GiB. Traffic: every weight byte once (plus at most one 16-byte chunk
 /// per row and step of alignment slack, served by L2), the activations from L1/L2 (about 1.5 bytes per column per
 /// R rows), 4 bytes per row written.
 #[inline(always)]
-unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW: u32>(
-    smem: u32, w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32,
+unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW: u32, const KS: u32>(
+    smem: u32,
+    w: *const u8,
+    xq: *const u8,
+    y: *mut f32,
+    n_rows: u32,
+    n_cols: u32,
 ) {
+    let g = MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, ksplit: KS, min_blocks: 0 };
     let nb = 32 * U as u32 / T::IPB; // blocks per step
     let sb = nb * T::TS; // bytes per row and step
-    let rowb = stage_row_bytes(T::TS, T::IPB, MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, min_blocks: 0 });
+    let rowb = stage_row_bytes(T::TS, T::IPB, g);
     let ch = rowb / 16 - 1; // 16-byte chunks copied per row and step (at most)
     let stage_b = R as u32 * rowb;
 
     let (lane, warp) = (tid() & 31, tid() >> 5);
-    let row0 = (bid() * NW + warp) * R as u32;
-    if row0 >= n_rows {
-        return; // no block-wide barriers below
+    let (grp, kw) = (warp / KS, warp % KS);
+    let row0 = (bid() * (NW / KS) + grp) * R as u32;
+    if KS == 1 && row0 >= n_rows {
+        return; // no block-wide barrier below
     }
     let my = smem + warp * S * stage_b;
+    let red = smem + NW * S * stage_b; // (NW, R) partial sums of the split-K warps
     let nb_row = n_cols / T::BS;
     let row_bytes = nb_row * T::TS;
     let total = n_rows * row_bytes;
     let n_steps = nb_row.div_ceil(nb);
+    // This warp's steps: kw, kw + KS, .. (the KS warps of a group read adjacent steps at the same time).
+    let n_mine = if row0 < n_rows && n_steps > kw { (n_steps - kw).div_ceil(KS) } else { 0 };
     let last = n_rows - 1;
     let mut roff = [0u32; R];
     unroll::<R>(|r| roff[r] = min_u32(row0 + r as u32, last) * row_bytes);
@@ -734,19 +827,13 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
 
     let mut acc = [0.0f32; R];
     for i in 0..S - 1 {
-        if i < n_steps {
-            issue(i, my + i * stage_b);
+        if i < n_mine {
+            issue(kw + KS * i, my + i * stage_b);
         }
         cp_async_commit();
     }
-    let (mut rd, mut wr) = (0u32, S - 1); // stages read and written this step
-    for t in 0..n_steps {
-        sync_warp(); // every lane is done with the stage the next copy overwrites
-        if t + S - 1 < n_steps {
-            issue(t + S - 1, my + wr * stage_b);
-        }
-        cp_async_commit();
-        // The activations do not depend on the copies: load them first, so both latencies overlap.
+    // This lane's items of step t: (block in step, item in block, block inside the row) and their activations.
+    let load = |t: u32| {
         let mut item = [(0u32, 0u32, false); U];
         let xs: [T::Act; U] = core::array::from_fn(|u| {
             let idx = lane + 32 * u as u32;
@@ -755,6 +842,23 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
             item[u] = (bi, j, kb < nb_row);
             T::act(x, min_u32(kb, nb_row - 1), j)
         });
+        (item, xs)
+    };
+    // The activations are loaded a step ahead (they come from L1 or L2, whose latency the weight pipeline does not
+    // cover).
+    let (mut item_next, mut xs_next) = load(kw);
+    let (mut rd, mut wr) = (0u32, S - 1); // stages read and written this step
+    for i in 0..n_mine {
+        let t = kw + KS * i;
+        sync_warp(); // every lane is done with the stage the next copy overwrites
+        if i + S - 1 < n_mine {
+            issue(t + KS * (S - 1), my + wr * stage_b);
+        }
+        cp_async_commit();
+        let (item, xs) = (item_next, xs_next);
+        if i + 1 < n_mine {
+            (item_next, xs_next) = load(t + KS);
+        }
         cp_async_wait(S - 1);
         sync_warp(); // step t's bytes, copied by all lanes, are visible to all lanes
         let st = my + rd * stage_b;
@@ -771,12 +875,30 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
         wr = if wr + 1 == S { 0 } else { wr + 1 };
     }
 
-    unroll::<R>(|r| {
-        let s = warp_sum(acc[r]);
-        if lane == r as u32 && row0 + (r as u32) < n_rows {
-            *y.add((row0 + r as u32) as usize) = s;
+    // Sum over the warp, then (split-K) over the group's KS warps in a fixed order.
+    if KS == 1 {
+        unroll::<R>(|r| {
+            let s = warp_sum(acc[r]);
+            if lane == r as u32 && row0 + (r as u32) < n_rows {
+                *y.add((row0 + r as u32) as usize) = s;
+            }
+        });
+    } else {
+        unroll::<R>(|r| {
+            let s = warp_sum(acc[r]);
+            if lane == r as u32 {
+                super::sts_f32(red + (warp * R as u32 + r as u32) * 4, s);
+            }
+        });
+        sync_threads();
+        if kw == 0 && lane < R as u32 && row0 + lane < n_rows {
+            let mut s = 0.0;
+            for k in 0..KS {
+                s += f32::from_bits(lds_u32(red + ((grp * KS + k) * R as u32 + lane) * 4));
+            }
+            *y.add((row0 + lane) as usize) = s;
         }
-    });
+    }
 }
 
 macro_rules! mmvq_kernels {
@@ -790,7 +912,8 @@ macro_rules! mmvq_kernels {
             const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
             crate::launch_bounds!(G.warps * 32, G.min_blocks);
             let smem = crate::shared_array!("mq_smem", SMEM);
-            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }>(smem, w, xq, y, n_rows, n_cols)
+            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
+                smem, w, xq, y, n_rows, n_cols)
         }
     )*};
 }
@@ -805,22 +928,11 @@ mmvq_kernels! {
     mmvq_q5_k: Q5K, lay::MQ_Q5_K;
     mmvq_q6_k: Q6K, lay::MQ_Q6_K;
     // Benchmark-only variants (q8_layout::MQ_VARIANTS).
-    mmvq_q4_0_r2w4u2s3: Q4_0, lay::MQ_VARIANTS[0].2;
-    mmvq_q4_0_r4w4u1s3: Q4_0, lay::MQ_VARIANTS[1].2;
-    mmvq_q4_0_r1w4u2s4: Q4_0, lay::MQ_VARIANTS[2].2;
-    mmvq_q4_0_r2w8u1s4: Q4_0, lay::MQ_VARIANTS[3].2;
-    mmvq_q4_0_r2w4u1s2: Q4_0, lay::MQ_VARIANTS[4].2;
-    mmvq_q4_0_r2w4u2s2: Q4_0, lay::MQ_VARIANTS[5].2;
-    mmvq_q4_0_r1w8u2s3: Q4_0, lay::MQ_VARIANTS[6].2;
-    mmvq_q4_0_r2w2u1s3: Q4_0, lay::MQ_VARIANTS[7].2;
-    mmvq_q4_k_r2w4u2s3: Q4K, lay::MQ_VARIANTS[8].2;
-    mmvq_q4_k_r4w4u1s3: Q4K, lay::MQ_VARIANTS[9].2;
-    mmvq_q4_k_r1w4u2s4: Q4K, lay::MQ_VARIANTS[10].2;
-    mmvq_q4_k_r2w8u1s4: Q4K, lay::MQ_VARIANTS[11].2;
-    mmvq_q4_k_r2w4u1s2: Q4K, lay::MQ_VARIANTS[12].2;
-    mmvq_q4_k_r2w4u2s2: Q4K, lay::MQ_VARIANTS[13].2;
-    mmvq_q4_k_r1w8u2s3: Q4K, lay::MQ_VARIANTS[14].2;
-    mmvq_q4_k_r2w2u1s3: Q4K, lay::MQ_VARIANTS[15].2;
+    mmvq_q4_0_r2w4u1s3k1m4: Q4_0, lay::MQ_VARIANTS[0].2;
+    mmvq_q4_k_r2w4u1s3k1m4: Q4K, lay::MQ_VARIANTS[1].2;
+    mmvq_q4_k64_r2w8u1s2k2m3: Q4K64, lay::MQ_VARIANTS[2].2;
+    mmvq_q5_k_r2w8u1s2k2m3: Q5K, lay::MQ_VARIANTS[3].2;
+    mmvq_q6_k_r2w4u1s2k1m4: Q6K, lay::MQ_VARIANTS[4].2;
 }
 
 /// Benchmark-only bandwidth probe: reads `n16` 16-byte chunks of `p` (grid-stride, 4 independent 16-byte loads in
@@ -835,8 +947,12 @@ pub unsafe extern "ptx-kernel" fn stream_probe(p: *const u8, n16: u32, out: *mut
     let mut i = bid() * 256 + tid();
     let mut acc = 0u32;
     while i + 3 * stride < n16 {
-        let v = [ldg4(p.add(16 * i as usize)), ldg4(p.add(16 * (i + stride) as usize)),
-                 ldg4(p.add(16 * (i + 2 * stride) as usize)), ldg4(p.add(16 * (i + 3 * stride) as usize))];
+        let v = [
+            ldg4(p.add(16 * i as usize)),
+            ldg4(p.add(16 * (i + stride) as usize)),
+            ldg4(p.add(16 * (i + 2 * stride) as usize)),
+            ldg4(p.add(16 * (i + 3 * stride) as usize)),
+        ];
         unroll::<4>(|k| acc ^= v[k][0] ^ v[k][1] ^ v[k][2] ^ v[k][3]);
         i += 4 * stride;
     }

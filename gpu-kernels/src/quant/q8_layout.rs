@@ -33,7 +33,7 @@ const fn round16(n: u32) -> u32 {
 #[inline(always)]
 #[allow(clippy::manual_is_multiple_of)] // also compiled by the kernel crate, in a const fn
 pub const fn k_cols(n: u32) -> u32 {
-    if n % 256 == 0 {
+    if n.is_multiple_of(256) {
         n
     } else {
         0
@@ -73,15 +73,17 @@ pub const fn row_bytes(n: u32) -> u32 {
 /// Threads per block of the quantize kernel: a warp per 256 columns (8 per lane).
 pub const QA_THREADS: u32 = 128;
 
-/// Shape of a dp4a mat-vec kernel: a block has `warps` warps, each owning `rows` consecutive rows; a warp walks its
-/// rows in steps of `32 * items / items_per_block` weight blocks, staged global -> shared through a `stages`-deep
-/// cp.async pipeline, each lane computing `items` items (a fixed share of a block) per row and step.
+/// Shape of a dp4a mat-vec kernel: a block has `warps` warps in groups of `ksplit`, each group owning `rows`
+/// consecutive rows; the warps of a group take turns over the rows' steps of `32 * items / items_per_block` weight
+/// blocks (split-K, summed through shared memory at the end), staged global -> shared through a `stages`-deep
+/// cp.async pipeline per warp, each lane computing `items` items (a fixed share of a block) per row and step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MqGeom {
     pub rows: u32,
     pub warps: u32,
     pub items: u32,
     pub stages: u32,
+    pub ksplit: u32,
     /// Resident blocks per SM the kernel's registers are budgeted for (its launch bounds).
     pub min_blocks: u32,
 }
@@ -89,42 +91,35 @@ pub struct MqGeom {
 impl MqGeom {
     /// Rows computed by one block.
     pub const fn rows_per_block(&self) -> u32 {
-        self.rows * self.warps
+        self.rows * self.warps / self.ksplit
     }
     pub const fn threads(&self) -> u32 {
         self.warps * 32
     }
 }
 
-const fn g(rows: u32, warps: u32, items: u32, stages: u32, min_blocks: u32) -> MqGeom {
-    MqGeom { rows, warps, items, stages, min_blocks }
+const fn g(rows: u32, warps: u32, items: u32, stages: u32, ksplit: u32, min_blocks: u32) -> MqGeom {
+    MqGeom { rows, warps, items, stages, ksplit, min_blocks }
 }
 
-pub const MQ_Q4_0: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q4_1: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q5_0: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q5_1: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q8_0: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q4_K: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q5_K: MqGeom = g(2, 4, 1, 4, 4);
-pub const MQ_Q6_K: MqGeom = g(2, 4, 1, 3, 4);
+// Chosen on the H100 (bench `gpu_q8`, 2026-11-23): 2 rows per warp group, groups of 2 warps splitting the steps,
+// 8 warps per block, 2 stages, registers capped at 64 (4 blocks of 256 threads per SM). More stages or more
+// registers per thread (fewer resident warps) measured slower for every type; Q5_K and Q6_K keep their larger
+// register budgets (they spill at 64).
+pub const MQ_Q4_0: MqGeom = g(2, 8, 1, 2, 2, 4);
+pub const MQ_Q4_1: MqGeom = g(2, 8, 1, 2, 2, 4);
+pub const MQ_Q5_0: MqGeom = g(2, 8, 1, 2, 2, 4);
+pub const MQ_Q5_1: MqGeom = g(2, 8, 1, 2, 2, 4);
+pub const MQ_Q8_0: MqGeom = g(2, 8, 1, 2, 2, 4);
+pub const MQ_Q4_K: MqGeom = g(2, 8, 1, 2, 2, 4);
+pub const MQ_Q5_K: MqGeom = g(2, 4, 1, 4, 1, 4);
+pub const MQ_Q6_K: MqGeom = g(2, 4, 1, 2, 2, 4);
 
-/// Benchmark-only alternatives: (kernel, ggml type id, geometry).
+/// Benchmark-only alternatives: (kernel, ggml type id, geometry); the previous defaults and the runners-up.
 pub const MQ_VARIANTS: &[(&str, u32, MqGeom)] = &[
-    ("mmvq_q4_0_r2w4u2s3", 2, g(2, 4, 2, 3, 4)),
-    ("mmvq_q4_0_r4w4u1s3", 2, g(4, 4, 1, 3, 4)),
-    ("mmvq_q4_0_r1w4u2s4", 2, g(1, 4, 2, 4, 4)),
-    ("mmvq_q4_0_r2w8u1s4", 2, g(2, 8, 1, 4, 2)),
-    ("mmvq_q4_0_r2w4u1s2", 2, g(2, 4, 1, 2, 4)),
-    ("mmvq_q4_0_r2w4u2s2", 2, g(2, 4, 2, 2, 4)),
-    ("mmvq_q4_0_r1w8u2s3", 2, g(1, 8, 2, 3, 2)),
-    ("mmvq_q4_0_r2w2u1s3", 2, g(2, 2, 1, 3, 8)),
-    ("mmvq_q4_k_r2w4u2s3", 12, g(2, 4, 2, 3, 4)),
-    ("mmvq_q4_k_r4w4u1s3", 12, g(4, 4, 1, 3, 4)),
-    ("mmvq_q4_k_r1w4u2s4", 12, g(1, 4, 2, 4, 4)),
-    ("mmvq_q4_k_r2w8u1s4", 12, g(2, 8, 1, 4, 2)),
-    ("mmvq_q4_k_r2w4u1s2", 12, g(2, 4, 1, 2, 4)),
-    ("mmvq_q4_k_r2w4u2s2", 12, g(2, 4, 2, 2, 4)),
-    ("mmvq_q4_k_r1w8u2s3", 12, g(1, 8, 2, 3, 2)),
-    ("mmvq_q4_k_r2w2u1s3", 12, g(2, 2, 1, 3, 8)),
+    ("mmvq_q4_0_r2w4u1s3k1m4", 2, g(2, 4, 1, 3, 1, 4)),
+    ("mmvq_q4_k_r2w4u1s3k1m4", 12, g(2, 4, 1, 3, 1, 4)),
+    ("mmvq_q4_k64_r2w8u1s2k2m3", 12, g(2, 8, 1, 2, 2, 3)),
+    ("mmvq_q5_k_r2w8u1s2k2m3", 13, g(2, 8, 1, 2, 2, 3)),
+    ("mmvq_q6_k_r2w4u1s2k1m4", 14, g(2, 4, 1, 2, 1, 4)),
 ];
