@@ -27,6 +27,7 @@ pub unsafe extern "ptx-kernel" fn attention_split_f16(
     pos0: *const u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, head_dim_v: u32, scale: f32, window: u32,
     n_splits: u32,
 ) {
+    crate::common::pdl_enter();
     let (h, t, s) = (bid(), bid_y(), bid_z());
     let pos = *pos0 + t;
     let first = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
@@ -109,6 +110,7 @@ pub unsafe extern "ptx-kernel" fn attention_split_f16(
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_combine(out: *mut f32 /* (n_tok, n_heads * head_dim_v) */,
                                                     part: *const f32, n_heads: u32, head_dim_v: u32, n_splits: u32) {
+    crate::common::pdl_enter();
     let (h, t) = (bid(), bid_y());
     let row = 2 + head_dim_v as usize;
     let base = part.add((((t * n_heads + h) * n_splits) as usize) * row);

@@ -226,7 +226,12 @@ pub fn exp(x: f32) -> f32 {
     let r: f32;
     // SAFETY: pure arithmetic.
     unsafe { asm!("ex2.approx.f32 {r}, {y};", r = out(reg32) r, y = in(reg32) y, options(pure, nomem, nostack)) };
-    fma(r, y_err * core::f32::consts::LN_2, r)
+    // past e^88.72 `ex2` gives +inf, and inf plus a negative correction would be NaN
+    if r == f32::INFINITY {
+        r
+    } else {
+        fma(r, y_err * core::f32::consts::LN_2, r)
+    }
 }
 
 /// a * b + c with one rounding.
@@ -255,4 +260,14 @@ pub fn fmax(a: f32, b: f32) -> f32 {
     // SAFETY: pure arithmetic.
     unsafe { asm!("max.f32 {r}, {a}, {b};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, options(pure, nomem, nostack)) };
     r
+}
+
+/// Programmatic dependent launch, the first statement of every kernel: wait until the kernel launched before this
+/// one on the stream has finished and its writes are visible, then let the next kernel start launching its blocks
+/// (they park in their own wait), which hides the launch latency between dependent kernels. Without the launch
+/// attribute (or on GPUs before sm_90, whose module drops these instructions) both are no-ops.
+#[inline(always)]
+pub fn pdl_enter() {
+    // SAFETY: synchronisation only; no registers or memory of ours are touched.
+    unsafe { asm!("griddepcontrol.wait;", "griddepcontrol.launch_dependents;", options(nostack)) };
 }

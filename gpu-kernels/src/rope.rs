@@ -15,6 +15,7 @@ use crate::common::*;
 pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head_dim) */,
                                            cos: *const f32 /* (ctx, rope_dim / 2) */, sin: *const f32,
                                            pos0: *const u32, n_heads: u32, head_dim: u32, rope_dim: u32, neox: u32) {
+    crate::common::pdl_enter();
     let t = bid();
     let half = rope_dim / 2;
     let pos = *pos0 + t;
@@ -39,6 +40,7 @@ pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head
 /// Launch: grid = (n_tok, 1, 1), block = (256, 1, 1). Traffic: 4 bytes read + 2 written per element.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn kv_store_f16(cache: *mut u16, x: *const f32, pos0: *const u32, row_len: u32) {
+    crate::common::pdl_enter();
     let t = bid();
     let dst = cache.add(((*pos0 + t) * row_len) as usize);
     let src = x.add((t * row_len) as usize);

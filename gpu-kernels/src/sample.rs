@@ -13,6 +13,7 @@ use crate::sample_params::*;
 /// Launch: grid = (1, 1, 1), block = (1024, 1, 1). Traffic: one read of x.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn argmax_f32(x: *const f32, n: u32, out: *mut u32, next_token: *mut u32) {
+    crate::common::pdl_enter();
     let (mut best, mut best_i) = (f32::NEG_INFINITY, u32::MAX);
     let mut i = tid();
     while i < n {
@@ -709,6 +710,7 @@ pub unsafe extern "ptx-kernel" fn sample_topk(
     next_token: *mut u32,
     dbg: *mut f32,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let hist = shared!(tk_hist, u32, 256);
     let scratch = shared!(tk_scratch, u64, 32);
@@ -947,6 +949,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_max(
     work: *mut f32,
     cmax: *mut u64,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let scratch = shared!(fm_scratch, u64, 32);
     let p = &*params;
@@ -988,6 +991,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_hist(
     cmax: *const u64,
     ghist: *mut u64,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let hist = shared!(fh_hist, u64, SAMPLE_BINS);
     let scratch = shared!(fh_scratch, u64, 32);
@@ -1090,6 +1094,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_pick(
     next_token: *mut u32,
     dbg: *mut f32,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let sortbuf = shared!(fp_sort, u64, SAMPLE_GATHER_CAP);
     let scratch = shared!(fp_scratch, u64, 32);
@@ -1300,6 +1305,7 @@ pub unsafe extern "ptx-kernel" fn sample_accept(
     tokens: *const u32,
     n: u32,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let p = &*params;
     let p = &SampleParams { ..*p };

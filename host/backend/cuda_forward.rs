@@ -4,39 +4,59 @@
 //! Decode steps read the token and its position from device memory, so one step can be captured into a CUDA
 //! graph and replayed; with device-side greedy selection only the chosen token id crosses to the host.
 
+use std::sync::Arc;
+
 use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
 use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
-use crate::backend::cuda_q8::{act_row_bytes, supports_q8};
+use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
 use crate::model::{Activation, Forward, Mat, Model, MAX_BATCH};
 use crate::{Error, Result};
 
-/// A weight matrix in device memory, still in its file format.
+/// A weight matrix in device memory, still in its file format: its own buffer, or rows of a buffer it shares
+/// with the matrices concatenated with it.
 struct DevMat {
     ty: GgmlType,
     rows: usize, // output features
     cols: usize, // input features
-    data: CudaSlice<u8>,
+    data: Arc<CudaSlice<u8>>,
+    offset: usize, // bytes
 }
 
 impl DevMat {
     fn upload(gpu: &Cuda, m: &Mat) -> Result<DevMat> {
-        Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: gpu.upload(m.data)? })
+        Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: Arc::new(gpu.upload(m.data)?), offset: 0 })
     }
 
-    /// The row-wise concatenation of `mats` as one matrix, when they share type and width (one mat-vec launch
-    /// computes all their outputs, back to back); None otherwise.
-    fn concat(gpu: &Cuda, mats: &[&Mat]) -> Result<Option<DevMat>> {
+    /// `mats` as one matrix (their rows back to back: one mat-vec launch computes all their outputs) and as views
+    /// into it, uploaded once; each on its own when they differ in type or width, or a part would start at an
+    /// address that is not 16-byte aligned (the kernels' vector loads need it).
+    fn concat(gpu: &Cuda, mats: &[&Mat]) -> Result<(Option<DevMat>, Vec<DevMat>)> {
         let (ty, cols) = (mats[0].ty, mats[0].cols);
-        if mats.iter().any(|m| m.ty != ty || m.cols != cols) {
-            return Ok(None);
+        if mats.iter().any(|m| m.ty != ty || m.cols != cols || !m.data.len().is_multiple_of(16)) {
+            return Ok((None, mats.iter().map(|m| DevMat::upload(gpu, m)).collect::<Result<_>>()?));
         }
         let bytes: Vec<u8> = mats.iter().flat_map(|m| m.data.iter().copied()).collect();
+        let data = Arc::new(gpu.upload(&bytes)?);
+        let mut offset = 0;
+        let parts = mats
+            .iter()
+            .map(|m| {
+                let d = DevMat { ty, rows: m.rows, cols, data: data.clone(), offset };
+                offset += m.data.len();
+                d
+            })
+            .collect();
         let rows = mats.iter().map(|m| m.rows).sum();
-        Ok(Some(DevMat { ty, rows, cols, data: gpu.upload(&bytes)? }))
+        Ok((Some(DevMat { ty, rows, cols, data, offset: 0 }), parts))
+    }
+
+    /// The weight bytes as the launchers take them.
+    fn w(&self) -> At<'_, u8> {
+        At(&self.data, self.offset)
     }
 
     /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for one quantized row), a
@@ -46,13 +66,23 @@ impl DevMat {
              xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
         if let (1, Some(xq), true) = (n_tok, xq, supports_q8(self.ty)) {
             gpu.quantize_act(x, 1, self.cols, xq)?;
-            return gpu.matvec_q8(self.ty, &self.data, self.rows, self.cols, xq, y);
+            return gpu.matvec_q8(self.ty, &self.w(), self.rows, self.cols, xq, y);
         }
         if n_tok == 1 {
-            gpu.matvec(self.ty, &self.data, self.rows, self.cols, x, y)
+            gpu.matvec(self.ty, &self.w(), self.rows, self.cols, x, y)
         } else {
-            gpu.matmul(self.ty, &self.data, self.rows, self.cols, x, n_tok, y)
+            gpu.matmul(self.ty, &self.w(), self.rows, self.cols, x, n_tok, y)
         }
+    }
+
+    /// Whether one decode token can go through `matvec_q8_fused`.
+    fn fusable(&self) -> bool {
+        supports_fused(self.ty, self.cols)
+    }
+
+    /// y (+)= W act(src) for one decode token in one launch (`Cuda::matvec_q8_fused`).
+    fn fused(&self, gpu: &Cuda, src: &CudaSlice<f32>, pro: Prologue, y: &mut CudaSlice<f32>, accumulate: bool) -> Result<()> {
+        gpu.matvec_q8_fused(self.ty, &self.w(), self.rows, self.cols, src, pro, y, accumulate)
     }
 }
 
@@ -198,6 +228,13 @@ pub struct CudaForward {
     q8_activations: bool,
 }
 
+/// `DevMat::concat` of a fixed number of matrices.
+fn concat_n<const N: usize>(gpu: &Cuda, mats: [&Mat; N]) -> Result<(Option<DevMat>, [DevMat; N])> {
+    let (all, parts) = DevMat::concat(gpu, &mats)?;
+    let parts: [DevMat; N] = parts.try_into().map_err(|_| Error::Generate("concat: part count".into()))?;
+    Ok((all, parts))
+}
+
 fn upload_vec(gpu: &Cuda, v: &Option<Vec<f32>>) -> Result<Option<CudaSlice<f32>>> {
     v.as_ref().map(|v| gpu.upload(v)).transpose()
 }
@@ -252,14 +289,16 @@ impl CudaForward {
                 _ => None,
             };
             let biases_fuse = qkv_bias.is_some() || (l.q_bias.is_none() && l.k_bias.is_none() && l.v_bias.is_none());
+            let (wqkv, [wq, wk, wv]) = concat_n(&gpu, [&l.wq, &l.wk, &l.wv])?;
+            let (w_gate_up, [w_gate, w_up]) = concat_n(&gpu, [&l.w_gate, &l.w_up])?;
             layers.push(DevLayer {
                 attn_norm: gpu.upload(&l.attn_norm)?,
-                wqkv: if biases_fuse { DevMat::concat(&gpu, &[&l.wq, &l.wk, &l.wv])? } else { None },
-                w_gate_up: DevMat::concat(&gpu, &[&l.w_gate, &l.w_up])?,
+                wqkv: if biases_fuse { wqkv } else { None },
+                w_gate_up,
                 qkv_bias,
-                wq: DevMat::upload(&gpu, &l.wq)?,
-                wk: DevMat::upload(&gpu, &l.wk)?,
-                wv: DevMat::upload(&gpu, &l.wv)?,
+                wq,
+                wk,
+                wv,
                 wo: DevMat::upload(&gpu, &l.wo)?,
                 q_bias: upload_vec(&gpu, &l.q_bias)?,
                 k_bias: upload_vec(&gpu, &l.k_bias)?,
@@ -268,8 +307,8 @@ impl CudaForward {
                 k_norm: upload_vec(&gpu, &l.k_norm)?,
                 post_attn_norm: upload_vec(&gpu, &l.post_attn_norm)?,
                 ffn_norm: gpu.upload(&l.ffn_norm)?,
-                w_gate: DevMat::upload(&gpu, &l.w_gate)?,
-                w_up: DevMat::upload(&gpu, &l.w_up)?,
+                w_gate,
+                w_up,
                 w_down: DevMat::upload(&gpu, &l.w_down)?,
                 post_ffw_norm: upload_vec(&gpu, &l.post_ffw_norm)?,
                 rope: ri,
@@ -371,71 +410,29 @@ impl CudaForward {
     /// (`n_keys_max` keys are covered: the context size when captured into a graph).
     fn layers(&mut self, n: usize, pos_host: usize, n_keys_max: usize) -> Result<()> {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
-        let dim = c.dim;
-        let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
         let e = &self.token_embd;
         g.embed(e.ty, &e.data, e.rows, e.cols, &self.tokens, n, &mut s.x)?;
         if let Some(sc) = self.embd_scale {
-            g.scale_rows(&mut s.x, sc, n * dim)?;
+            g.scale_rows(&mut s.x, sc, n * c.dim)?;
         }
-        let splits = n_splits(n_keys_max);
-        let q_dim = c.n_heads * c.head_dim;
-        let q8 = self.q8_activations;
+        let ctx = LayerCtx {
+            g,
+            c,
+            pos: &self.pos,
+            pos_host,
+            splits: n_splits(n_keys_max),
+            attn_scale: self.attn_scale,
+            neox: self.neox,
+            activation: self.activation,
+            q8: self.q8_activations,
+        };
         for l in &mut self.layers {
-            // ---- attention ----
-            g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, c.rms_eps)?;
-            let shape = attn_shape(c, n, self.attn_scale, l.window);
             let rt = &self.rope[l.rope];
-            if let (1, Some(wqkv)) = (n, &l.wqkv) {
-                // one decode token: q, k, v from one launch, back to back in s.qkv
-                wqkv.apply(g, &s.xb, &mut s.qkv, 1, q8.then_some(&mut s.xq))?;
-                if let Some(b) = &l.qkv_bias {
-                    g.add_bias_rows(&mut s.qkv, b, 1)?;
-                }
-                let (k_at, v_at) = (At(&s.qkv, q_dim), At(&s.qkv, q_dim + kv_dim));
-                if let Some(w) = &l.q_norm {
-                    g.rmsnorm_inplace_rows(&s.qkv, w, c.n_heads, c.head_dim, c.rms_eps)?;
-                }
-                if let Some(w) = &l.k_norm {
-                    g.rmsnorm_inplace_rows(&k_at, w, c.n_kv_heads, c.head_dim, c.rms_eps)?;
-                }
-                // q's and k's heads are contiguous: one launch rotates both
-                g.rope_rows(&s.qkv, 1, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
-                g.kv_store_rows(&mut l.k_cache, &k_at, 1, kv_dim, &self.pos, pos_host)?;
-                g.kv_store_rows(&mut l.v_cache, &v_at, 1, kv_dim_v, &self.pos, pos_host)?;
-                g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.part, &shape, splits, &self.pos, pos_host)?;
+            if n == 1 && ctx.q8 && l.wqkv.is_some() && l.w_gate_up.is_some() {
+                decode_layer(&ctx, s, l, rt)?;
             } else {
-                attention_unfused(g, c, s, l, rt, &self.pos, self.neox, &shape, splits, pos_host)?;
+                batch_layer(&ctx, s, l, rt, n)?;
             }
-            l.wo.apply(g, &s.att, &mut s.o, n, q8.then_some(&mut s.xq))?;
-            if let Some(w) = &l.post_attn_norm {
-                g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
-            }
-            g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
-
-            // ---- feed-forward ----
-            g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, c.rms_eps)?;
-            let hn = n * c.hidden_dim;
-            if let (1, Some(wgu)) = (n, &l.w_gate_up) {
-                wgu.apply(g, &s.xb, &mut s.gate_up, 1, q8.then_some(&mut s.xq))?;
-                let up = At(&s.gate_up, c.hidden_dim);
-                match self.activation {
-                    Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate_up, &up, hn)?,
-                    Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate_up, &up, hn)?,
-                }
-            } else {
-                l.w_gate.apply(g, &s.xb, &mut s.gate, n, q8.then_some(&mut s.xq))?;
-                l.w_up.apply(g, &s.xb, &mut s.up, n, q8.then_some(&mut s.xq))?;
-                match self.activation {
-                    Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
-                    Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
-                }
-            }
-            l.w_down.apply(g, &s.act, &mut s.o, n, q8.then_some(&mut s.xq))?;
-            if let Some(w) = &l.post_ffw_norm {
-                g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
-            }
-            g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
         }
         Ok(())
     }
@@ -444,10 +441,14 @@ impl CudaForward {
     fn head(&mut self, first: usize, rows: usize) -> Result<()> {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
         let dim = c.dim;
-        g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
-        g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
         let out = self.output.as_ref().unwrap_or(&self.token_embd);
-        out.apply(g, &s.xb, &mut s.logits, rows, self.q8_activations.then_some(&mut s.xq))?;
+        if (first, rows, self.q8_activations, out.fusable()) == (0, 1, true, true) {
+            out.fused(g, &s.x, Prologue::RmsNorm(&self.output_norm, c.rms_eps), &mut s.logits, false)?;
+        } else {
+            g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
+            g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
+            out.apply(g, &s.xb, &mut s.logits, rows, self.q8_activations.then_some(&mut s.xq))?;
+        }
         if let Some(cap) = self.final_softcap {
             g.softcap_rows(&mut s.logits, cap, rows * self.n_vocab)?;
         }
@@ -522,32 +523,160 @@ impl CudaForward {
     }
 }
 
-/// The attention block's projections, biases, q/k norms, RoPE, cache store and attention for a batch of
-/// `shape.n_tok` tokens in `s.xb`, one op per launch; the result in `s.att`.
-#[allow(clippy::too_many_arguments)]
-fn attention_unfused(g: &Cuda, c: &ModelConfig, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, pos: &CudaSlice<u32>,
-                     neox: bool, shape: &AttnShape, splits: usize, pos_host: usize) -> Result<()> {
-    let n = shape.n_tok;
+/// What every layer of one forward call shares.
+struct LayerCtx<'a> {
+    g: &'a Cuda,
+    c: &'a ModelConfig,
+    pos: &'a CudaSlice<u32>,
+    pos_host: usize,
+    splits: usize,
+    attn_scale: f32,
+    neox: bool,
+    activation: Activation,
+    q8: bool,
+}
+
+/// One layer for a batch of `n` tokens in `s.x`, one op per launch (the prefill path, and the exact-f32 oracle
+/// mode for single tokens).
+fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, n: usize) -> Result<()> {
+    let (g, c) = (x.g, x.c);
+    let (dim, eps) = (c.dim, c.rms_eps);
     let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
-    l.wq.apply(g, &s.xb, &mut s.q, n, None)?;
-    l.wk.apply(g, &s.xb, &mut s.k, n, None)?;
-    l.wv.apply(g, &s.xb, &mut s.v, n, None)?;
-    for (b, x) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
+    // ---- attention ----
+    g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, eps)?;
+    let q8 = x.q8.then_some(&mut s.xq);
+    l.wq.apply(g, &s.xb, &mut s.q, n, q8)?;
+    let q8 = x.q8.then_some(&mut s.xq);
+    l.wk.apply(g, &s.xb, &mut s.k, n, q8)?;
+    let q8 = x.q8.then_some(&mut s.xq);
+    l.wv.apply(g, &s.xb, &mut s.v, n, q8)?;
+    for (b, y) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
         if let Some(b) = b {
-            g.add_bias_rows(x, b, n)?;
+            g.add_bias_rows(y, b, n)?;
         }
     }
     if let Some(w) = &l.q_norm {
-        g.rmsnorm_inplace_rows(&s.q, w, n * c.n_heads, c.head_dim, c.rms_eps)?;
+        g.rmsnorm_inplace_rows(&s.q, w, n * c.n_heads, c.head_dim, eps)?;
     }
     if let Some(w) = &l.k_norm {
-        g.rmsnorm_inplace_rows(&s.k, w, n * c.n_kv_heads, c.head_dim, c.rms_eps)?;
+        g.rmsnorm_inplace_rows(&s.k, w, n * c.n_kv_heads, c.head_dim, eps)?;
     }
-    g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, neox, &rt.cos, &rt.sin, pos, pos_host)?;
-    g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, neox, &rt.cos, &rt.sin, pos, pos_host)?;
-    g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, pos, pos_host)?;
-    g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, pos, pos_host)?;
-    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, shape, splits, pos, pos_host)
+    g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+    g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+    g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, x.pos, x.pos_host)?;
+    g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, x.pos, x.pos_host)?;
+    let shape = attn_shape(c, n, x.attn_scale, l.window);
+    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, &shape, x.splits, x.pos, x.pos_host)?;
+    l.wo.apply(g, &s.att, &mut s.o, n, x.q8.then_some(&mut s.xq))?;
+    if let Some(w) = &l.post_attn_norm {
+        g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
+    }
+    g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
+
+    // ---- feed-forward ----
+    g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, eps)?;
+    l.w_gate.apply(g, &s.xb, &mut s.gate, n, x.q8.then_some(&mut s.xq))?;
+    l.w_up.apply(g, &s.xb, &mut s.up, n, x.q8.then_some(&mut s.xq))?;
+    let hn = n * c.hidden_dim;
+    match x.activation {
+        Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
+        Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
+    }
+    l.w_down.apply(g, &s.act, &mut s.o, n, x.q8.then_some(&mut s.xq))?;
+    if let Some(w) = &l.post_ffw_norm {
+        g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
+    }
+    g.add_inplace_rows(&mut s.x, &s.o, n * dim)
+}
+
+/// One layer for one decode token on 8-bit activations, in as few launches as the weights allow: each mat-vec
+/// makes its own input (norm, gating, quantization) and adds its output to the residual stream itself
+/// (`matvec_q8_fused`), q, k and v come from one mat-vec, as do gate and up. A weight the fused kernel cannot
+/// take goes through the separate ops.
+fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable) -> Result<()> {
+    let (g, c) = (x.g, x.c);
+    let (dim, eps) = (c.dim, c.rms_eps);
+    let (q_dim, kv_dim, kv_dim_v) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+    let (wqkv, wgu) = (l.wqkv.as_ref().expect("checked by caller"), l.w_gate_up.as_ref().expect("checked by caller"));
+
+    // ---- attention ----
+    if wqkv.fusable() {
+        wqkv.fused(g, &s.x, Prologue::RmsNorm(&l.attn_norm, eps), &mut s.qkv, false)?;
+    } else {
+        g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, 1, dim, eps)?;
+        wqkv.apply(g, &s.xb, &mut s.qkv, 1, Some(&mut s.xq))?;
+    }
+    if let Some(b) = &l.qkv_bias {
+        g.add_bias_rows(&mut s.qkv, b, 1)?;
+    }
+    let (k_at, v_at) = (At(&s.qkv, q_dim), At(&s.qkv, q_dim + kv_dim));
+    if let Some(w) = &l.q_norm {
+        g.rmsnorm_inplace_rows(&s.qkv, w, c.n_heads, c.head_dim, eps)?;
+    }
+    if let Some(w) = &l.k_norm {
+        g.rmsnorm_inplace_rows(&k_at, w, c.n_kv_heads, c.head_dim, eps)?;
+    }
+    // q's and k's heads are contiguous: one launch rotates both
+    g.rope_rows(&s.qkv, 1, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+    g.kv_store_rows(&mut l.k_cache, &k_at, 1, kv_dim, x.pos, x.pos_host)?;
+    g.kv_store_rows(&mut l.v_cache, &v_at, 1, kv_dim_v, x.pos, x.pos_host)?;
+    let shape = attn_shape(c, 1, x.attn_scale, l.window);
+    g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.part, &shape, x.splits, x.pos, x.pos_host)?;
+    residual_proj(g, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s, eps)?;
+
+    // ---- feed-forward ----
+    if wgu.fusable() {
+        wgu.fused(g, &s.x, Prologue::RmsNorm(&l.ffn_norm, eps), &mut s.gate_up, false)?;
+    } else {
+        g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, 1, dim, eps)?;
+        wgu.apply(g, &s.xb, &mut s.gate_up, 1, Some(&mut s.xq))?;
+    }
+    residual_proj(g, &l.w_down, ProjInput::Gated(x.activation), l.post_ffw_norm.as_ref(), s, eps)
+}
+
+/// The input of a projection that ends in the residual stream.
+#[derive(Clone, Copy)]
+enum ProjInput {
+    /// `s.att`, the attention output.
+    Attention,
+    /// The gated activation of `s.gate_up`.
+    Gated(Activation),
+}
+
+/// x += [post_norm](W input) for one decode token: one fused launch when the weight allows and no norm
+/// follows, else through `s.o` (and `s.act` for the gated input).
+fn residual_proj(g: &Cuda, w: &DevMat, input: ProjInput, post_norm: Option<&CudaSlice<f32>>, s: &mut Scratch,
+                 eps: f32) -> Result<()> {
+    let Scratch { x, o, act, xq, att, gate_up, .. } = s;
+    let (src, pro) = match input {
+        ProjInput::Attention => (&*att, Prologue::Quantize),
+        ProjInput::Gated(Activation::SwiGlu) => (&*gate_up, Prologue::SwiGlu),
+        ProjInput::Gated(Activation::GeluTanh) => (&*gate_up, Prologue::GeluTanh),
+    };
+    let dim = w.rows;
+    if w.fusable() {
+        if post_norm.is_none() {
+            return w.fused(g, src, pro, x, true);
+        }
+        w.fused(g, src, pro, o, false)?;
+    } else {
+        let input = match input {
+            ProjInput::Gated(a) => {
+                let up = At(src, w.cols);
+                match a {
+                    Activation::SwiGlu => g.swiglu_rows(act, src, &up, w.cols)?,
+                    Activation::GeluTanh => g.gelu_tanh_mul_rows(act, src, &up, w.cols)?,
+                }
+                &*act
+            }
+            ProjInput::Attention => src,
+        };
+        w.apply(g, input, o, 1, Some(xq))?;
+    }
+    if let Some(nw) = post_norm {
+        g.rmsnorm_inplace_rows(&*o, nw, 1, dim, eps)?;
+    }
+    g.add_inplace_rows(x, o, dim)
 }
 
 fn gib(b: usize) -> f64 {
