@@ -13,7 +13,7 @@ use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
 use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
-use crate::model::{Activation, Forward, Mat, Model, MAX_BATCH};
+use crate::model::{check_batch, Activation, Forward, Mat, Model, MAX_BATCH};
 use crate::{Error, Result};
 
 /// A weight matrix in device memory, still in its file format: its own buffer, or rows of a buffer it shares
@@ -380,29 +380,7 @@ impl CudaForward {
     }
 
     fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
-        if tokens.is_empty() {
-            return Err(Error::Generate("forward: no tokens".into()));
-        }
-        let end = pos + tokens.len();
-        if end > self.ctx_size {
-            return Err(Error::Generate(format!(
-                "positions {pos}..{end} exceed the context size of {} tokens",
-                self.ctx_size
-            )));
-        }
-        if pos > self.n_past {
-            return Err(Error::Generate(format!(
-                "forward at position {pos}, but the cache holds only {} positions",
-                self.n_past
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.token_embd.rows) {
-            return Err(Error::Generate(format!(
-                "token id {bad} is out of the vocabulary of {} tokens",
-                self.token_embd.rows
-            )));
-        }
-        Ok(())
+        check_batch(tokens, pos, self.ctx_size, self.n_past, self.token_embd.rows)
     }
 
     /// Every layer for the batch whose ids are in `self.tokens[..n]` at device position `self.pos`;
@@ -706,5 +684,9 @@ impl Forward for CudaForward {
 
     fn ctx_size(&self) -> usize {
         self.ctx_size
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.gpu.synchronize()
     }
 }
