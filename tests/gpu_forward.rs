@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{cuda_or_skip, max_rel_err, Rng};
 use half::f16;
 use host::backend::cpu::{self, AttnParams, RopePairing, RopeParams};
-use host::backend::cuda::AttnShape;
+use host::backend::cuda::{AttnScratch, AttnShape};
 use host::backend::cuda_forward::CudaForward;
 use host::gguf::{GgmlType, GgufFile};
 use host::kv_cache::CacheType;
@@ -67,11 +67,16 @@ fn attention_matches_cpu() {
         let splits = ctx / 256;
         let bits = |x: &[f16]| x.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
         let (dq, dk, dv) = (gpu.upload(&q).unwrap(), gpu.upload(&bits(&k)).unwrap(), gpu.upload(&bits(&v)).unwrap());
-        let mut part = gpu.zeros::<f32>(s.part_len(splits)).unwrap();
+        let mut scratch = AttnScratch::new(&gpu, &s, splits).unwrap();
         let mut out = gpu.zeros::<f32>(want.len()).unwrap();
         let dpos = gpu.upload(&[pos0 as u32]).unwrap();
-        gpu.attention_rows(&mut out, &dq, &dk, &dv, &mut part, &s, splits, &dpos, pos0).unwrap();
-        let err = max_rel_err(&gpu.download(&out).unwrap(), &want, 1e-2);
+        gpu.attention_rows(&mut out, &dq, &dk, &dv, &mut scratch, &s, splits, &dpos, pos0).unwrap();
+        let first = gpu.download(&out).unwrap();
+        // the arrival counters are back at zero: a second launch (a graph replay) combines the same way
+        assert!(gpu.download(&scratch.counters).unwrap().iter().all(|&c| c == 0), "counters not reset");
+        gpu.attention_rows(&mut out, &dq, &dk, &dv, &mut scratch, &s, splits, &dpos, pos0).unwrap();
+        assert_eq!(gpu.download(&out).unwrap(), first, "second launch differs");
+        let err = max_rel_err(&first, &want, 1e-2);
         println!("attention heads={n_heads}/{n_kv} hd={hd} n_tok={n_tok} pos0={pos0} window={window}: max rel err {err:.2e}");
         assert!(err <= ATTN_TOL, "{err}");
     }

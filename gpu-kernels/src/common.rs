@@ -271,3 +271,46 @@ pub fn pdl_enter() {
     // SAFETY: synchronisation only; no registers or memory of ours are touched.
     unsafe { asm!("griddepcontrol.wait;", "griddepcontrol.launch_dependents;", options(nostack)) };
 }
+
+// Cross-block coordination within one launch.
+
+#[inline(always)]
+pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
+    let r: u32;
+    asm!("atom.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack));
+    r
+}
+/// Load of data written by other blocks of this launch (coherent at GPU scope, not from a stale L1 line).
+#[inline(always)]
+pub unsafe fn ld_gpu_u32(p: *const u32) -> u32 {
+    let r: u32;
+    asm!("ld.relaxed.gpu.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack));
+    r
+}
+#[inline(always)]
+pub fn fence_gpu() {
+    // SAFETY: memory fence.
+    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) };
+}
+
+/// Whether this block is the last of the launch to get here (all blocks' global writes before this call are
+/// then visible to it). Resets the counter for the next launch. `flag`: one shared u32.
+#[inline(always)]
+pub unsafe fn last_block(counter: *mut u32, n_blocks: u32, flag: *mut u32) -> bool {
+    fence_gpu();
+    sync_threads();
+    if tid() == 0 {
+        let done = atom_add_u32(counter, 1);
+        let last = done + 1 == n_blocks;
+        if last {
+            *counter = 0;
+        }
+        *flag = last as u32;
+    }
+    sync_threads();
+    let last = *flag != 0;
+    if last {
+        fence_gpu();
+    }
+    last
+}

@@ -315,6 +315,25 @@ impl AttnShape {
     }
 }
 
+/// Device scratch of `Cuda::attention_rows`: the split partials and one arrival counter per (query, head), which
+/// the kernel leaves at zero after every launch.
+pub struct AttnScratch {
+    pub part: CudaSlice<f32>,
+    pub counters: CudaSlice<u32>,
+}
+
+impl AttnScratch {
+    /// Room for calls of up to `shape.n_tok` queries and `n_splits` splits.
+    pub fn new(gpu: &Cuda, shape: &AttnShape, n_splits: usize) -> Result<AttnScratch> {
+        Ok(AttnScratch { part: gpu.zeros(shape.part_len(n_splits))?, counters: gpu.zeros(shape.n_tok * shape.n_heads)? })
+    }
+
+    /// Device bytes for `AttnScratch::new` of the same arguments.
+    pub fn bytes(shape: &AttnShape, n_splits: usize) -> usize {
+        (shape.part_len(n_splits) + shape.n_tok * shape.n_heads) * 4
+    }
+}
+
 /// `buf` must hold at least `need` elements.
 fn check_min(kernel: &str, what: &str, have: usize, need: usize) -> Result<()> {
     if have < need {
@@ -438,13 +457,13 @@ impl Cuda {
     }
 
     /// Causal GQA attention of q (n_tok rows at positions pos0..) over the f16 caches, in `n_splits` chunks of
-    /// `ATTN_CHUNK` keys combined by online softmax; twin of `cpu::attention`. `part` holds the split partials
-    /// (`shape.part_len(n_splits)` floats); `n_splits * ATTN_CHUNK` must cover every key position used.
+    /// `ATTN_CHUNK` keys combined by online softmax, in one launch; twin of `cpu::attention`. `scratch` holds the
+    /// split partials and the arrival counters; `n_splits * ATTN_CHUNK` must cover every key position used.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &impl Dev<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
-                          part: &mut CudaSlice<f32>, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
+                          scratch: &mut AttnScratch, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
                           pos_host: usize) -> Result<()> {
-        const K: &str = "attention_split_f16";
+        const K: &str = "attention_f16";
         let bad = |msg: String| Err(Error::Cuda { op: K.into(), msg });
         if !s.head_dim.is_multiple_of(32) || !s.head_dim_v.is_multiple_of(32) || s.head_dim > ATTN_MAX_HEAD_DIM
             || s.head_dim_v > ATTN_MAX_HEAD_DIM {
@@ -454,29 +473,24 @@ impl Cuda {
             return bad(format!("{} heads not a multiple of {} kv heads", s.n_heads, s.n_kv_heads));
         }
         let n_keys = pos_host + s.n_tok;
-        if n_splits * ATTN_CHUNK < n_keys {
+        if n_splits == 0 || n_splits * ATTN_CHUNK < n_keys {
             return bad(format!("{n_splits} splits of {ATTN_CHUNK} cannot cover {n_keys} keys"));
         }
         check_min(K, "k cache", k.len(), n_keys * s.n_kv_heads * s.head_dim)?;
         check_min(K, "v cache", v.len(), n_keys * s.n_kv_heads * s.head_dim_v)?;
         check_min(K, "q", q.elems(), s.n_tok * s.n_heads * s.head_dim)?;
         check_min(K, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
-        check_min(K, "partials", part.len(), s.part_len(n_splits))?;
+        check_min(K, "partials", scratch.part.len(), s.part_len(n_splits))?;
+        check_min(K, "counters", scratch.counters.len(), s.n_tok * s.n_heads)?;
         let (nh, nkv, hd, hdv, w, ns) =
             (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32, s.head_dim_v as u32, s.window as u32, n_splits as u32);
         let f = self.func(K)?;
         let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.args(&f);
         let qp = q.addr(self);
-        b.arg(&*part).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd).arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
-        self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))?;
-
-        const C: &str = "attention_combine";
-        let f = self.func(C)?;
-        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, 1), block_dim: (hdv.div_ceil(32) * 32, 1, 1), shared_mem_bytes: 0 };
-        let mut b = self.args(&f);
-        b.arg(out).arg(&*part).arg(&nh).arg(&hdv).arg(&ns);
-        self.go(C, b, cfg, || format!("{s:?} splits={n_splits}"))
+        b.arg(out).arg(&scratch.part).arg(&scratch.counters).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd)
+            .arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
+        self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))
     }
 
     fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &impl Dev<f32>, up: &impl Dev<f32>, n: usize) -> Result<()> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
-use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
+use crate::backend::cuda::{cuda_err, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
 use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
@@ -134,7 +134,7 @@ struct Scratch {
     gate: CudaSlice<f32>, // (n, hidden_dim)
     up: CudaSlice<f32>,   // (n, hidden_dim)
     act: CudaSlice<f32>,  // (n, hidden_dim)
-    part: CudaSlice<f32>, // attention split partials
+    attn: AttnScratch,    // attention split partials and counters
     qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
     gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
     xq: CudaSlice<u8>,       // one quantized activation row (the widest input: dim or hidden_dim)
@@ -176,10 +176,10 @@ pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
     let n = MAX_BATCH;
     let per_tok = 3 * c.dim + c.n_heads * c.head_dim + c.n_kv_heads * (c.head_dim + c.head_dim_v)
         + c.n_heads * c.head_dim_v + 3 * c.hidden_dim;
-    let part = attn_shape(c, n, 1.0, 0).part_len(n_splits(ctx_size));
+    let attn = AttnScratch::bytes(&attn_shape(c, n, 1.0, 0), n_splits(ctx_size));
     let logits = n * model.n_vocab();
     let rope = model.layers.len().min(2) * ctx_size * c.rope_dim * 4;
-    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
+    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + logits) * 4 + attn + rope }
 }
 
 fn n_splits(n_keys: usize) -> usize {
@@ -334,7 +334,7 @@ impl CudaForward {
             gate: gpu.zeros(n * c.hidden_dim)?,
             up: gpu.zeros(n * c.hidden_dim)?,
             act: gpu.zeros(n * c.hidden_dim)?,
-            part: gpu.zeros(attn_shape(&c, n, 1.0, 0).part_len(n_splits(ctx_size)))?,
+            attn: AttnScratch::new(&gpu, &attn_shape(&c, n, 1.0, 0), n_splits(ctx_size))?,
             qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
             gate_up: gpu.zeros(2 * c.hidden_dim)?,
             xq: gpu.zeros(act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256)))?,
@@ -544,7 +544,7 @@ fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, 
     g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, x.pos, x.pos_host)?;
     g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, x.pos, x.pos_host)?;
     let shape = attn_shape(c, n, x.attn_scale, l.window);
-    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, &shape, x.splits, x.pos, x.pos_host)?;
+    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
     l.wo.apply(g, &s.att, &mut s.o, n, x.q8.then_some(&mut s.xq))?;
     if let Some(w) = &l.post_attn_norm {
         g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
@@ -599,7 +599,7 @@ fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable)
     g.kv_store_rows(&mut l.k_cache, &k_at, 1, kv_dim, x.pos, x.pos_host)?;
     g.kv_store_rows(&mut l.v_cache, &v_at, 1, kv_dim_v, x.pos, x.pos_host)?;
     let shape = attn_shape(c, 1, x.attn_scale, l.window);
-    g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.part, &shape, x.splits, x.pos, x.pos_host)?;
+    g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
     residual_proj(g, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s, eps)?;
 
     // ---- feed-forward ----
