@@ -34,7 +34,8 @@ fn rope_matches_cpu() {
         let mut want = x.clone();
         cpu::rope(&mut want, n_heads, pos0, &p);
         let (cos, sin) = cpu::rope_table(ctx, &p);
-        let (dcos, dsin, dpos) = (gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap(), gpu.upload(&[pos0 as u32]).unwrap());
+        let (dcos, dsin, dpos) =
+            (gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap(), gpu.upload(&[pos0 as u32]).unwrap());
         let dx = gpu.upload(&x).unwrap();
         gpu.rope_rows(&dx, n_tok, n_heads, head_dim, rope_dim, pairing == RopePairing::Neox, &dcos, &dsin, &dpos, pos0)
             .unwrap();
@@ -49,17 +50,30 @@ fn attention_matches_cpu() {
     let Some(gpu) = cuda_or_skip("attention_matches_cpu") else { return };
     let mut rng = Rng::new(12);
     // (n_heads, n_kv_heads, head_dim, n_tok, pos0, window): decode, prefill, GQA, long context, sliding window
-    for (n_heads, n_kv, hd, n_tok, pos0, window) in
-        [(9, 3, 64, 1, 0, 0), (9, 3, 64, 1, 700, 0), (4, 1, 256, 7, 300, 0), (8, 8, 128, 33, 0, 0), (4, 1, 256, 3, 1000, 512)]
-    {
+    for (n_heads, n_kv, hd, n_tok, pos0, window) in [
+        (9, 3, 64, 1, 0, 0),
+        (9, 3, 64, 1, 700, 0),
+        (4, 1, 256, 7, 300, 0),
+        (8, 8, 128, 33, 0, 0),
+        (4, 1, 256, 3, 1000, 512),
+    ] {
         let n_keys: usize = pos0 + n_tok;
         let ctx = n_keys.next_multiple_of(256);
         let q = rng.vec(n_tok * n_heads * hd, -1.0, 1.0);
         let k: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
         let v: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
         let scale = 1.0 / (hd as f32).sqrt();
-        let p = AttnParams { n_tok, pos0, n_heads, n_kv_heads: n_kv, head_dim: hd, head_dim_v: hd, scale,
-                             window: (window > 0).then_some(window), round_like_cache: false };
+        let p = AttnParams {
+            n_tok,
+            pos0,
+            n_heads,
+            n_kv_heads: n_kv,
+            head_dim: hd,
+            head_dim_v: hd,
+            scale,
+            window: (window > 0).then_some(window),
+            round_like_cache: false,
+        };
         let mut want = vec![0.0; n_tok * n_heads * hd];
         cpu::attention(&mut want, &q, &k[..n_keys * n_kv * hd], &v[..n_keys * n_kv * hd], &p);
 
@@ -77,7 +91,9 @@ fn attention_matches_cpu() {
         gpu.attention_rows(&mut out, &dq, &dk, &dv, &mut scratch, &s, splits, &dpos, pos0).unwrap();
         assert_eq!(gpu.download(&out).unwrap(), first, "second launch differs");
         let err = max_rel_err(&first, &want, 1e-2);
-        println!("attention heads={n_heads}/{n_kv} hd={hd} n_tok={n_tok} pos0={pos0} window={window}: max rel err {err:.2e}");
+        println!(
+            "attention heads={n_heads}/{n_kv} hd={hd} n_tok={n_tok} pos0={pos0} window={window}: max rel err {err:.2e}"
+        );
         assert!(err <= ATTN_TOL, "{err}");
     }
 }
@@ -183,7 +199,8 @@ fn embedding_matches_cpu_for_every_type() {
         }
         let ids = [7u32, 0, 49, 7];
         let mut out = gpu.zeros::<f32>(ids.len() * n_cols).unwrap();
-        gpu.embed(ty, &gpu.upload(&bytes).unwrap(), n_rows, n_cols, &gpu.upload(&ids).unwrap(), ids.len(), &mut out).unwrap();
+        gpu.embed(ty, &gpu.upload(&bytes).unwrap(), n_rows, n_cols, &gpu.upload(&ids).unwrap(), ids.len(), &mut out)
+            .unwrap();
         let got = gpu.download(&out).unwrap();
         for (t, &id) in ids.iter().enumerate() {
             let mut want = vec![0.0; n_cols];
@@ -249,12 +266,18 @@ fn compare_model(file: &str, tokens_file: &str) {
 
     // 1) logits after a natural prompt (BOS added where the model asks for it)
     let tok = host::tokenizer::Tokenizer::from_gguf(&f).unwrap();
-    let prompt = &tok.encode("Once upon a time, there was a little robot who lived in a big city. Every day he", true, true).unwrap()[..];
+    let prompt = &tok
+        .encode("Once upon a time, there was a little robot who lived in a big city. Every day he", true, true)
+        .unwrap()[..];
     let lc = cpu.forward(prompt, 0).unwrap().to_vec();
     let lg = gpu.forward(prompt, 0).unwrap().to_vec();
     let scale = lc.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let diff = lc.iter().zip(&lg).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    println!("{file}: prompt logits max |cpu - gpu| = {diff:.3e} (max |logit| {scale:.1}), argmax cpu {} gpu {}", argmax(&lc), argmax(&lg));
+    println!(
+        "{file}: prompt logits max |cpu - gpu| = {diff:.3e} (max |logit| {scale:.1}), argmax cpu {} gpu {}",
+        argmax(&lc),
+        argmax(&lg)
+    );
     assert!(diff <= 2e-3 * scale, "prompt logits differ by {diff}");
 
     // 2) 32 greedy tokens: CPU sampling of CPU logits vs the GPU's captured decode graph with device argmax
@@ -298,4 +321,56 @@ fn smollm2_gpu_matches_cpu() {
 #[test]
 fn gemma3_gpu_matches_cpu() {
     compare_model("gemma-3-270m-q4_k_m.gguf", "gemma3_tokenize.jsonl");
+}
+
+/// The defaults of both backends, as `host run --temp 0` uses them (the CPU with llama.cpp's 8-bit activation
+/// rounding, the GPU with its 8-bit-activation kernels and device argmax), give the same greedy completions of
+/// the llama.cpp reference prompts: identical, or agreeing on at least their first 16 tokens.
+fn default_paths_agree(file: &str, greedy_jsonl: &str) {
+    use host::generate::{self, GenOptions};
+    use host::sampler::{Sampler, SamplingParams};
+    use std::sync::atomic::AtomicBool;
+    let Some(path) = model_path(file) else { return };
+    if cuda_or_skip(file).is_none() {
+        return;
+    }
+    let f = GgufFile::open(&path).unwrap();
+    let model = Model::load(&f).unwrap();
+    let tok = host::tokenizer::Tokenizer::from_gguf(&f).unwrap();
+    let mut cpu = CpuForward::new(&model, 512, CacheType::F16).unwrap();
+    let mut gpu = CudaForward::new(&model, 512, 0).unwrap();
+    let text = std::fs::read_to_string(Path::new("tests/fixtures/reference").join(greedy_jsonl)).unwrap();
+    let mut worst = usize::MAX;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let prompt = generate::prompt_tokens(&tok, v["prompt"].as_str().unwrap(), None).unwrap();
+        let opts = GenOptions { n_predict: Some(32), ..GenOptions::default() };
+        let run = |fwd: &mut dyn Forward| {
+            fwd.reset();
+            let mut sampler = Sampler::new(SamplingParams { temperature: 0.0, seed: 1, ..SamplingParams::default() });
+            generate::generate(fwd, &tok, &mut sampler, &prompt, &opts, &mut Vec::new(), &AtomicBool::new(false))
+                .unwrap()
+                .tokens
+        };
+        let (tc, tg) = (run(&mut cpu), run(&mut gpu));
+        let agree = tc.iter().zip(&tg).take_while(|(a, b)| a == b).count();
+        println!("{file}: {:?}: cpu and gpu agree on {agree} of {}/{} tokens", v["prompt"], tc.len(), tg.len());
+        assert!(
+            tc == tg || agree >= 16,
+            "{file}: {:?}: only {agree} tokens agree\ncpu {tc:?}\ngpu {tg:?}",
+            v["prompt"]
+        );
+        worst = worst.min(if tc == tg { tc.len() } else { agree });
+    }
+    println!("{file}: default paths agree on at least {worst} tokens per prompt");
+}
+
+#[test]
+fn smollm2_default_paths_agree() {
+    default_paths_agree("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2_greedy.jsonl");
+}
+
+#[test]
+fn gemma3_default_paths_agree() {
+    default_paths_agree("gemma-3-270m-q4_k_m.gguf", "gemma3_greedy.jsonl");
 }
