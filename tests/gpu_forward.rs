@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{cuda_or_skip, max_rel_err, Rng};
 use half::f16;
 use host::backend::cpu::{self, AttnParams, RopePairing, RopeParams};
-use host::backend::cuda::{AttnScratch, AttnShape};
+use host::backend::cuda::{At, AttnScratch, AttnShape};
 use host::backend::cuda_forward::CudaForward;
 use host::gguf::{GgmlType, GgufFile};
 use host::kv_cache::CacheType;
@@ -42,6 +42,59 @@ fn rope_matches_cpu() {
         let err = max_rel_err(&gpu.download(&dx).unwrap(), &want, 1e-3);
         println!("rope {pairing:?} head_dim={head_dim} rope_dim={rope_dim}: max rel err {err:.2e}");
         assert!(err <= F32_TOL, "{err}");
+    }
+}
+
+/// The decode launch `rope_store_decode` equals the separate per-head norms, RoPE and cache stores bit for bit,
+/// with and without Gemma's q/k norms, for normal and NeoX pairing and a partial rotary dimension.
+#[test]
+fn rope_store_equals_separate_ops() {
+    let Some(gpu) = cuda_or_skip("rope_store_equals_separate_ops") else { return };
+    let mut rng = Rng::new(15);
+    for (pairing, n_heads, n_kv, hd, rope_dim, norms) in [
+        (RopePairing::Normal, 9, 3, 64, 64, false),
+        (RopePairing::Neox, 4, 1, 256, 256, true),
+        (RopePairing::Neox, 8, 2, 128, 64, true),
+    ] {
+        let (pos, ctx) = (37usize, 64usize);
+        let p =
+            RopeParams { head_dim: hd, rope_dim, theta_base: 10000.0, freq_scale: 1.0, pairing, freq_factors: None };
+        let (cos, sin) = cpu::rope_table(ctx, &p);
+        let (dcos, dsin, dpos) =
+            (gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap(), gpu.upload(&[pos as u32]).unwrap());
+        let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
+        let qkv = rng.vec(q_dim + 2 * kv_dim, -2.0, 2.0);
+        let (qn, kn) = (gpu.upload(&rng.vec(hd, 0.5, 1.5)).unwrap(), gpu.upload(&rng.vec(hd, 0.5, 1.5)).unwrap());
+        let (qn, kn) = if norms { (Some(&qn), Some(&kn)) } else { (None, None) };
+        let neox = pairing == RopePairing::Neox;
+        let s = AttnShape { n_tok: 1, n_heads, n_kv_heads: n_kv, head_dim: hd, head_dim_v: hd, scale: 1.0, window: 0 };
+        // separate launches
+        let a = gpu.upload(&qkv).unwrap();
+        let (mut ka, mut va) = (gpu.zeros::<u16>(ctx * kv_dim).unwrap(), gpu.zeros::<u16>(ctx * kv_dim).unwrap());
+        let (k_at, v_at) = (At(&a, q_dim), At(&a, q_dim + kv_dim));
+        if let Some(w) = qn {
+            gpu.rmsnorm_inplace_rows(&a, w, n_heads, hd, 1e-6).unwrap();
+        }
+        if let Some(w) = kn {
+            gpu.rmsnorm_inplace_rows(&k_at, w, n_kv, hd, 1e-6).unwrap();
+        }
+        gpu.rope_rows(&a, 1, n_heads + n_kv, hd, rope_dim, neox, &dcos, &dsin, &dpos, pos).unwrap();
+        gpu.kv_store_rows(&mut ka, &k_at, 1, kv_dim, &dpos, pos).unwrap();
+        gpu.kv_store_rows(&mut va, &v_at, 1, kv_dim, &dpos, pos).unwrap();
+        // one launch
+        let b = gpu.upload(&qkv).unwrap();
+        let (mut kb, mut vb) = (gpu.zeros::<u16>(ctx * kv_dim).unwrap(), gpu.zeros::<u16>(ctx * kv_dim).unwrap());
+        gpu.rope_store_decode(&b, &mut kb, &mut vb, &s, rope_dim, neox, &dcos, &dsin, &dpos, pos, qn, kn, 1e-6)
+            .unwrap();
+        let case = format!("{pairing:?} heads {n_heads}/{n_kv} hd {hd} rope_dim {rope_dim} norms {norms}");
+        assert_eq!(
+            gpu.download(&a).unwrap()[..q_dim + kv_dim],
+            gpu.download(&b).unwrap()[..q_dim + kv_dim],
+            "{case}: q, k"
+        );
+        assert_eq!(gpu.download(&ka).unwrap(), gpu.download(&kb).unwrap(), "{case}: k cache");
+        assert_eq!(gpu.download(&va).unwrap(), gpu.download(&vb).unwrap(), "{case}: v cache");
+        println!("rope_store {case}: equal to the separate launches");
     }
 }
 

@@ -443,6 +443,37 @@ impl Cuda {
         self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} n_heads={n_heads}"))
     }
 
+    /// One decode token's q/k head norms (when given), RoPE of q and k, and store of k and v into the f16 caches
+    /// at position pos0, in one launch on the fused projection `qkv` = [q | k | v]; bit-identical to
+    /// `rmsnorm_inplace_rows` per head, `rope_rows` and `kv_store_rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_store_decode(&self, qkv: &CudaSlice<f32>, k_cache: &mut CudaSlice<u16>, v_cache: &mut CudaSlice<u16>,
+                             s: &AttnShape, rope_dim: usize, neox: bool, cos: &CudaSlice<f32>, sin: &CudaSlice<f32>,
+                             pos0: &CudaSlice<u32>, pos_host: usize, q_norm: Option<&CudaSlice<f32>>,
+                             k_norm: Option<&CudaSlice<f32>>, eps: f32) -> Result<()> {
+        const K: &str = "rope_store_f16";
+        let (hd, hdv, nh, nkv) = (s.head_dim, s.head_dim_v, s.n_heads, s.n_kv_heads);
+        if !hd.is_multiple_of(4) || hd > 1024 || rope_dim > hd || !rope_dim.is_multiple_of(2) || cos.len() != sin.len()
+            || (pos_host + 1) * (rope_dim / 2) > cos.len() {
+            return Err(Error::Cuda { op: K.into(), msg: format!(
+                "head_dim {hd}, rope_dim {rope_dim} or position {pos_host} outside the {}-entry table", cos.len()) });
+        }
+        check_min(K, "qkv", qkv.len(), nh * hd + nkv * (hd + hdv))?;
+        check_min(K, "k cache", k_cache.len(), (pos_host + 1) * nkv * hd)?;
+        check_min(K, "v cache", v_cache.len(), (pos_host + 1) * nkv * hdv)?;
+        for w in [q_norm, k_norm].into_iter().flatten() {
+            check_min(K, "head norm weights", w.len(), hd)?;
+        }
+        let opt = |w: Option<&CudaSlice<f32>>| w.map_or(0u64, |w| self.ptr(w, 0));
+        let (qn, kn) = (opt(q_norm), opt(k_norm));
+        let (nh32, nkv32, hd32, hdv32, rd, nx) = (nh as u32, nkv as u32, hd as u32, hdv as u32, rope_dim as u32, neox as u32);
+        let f = self.func(K)?;
+        let mut b = self.args(&f);
+        b.arg(qkv).arg(k_cache).arg(v_cache).arg(cos).arg(sin).arg(pos0).arg(&nh32).arg(&nkv32).arg(&hd32).arg(&hdv32)
+            .arg(&rd).arg(&nx).arg(&qn).arg(&kn).arg(&eps);
+        self.go(K, b, rows_cfg(nh + nkv + 1, ROW_BLOCK), || format!("{s:?}"))
+    }
+
     /// Store n_tok rows of `row_len` floats into the f16 cache at positions pos0.. (pos0 on the device).
     pub fn kv_store_rows(&self, cache: &mut CudaSlice<u16>, x: &impl Dev<f32>, n_tok: usize, row_len: usize,
                          pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {

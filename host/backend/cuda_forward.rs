@@ -574,7 +574,6 @@ fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, 
 fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable) -> Result<()> {
     let (g, c) = (x.g, x.c);
     let (dim, eps) = (c.dim, c.rms_eps);
-    let (q_dim, kv_dim, kv_dim_v) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
     let (wqkv, wgu) = (l.wqkv.as_ref().expect("checked by caller"), l.w_gate_up.as_ref().expect("checked by caller"));
 
     // ---- attention ----
@@ -587,18 +586,9 @@ fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable)
     if let Some(b) = &l.qkv_bias {
         g.add_bias_rows(&mut s.qkv, b, 1)?;
     }
-    let (k_at, v_at) = (At(&s.qkv, q_dim), At(&s.qkv, q_dim + kv_dim));
-    if let Some(w) = &l.q_norm {
-        g.rmsnorm_inplace_rows(&s.qkv, w, c.n_heads, c.head_dim, eps)?;
-    }
-    if let Some(w) = &l.k_norm {
-        g.rmsnorm_inplace_rows(&k_at, w, c.n_kv_heads, c.head_dim, eps)?;
-    }
-    // q's and k's heads are contiguous: one launch rotates both
-    g.rope_rows(&s.qkv, 1, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
-    g.kv_store_rows(&mut l.k_cache, &k_at, 1, kv_dim, x.pos, x.pos_host)?;
-    g.kv_store_rows(&mut l.v_cache, &v_at, 1, kv_dim_v, x.pos, x.pos_host)?;
     let shape = attn_shape(c, 1, x.attn_scale, l.window);
+    g.rope_store_decode(&s.qkv, &mut l.k_cache, &mut l.v_cache, &shape, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos,
+                        x.pos_host, l.q_norm.as_ref(), l.k_norm.as_ref(), eps)?;
     g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
     residual_proj(g, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s, eps)?;
 
