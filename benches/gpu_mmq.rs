@@ -72,7 +72,9 @@ fn main() -> Res<()> {
         xqs.push((n_cols, x, xq));
     }
 
-    println!("\n| type | rows x cols | mmq us | mmq TOP/s | regs | smem KiB | f32 matmul us | f32 TFLOP/s | speed-up |");
+    println!(
+        "\n| type | rows x cols | mmq us | mmq TOP/s | regs | smem KiB | f32 matmul us | f32 TFLOP/s | speed-up |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for ty in types {
         if !supports_mmq(ty) {

@@ -90,7 +90,9 @@ impl Cuda {
         })?;
         check_len(kernel, "w", w.len(), bytes)?;
         check_len(kernel, "xq", xq.len(), n_tok * act_row_bytes(n_cols))?;
-        let n_out = n_tok.checked_mul(n_rows).ok_or_else(|| err(kernel, format!("n_tok {n_tok} x n_rows {n_rows} overflows")))?;
+        let n_out = n_tok
+            .checked_mul(n_rows)
+            .ok_or_else(|| err(kernel, format!("n_tok {n_tok} x n_rows {n_rows} overflows")))?;
         check_len(kernel, "y", y.len(), n_out)?;
         if n_rows > u32::MAX as usize / 2 {
             return Err(err(kernel, format!("n_rows {n_rows} exceeds the limit {}", u32::MAX / 2)));
@@ -116,8 +118,7 @@ impl Cuda {
         let mut b = self.stream.launch_builder(&f);
         b.arg(w).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&nt);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
-        unsafe { b.launch(cfg) }
-            .map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
         Ok(())
     }
 }

@@ -447,7 +447,10 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
             }
             if t < 2 * TOKS {
                 let (tt, h) = (t / 2, t % 2);
-                cp_async16_full(meta + TOKS * 16 + 32 * tt + 16 * h, tok_row(tt).add((s_off + 32 * kt + 16 * h) as usize));
+                cp_async16_full(
+                    meta + TOKS * 16 + 32 * tt + 16 * h,
+                    tok_row(tt).add((s_off + 32 * kt + 16 * h) as usize),
+                );
             }
         }
     };
@@ -461,8 +464,7 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
                 let (r, j) = (u / nsub, u % nsub);
                 if j < nsv {
                     let a = st + r * rs + (row_start(r, kt) & 15);
-                    let (q, s0, s1) =
-                        if g.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
+                    let (q, s0, s1) = if g.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
                     sts_u4(wq + r * qs + 32 * j, [q[0], q[1], q[2], q[3]]);
                     sts_u4(wq + r * qs + 32 * j + 16, [q[4], q[5], q[6], q[7]]);
                     sts_f2(ws + (j * ROWS + r) * 8, [s0, s1]);
