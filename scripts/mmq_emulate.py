@@ -203,10 +203,11 @@ def kernel(ty, w, xq, n_rows, n_cols, n_tok):
                                 else:
                                     d = m.f32(meta + 4 * tt)
                                     p = meta + TOKS * 16 + 32 * tt + 2 * (8 * (j >> 2) + (j & 3))
-                                    v = [d, f32(d * f32(m.s16(p) + m.s16(p + 8)))]
+                                    v = [d, f32(m.s16(p) + m.s16(p + 8))]
                                 m.st_f32(g.off_as + (j * TOKS + tt) * 8, v[0]); m.st_f32(g.off_as + (j * TOKS + tt) * 8 + 4, v[1])
             acc = np.zeros((8, 32, 2, 4, 4), np.float32)
             def compute(st, nsv):
+                inner = np.zeros((8, 32, 2, 4, 4), np.float32)
                 for warp in range(8):
                     wm, wn = warp & 3, warp >> 2
                     a_lane = [g.off_wq + (32 * wm + (l & 7) + 8 * ((l >> 3) & 1)) * g.qs + 16 * (l >> 4) for l in range(32)]
@@ -233,12 +234,26 @@ def kernel(ty, w, xq, n_rows, n_cols, n_tok):
                                     for e in range(4):
                                         sw = wsc[e // 2]; sa = [asv[2 * (e % 2)], asv[2 * (e % 2) + 1]]
                                         if not SUB16:
-                                            v = f32(f32(sw[0] * sa[0]) * magic_f(d[l][e])) + acc[warp, l, mi, ni, e]
-                                            if MIN: v = f32(sw[1] * sa[1]) + v
+                                            f = magic_f(d[l][e])
+                                            if g.kq:
+                                                v = f32(sw[0] * f) + inner[warp, l, mi, ni, e]
+                                                if MIN: v = f32(sw[1] * sa[1]) + v
+                                                inner[warp, l, mi, ni, e] = v
+                                            else:
+                                                v = f32(f32(sw[0] * sa[0]) * f) + acc[warp, l, mi, ni, e]
+                                                if MIN: v = f32(sw[1] * sa[1]) + v
+                                                acc[warp, l, mi, ni, e] = v
                                         else:
                                             f0, f1 = magic_f(d0[l][e]), magic_f(d1[l][e])
-                                            v = f32(sa[0] * f32(sw[0] * f0 + f32(sw[1] * f1))) + acc[warp, l, mi, ni, e]
-                                        acc[warp, l, mi, ni, e] = v
+                                            acc[warp, l, mi, ni, e] = f32(sa[0] * f32(sw[0] * f0 + f32(sw[1] * f1))) + acc[warp, l, mi, ni, e]
+                    if g.kq and not SUB16:
+                        for l in range(32):
+                            tq = l & 3
+                            for ni in range(4):
+                                dy = [m.f32(g.off_as + (32 * wn + 8 * ni + 2 * tq) * 8 + 4 * i) for i in range(4)]
+                                for mi in range(2):
+                                    for e in range(4):
+                                        acc[warp, l, mi, ni, e] += f32(dy[2 * (e % 2)] * inner[warp, l, mi, ni, e])
             issue(0, stage(0))
             for kt in range(n_kt):
                 if kt + 1 < n_kt: issue(kt + 1, stage(kt + 1))

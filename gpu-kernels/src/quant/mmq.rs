@@ -378,19 +378,18 @@ impl MmqType for Q6K {
 /// times and xq ceil(n_rows / 128) times (mostly from L2), y written once; 2 n_rows n_cols n_tok integer ops.
 #[inline(always)]
 unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32, n_tok: u32) {
-    let g = T::G;
     let (kt_cols, nsub, rs, qs) = (T::G.kt, T::G.nsub(), T::G.raw_stride, T::G.q_stride());
     let ch = T::G.raw_stride / 16; // 16-byte chunks per raw row
     let smem = dyn_smem();
-    let (wq, ws, asc) = (smem + g.off_wq(), smem + g.off_ws(), smem + g.off_as());
-    let stage = |i: u32| smem + (i & 1) * g.stage_bytes();
+    let (wq, ws, asc) = (smem + T::G.off_wq(), smem + T::G.off_ws(), smem + T::G.off_as());
+    let stage = |i: u32| smem + (i & 1) * T::G.stage_bytes();
     let (t, lane, warp) = (tid(), tid() & 31, tid() >> 5);
     let (row0, tok0) = (bid() * ROWS, bid_y() * TOKS);
     let row_bytes = n_cols / T::BS * T::TS;
     let total = n_rows * row_bytes;
     let (last_row, last_tok) = (n_rows - 1, n_tok - 1);
     let act_rb = lay::row_bytes(n_cols) as u64;
-    let (q_off, m_off, s_off) = if g.kq {
+    let (q_off, m_off, s_off) = if T::G.kq {
         (lay::off_kq(n_cols), lay::off_kd(n_cols), lay::off_ks(n_cols))
     } else {
         (0, lay::off_meta(n_cols), 0)
@@ -398,44 +397,50 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     let n_sub_all = n_cols / 32;
     let n_kt = n_cols.div_ceil(kt_cols);
     let tok_row = |tt: u32| xq.add((min_u32(tok0 + tt, last_tok) as u64 * act_rb) as usize);
-    let row_start = |r: u32, kt: u32| min_u32(row0 + r, last_row) * row_bytes + kt * g.nb * T::TS;
+    let row_start = |r: u32, kt: u32| min_u32(row0 + r, last_row) * row_bytes + kt * T::G.nb * T::TS;
 
     // 1) Copy k-tile `kt` into stage `st`.
     let issue = #[inline(always)]
     |kt: u32, st: u32| {
         // raw weights: chunk f = t + THREADS k is row f / ch, chunk f % ch, from the row's 16-aligned start
-        let len = min_u32(g.nb * T::TS, row_bytes - kt * g.nb * T::TS);
-        unroll::<16>(|k| {
-            let f = t + THREADS * k as u32;
-            if (THREADS * k as u32) < ROWS * ch && f < ROWS * ch {
-                let (r, c) = (f / ch, f % ch);
-                let start = row_start(r, kt);
-                if 16 * c < (start & 15) + len {
-                    let src = (start & !15) + 16 * c;
-                    let dst = st + r * rs + 16 * c;
-                    if src + 16 <= total {
-                        cp_async16_full(dst, w.add(src as usize));
-                    } else {
-                        cp_async16(dst, w.add(src as usize), total - src);
+        let len = min_u32(T::G.nb * T::TS, row_bytes - kt * T::G.nb * T::TS);
+        unroll::<16>(
+            #[inline(always)]
+            |k| {
+                let f = t + THREADS * k as u32;
+                if (THREADS * k as u32) < ROWS * ch && f < ROWS * ch {
+                    let (r, c) = (f / ch, f % ch);
+                    let start = row_start(r, kt);
+                    if 16 * c < (start & 15) + len {
+                        let src = (start & !15) + 16 * c;
+                        let dst = st + r * rs + 16 * c;
+                        if src + 16 <= total {
+                            cp_async16_full(dst, w.add(src as usize));
+                        } else {
+                            cp_async16(dst, w.add(src as usize), total - src);
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
         // activation quants: token f / (kt / 16), chunk f % (kt / 16)
-        let (aq, cpt) = (st + g.raw_bytes(), kt_cols / 16);
+        let (aq, cpt) = (st + T::G.raw_bytes(), kt_cols / 16);
         let col0 = kt * kt_cols;
-        unroll::<4>(|k| {
-            let f = t + THREADS * k as u32;
-            if (THREADS * k as u32) < TOKS * cpt {
-                let (tt, c) = (f / cpt, f % cpt);
-                if col0 + 16 * c < n_cols {
-                    cp_async16_full(aq + tt * qs + 16 * c, tok_row(tt).add((q_off + col0 + 16 * c) as usize));
+        unroll::<4>(
+            #[inline(always)]
+            |k| {
+                let f = t + THREADS * k as u32;
+                if (THREADS * k as u32) < TOKS * cpt {
+                    let (tt, c) = (f / cpt, f % cpt);
+                    if col0 + 16 * c < n_cols {
+                        cp_async16_full(aq + tt * qs + 16 * c, tok_row(tt).add((q_off + col0 + 16 * c) as usize));
+                    }
                 }
-            }
-        });
+            },
+        );
         // activation metadata
-        let meta = aq + g.act_bytes();
-        if !g.kq {
+        let meta = aq + T::G.act_bytes();
+        if !T::G.kq {
             // the 16-byte q8_1 record of token t / nsub, block t % nsub
             let (tt, j) = (t / nsub, t % nsub);
             if t < TOKS * nsub && kt * nsub + j < n_sub_all {
@@ -458,37 +463,44 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     // 2) Decode the raw weights and the activation metadata of stage `st` (k-tile `kt`, `nsv` valid sub-blocks).
     let decode = #[inline(always)]
     |kt: u32, st: u32, nsv: u32| {
-        unroll::<8>(|k| {
-            let u = t + THREADS * k as u32;
-            if (THREADS * k as u32) < ROWS * nsub {
-                let (r, j) = (u / nsub, u % nsub);
-                if j < nsv {
-                    let a = st + r * rs + (row_start(r, kt) & 15);
-                    let (q, s0, s1) = if g.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
-                    sts_u4(wq + r * qs + 32 * j, [q[0], q[1], q[2], q[3]]);
-                    sts_u4(wq + r * qs + 32 * j + 16, [q[4], q[5], q[6], q[7]]);
-                    sts_f2(ws + (j * ROWS + r) * 8, [s0, s1]);
+        unroll::<8>(
+            #[inline(always)]
+            |k| {
+                let u = t + THREADS * k as u32;
+                if (THREADS * k as u32) < ROWS * nsub {
+                    let (r, j) = (u / nsub, u % nsub);
+                    if j < nsv {
+                        let a = st + r * rs + (row_start(r, kt) & 15);
+                        let (q, s0, s1) = if T::G.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
+                        sts_u4(wq + r * qs + 32 * j, [q[0], q[1], q[2], q[3]]);
+                        sts_u4(wq + r * qs + 32 * j + 16, [q[4], q[5], q[6], q[7]]);
+                        sts_f2(ws + (j * ROWS + r) * 8, [s0, s1]);
+                    }
                 }
-            }
-        });
-        let meta = st + g.raw_bytes() + g.act_bytes();
-        unroll::<4>(|k| {
-            let e = t + THREADS * k as u32;
-            if (THREADS * k as u32) < TOKS * nsub {
-                let (tt, j) = (e % TOKS, e / TOKS);
-                if j < nsv {
-                    let v = if !g.kq {
-                        lds_f2(meta + 16 * (tt * nsub + j))
-                    } else {
-                        // groups 2j, 2j + 1 sit at 8 (j / 4) + j % 4 and 4 further (q8_layout::BSUM_POS)
-                        let d = f32::from_bits(lds_u32(meta + 4 * tt));
-                        let p = meta + TOKS * 16 + 32 * tt + 2 * (8 * (j >> 2) + (j & 3));
-                        [d, d * (lds_s16(p) + lds_s16(p + 8)) as f32]
-                    };
-                    sts_f2(asc + (j * TOKS + tt) * 8, v);
+            },
+        );
+        let meta = st + T::G.raw_bytes() + T::G.act_bytes();
+        unroll::<4>(
+            #[inline(always)]
+            |k| {
+                let e = t + THREADS * k as u32;
+                if (THREADS * k as u32) < TOKS * nsub {
+                    let (tt, j) = (e % TOKS, e / TOKS);
+                    if j < nsv {
+                        let v = if !T::G.kq {
+                            lds_f2(meta + 16 * (tt * nsub + j))
+                        } else {
+                            // groups 2j, 2j + 1 sit at 8 (j / 4) + j % 4 and 4 further (q8_layout::BSUM_POS)
+                            // (d, sum of the sub-block's quants): `compute` multiplies by d per super-block
+                            let d = f32::from_bits(lds_u32(meta + 4 * tt));
+                            let p = meta + TOKS * 16 + 32 * tt + 2 * (8 * (j >> 2) + (j & 3));
+                            [d, (lds_s16(p) + lds_s16(p + 8)) as f32]
+                        };
+                        sts_f2(asc + (j * TOKS + tt) * 8, v);
+                    }
                 }
-            }
-        });
+            },
+        );
     };
 
     // 3) The warp's fragments and accumulators.
@@ -499,49 +511,100 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     let mut acc = [[[0.0f32; 4]; 4]; 2];
     let compute = #[inline(always)]
     |st: u32, nsv: u32, acc: &mut [[[f32; 4]; 4]; 2]| {
-        let b_base = st + g.raw_bytes() + b_lane;
-        unroll::<8>(|j| {
-            let j = j as u32;
-            if j >= nsub || j >= nsv {
-                return;
-            }
-            let af = [ldsm_x4(a_lane + 32 * j), ldsm_x4(a_lane + 16 * qs + 32 * j)];
-            let bp = [ldsm_x4(b_base + 32 * j), ldsm_x4(b_base + 16 * qs + 32 * j)];
-            let bf = [[bp[0][0], bp[0][1]], [bp[0][2], bp[0][3]], [bp[1][0], bp[1][1]], [bp[1][2], bp[1][3]]];
-            let mut wsc = [[[0.0f32; 2]; 2]; 2]; // [mi][row g / g + 8][scale, second]
-            unroll::<2>(|mi| {
-                let r = 32 * wm + 16 * mi as u32 + gq;
-                wsc[mi] = [lds_f2(ws + (j * ROWS + r) * 8), lds_f2(ws + (j * ROWS + r + 8) * 8)];
-            });
-            let mut asv = [[0.0f32; 4]; 4]; // [ni][d tok 2tq, sum tok 2tq, d tok 2tq + 1, sum tok 2tq + 1]
-            unroll::<4>(|ni| asv[ni] = lds_f4(asc + (j * TOKS + 32 * wn + 8 * ni as u32 + 2 * tq) * 8));
-            unroll::<2>(|mi| {
-                unroll::<4>(|ni| {
-                    // element e: row g + 8 (e / 2), token 2 tq + e % 2
-                    if !T::SUB16 {
-                        let d = mma_k32(af[mi], bf[ni], MAGIC);
-                        unroll::<4>(|e| {
-                            let (sw, sa) = (wsc[mi][e / 2], [asv[ni][2 * (e % 2)], asv[ni][2 * (e % 2) + 1]]);
-                            let f = f32::from_bits(d[e] as u32) - MAGIC_F;
-                            let mut v = fma(sw[0] * sa[0], f, acc[mi][ni][e]);
-                            if T::MIN {
-                                v = fma(sw[1], sa[1], v);
-                            }
-                            acc[mi][ni][e] = v;
-                        });
-                    } else {
-                        let d0 = mma_k16([af[mi][0], af[mi][1]], bf[ni][0], MAGIC);
-                        let d1 = mma_k16([af[mi][2], af[mi][3]], bf[ni][1], MAGIC);
-                        unroll::<4>(|e| {
-                            let (sw, dy) = (wsc[mi][e / 2], asv[ni][2 * (e % 2)]);
-                            let f0 = f32::from_bits(d0[e] as u32) - MAGIC_F;
-                            let f1 = f32::from_bits(d1[e] as u32) - MAGIC_F;
-                            acc[mi][ni][e] = fma(dy, fma(sw[0], f0, sw[1] * f1), acc[mi][ni][e]);
-                        });
-                    }
-                });
-            });
-        });
+        let b_base = st + T::G.raw_bytes() + b_lane;
+        // Q4_K / Q5_K: the k-tile is one super-block, whose activation d is common to its sub-blocks: sum
+        // scale * dot - min * sum over them first, then multiply by d once.
+        let mut inner = [[[0.0f32; 4]; 4]; 2];
+        unroll::<8>(
+            #[inline(always)]
+            |j| {
+                let j = j as u32;
+                if j >= nsub || j >= nsv {
+                    return;
+                }
+                let af = [ldsm_x4(a_lane + 32 * j), ldsm_x4(a_lane + 16 * qs + 32 * j)];
+                let bp = [ldsm_x4(b_base + 32 * j), ldsm_x4(b_base + 16 * qs + 32 * j)];
+                let bf = [[bp[0][0], bp[0][1]], [bp[0][2], bp[0][3]], [bp[1][0], bp[1][1]], [bp[1][2], bp[1][3]]];
+                let mut wsc = [[[0.0f32; 2]; 2]; 2]; // [mi][row g / g + 8][scale, second]
+                unroll::<2>(
+                    #[inline(always)]
+                    |mi| {
+                        let r = 32 * wm + 16 * mi as u32 + gq;
+                        wsc[mi] = [lds_f2(ws + (j * ROWS + r) * 8), lds_f2(ws + (j * ROWS + r + 8) * 8)];
+                    },
+                );
+                let mut asv = [[0.0f32; 4]; 4]; // [ni][d tok 2tq, sum tok 2tq, d tok 2tq + 1, sum tok 2tq + 1]
+                unroll::<4>(
+                    #[inline(always)]
+                    |ni| asv[ni] = lds_f4(asc + (j * TOKS + 32 * wn + 8 * ni as u32 + 2 * tq) * 8),
+                );
+                unroll::<2>(
+                    #[inline(always)]
+                    |mi| {
+                        unroll::<4>(
+                            #[inline(always)]
+                            |ni| {
+                                // element e: row g + 8 (e / 2), token 2 tq + e % 2
+                                if !T::SUB16 {
+                                    let d = mma_k32(af[mi], bf[ni], MAGIC);
+                                    unroll::<4>(
+                                        #[inline(always)]
+                                        |e| {
+                                            let (sw, sa) =
+                                                (wsc[mi][e / 2], [asv[ni][2 * (e % 2)], asv[ni][2 * (e % 2) + 1]]);
+                                            let f = f32::from_bits(d[e] as u32) - MAGIC_F;
+                                            if T::G.kq {
+                                                let mut v = fma(sw[0], f, inner[mi][ni][e]);
+                                                if T::MIN {
+                                                    v = fma(sw[1], sa[1], v);
+                                                }
+                                                inner[mi][ni][e] = v;
+                                            } else {
+                                                let mut v = fma(sw[0] * sa[0], f, acc[mi][ni][e]);
+                                                if T::MIN {
+                                                    v = fma(sw[1], sa[1], v);
+                                                }
+                                                acc[mi][ni][e] = v;
+                                            }
+                                        },
+                                    );
+                                } else {
+                                    let d0 = mma_k16([af[mi][0], af[mi][1]], bf[ni][0], MAGIC);
+                                    let d1 = mma_k16([af[mi][2], af[mi][3]], bf[ni][1], MAGIC);
+                                    // (not hoisted: the extra accumulators would cost more registers than the FMUL saves)
+                                    unroll::<4>(
+                                        #[inline(always)]
+                                        |e| {
+                                            let (sw, dy) = (wsc[mi][e / 2], asv[ni][2 * (e % 2)]);
+                                            let f0 = f32::from_bits(d0[e] as u32) - MAGIC_F;
+                                            let f1 = f32::from_bits(d1[e] as u32) - MAGIC_F;
+                                            acc[mi][ni][e] = fma(dy, fma(sw[0], f0, sw[1] * f1), acc[mi][ni][e]);
+                                        },
+                                    );
+                                }
+                            },
+                        );
+                    },
+                );
+            },
+        );
+        if T::G.kq && !T::SUB16 {
+            unroll::<4>(
+                #[inline(always)]
+                |ni| {
+                    let dy = lds_f4(asc + (32 * wn + 8 * ni as u32 + 2 * tq) * 8); // sub-block 0: d of both tokens
+                    unroll::<2>(
+                        #[inline(always)]
+                        |mi| {
+                            unroll::<4>(
+                                #[inline(always)]
+                                |e| acc[mi][ni][e] = fma(dy[2 * (e % 2)], inner[mi][ni][e], acc[mi][ni][e]),
+                            );
+                        },
+                    );
+                },
+            );
+        }
     };
 
     // Pipeline: k-tile kt + 1 is copied while kt is decoded and multiplied.
@@ -561,17 +624,26 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     }
 
     // Store: y (n_tok, n_rows).
-    unroll::<2>(|mi| {
-        unroll::<4>(|ni| {
-            unroll::<4>(|e| {
-                let r = row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
-                let tk = tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
-                if r < n_rows && tk < n_tok {
-                    *y.add(tk as usize * n_rows as usize + r as usize) = acc[mi][ni][e];
-                }
-            });
-        });
-    });
+    unroll::<2>(
+        #[inline(always)]
+        |mi| {
+            unroll::<4>(
+                #[inline(always)]
+                |ni| {
+                    unroll::<4>(
+                        #[inline(always)]
+                        |e| {
+                            let r = row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
+                            let tk = tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
+                            if r < n_rows && tk < n_tok {
+                                *y.add(tk as usize * n_rows as usize + r as usize) = acc[mi][ni][e];
+                            }
+                        },
+                    );
+                },
+            );
+        },
+    );
 }
 
 macro_rules! mmq_kernels {
