@@ -38,6 +38,12 @@ fn main() {
     match build_kernels(&toolchain, &out_dir) {
         Ok(ptx) => {
             let text = apply_launch_bounds(&std::fs::read_to_string(&ptx).expect("read the kernels' PTX"));
+            let unsafe_kernels = kernels_without_pdl_wait(&text);
+            assert!(
+                unsafe_kernels.is_empty(),
+                "every kernel must begin with common::pdl_enter() (launches use programmatic dependent launch, so a \
+                 kernel that does not wait could read its inputs before the previous kernel wrote them): {unsafe_kernels:?}"
+            );
             std::fs::write(&ptx_out, without_pdl(&text)).expect("write PTX into OUT_DIR");
             std::fs::write(out_dir.join("kernels_sm90.ptx"), for_sm90(&text)).expect("write PTX into OUT_DIR");
             println!("cargo::rustc-cfg=has_gpu_kernels");
@@ -133,6 +139,15 @@ fn without_pdl(ptx: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Entry points whose body has no `griddepcontrol.wait`.
+fn kernels_without_pdl_wait(ptx: &str) -> Vec<String> {
+    ptx.split(".entry ")
+        .skip(1)
+        .filter(|body| !body.contains("griddepcontrol.wait"))
+        .map(|body| body.split('(').next().unwrap_or("").trim().to_string())
+        .collect()
 }
 
 /// The module for Hopper and later: the same PTX, declared as PTX 7.8 for sm_90 so that `griddepcontrol` is legal.

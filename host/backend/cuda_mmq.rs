@@ -12,9 +12,9 @@
 //! path.
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::cuda::{cuda_err, Cuda};
+use super::cuda::{cuda_err, Cuda, Dev};
 use super::cuda_q8::act_row_bytes;
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
@@ -70,7 +70,7 @@ impl Cuda {
     pub fn matmul_q8(
         &self,
         ty: GgmlType,
-        w: &CudaSlice<u8>,
+        w: &impl Dev<u8>,
         n_rows: usize,
         n_cols: usize,
         xq: &CudaSlice<u8>,
@@ -88,7 +88,7 @@ impl Cuda {
         let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
             err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
         })?;
-        check_len(kernel, "w", w.len(), bytes)?;
+        check_len(kernel, "w", w.elems(), bytes)?;
         check_len(kernel, "xq", xq.len(), n_tok * act_row_bytes(n_cols))?;
         let n_out = n_tok
             .checked_mul(n_rows)
@@ -114,9 +114,9 @@ impl Cuda {
             block_dim: (layout::THREADS, 1, 1),
             shared_mem_bytes: smem,
         };
-        let (nr, nc, nt) = (n_rows as u32, n_cols as u32, n_tok as u32);
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(w).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&nt);
+        let (nr, nc, nt, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, w.addr(self));
+        let mut b = self.args(&f);
+        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&nt);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
         Ok(())

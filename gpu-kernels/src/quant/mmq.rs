@@ -654,6 +654,7 @@ macro_rules! mmq_kernels {
                                                 xq: *const u8 /* (n_tok, row_bytes(n_cols)), quantize_q8_act */,
                                                 y: *mut f32 /* (n_tok, n_rows) */, n_rows: u32, n_cols: u32,
                                                 n_tok: u32) {
+            crate::common::pdl_enter();
             const G: MmqGeom = MmqGeom::of(<$ty as MmqType>::BS, <$ty as MmqType>::TS);
             crate::launch_bounds!(THREADS, G.min_blocks());
             mmq::<$ty>(w, xq, y, n_rows, n_cols, n_tok)
