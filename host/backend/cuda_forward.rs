@@ -10,6 +10,7 @@ use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
 use crate::backend::cuda::{cuda_err, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
+use crate::backend::cuda_mmq::supports_mmq;
 use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
@@ -59,19 +60,24 @@ impl DevMat {
         At(&self.data, self.offset)
     }
 
-    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for one quantized row), a
-    /// single token goes through the 8-bit-activation `dp4a` kernel when the type has one: x is quantized as
-    /// llama.cpp quantizes activations, so the GPU's numerics follow the CPU forward's.
+    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for n_tok quantized rows),
+    /// the activations are quantized as llama.cpp quantizes them, so the GPU's numerics follow the CPU forward's:
+    /// a single token goes through the `dp4a` mat-vec, a batch through the int8 tensor-core mat-mul, where the
+    /// type has one; without `xq`, exact f32 products.
     fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
              xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
-        if let (1, Some(xq), true) = (n_tok, xq, supports_q8(self.ty)) {
-            gpu.quantize_act(x, 1, self.cols, xq)?;
-            return gpu.matvec_q8(self.ty, &self.w(), self.rows, self.cols, xq, y);
-        }
-        if n_tok == 1 {
-            gpu.matvec(self.ty, &self.w(), self.rows, self.cols, x, y)
-        } else {
-            gpu.matmul(self.ty, &self.w(), self.rows, self.cols, x, n_tok, y)
+        let (w, ty) = (&self.w(), self.ty);
+        match (n_tok, xq) {
+            (1, Some(xq)) if supports_q8(ty) => {
+                gpu.quantize_act(x, 1, self.cols, xq)?;
+                gpu.matvec_q8(ty, w, self.rows, self.cols, xq, y)
+            }
+            (1, _) => gpu.matvec(ty, w, self.rows, self.cols, x, y),
+            (_, Some(xq)) if supports_mmq(ty) => {
+                gpu.quantize_act(x, n_tok, self.cols, xq)?;
+                gpu.matmul_q8(ty, w, self.rows, self.cols, xq, n_tok, y)
+            }
+            _ => gpu.matmul(ty, w, self.rows, self.cols, x, n_tok, y),
         }
     }
 
@@ -137,7 +143,7 @@ struct Scratch {
     attn: AttnScratch,    // attention split partials and counters
     qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
     gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
-    xq: CudaSlice<u8>,       // one quantized activation row (the widest input: dim or hidden_dim)
+    xq: CudaSlice<u8>,       // (n, act_row_bytes(widest input)) quantized activation rows
     logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
 }
 
@@ -179,7 +185,12 @@ pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
     let attn = AttnScratch::bytes(&attn_shape(c, n, 1.0, 0), n_splits(ctx_size));
     let logits = n * model.n_vocab();
     let rope = model.layers.len().min(2) * ctx_size * c.rope_dim * 4;
-    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + logits) * 4 + attn + rope }
+    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + logits) * 4 + n * xq_row_bytes(c) + attn + rope }
+}
+
+/// Bytes of one quantized activation row of the widest mat-mul input (dim, hidden_dim or the attention output).
+fn xq_row_bytes(c: &ModelConfig) -> usize {
+    act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256))
 }
 
 fn n_splits(n_keys: usize) -> usize {
@@ -337,7 +348,7 @@ impl CudaForward {
             attn: AttnScratch::new(&gpu, &attn_shape(&c, n, 1.0, 0), n_splits(ctx_size))?,
             qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
             gate_up: gpu.zeros(2 * c.hidden_dim)?,
-            xq: gpu.zeros(act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256)))?,
+            xq: gpu.zeros(n * xq_row_bytes(&c))?,
             logits: gpu.zeros(n * n_vocab)?,
         };
         Ok(CudaForward {
