@@ -23,6 +23,7 @@ use host::cli::inspect;
 use host::gguf::{tiny_model, Array, Encoder, GgmlType, GgufFile, TinySpec, Value};
 use host::kv_cache::CacheType;
 use host::model::{CpuForward, Forward, Model};
+use host::tokenizer::Tokenizer;
 
 // ----------------------------------------------------------------------------
 // Allocation guard: a single allocation above the limit saves the current input and aborts
@@ -107,6 +108,7 @@ struct Outcomes {
     config_err: AtomicU64,
     model_err: AtomicU64,
     loaded: AtomicU64,
+    tokenizers: AtomicU64,
     forwards: AtomicU64,
 }
 
@@ -120,6 +122,16 @@ fn run_one(data: &[u8], out: &Outcomes) {
     }
     std::hint::black_box(inspect::to_json(&f));
     std::hint::black_box(inspect::to_text(&f));
+    if let Ok(tok) = Tokenizer::from_gguf(&f) {
+        out.tokenizers.fetch_add(1, Ordering::Relaxed);
+        for text in ["Hello world", " t3t4 <s></s>\u{e9}\u{1F600}\n\t  x"] {
+            if let Ok(ids) = tok.encode(text, true, true) {
+                std::hint::black_box(tok.decode(&ids));
+            }
+        }
+        let n = tok.vocab_size() as u32;
+        std::hint::black_box(tok.decode(&[0, n / 2, n.saturating_sub(1)]));
+    }
     if host::config::ModelConfig::from_gguf(&f).is_err() {
         out.config_err.fetch_add(1, Ordering::Relaxed);
         return;
@@ -174,6 +186,30 @@ fn builtin_seeds() -> Vec<Vec<u8>> {
     let mut w = tiny_model(&small).unwrap();
     w.add_tensor("rope_freqs.weight", &[8], GgmlType::F32, vec![0; 32]).unwrap();
     w.add_kv("tokenizer.ggml.merges", Value::Array(Array::String(vec![b"t3 t4".to_vec()])));
+    seeds.push(w.to_bytes().unwrap());
+    // a gpt2 (byte-level BPE) vocabulary: every byte as a token, then a few merges
+    let mut w = tiny_model(&TinySpec { vocab_size: 260, ..small.clone() }).unwrap();
+    let byte_char = |b: u8| -> char {
+        // GPT-2's byte-to-unicode map: printable latin-1 as itself, the rest shifted past U+0100
+        let printable = |b: u8| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || b >= 0xae;
+        if printable(b) {
+            b as char
+        } else {
+            char::from_u32(0x100 + (0..b).filter(|&x| !printable(x)).count() as u32).unwrap()
+        }
+    };
+    let mut toks: Vec<Vec<u8>> = (0..=255u8).map(|b| byte_char(b).to_string().into_bytes()).collect();
+    toks.extend(["He", "ll", "Hell", "\u{120}w"].iter().map(|s| s.as_bytes().to_vec()));
+    let merges = ["H e", "l l", "He ll", "\u{120} w"];
+    w.add_kv("tokenizer.ggml.model", Value::str("gpt2"))
+        .add_kv("tokenizer.ggml.pre", Value::str("default"))
+        .add_kv("tokenizer.ggml.tokens", Value::Array(Array::String(toks)))
+        .add_kv(
+            "tokenizer.ggml.merges",
+            Value::Array(Array::String(merges.iter().map(|m| m.as_bytes().to_vec()).collect())),
+        )
+        .add_kv("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![1; 260])))
+        .remove_kv("tokenizer.ggml.scores");
     seeds.push(w.to_bytes().unwrap());
 
     let mut e = Encoder::new();
@@ -454,16 +490,38 @@ fn fuzz_smoke_replay_and_mutate() {
     println!(
         "fuzz-smoke: seed {seed:#x}, {threads} threads, {replayed} seeds replayed ({n_builtin} built in), {n} \
          mutated execs in {dt:.1} s ({:.0}/s); outcomes: open error {}, config error {}, model error {}, \
-         loaded {} (forward run on {})",
+         loaded {} (forward run on {}), tokenizer built {}",
         n as f64 / dt,
         get(&out.open_err),
         get(&out.config_err),
         get(&out.model_err),
         get(&out.loaded),
-        get(&out.forwards)
+        get(&out.forwards),
+        get(&out.tokenizers)
     );
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{} failing inputs:\n{}", failures.len(), failures.join("\n"));
     // The mutations must reach every stage, or the smoke test is not testing much.
-    assert!(n > 0 && get(&out.open_err) > 0 && get(&out.loaded) > 0, "mutations reach no stage beyond open");
+    assert!(
+        n > 0 && get(&out.open_err) > 0 && get(&out.loaded) > 0 && get(&out.tokenizers) > 0,
+        "mutations reach no stage beyond open"
+    );
+}
+
+/// The built-in seeds are what the mutations start from: the models among them must load and tokenize, or
+/// the mutants would mostly exercise the first error path.
+#[test]
+fn builtin_model_seeds_load_and_tokenize() {
+    let seeds = builtin_seeds();
+    let models = &seeds[..seeds.len() - 2]; // the last two are bare containers
+    for (i, s) in models.iter().enumerate() {
+        let f = GgufFile::from_bytes(s, "seed.gguf").unwrap();
+        let m = Model::load(&f).unwrap_or_else(|e| panic!("seed {i}: {e}"));
+        let tok = Tokenizer::from_gguf(&f).unwrap_or_else(|e| panic!("seed {i}: {e}"));
+        let ids = tok.encode("Hello world", false, false).unwrap();
+        assert!(!ids.is_empty() && ids.iter().all(|&id| (id as usize) < m.n_vocab()), "seed {i}: {ids:?}");
+    }
+    for s in &seeds[seeds.len() - 2..] {
+        GgufFile::from_bytes(s, "seed.gguf").unwrap();
+    }
 }
