@@ -126,6 +126,8 @@ fn run_one(data: &[u8], out: &Outcomes) {
         out.tokenizers.fetch_add(1, Ordering::Relaxed);
         for text in ["Hello world", " t3t4 <s></s>\u{e9}\u{1F600}\n\t  x"] {
             if let Ok(ids) = tok.encode(text, true, true) {
+                let n = tok.vocab_size() as u32;
+                assert!(ids.iter().all(|&i| i < n), "token id outside the vocabulary of {n}: {ids:?}");
                 std::hint::black_box(tok.decode(&ids));
             }
         }
@@ -438,6 +440,8 @@ fn fuzz_smoke_replay_and_mutate() {
     if let Some(d) = std::env::var_os("GGUF_FUZZ_CORPUS") {
         dirs.push(PathBuf::from(d));
     }
+    dirs.sort_by_key(|d| d.canonicalize().unwrap_or_else(|_| d.clone()));
+    dirs.dedup_by_key(|d| d.canonicalize().unwrap_or_else(|_| d.clone()));
     for d in &dirs {
         corpus.extend(dir_seeds(d));
     }
