@@ -364,7 +364,8 @@ impl GgufFile {
     /// Linux >= 5.14: `madvise(MADV_POPULATE_READ)`, which fails with EFAULT where a read would fault. Older
     /// kernels (EINVAL) and other systems: the file length is re-checked against the tensors' ends (fstat)
     /// instead. Reads the tensors from disk (the first forward pass would anyway); call it at model load, never
-    /// at open. An in-memory image needs nothing.
+    /// at open. An in-memory image needs nothing. A truncation after this call can still fault: the pages stay
+    /// mapped only while the file holds them.
     pub fn populate(&self, tensors: &[&TensorInfo]) -> Result<()> {
         self.populate_with(tensors, cfg!(target_os = "linux"))
     }
