@@ -1187,10 +1187,9 @@ fn tokenizer_survives_degenerate_vocabularies() {
 }
 
 /// Class 48, denial of service through the chat template: nested loops within minijinja's per-range limit
-/// still run 10^8 iterations (about a minute), and one more level is unbounded in practice. Ignored until the
-/// tokenizer's template environment gets an instruction budget (minijinja's `fuel` feature).
+/// would run 10^8 iterations (about a minute), and one more level is unbounded in practice: the template
+/// environment's instruction budget (minijinja fuel) turns it into an error within seconds.
 #[test]
-#[ignore = "chat templates have no instruction budget yet (host/tokenizer/chat.rs, minijinja fuel)"]
 fn chat_template_loops_are_bounded() {
     use host::tokenizer::{ChatMessage, Tokenizer};
     let mut w = GgufWriter::new();
