@@ -237,6 +237,15 @@ pub struct CudaForward {
     graph_next: Option<(u32, usize)>,
     /// Decode mat-vecs quantize their input to 8 bits like llama.cpp (dp4a kernels); off: exact f32 products.
     q8_activations: bool,
+    /// Kernel paths that can be turned off for comparisons (`HOST_GPU_OFF=fused,mmq`): the fused decode layer
+    /// (else one op per launch) and the tensor-core prefill mat-mul (else the f32 one).
+    fused_decode: bool,
+    mmq: bool,
+}
+
+/// Whether `HOST_GPU_OFF` (a comma-separated list) names `path`.
+fn gpu_off(path: &str) -> bool {
+    std::env::var("HOST_GPU_OFF").is_ok_and(|v| v.split(',').any(|p| p.trim() == path))
 }
 
 /// `DevMat::concat` of a fixed number of matrices.
@@ -372,6 +381,8 @@ impl CudaForward {
             n_past: 0,
             graph: None,
             q8_activations: true,
+            fused_decode: !gpu_off("fused"),
+            mmq: !gpu_off("mmq"),
             graph_next: None,
             config: c,
             gpu,
@@ -414,10 +425,11 @@ impl CudaForward {
             neox: self.neox,
             activation: self.activation,
             q8: self.q8_activations,
+            mmq: self.mmq,
         };
         for l in &mut self.layers {
             let rt = &self.rope[l.rope];
-            if n == 1 && ctx.q8 && l.wqkv.is_some() && l.w_gate_up.is_some() {
+            if n == 1 && ctx.q8 && self.fused_decode && l.wqkv.is_some() && l.w_gate_up.is_some() {
                 decode_layer(&ctx, s, l, rt)?;
             } else {
                 batch_layer(&ctx, s, l, rt, n)?;
@@ -523,6 +535,16 @@ struct LayerCtx<'a> {
     neox: bool,
     activation: Activation,
     q8: bool,
+    /// Batches may use the int8 tensor-core mat-mul (with q8).
+    mmq: bool,
+}
+
+impl LayerCtx<'_> {
+    /// The quantized-activation scratch for a mat-mul of `n` tokens when 8-bit activations apply to it, else
+    /// None (exact f32 products).
+    fn xq<'s>(&self, xq: &'s mut CudaSlice<u8>, n: usize) -> Option<&'s mut CudaSlice<u8>> {
+        (self.q8 && (n == 1 || self.mmq)).then_some(xq)
+    }
 }
 
 /// One layer for a batch of `n` tokens in `s.x`, one op per launch (the prefill path, and the exact-f32 oracle
@@ -533,12 +555,9 @@ fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, 
     let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
     // ---- attention ----
     g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, eps)?;
-    let q8 = x.q8.then_some(&mut s.xq);
-    l.wq.apply(g, &s.xb, &mut s.q, n, q8)?;
-    let q8 = x.q8.then_some(&mut s.xq);
-    l.wk.apply(g, &s.xb, &mut s.k, n, q8)?;
-    let q8 = x.q8.then_some(&mut s.xq);
-    l.wv.apply(g, &s.xb, &mut s.v, n, q8)?;
+    l.wq.apply(g, &s.xb, &mut s.q, n, x.xq(&mut s.xq, n))?;
+    l.wk.apply(g, &s.xb, &mut s.k, n, x.xq(&mut s.xq, n))?;
+    l.wv.apply(g, &s.xb, &mut s.v, n, x.xq(&mut s.xq, n))?;
     for (b, y) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
         if let Some(b) = b {
             g.add_bias_rows(y, b, n)?;
@@ -556,7 +575,7 @@ fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, 
     g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, x.pos, x.pos_host)?;
     let shape = attn_shape(c, n, x.attn_scale, l.window);
     g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
-    l.wo.apply(g, &s.att, &mut s.o, n, x.q8.then_some(&mut s.xq))?;
+    l.wo.apply(g, &s.att, &mut s.o, n, x.xq(&mut s.xq, n))?;
     if let Some(w) = &l.post_attn_norm {
         g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
     }
@@ -564,14 +583,14 @@ fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, 
 
     // ---- feed-forward ----
     g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, eps)?;
-    l.w_gate.apply(g, &s.xb, &mut s.gate, n, x.q8.then_some(&mut s.xq))?;
-    l.w_up.apply(g, &s.xb, &mut s.up, n, x.q8.then_some(&mut s.xq))?;
+    l.w_gate.apply(g, &s.xb, &mut s.gate, n, x.xq(&mut s.xq, n))?;
+    l.w_up.apply(g, &s.xb, &mut s.up, n, x.xq(&mut s.xq, n))?;
     let hn = n * c.hidden_dim;
     match x.activation {
         Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
         Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
     }
-    l.w_down.apply(g, &s.act, &mut s.o, n, x.q8.then_some(&mut s.xq))?;
+    l.w_down.apply(g, &s.act, &mut s.o, n, x.xq(&mut s.xq, n))?;
     if let Some(w) = &l.post_ffw_norm {
         g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
     }
