@@ -12,6 +12,8 @@ use crate::backend::cpu::{self, RopeParams};
 use crate::backend::cuda::{cuda_err, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
 use crate::backend::cuda_mmq::supports_mmq;
 use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
+use crate::backend::cuda_sample::GpuSampler;
+use crate::sampler::SamplingParams;
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
 use crate::model::{check_batch, Activation, Forward, Mat, Model, MAX_BATCH};
@@ -231,8 +233,10 @@ pub struct CudaForward {
     logits_host: Vec<f32>,
     ctx_size: usize,
     n_past: usize,
-    /// The captured greedy decode step (built on first use).
-    graph: Option<CudaGraph>,
+    /// The captured decode steps, greedy and sampled (`Step`), built on first use.
+    graphs: [Option<CudaGraph>; 2],
+    /// The sampler of `start_device_sampling`, when the generation samples on the device.
+    sampler: Option<GpuSampler>,
     /// (token, position) the device buffers hold after the last graph step, if nothing ran since.
     graph_next: Option<(u32, usize)>,
     /// Decode mat-vecs quantize their input to 8 bits like llama.cpp (dp4a kernels); off: exact f32 products.
@@ -379,7 +383,8 @@ impl CudaForward {
             logits_host: vec![0.0; n_vocab],
             ctx_size,
             n_past: 0,
-            graph: None,
+            graphs: [None, None],
+            sampler: None,
             q8_activations: true,
             fused_decode: !gpu_off("fused"),
             mmq: !gpu_off("mmq"),
@@ -393,7 +398,7 @@ impl CudaForward {
     /// llama.cpp's 8-bit activations in the decode mat-vecs (the default).
     pub fn set_q8_activations(&mut self, on: bool) {
         self.q8_activations = on;
-        self.graph = None;
+        self.graphs = [None, None];
     }
 
     /// The CUDA context and stream (for benchmarks and tests).
@@ -489,6 +494,18 @@ impl CudaForward {
     /// device, as the previous step left them) runs through a captured CUDA graph that ends by writing the
     /// argmax into `tokens[0]` and advancing `pos`; only that id is copied back.
     pub fn greedy_step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        self.graph_step(token, pos, Step::Greedy)
+    }
+
+    /// As `greedy_step`, the token drawn by the device sampler set up by `start_device_sampling`.
+    pub fn sampled_step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        if self.sampler.is_none() {
+            return Err(Error::Generate("sampled decode step without a device sampler".into()));
+        }
+        self.graph_step(token, pos, Step::Sampled)
+    }
+
+    fn graph_step(&mut self, token: u32, pos: usize, step: Step) -> Result<u32> {
         self.check(&[token], pos)?;
         // The device holds this step's token and position only when the previous call was a graph step that
         // chose exactly this token at the previous position; otherwise (after a prefill, a reset, or a token
@@ -496,32 +513,49 @@ impl CudaForward {
         if self.graph_next != Some((token, pos)) {
             self.set_batch(&[token], pos)?;
         }
-        if self.graph.is_none() {
-            self.graph = Some(self.capture_decode()?);
+        let slot = step as usize;
+        if self.graphs[slot].is_none() {
+            self.graphs[slot] = Some(self.capture_decode(step)?);
         }
-        self.graph.as_ref().expect("captured above").launch().map_err(cuda_err("launch decode graph"))?;
+        self.graphs[slot].as_ref().expect("captured above").launch().map_err(cuda_err("launch decode graph"))?;
         self.n_past = pos + 1;
         let id = self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?[0];
         self.graph_next = Some((id, pos + 1));
         Ok(id)
     }
 
-    /// Capture one greedy decode step (every launch reads the token and position from device memory, attention
-    /// covers the whole context) into a graph.
-    fn capture_decode(&mut self) -> Result<CudaGraph> {
+    /// Capture one decode step (every launch reads the token and position from device memory, attention covers
+    /// the whole context) that ends by choosing the next token on the device, into a graph.
+    fn capture_decode(&mut self, step: Step) -> Result<CudaGraph> {
         use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
         let stream = self.gpu.stream.clone();
         stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err("begin graph capture"))?;
         let body = (|| -> Result<()> {
             self.layers(1, 0, self.ctx_size)?;
             self.head(0, 1)?;
-            self.gpu.argmax(&self.s.logits, self.n_vocab, &mut self.chosen, Some(&mut self.tokens))?;
+            self.choose(step)?;
             self.gpu.advance_pos(&mut self.pos)
         })();
         let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(cuda_err("end graph capture"));
         body?;
         graph?.ok_or_else(|| Error::Cuda { op: "capture decode graph".into(), msg: "empty graph".into() })
     }
+
+    /// The next token from the logits in `s.logits[..n_vocab]`, into `chosen` and `tokens[0]`.
+    fn choose(&mut self, step: Step) -> Result<()> {
+        match (step, &mut self.sampler) {
+            (Step::Greedy, _) => self.gpu.argmax(&self.s.logits, self.n_vocab, &mut self.chosen, Some(&mut self.tokens)),
+            (Step::Sampled, Some(smp)) => smp.sample(&self.gpu, &self.s.logits, &mut self.chosen, Some(&mut self.tokens)),
+            (Step::Sampled, None) => Err(Error::Generate("no device sampler".into())),
+        }
+    }
+}
+
+/// How a decode step chooses its next token on the device.
+#[derive(Clone, Copy)]
+enum Step {
+    Greedy = 0,
+    Sampled = 1,
 }
 
 /// What every layer of one forward call shares.
@@ -695,6 +729,33 @@ impl Forward for CudaForward {
 
     fn decode_greedy(&mut self, token: u32, pos: usize) -> Result<Option<u32>> {
         self.greedy_step(token, pos).map(Some)
+    }
+
+    fn start_device_sampling(&mut self, params: &SamplingParams, prompt: &[u32]) -> Result<bool> {
+        if GpuSampler::supports(params, self.n_vocab).is_err() {
+            return Ok(false);
+        }
+        let mut smp = GpuSampler::new(&self.gpu, params, self.n_vocab)?;
+        smp.accept_prompt(&self.gpu, prompt)?;
+        self.sampler = Some(smp);
+        self.graphs[Step::Sampled as usize] = None; // the captured step launched the previous sampler
+        Ok(true)
+    }
+
+    fn sample_next(&mut self) -> Result<Option<u32>> {
+        if self.sampler.is_none() {
+            return Ok(None);
+        }
+        self.choose(Step::Sampled)?;
+        self.graph_next = None; // the device position is the batch's, not the next token's
+        Ok(Some(self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?[0]))
+    }
+
+    fn decode_sampled(&mut self, token: u32, pos: usize) -> Result<Option<u32>> {
+        if self.sampler.is_none() {
+            return Ok(None);
+        }
+        self.sampled_step(token, pos).map(Some)
     }
 
     fn reset(&mut self) {
