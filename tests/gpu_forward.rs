@@ -427,3 +427,36 @@ fn smollm2_default_paths_agree() {
 fn gemma3_default_paths_agree() {
     default_paths_agree("gemma-3-270m-q4_k_m.gguf", "gemma3_greedy.jsonl");
 }
+
+/// `host run` with sampling on the GPU (the device sampler at the end of each captured decode step): the same
+/// seed gives the same tokens, another seed other tokens, and every token is a vocabulary id.
+#[test]
+fn smollm2_device_sampling_is_seeded() {
+    use host::generate::{self, GenOptions};
+    use host::sampler::{Sampler, SamplingParams};
+    use std::sync::atomic::AtomicBool;
+    let file = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    let Some(path) = model_path(file) else { return };
+    if cuda_or_skip(file).is_none() {
+        return;
+    }
+    let f = GgufFile::open(&path).unwrap();
+    let model = Model::load(&f).unwrap();
+    let tok = host::tokenizer::Tokenizer::from_gguf(&f).unwrap();
+    let mut gpu = CudaForward::new(&model, 256, 0).unwrap();
+    let prompt = generate::prompt_tokens(&tok, "Once upon a time", None).unwrap();
+    let mut run = |seed: u64| {
+        gpu.reset();
+        let mut sampler = Sampler::new(SamplingParams { temperature: 0.9, seed, ..SamplingParams::default() });
+        let opts = GenOptions { n_predict: Some(48), ignore_eos: true, ..GenOptions::default() };
+        generate::generate(&mut gpu, &tok, &mut sampler, &prompt, &opts, &mut Vec::new(), &AtomicBool::new(false))
+            .unwrap()
+            .tokens
+    };
+    let (a, b, c) = (run(7), run(7), run(8));
+    println!("seed 7: {a:?}\nseed 8: {c:?}");
+    assert_eq!(a.len(), 48);
+    assert!(a.iter().all(|&t| (t as usize) < model.n_vocab()));
+    assert_eq!(a, b, "the same seed gave different tokens");
+    assert_ne!(a, c, "seeds 7 and 8 gave the same 48 tokens");
+}
