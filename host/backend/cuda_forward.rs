@@ -149,7 +149,12 @@ pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
     let part = attn_shape(c, n, 1.0, 0).part_len(n_splits(ctx_size));
     let logits = n * model.n_vocab();
     let rope = model.layers.len().min(2) * ctx_size * c.rope_dim * 4;
-    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
+    // the decode path keeps [wq; wk; wv] and [w_gate; w_up] a second time, concatenated, where the types agree
+    let same = |ms: &[&Mat]| ms.iter().all(|m| m.ty == ms[0].ty && m.cols == ms[0].cols);
+    let bytes = |ms: &[&Mat]| if same(ms) { ms.iter().map(|m| m.data.len()).sum() } else { 0 };
+    let concat: usize =
+        model.layers.iter().map(|l| bytes(&[&l.wq, &l.wk, &l.wv]) + bytes(&[&l.w_gate, &l.w_up])).sum();
+    MemoryPlan { weights: model.weight_bytes() + concat, kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
 }
 
 fn n_splits(n_keys: usize) -> usize {
