@@ -867,7 +867,6 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     n_cols: u32,
     fused: Fused,
 ) {
-    let xq = if fused.mode != 0 { prologue(&fused, n_cols) } else { xq };
     let g = MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, ksplit: KS, min_blocks: 0 };
     let nb = 32 * U as u32 / T::IPB; // blocks per step
     let sb = nb * T::TS; // bytes per row and step
@@ -877,10 +876,8 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
 
     let (lane, warp) = (tid() & 31, tid() >> 5);
     let (grp, kw) = (warp / KS, warp % KS);
+    // warps past the last row copy and compute nothing, but stay for the block-wide barriers of the prologue
     let row0 = (bid() * (NW / KS) + grp) * R as u32;
-    if KS == 1 && row0 >= n_rows {
-        return; // no block-wide barrier below
-    }
     let my = smem + warp * S * stage_b;
     let red = smem + NW * S * stage_b; // (NW, R) partial sums of the split-K warps
     let nb_row = n_cols / T::BS;
@@ -924,6 +921,17 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
         });
     };
 
+    let mut acc = [0.0f32; R];
+    for i in 0..S - 1 {
+        if i < n_mine {
+            issue(kw + KS * i, my + i * stage_b);
+        }
+        cp_async_commit();
+    }
+    // The weights do not depend on the previous kernel, so their first copies are in flight before the wait for
+    // it (programmatic dependent launch); the activations do.
+    crate::common::pdl_enter();
+    let xq = if fused.mode != 0 { prologue(&fused, n_cols) } else { xq };
     let x = if T::KQ {
         ActRow {
             q: xq.add(lay::off_kq(n_cols) as usize),
@@ -933,14 +941,6 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     } else {
         ActRow { q: xq, a: xq.add(lay::off_meta(n_cols) as usize), b: xq }
     };
-
-    let mut acc = [0.0f32; R];
-    for i in 0..S - 1 {
-        if i < n_mine {
-            issue(kw + KS * i, my + i * stage_b);
-        }
-        cp_async_commit();
-    }
     // This lane's items of step t: (block in step, item in block, block inside the row) and their activations.
     let load = |t: u32| {
         let mut item = [(0u32, 0u32, false); U];
@@ -1019,7 +1019,6 @@ macro_rules! mmvq_kernels {
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
                                                 xq: *const u8 /* row_bytes(n_cols), quantize_q8_act */,
                                                 y: *mut f32 /* (n_rows,) */, n_rows: u32, n_cols: u32) {
-            crate::common::pdl_enter();
             const G: MqGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
             crate::launch_bounds!(G.warps * 32, G.min_blocks);
@@ -1042,7 +1041,6 @@ macro_rules! mmvq_fused_kernels {
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */, y: *mut f32 /* (n_rows,) */,
                                                 n_rows: u32, n_cols: u32, src: *const f32, nw: *const f32, eps: f32,
                                                 mode: u32, accumulate: u32) {
-            crate::common::pdl_enter();
             const G: MqGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
             const _: () = assert!(SMEM + lay::FUSED_ACT_BYTES <= 48 * 1024);
