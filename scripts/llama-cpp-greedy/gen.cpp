@@ -10,7 +10,9 @@ int main(int argc, char ** argv) {
     std::string prompt = argv[3];
     llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     llama_backend_init();
-    llama_model * model = llama_model_load_from_file(model_path, llama_model_default_params());
+    auto mp = llama_model_default_params();
+    if (getenv("NOREPACK")) mp.use_extra_bufts = false;
+    llama_model * model = llama_model_load_from_file(model_path, mp);
     const llama_vocab * vocab = llama_model_get_vocab(model);
     int n_prompt = -llama_tokenize(vocab, prompt.c_str(), prompt.size(), NULL, 0, true, true);
     std::vector<llama_token> p(n_prompt);
@@ -20,6 +22,7 @@ int main(int argc, char ** argv) {
     cp.n_batch = n_prompt;
     cp.n_threads = getenv("NT") ? atoi(getenv("NT")) : 1;
     cp.n_threads_batch = cp.n_threads;
+    if (getenv("FA")) cp.flash_attn_type = atoi(getenv("FA")) ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     llama_context * ctx = llama_init_from_model(model, cp);
     auto sp = llama_sampler_chain_default_params();
     llama_sampler * smpl = llama_sampler_chain_init(sp);

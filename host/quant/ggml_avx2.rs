@@ -1,0 +1,226 @@
+//! Mat-vec products with the exact float numerics of llama.cpp's CPU backend as its portable x86 build computes
+//! them (ggml-cpu built with `GGML_NATIVE=OFF`: SSE4.2, AVX, AVX2, FMA, F16C; the build the reference outputs
+//! were made with). Reproducing greedy decoding of small models needs the same float operations in the same
+//! order, not just the same quantization: their top logits often sit within 0.01 of each other.
+//!
+//! What ggml does there (`arch/x86/quants.c`, `vec.cpp`):
+//! - activations are quantized to the weight type's `vec_dot_type` with the AVX code: for q8_0 / q8_1,
+//!   d = amax / 127, q = round_half_even(x * (127 / amax)) (not the reference's x * (1 / d), half away), and
+//!   q8_1's s = f16(d * sum q) with the unrounded d; q8_K uses the reference quantizer on x86.
+//! - legacy blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the integer products of 4 consecutive elements land in one of
+//!   8 f32 lanes, acc[lane] = fma(d_x * d_y, isum, acc[lane]) block after block, then the lanes are summed as
+//!   ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)); Q4_1 / Q5_1 add their min terms in a scalar
+//!   summs = fma(m, s, summs) (the compiler contracts `summs += m * s`), added last.
+//! - F16 weights: activations rounded to f16, 4 x 8 f32 accumulators over steps of 32 elements, reduced in a fixed
+//!   tree, leftovers added in f64.
+//!
+//! K-quants use `dot::dot_row` (the reference integer sums, same q8_K activations): close, not bit-exact.
+
+use super::blocks::*;
+use super::dequant::f16;
+use super::dot::{self, legacy_quants};
+use super::quantize::q8_k_block;
+use crate::gguf::GgmlType;
+
+#[inline(always)]
+fn f16_bits(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// max |x| of a 32-element block and its d, id as the AVX quantizer computes them.
+#[inline(always)]
+fn avx_scale(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (d, id)
+}
+
+/// ggml x86 `quantize_row_q8_0` (AVX2) for one block of 32.
+pub fn q8_0_block_avx(x: &[f32]) -> BlockQ8_0 {
+    let (d, id) = avx_scale(x);
+    let mut qs = [0i8; QK8_0];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even().clamp(-128.0, 127.0) as i8;
+    }
+    BlockQ8_0 { d: f16_bits(d), qs }
+}
+
+/// ggml x86 `quantize_row_q8_1` (AVX2) for one block of 32: s = f16(d * sum q) with the f32 d.
+pub fn q8_1_block_avx(x: &[f32]) -> BlockQ8_1 {
+    let (d, id) = avx_scale(x);
+    let mut qs = [0i8; QK8_1];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even().clamp(-128.0, 127.0) as i8;
+        sum += *q as i32;
+    }
+    BlockQ8_1 { d: f16_bits(d), s: f16_bits(d * sum as f32), qs }
+}
+
+/// Activations of one token, converted as ggml does for a weight type.
+pub enum Acts {
+    Q8_0(Vec<BlockQ8_0>),
+    Q8_1(Vec<BlockQ8_1>),
+    /// K-quants: reference q8_K blocks, products by `dot::dot_row`.
+    K(dot::Acts),
+    /// F16 weights: x rounded to f16 (held as f32).
+    F16(Vec<f32>),
+    /// Other weights: exact f32 products.
+    F32(Vec<f32>),
+}
+
+impl Acts {
+    pub fn new(ty: GgmlType, x: &[f32]) -> Acts {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 => Acts::Q8_0(x.chunks_exact(QK8_0).map(q8_0_block_avx).collect()),
+            Q4_1 | Q5_1 => Acts::Q8_1(x.chunks_exact(QK8_1).map(q8_1_block_avx).collect()),
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => {
+                Acts::K(dot::Acts::Q8K(x.chunks_exact(QK_K).map(q8_k_block).collect()))
+            }
+            F16 => Acts::F16(x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()),
+            _ => Acts::F32(x.to_vec()),
+        }
+    }
+}
+
+/// `hsum_float_8`: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+#[inline(always)]
+pub fn hsum8(a: &[f32; 8]) -> f32 {
+    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Legacy block row . q8 activations: 8 lanes of 4-element integer sums, fma-accumulated.
+#[inline(always)]
+fn dot_legacy(ty: GgmlType, row: &[u8], ys: impl Iterator<Item = (f32, f32, [i8; 32])>) -> f32 {
+    let mut q = [0i8; 32];
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
+    for (blk, (dy, sy, qy)) in row.chunks_exact(ty.type_size()).zip(ys) {
+        let (dx, m) = legacy_quants(ty, blk, &mut q);
+        let dd = dx * dy;
+        for (l, a) in acc.iter_mut().enumerate() {
+            let mut s = 0i32;
+            for i in 4 * l..4 * l + 4 {
+                s += q[i] as i32 * qy[i] as i32;
+            }
+            *a = dd.mul_add(s as f32, *a);
+        }
+        summs = m.mul_add(sy, summs);
+    }
+    hsum8(&acc) + summs
+}
+
+/// ggml `ggml_vec_dot_f16` (AVX2): 4 accumulators of 8 lanes over steps of 32, fixed reduction, f64 leftovers.
+#[inline(always)]
+pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
+    let n = x.len();
+    let np = n & !31;
+    let mut sum = [[0.0f32; 8]; 4];
+    for i in (0..np).step_by(32) {
+        for (j, s) in sum.iter_mut().enumerate() {
+            for (l, a) in s.iter_mut().enumerate() {
+                let k = i + 8 * j + l;
+                *a = x[k].mul_add(y(k), *a);
+            }
+        }
+    }
+    let mut t = [0.0f32; 8];
+    for l in 0..8 {
+        t[l] = (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]);
+    }
+    // t0 = lo + hi; hadd twice: (t0_0 + t0_1) + (t0_2 + t0_3)
+    let t0 = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
+    let mut sumf = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
+    for k in np..n {
+        sumf += (x[k] * y(k)) as f64;
+    }
+    sumf as f32
+}
+
+/// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`.
+#[inline(always)]
+pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts) -> f32 {
+    match acts {
+        Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
+        Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
+        Acts::K(a) => dot::dot_row(ty, row, a),
+        Acts::F16(x) => {
+            let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
+            dot_f16(x, w)
+        }
+        Acts::F32(x) => super::dot_f32(ty, row, x),
+    }
+}
+
+/// y = W x with llama.cpp's x86 CPU numerics for `n_tok` rows of x: x (n_tok, n_cols) -> y (n_tok, n_rows).
+/// Each token's products are ggml's `vec_dot` of its type, so batching does not change a result.
+pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y: &mut [f32]) {
+    use rayon::prelude::*;
+    let rb = super::check_mat(ty, w, n_rows, n_cols);
+    let n_tok = x.len() / n_cols;
+    let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
+    if n_tok == 1 {
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0]));
+        return;
+    }
+    let mut yt = vec![0.0f32; n_rows * n_tok];
+    yt.par_chunks_mut(super::ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
+        super::simd_dispatch(|| {
+            for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                let r = ci * super::ROWS_PER_TASK + i;
+                let row = &w[r * rb..(r + 1) * rb];
+                for (o, a) in out.iter_mut().zip(&acts) {
+                    *o = dot_row(ty, row, a);
+                }
+            }
+        })
+    });
+    for t in 0..n_tok {
+        for r in 0..n_rows {
+            y[t * n_rows + r] = yt[r * n_tok + t];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx_quantizer_rounds_half_to_even_with_127_over_amax() {
+        // amax = 127 -> id = 1: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2 (the reference rounds half away: 1, 2, -3)
+        let mut x = [0.0f32; 32];
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = 1.5;
+        x[3] = -2.5;
+        let b = q8_1_block_avx(&x);
+        assert_eq!(&b.qs[..4], &[127, 0, 2, -2]);
+        assert_eq!(f16(b.d), 1.0);
+        assert_eq!(f16(b.s), 127.0); // d * (127 + 0 + 2 - 2)
+    }
+
+    #[test]
+    fn legacy_dot_matches_integer_formula() {
+        // every element pair contributes q_x * q_y exactly: with d = 1 the result is the integer dot product
+        let x: Vec<f32> = (0..64).map(|i| ((i * 7) % 15) as f32 - 7.0).collect();
+        let mut wq = vec![0u8; GgmlType::Q8_0.row_bytes(64).unwrap() as usize];
+        super::super::quantize_row(GgmlType::Q8_0, &x, &mut wq).unwrap();
+        let mut wd = vec![0.0; 64];
+        super::super::dequantize_row(GgmlType::Q8_0, &wq, &mut wd).unwrap();
+        let acts = Acts::new(GgmlType::Q8_0, &wd);
+        let got = dot_row(GgmlType::Q8_0, &wq, &acts);
+        let want: f32 = wd.iter().map(|v| v * v).sum();
+        assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
+    }
+
+    #[test]
+    fn hsum8_order() {
+        // 1e8 + 1 - 1e8 depends on the order: lanes 0 and 4 are added first
+        let a = [1e8, 0.0, 0.0, 0.0, -1e8, 1.0, 0.0, 0.0];
+        assert_eq!(hsum8(&a), 1.0);
+    }
+}
