@@ -140,10 +140,26 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
     sumf as f32
 }
 
-/// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`.
+/// Q4_0 weights repacked for ggml's x86 gemv/gemm (`q4_0_8x8`, used when the row count is a multiple of 8):
+/// per block the integer sum over all 32 products, one sequential fma chain acc = fma(isum, d_x * d_y, acc).
 #[inline(always)]
-pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts) -> f32 {
+fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
+    let mut q = [0i8; 32];
+    let mut acc = 0.0f32;
+    for (blk, y) in row.chunks_exact(GgmlType::Q4_0.type_size()).zip(ys) {
+        let (dx, _) = legacy_quants(GgmlType::Q4_0, blk, &mut q);
+        let isum: i32 = q.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+        acc = (isum as f32).mul_add(dx * f16(y.d), acc);
+    }
+    acc
+}
+
+/// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`. `repacked`: the weight has a multiple
+/// of 8 rows, so ggml computes Q4_0 with its repacked kernels.
+#[inline(always)]
+pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, repacked: bool) -> f32 {
     match acts {
+        Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(row, ys),
         Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
         Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
         Acts::K(a) => dot::dot_row(ty, row, a),
@@ -162,8 +178,9 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     let rb = super::check_mat(ty, w, n_rows, n_cols);
     let n_tok = x.len() / n_cols;
     let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
+    let repacked = n_rows.is_multiple_of(8);
     if n_tok == 1 {
-        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0]));
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], repacked));
         return;
     }
     let mut yt = vec![0.0f32; n_rows * n_tok];
@@ -173,7 +190,7 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
                 let r = ci * super::ROWS_PER_TASK + i;
                 let row = &w[r * rb..(r + 1) * rb];
                 for (o, a) in out.iter_mut().zip(&acts) {
-                    *o = dot_row(ty, row, a);
+                    *o = dot_row(ty, row, a, repacked);
                 }
             }
         })
@@ -212,7 +229,7 @@ mod tests {
         let mut wd = vec![0.0; 64];
         super::super::dequantize_row(GgmlType::Q8_0, &wq, &mut wd).unwrap();
         let acts = Acts::new(GgmlType::Q8_0, &wd);
-        let got = dot_row(GgmlType::Q8_0, &wq, &acts);
+        let got = dot_row(GgmlType::Q8_0, &wq, &acts, false);
         let want: f32 = wd.iter().map(|v| v * v).sum();
         assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
     }
