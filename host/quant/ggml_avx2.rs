@@ -154,6 +154,41 @@ fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
     acc
 }
 
+/// ggml `ggml_vec_dot_q6_K_q8_K` (AVX2): per super-block 8 i32 lanes, lane L holding the scaled products of
+/// elements 4L..4L+3 of every 32-element group minus 32 * (scale-weighted q8 sums of 16-groups 2L, 2L + 1);
+/// acc[L] = fma(d_y * d_x, lane, acc[L]); `hsum8` at the end.
+#[inline(always)]
+fn dot_q6_k(row: &[u8], ys: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (blk, y) in row.chunks_exact(GgmlType::Q6_K.type_size()).zip(ys) {
+        let b = super::dequant::blocks::<BlockQ6K>(blk).next().expect("one block");
+        let d = y.d * f16(b.d);
+        let mut q = [0i32; QK_K]; // unsigned 6-bit quants, element order
+        for n in 0..2 {
+            let (ql, qh) = (&b.ql[64 * n..], &b.qh[32 * n..]);
+            for l in 0..32 {
+                let o = 128 * n + l;
+                q[o] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
+                q[o + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
+                q[o + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
+                q[o + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+            }
+        }
+        let sc = |e: usize| b.scales[e / 16] as i32;
+        for (l, a) in acc.iter_mut().enumerate() {
+            let mut lane = 0i32;
+            for g in 0..8 {
+                let e0 = 32 * g + 4 * l;
+                let p: i32 = (e0..e0 + 4).map(|e| q[e] * y.qs[e] as i32).sum();
+                lane += sc(e0) * p;
+            }
+            lane -= 32 * (y.bsums[2 * l] as i32 * sc(32 * l) + y.bsums[2 * l + 1] as i32 * sc(32 * l + 16));
+            *a = d.mul_add(lane as f32, *a);
+        }
+    }
+    hsum8(&acc)
+}
+
 /// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`. `repacked`: the weight has a multiple
 /// of 8 rows, so ggml computes Q4_0 with its repacked kernels.
 #[inline(always)]
@@ -162,6 +197,7 @@ pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, repacked: bool) -> f32 {
         Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(row, ys),
         Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
         Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
+        Acts::K(dot::Acts::Q8K(ys)) if ty == GgmlType::Q6_K => dot_q6_k(row, ys),
         Acts::K(a) => dot::dot_row(ty, row, a),
         Acts::F16(x) => {
             let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
