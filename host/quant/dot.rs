@@ -60,7 +60,7 @@ fn group_dot(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> i32 {
 
 /// The integer quants (element order), per-16 scales and per-16 mins of one K-quant block, and its (d, dmin).
 #[inline(always)]
-fn decode_k(ty: GgmlType, blk: &[u8], q: &mut [i8; QK_K], sc: &mut [i32; 16], mn: &mut [i32; 16]) -> (f32, f32) {
+pub(super) fn decode_k(ty: GgmlType, blk: &[u8], q: &mut [i8; QK_K], sc: &mut [i32; 16], mn: &mut [i32; 16]) -> (f32, f32) {
     match ty {
         GgmlType::Q2_K => {
             let b = blocks::<BlockQ2K>(blk).next().expect("one block");

@@ -189,8 +189,30 @@ fn dot_q6_k(row: &[u8], ys: &[BlockQ8K]) -> f32 {
     hsum8(&acc)
 }
 
+/// Q4_K repacked for ggml's x86 `q4_K_8x8` gemv/gemm: per super-block the exact integer sums of the scaled
+/// products and of mins * q8 sums, acc = fma(isum, d_x * d_y, acc), acc_min = fma(imin, dmin_x * d_y, acc_min),
+/// acc - acc_min at the end.
+#[inline(always)]
+fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K]) -> f32 {
+    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+    for (blk, y) in row.chunks_exact(GgmlType::Q4_K.type_size()).zip(ys) {
+        let (d, dmin) = dot::decode_k(GgmlType::Q4_K, blk, &mut q, &mut sc, &mut mn);
+        let mut isum = 0i32;
+        for g in 0..16 {
+            let p: i32 = (16 * g..16 * g + 16).map(|e| q[e] as i32 * y.qs[e] as i32).sum();
+            isum += sc[g] * p;
+        }
+        // mins are per 32 (duplicated per 16 in `mn`): sum over the 16-groups is the same integer
+        let imin: i32 = (0..16).map(|g| mn[g] * y.bsums[g] as i32).sum();
+        acc = (isum as f32).mul_add(d * y.d, acc);
+        acc_min = (imin as f32).mul_add(dmin * y.d, acc_min);
+    }
+    acc - acc_min
+}
+
 /// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`. `repacked`: the weight has a multiple
-/// of 8 rows, so ggml computes Q4_0 with its repacked kernels.
+/// of 8 rows, so ggml computes Q4_0 and Q4_K with its repacked kernels.
 #[inline(always)]
 pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, repacked: bool) -> f32 {
     match acts {
@@ -198,6 +220,7 @@ pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, repacked: bool) -> f32 {
         Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
         Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
         Acts::K(dot::Acts::Q8K(ys)) if ty == GgmlType::Q6_K => dot_q6_k(row, ys),
+        Acts::K(dot::Acts::Q8K(ys)) if repacked && ty == GgmlType::Q4_K => dot_q4_k_repacked(row, ys),
         Acts::K(a) => dot::dot_row(ty, row, a),
         Acts::F16(x) => {
             let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
