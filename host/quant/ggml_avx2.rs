@@ -191,36 +191,58 @@ fn dot_q6_k(row: &[u8], ys: &[BlockQ8K]) -> f32 {
 
 /// Q4_K repacked for ggml's x86 `q4_K_8x8` gemv/gemm: per super-block the exact integer sums of the scaled
 /// products and of mins * q8 sums, acc = fma(isum, d_x * d_y, acc), acc_min = fma(imin, dmin_x * d_y, acc_min),
-/// acc - acc_min at the end.
+/// acc - acc_min at the end. `gemm` (tokens taken 4 at a time in a batch): the two fma chains step per 64
+/// elements instead of per super-block.
 #[inline(always)]
-fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K]) -> f32 {
+fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K], gemm: bool) -> f32 {
     let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for (blk, y) in row.chunks_exact(GgmlType::Q4_K.type_size()).zip(ys) {
         let (d, dmin) = dot::decode_k(GgmlType::Q4_K, blk, &mut q, &mut sc, &mut mn);
-        let mut isum = 0i32;
-        for g in 0..16 {
-            let p: i32 = (16 * g..16 * g + 16).map(|e| q[e] as i32 * y.qs[e] as i32).sum();
-            isum += sc[g] * p;
+        let (dd, dm) = (d * y.d, dmin * y.d);
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for sb in 0..4 {
+            // 64 elements: 16-groups 4 sb .. 4 sb + 3 (mins per 32 are duplicated per 16 in `mn`)
+            for g in 4 * sb..4 * sb + 4 {
+                let p: i32 = (16 * g..16 * g + 16).map(|e| q[e] as i32 * y.qs[e] as i32).sum();
+                isum += sc[g] * p;
+                imin += mn[g] * y.bsums[g] as i32;
+            }
+            if gemm {
+                acc = (isum as f32).mul_add(dd, acc);
+                acc_min = (imin as f32).mul_add(dm, acc_min);
+                (isum, imin) = (0, 0);
+            }
         }
-        // mins are per 32 (duplicated per 16 in `mn`): sum over the 16-groups is the same integer
-        let imin: i32 = (0..16).map(|g| mn[g] * y.bsums[g] as i32).sum();
-        acc = (isum as f32).mul_add(d * y.d, acc);
-        acc_min = (imin as f32).mul_add(dmin * y.d, acc_min);
+        if !gemm {
+            acc = (isum as f32).mul_add(dd, acc);
+            acc_min = (imin as f32).mul_add(dm, acc_min);
+        }
     }
     acc - acc_min
 }
 
-/// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`. `repacked`: the weight has a multiple
-/// of 8 rows, so ggml computes Q4_0 and Q4_K with its repacked kernels.
+/// How ggml reaches a product: `vec_dot`, or for weights of a multiple of 8 rows, Q4_0 and Q4_K repacked, its
+/// gemv (one token) or gemm (batch tokens taken 4 at a time; the rest go through gemv).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    VecDot,
+    Gemv,
+    Gemm,
+}
+
+/// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`, as `kernel` computes it.
 #[inline(always)]
-pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, repacked: bool) -> f32 {
+pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, kernel: Kernel) -> f32 {
+    let repacked = kernel != Kernel::VecDot;
     match acts {
         Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(row, ys),
         Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
         Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
         Acts::K(dot::Acts::Q8K(ys)) if ty == GgmlType::Q6_K => dot_q6_k(row, ys),
-        Acts::K(dot::Acts::Q8K(ys)) if repacked && ty == GgmlType::Q4_K => dot_q4_k_repacked(row, ys),
+        Acts::K(dot::Acts::Q8K(ys)) if repacked && ty == GgmlType::Q4_K => {
+            dot_q4_k_repacked(row, ys, kernel == Kernel::Gemm)
+        }
         Acts::K(a) => dot::dot_row(ty, row, a),
         Acts::F16(x) => {
             let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
@@ -237,9 +259,14 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     let rb = super::check_mat(ty, w, n_rows, n_cols);
     let n_tok = x.len() / n_cols;
     let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
-    let repacked = n_rows.is_multiple_of(8);
+    let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
+    let kernel = |t: usize| match (repacked, t < n_tok - n_tok % 4) {
+        (false, _) => Kernel::VecDot,
+        (true, false) => Kernel::Gemv,
+        (true, true) => Kernel::Gemm,
+    };
     if n_tok == 1 {
-        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], repacked));
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernel(0)));
         return;
     }
     let mut yt = vec![0.0f32; n_rows * n_tok];
@@ -248,8 +275,8 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
             for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
                 let r = ci * super::ROWS_PER_TASK + i;
                 let row = &w[r * rb..(r + 1) * rb];
-                for (o, a) in out.iter_mut().zip(&acts) {
-                    *o = dot_row(ty, row, a, repacked);
+                for (t, (o, a)) in out.iter_mut().zip(&acts).enumerate() {
+                    *o = dot_row(ty, row, a, kernel(t));
                 }
             }
         })
@@ -288,7 +315,7 @@ mod tests {
         let mut wd = vec![0.0; 64];
         super::super::dequantize_row(GgmlType::Q8_0, &wq, &mut wd).unwrap();
         let acts = Acts::new(GgmlType::Q8_0, &wd);
-        let got = dot_row(GgmlType::Q8_0, &wq, &acts, false);
+        let got = dot_row(GgmlType::Q8_0, &wq, &acts, Kernel::VecDot);
         let want: f32 = wd.iter().map(|v| v * v).sum();
         assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
     }
