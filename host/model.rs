@@ -463,7 +463,9 @@ impl<'a> CpuForward<'a> {
     }
 
     /// Run one batch of at most MAX_BATCH tokens through every layer; the final norm's input stays in `s.x`.
-    fn layers(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+    /// `last_only`: only the last row's output is needed (llama rounding mode skips the other rows' last
+    /// feed-forward, as llama.cpp does).
+    fn layers(&mut self, tokens: &[u32], pos: usize, last_only: bool) -> Result<()> {
         let m = self.model;
         let c = &m.config;
         let n = tokens.len();
@@ -561,16 +563,19 @@ impl<'a> CpuForward<'a> {
             cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
 
             // ---- feed-forward ----
-            cpu::rmsnorm(
-                &mut s.xb[..n * dim],
-                &s.x[..n * dim],
-                &l.ffn_norm,
-                dim,
-                c.rms_eps,
-            );
-            l.w_gate.apply(&s.xb, &mut s.gate, n, round);
-            l.w_up.apply(&s.xb, &mut s.up, n, round);
-            let hn = n * c.hidden_dim;
+            // llama.cpp runs the last layer's feed-forward only on the rows whose logits are wanted, and a
+            // single row takes other kernels than a batch: with `last_only` do the same (rows before stay stale).
+            let r0 = if last_only && il + 1 == m.layers.len() {
+                n - 1
+            } else {
+                0
+            };
+            let nf = n - r0;
+            let x = &mut s.x[r0 * dim..n * dim];
+            cpu::rmsnorm(&mut s.xb[..nf * dim], x, &l.ffn_norm, dim, c.rms_eps);
+            l.w_gate.apply(&s.xb, &mut s.gate, nf, round);
+            l.w_up.apply(&s.xb, &mut s.up, nf, round);
+            let hn = nf * c.hidden_dim;
             let (act, gate, up) = (&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]);
             match (m.activation, round) {
                 (Activation::SwiGlu, false) => cpu::swiglu(act, gate, up),
@@ -578,11 +583,11 @@ impl<'a> CpuForward<'a> {
                 (Activation::GeluTanh, false) => cpu::gelu_tanh_mul(act, gate, up),
                 (Activation::GeluTanh, true) => cpu::geglu_ggml(act, gate, up),
             }
-            l.w_down.apply(&s.act, &mut s.o, n, round);
+            l.w_down.apply(&s.act, &mut s.o, nf, round);
             if let Some(w) = &l.post_ffw_norm {
-                cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
+                cpu::rmsnorm_inplace(&mut s.o[..nf * dim], w, dim, c.rms_eps);
             }
-            cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
+            cpu::add_inplace(x, &s.o[..nf * dim]);
         }
         Ok(())
     }
@@ -621,7 +626,7 @@ impl<'a> CpuForward<'a> {
         }
         let mut p = pos;
         for chunk in tokens.chunks(MAX_BATCH) {
-            self.layers(chunk, p)?;
+            self.layers(chunk, p, which == Logits::Last && self.llama_rounding)?;
             p += chunk.len();
             self.n_past = p;
             match which {

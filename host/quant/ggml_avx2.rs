@@ -127,15 +127,12 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
             }
         }
     }
-    let mut t = [0.0f32; 8];
-    for l in 0..8 {
-        t[l] = (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]);
-    }
+    let t: [f32; 8] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
     // t0 = lo + hi; hadd twice: (t0_0 + t0_1) + (t0_2 + t0_3)
     let t0 = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
     let mut sumf = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
-    for k in np..n {
-        sumf += (x[k] * y(k)) as f64;
+    for (k, &xv) in x.iter().enumerate().skip(np) {
+        sumf += (xv * y(k)) as f64;
     }
     sumf as f32
 }
@@ -223,7 +220,9 @@ fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K], gemm: bool) -> f32 {
 }
 
 /// How ggml reaches a product: `vec_dot`, or for weights of a multiple of 8 rows, Q4_0 and Q4_K repacked, its
-/// gemv (one token) or gemm (batch tokens taken 4 at a time; the rest go through gemv).
+/// gemv (one token) or gemm (batch tokens taken 4 at a time; the rest go through gemv). F16 weights in a batch of
+/// 2 or more tokens go through llamafile's tinyBLAS (`Gemm` too): 8 lanes, lane l an fma chain over the elements
+/// l, l + 8, ..., summed by `hsum8`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     VecDot,
@@ -246,7 +245,15 @@ pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, kernel: Kernel) -> f32 {
         Acts::K(a) => dot::dot_row(ty, row, a),
         Acts::F16(x) => {
             let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
-            dot_f16(x, w)
+            if kernel == Kernel::Gemm {
+                let mut acc = [0.0f32; 8];
+                for (k, &xv) in x.iter().enumerate() {
+                    acc[k % 8] = w(k).mul_add(xv, acc[k % 8]);
+                }
+                hsum8(&acc)
+            } else {
+                dot_f16(x, w)
+            }
         }
         Acts::F32(x) => super::dot_f32(ty, row, x),
     }
@@ -260,7 +267,9 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     let n_tok = x.len() / n_cols;
     let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
     let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
+    let tiny_blas = ty == GgmlType::F16 && n_tok >= 2 && n_cols.is_multiple_of(8);
     let kernel = |t: usize| match (repacked, t < n_tok - n_tok % 4) {
+        _ if tiny_blas => Kernel::Gemm,
         (false, _) => Kernel::VecDot,
         (true, false) => Kernel::Gemv,
         (true, true) => Kernel::Gemm,
