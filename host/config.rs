@@ -184,6 +184,14 @@ impl ModelConfig {
             return Err(cfg_err(format!("missing required keys: {}", missing.join(", "))));
         }
 
+        // --- mixture of experts (Mixtral, Qwen2-MoE, ...): not implemented; say so plainly rather than let the
+        // expert tensors fail as unexpected (GGUF_SECURITY.md case 40: expert counts are never divided by) ---
+        for key in ["expert_count", "expert_used_count"] {
+            if let Some(n) = k.opt_usize_in(key, 0, usize::MAX)?.filter(|&n| n > 0) {
+                return Err(cfg_err(format!("{} = {n}: mixture-of-experts models are not supported", k.key(key))));
+            }
+        }
+
         // --- sizes ---
         let n_layers = k.usize_in("block_count", 1, MAX_LAYERS)?;
         let dim = k.usize_in("embedding_length", 1, MAX_DIM)?;

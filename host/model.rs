@@ -37,6 +37,39 @@ pub trait Forward {
     /// Clear the KV cache.
     fn reset(&mut self);
     fn ctx_size(&self) -> usize;
+    /// Wait until queued work is done (for timing; the CPU's calls return when done).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What every backend checks before a forward call: a non-empty batch that fits the context of `ctx_size`
+/// positions, starts no later than the `n_past` cached positions, and holds only ids of the `n_vocab` tokens.
+pub fn check_batch(tokens: &[u32], pos: usize, ctx_size: usize, n_past: usize, n_vocab: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::Generate("forward: no tokens".into()));
+    }
+    let end = pos + tokens.len();
+    if end > ctx_size {
+        return Err(Error::Generate(format!("positions {pos}..{end} exceed the context size of {ctx_size} tokens")));
+    }
+    if pos > n_past {
+        return Err(Error::Generate(format!("forward at position {pos}, but the cache holds only {n_past} positions")));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(Error::Generate(format!("token id {bad} is out of the vocabulary of {n_vocab} tokens")));
+    }
+    Ok(())
+}
+
+/// One greedy decode step of `token` at `pos`: the backend's own argmax when it has one, else the argmax of the
+/// logits (first maximum wins). Returns the next token.
+pub fn greedy_next(fwd: &mut dyn Forward, token: u32, pos: usize) -> Result<u32> {
+    if let Some(t) = fwd.decode_greedy(token, pos)? {
+        return Ok(t);
+    }
+    let logits = fwd.forward(&[token], pos)?;
+    Ok(logits.iter().enumerate().fold(0, |b, (i, &v)| if v > logits[b] { i } else { b }) as u32)
 }
 
 // ----------------------------------------------------------------------------
@@ -437,29 +470,7 @@ impl<'a> CpuForward<'a> {
 
     /// Check that `tokens` fit the context at `pos` and are in the vocabulary.
     fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
-        if tokens.is_empty() {
-            return Err(Error::Generate("forward: no tokens".into()));
-        }
-        let end = pos + tokens.len();
-        if end > self.cache.ctx_size() {
-            return Err(Error::Generate(format!(
-                "positions {pos}..{end} exceed the context size of {} tokens",
-                self.cache.ctx_size()
-            )));
-        }
-        if pos > self.n_past {
-            return Err(Error::Generate(format!(
-                "forward at position {pos}, but the cache holds only {} positions",
-                self.n_past
-            )));
-        }
-        let n_vocab = self.model.token_embd.rows;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(Error::Generate(format!(
-                "token id {bad} is out of the vocabulary of {n_vocab} tokens"
-            )));
-        }
-        Ok(())
+        check_batch(tokens, pos, self.cache.ctx_size(), self.n_past, self.model.token_embd.rows)
     }
 
     /// Run one batch of at most MAX_BATCH tokens through every layer; the final norm's input stays in `s.x`.

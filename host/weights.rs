@@ -1,6 +1,8 @@
 //! Tensor lookup by role: `blk.{i}.attn_q.weight` ... as typed views of the map, each checked against the
 //! shape the config implies and against the types the engine computes. Tied output embedding when
-//! `output.weight` is absent. Every tensor in the file must be claimed by a role.
+//! `output.weight` is absent. Every tensor in the file must be claimed by a role. The data of every claimed
+//! tensor is prefaulted at the end (`GgufFile::populate`), so that a file truncated since open is an error
+//! here rather than a SIGBUS later.
 
 use std::collections::HashSet;
 
@@ -79,6 +81,9 @@ pub struct ModelTensors<'a> {
     pub output_norm: TensorRef<'a>, // [dim]
     /// [dim, vocab_size]; `token_embd` when the file has no `output.weight` (tied embeddings).
     pub output: TensorRef<'a>,
+    /// llama (Llama 3.1 and later): `rope_freqs.weight`, F32 [rope_dim / 2], the per-pair RoPE frequency
+    /// divisors of the long-context scaling.
+    pub rope_freqs: Option<TensorRef<'a>>,
     pub layers: Vec<LayerTensors<'a>>,
 }
 
@@ -107,7 +112,7 @@ impl<'a> Lookup<'a> {
             return Err(terr(format!("unsupported tensor type {} (the engine cannot compute it)", t.ggml_type)));
         }
         self.used.insert(&t.name);
-        Ok(TensorRef { name: &t.name, ggml_type: t.ggml_type, dims: &t.dims, data: self.f.tensor_data(t) })
+        Ok(TensorRef { name: &t.name, ggml_type: t.ggml_type, dims: &t.dims, data: self.f.tensor_bytes(t)? })
     }
 
     fn opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<TensorRef<'a>>> {
@@ -146,6 +151,18 @@ impl<'a> ModelTensors<'a> {
         let token_embd = l.req("token_embd.weight", &[dim, cfg.vocab_size])?;
         let output_norm = l.req("output_norm.weight", &[dim])?;
         let output = l.opt("output.weight", &[dim, cfg.vocab_size])?.unwrap_or(token_embd);
+        // Only llama reads rope frequency factors (llama.cpp: LLM_TENSOR_ROPE_FREQS); elsewhere the tensor stays
+        // unclaimed and is rejected below. The forward reads them as f32.
+        let rope_freqs = match cfg.arch {
+            Arch::Llama => l.opt("rope_freqs.weight", &[cfg.rope_dim / 2])?,
+            _ => None,
+        };
+        if let Some(r) = rope_freqs.filter(|r| r.ggml_type != GgmlType::F32) {
+            return Err(Error::Tensor {
+                tensor: r.name.into(),
+                msg: format!("type {}, expected F32 (rope frequency factors)", r.ggml_type),
+            });
+        }
 
         let qwen2 = cfg.arch == Arch::Qwen2;
         let gemma3 = cfg.arch == Arch::Gemma3;
@@ -173,7 +190,7 @@ impl<'a> ModelTensors<'a> {
         }
 
         // A tensor no role claims means the file is not the model the config describes (extra layers,
-        // another architecture's tensors, rope_freqs we would silently ignore).
+        // another architecture's tensors, rope_freqs for an architecture that would silently ignore them).
         let unused: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).filter(|n| !l.used.contains(n)).collect();
         if let Some(first) = unused.first() {
             return Err(Error::Tensor {
@@ -186,6 +203,9 @@ impl<'a> ModelTensors<'a> {
                 ),
             });
         }
-        Ok(ModelTensors { token_embd, output_norm, output, layers })
+        // Everything is claimed: prefault it all, turning a file truncated since open into an error.
+        let infos: Vec<&TensorInfo> = f.tensors.iter().collect();
+        f.populate(&infos)?;
+        Ok(ModelTensors { token_embd, output_norm, output, rope_freqs, layers })
     }
 }

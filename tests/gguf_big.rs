@@ -1,7 +1,7 @@
 //! Opening a 4 GiB model is header-only work: a sparse synthetic file (tensor data left as holes) must open
-//! in well under 100 ms, and afterwards no page of its data section may be resident (mincore), i.e. the
-//! reader never touched tensor data. The time is printed; the assertion bound is a generous 2 s so that a
-//! loaded CI machine does not fail it.
+//! in well under 100 ms, and afterwards no page of its data section may be resident (mincore), i.e. neither
+//! the reader nor `host inspect` touched tensor data. The time is printed; the assertion bound is a generous
+//! 2 s so that a loaded CI machine does not fail it.
 
 #![cfg(target_os = "linux")] // mincore
 
@@ -67,6 +67,13 @@ fn open_4gib_sparse_file_is_fast_and_reads_no_tensor_data() {
     assert_eq!(f.tensors.len(), 128);
     assert_eq!(resident, 0, "the reader touched tensor data");
     assert!(dt < Duration::from_secs(2), "{dt:?}");
+
+    // `host inspect` (both renderings) and the config read only the header too.
+    let text = host::cli::inspect::to_text(&f);
+    let json = host::cli::inspect::to_json(&f).to_string();
+    let _ = host::config::ModelConfig::from_gguf(&f);
+    assert!(text.contains("blk.31.ffn_down.weight") && json.contains("blk.31.ffn_down.weight"));
+    assert_eq!(resident_pages(data), 0, "host inspect touched tensor data");
 
     // the data is reachable (and zero) once asked for
     let t = f.tensor("blk.31.ffn_down.weight").unwrap();

@@ -737,6 +737,38 @@ fn corpus() -> Vec<Case> {
             &["layer_norm_rms_epsilon = 0 must be finite and > 0"],
         ),
         case(
+            "G40-expert-count",
+            tiny(|w| {
+                w.add_kv("llama.expert_count", Value::U32(8)).add_kv("llama.expert_used_count", Value::U32(9));
+            }),
+            Stage::Config,
+            &["llama.expert_count = 8: mixture-of-experts models are not supported"],
+        ),
+        case(
+            "G40-expert-used-without-experts",
+            tiny(|w| {
+                w.add_kv("llama.expert_count", Value::U32(0)).add_kv("llama.expert_used_count", Value::U32(2));
+            }),
+            Stage::Config,
+            &["llama.expert_used_count = 2: mixture-of-experts models are not supported"],
+        ),
+        case(
+            "G41-rope-freqs-wrong-length",
+            tiny(|w| {
+                w.add_tensor("rope_freqs.weight", &[7], GgmlType::F32, vec![0u8; 28]).unwrap();
+            }),
+            Stage::Weights,
+            &["tensor 'rope_freqs.weight': wrong shape: expected [8], got [7]"],
+        ),
+        case(
+            "G41-rope-freqs-f16",
+            tiny(|w| {
+                w.add_tensor("rope_freqs.weight", &[8], GgmlType::F16, vec![0u8; 16]).unwrap();
+            }),
+            Stage::Weights,
+            &["tensor 'rope_freqs.weight': type F16, expected F32"],
+        ),
+        case(
             "G41-tensor-missing",
             tiny(|w| {
                 w.remove_tensor("blk.1.ffn_up.weight");
@@ -919,6 +951,14 @@ fn valid_edge_cases() -> Vec<(String, Vec<u8>, Stage)> {
     vec![
         ("valid-tiny-llama".into(), tiny(|_| {}), Stage::Loads),
         (
+            "valid-llama-rope-freqs".into(),
+            tiny(|w| {
+                let ones: Vec<u8> = (0..8).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+                w.add_tensor("rope_freqs.weight", &[8], GgmlType::F32, ones).unwrap();
+            }),
+            Stage::Loads,
+        ),
+        (
             "valid-tiny-v2".into(),
             tiny(|w| {
                 w.version(2);
@@ -1056,4 +1096,111 @@ fn many_tiny_entries_parse_in_linear_time() {
     }
     let err = GgufFile::from_bytes(&e.buf, "dup.gguf").unwrap_err().to_string();
     assert!(err.contains("kv pair 2 at offset") && err.contains("duplicate key 'k1'"), "{err}");
+}
+
+/// Classes 44, 45 and 48 at the tokenizer: absent special ids over a tiny vocabulary, gpt2 without merges,
+/// duplicate and empty token strings, and chat templates that try to leave the sandbox, recurse or loop for
+/// long. The tokenizer may accept or reject each file, but must not panic, must return only ids inside the
+/// vocabulary, and must finish in bounded time.
+#[test]
+fn tokenizer_survives_degenerate_vocabularies() {
+    use host::tokenizer::{ChatMessage, Tokenizer};
+    let vocab = |model: &str, toks: &[&str], extra: &dyn Fn(&mut GgufWriter)| -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        w.add_kv("general.architecture", Value::str("llama"))
+            .add_kv("tokenizer.ggml.model", Value::str(model))
+            .add_kv("tokenizer.ggml.tokens", strings(toks));
+        extra(&mut w);
+        w.to_bytes().unwrap()
+    };
+    let files = [
+        ("G44-no-special-ids-2-tokens", vocab("llama", &["a", "b"], &|_| {})),
+        (
+            "G44-no-special-ids-gpt2-1-token",
+            vocab("gpt2", &["a"], &|w| {
+                w.add_kv("tokenizer.ggml.merges", strings(&[]));
+            }),
+        ),
+        ("G45-gpt2-without-merges", vocab("gpt2", &["a", "b", "ab"], &|_| {})),
+        (
+            "G45-merge-of-unknown-pieces",
+            vocab("gpt2", &["a", "b", "ab"], &|w| {
+                w.add_kv("tokenizer.ggml.merges", strings(&["x y", "a b", "a b", "ab ab"]));
+            }),
+        ),
+        ("G48-duplicate-tokens", vocab("llama", &["<unk>", "a", "a", "b", "ab", "ab"], &|_| {})),
+        ("G48-empty-tokens", vocab("llama", &["", "", "a", ""], &|_| {})),
+        (
+            "G48-gpt2-duplicate-and-empty",
+            vocab("gpt2", &["a", "", "a", "b", "ab"], &|w| {
+                w.add_kv("tokenizer.ggml.merges", strings(&["a b"]));
+            }),
+        ),
+    ];
+    let templates = [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ messages.__init__.__globals__ }}{{ self.__dict__ }}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% for i in range(1000000000) %}x{% endfor %}",
+        "{% for m in messages %}{% for m2 in messages %}{{ m.content * 100000 }}{% endfor %}{% endfor %}",
+        "{{ 'x' * 1000000000 }}",
+    ];
+    let mut outcomes = Vec::new();
+    for (id, bytes) in &files {
+        let f = GgufFile::from_bytes(bytes, "vocab.gguf").unwrap();
+        let t0 = Instant::now();
+        let tok = match Tokenizer::from_gguf(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                outcomes.push(format!("{id}: rejected: {e}"));
+                continue;
+            }
+        };
+        let n = tok.vocab_size() as u32;
+        for special in [tok.bos(), tok.eos(), tok.eot()].into_iter().flatten() {
+            assert!(special < n, "{id}: special id {special} outside a vocabulary of {n}");
+        }
+        for text in ["", "a", "ab ba abab", "b\u{e9}\u{1F600}\0"] {
+            if let Ok(ids) = tok.encode(text, true, true) {
+                assert!(ids.iter().all(|&i| i < n), "{id}: {text:?} -> {ids:?} outside a vocabulary of {n}");
+                let _ = tok.decode(&ids);
+            }
+        }
+        assert!(t0.elapsed() < MAX_TIME, "{id}: {:?}", t0.elapsed());
+        outcomes.push(format!("{id}: loaded, {n} tokens"));
+    }
+    let f = GgufFile::from_bytes(&files[0].1, "vocab.gguf").unwrap();
+    let tok = Tokenizer::from_gguf(&f).unwrap();
+    let msgs = [ChatMessage { role: "user".into(), content: "hi".into() }];
+    for tpl in templates {
+        let t0 = Instant::now();
+        let r = tok.apply_template(tpl, &msgs, true);
+        let dt = t0.elapsed();
+        let shown = r.as_ref().map_or_else(|e| format!("error: {e}"), |s| format!("{} bytes", s.len()));
+        outcomes.push(format!("template {tpl:?}: {shown} in {dt:?}"));
+        if let Ok(s) = &r {
+            assert!(!s.contains("class") && !s.contains("globals"), "{tpl}: leaked {s:.200}");
+        }
+        assert!(dt < Duration::from_secs(5), "{tpl}: {dt:?}");
+    }
+    println!("{}", outcomes.join("\n"));
+}
+
+/// Class 48, denial of service through the chat template: nested loops within minijinja's per-range limit
+/// would run 10^8 iterations (about a minute), and one more level is unbounded in practice: the template
+/// environment's instruction budget (minijinja fuel) turns it into an error within seconds.
+#[test]
+fn chat_template_loops_are_bounded() {
+    use host::tokenizer::{ChatMessage, Tokenizer};
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::str("llama"))
+        .add_kv("tokenizer.ggml.model", Value::str("llama"))
+        .add_kv("tokenizer.ggml.tokens", strings(&["a", "b"]));
+    let f = GgufFile::from_bytes(&w.to_bytes().unwrap(), "vocab.gguf").unwrap();
+    let tok = Tokenizer::from_gguf(&f).unwrap();
+    let msgs = [ChatMessage { role: "user".into(), content: "hi".into() }];
+    let tpl = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
+    let t0 = Instant::now();
+    let r = tok.apply_template(tpl, &msgs, true);
+    assert!(r.is_err() && t0.elapsed() < Duration::from_secs(5), "{:?} after {:?}", r.map(|s| s.len()), t0.elapsed());
 }

@@ -114,6 +114,24 @@ fn activations_and_residuals_match_cpu() {
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
     assert!(err <= F32_TOL, "gelu_tanh_mul {err}");
+    // large gates: e^(2|y|) overflows f32 from |gate| ~ 10.06 on; tanh must saturate to +-1, never give NaN (the
+    // fine sweep crosses the overflow threshold itself, where an inf from `ex2` met a negative correction term)
+    let mut g: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.1).collect();
+    g.extend((0..4000).flat_map(|i| {
+        let v = 10.0 + i as f32 * 5e-5; // 2 y(g) crosses 88.72 at g = 10.061
+        [v, -v]
+    }));
+    let u = vec![1.5f32; g.len()];
+    let mut want = vec![0.0; g.len()];
+    cpu::gelu_tanh_mul(&mut want, &g, &u);
+    let mut out = gpu.zeros::<f32>(g.len()).unwrap();
+    gpu.gelu_tanh_mul_rows(&mut out, &gpu.upload(&g).unwrap(), &gpu.upload(&u).unwrap(), g.len()).unwrap();
+    let got = gpu.download(&out).unwrap();
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("gelu_tanh_mul({}) = {} on the GPU", g[i], got[i]);
+    }
+    let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / 450.0;
+    assert!(err <= F32_TOL, "gelu_tanh_mul over large gates {err}");
 
     let b = rng.vec(1536, -1.0, 1.0);
     let mut x = rng.vec(3 * 1536, -1.0, 1.0);

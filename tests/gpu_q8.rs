@@ -6,15 +6,14 @@
 //!
 //! Every test prints a reason and passes when no CUDA device is usable, so CPU-only CI runs this binary too.
 
-#[path = "support/quant_data.rs"]
-mod quant_data;
+mod common;
 
+use common::cuda_or_skip;
+use common::quant_data::{random_weights, Rng};
 use half::f16;
-use host::backend::cuda::{availability, Cuda};
 use host::backend::cuda_q8::{act_row_bytes, layout, supports_q8};
 use host::gguf::GgmlType;
 use host::quant::{self, quantize};
-use quant_data::{random_weights, Rng};
 
 const MATVEC_TOL: f32 = 1e-5; // max |gpu - cpu| / max |cpu|
 
@@ -28,16 +27,6 @@ const Q8_TYPES: [GgmlType; 8] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
-
-fn cuda_or_skip(test: &str) -> Option<Cuda> {
-    match availability() {
-        Ok(()) => Some(Cuda::new(0).expect("a CUDA device is available but could not be opened")),
-        Err(why) => {
-            println!("SKIP {test}: {why}");
-            None
-        }
-    }
-}
 
 /// (n_rows, n_cols): 1 row, odd counts, partial and multi-step rows, rows that are not 16-byte multiples.
 fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {

@@ -10,27 +10,16 @@
 //!
 //! Every test prints a reason and passes when no CUDA device is usable, so CPU-only CI runs these binaries too.
 
-#[path = "support/quant_data.rs"]
-mod quant_data;
+mod common;
 
-use host::backend::cuda::{availability, Cuda};
+use common::cuda_or_skip;
+use common::quant_data::{random_weights, Rng, TYPES};
 use host::gguf::GgmlType;
 use host::quant;
-use quant_data::{random_weights, Rng, TYPES};
 
 const DEQUANT_TOL: f32 = 1e-6; // relative, per element
 const MATVEC_TOL: f32 = 1e-4; // max |gpu - cpu| / max |cpu|
 const MATMUL_TOL: f32 = 1e-4; // same measure
-
-fn cuda_or_skip(test: &str) -> Option<Cuda> {
-    match availability() {
-        Ok(()) => Some(Cuda::new(0).expect("a CUDA device is available but could not be opened")),
-        Err(why) => {
-            println!("SKIP {test}: {why}");
-            None
-        }
-    }
-}
 
 /// (n_rows, n_cols) cases for a type: 1 row, odd and even counts that are not multiples of 16 or 64, partial and
 /// multi-step rows.
@@ -81,7 +70,11 @@ fn dequantize_matches_cpu() {
                 assert!(c.is_finite(), "{ty}: cpu element {i} is {c}");
                 exact += (g.to_bits() == c.to_bits()) as usize;
                 assert!((g - c).abs() <= DEQUANT_TOL * c.abs(), "{ty} {n_rows}x{n_cols}: element {i}: gpu {g} cpu {c}");
-                assert_eq!(g.to_bits(), c.to_bits(), "{ty} {n_rows}x{n_cols}: element {i} not bit-exact: gpu {g} cpu {c}");
+                assert_eq!(
+                    g.to_bits(),
+                    c.to_bits(),
+                    "{ty} {n_rows}x{n_cols}: element {i} not bit-exact: gpu {g} cpu {c}"
+                );
             }
             println!("dequantize {ty:5} {n_rows:4}x{n_cols:<5} bit-exact {exact}/{}", gpu.len());
         }
@@ -104,7 +97,12 @@ fn matvec_matches_cpu() {
             cuda.matvec(ty, &wd, n_rows, n_cols, &xd, &mut yd).unwrap();
             let gpu = cuda.download(&yd).unwrap();
             let err = rel_err(&gpu, &cpu);
-            assert!(err <= MATVEC_TOL, "{ty} {n_rows}x{n_cols}: rel err {err} (gpu {:?}.. cpu {:?}..)", &gpu[..1], &cpu[..1]);
+            assert!(
+                err <= MATVEC_TOL,
+                "{ty} {n_rows}x{n_cols}: rel err {err} (gpu {:?}.. cpu {:?}..)",
+                &gpu[..1],
+                &cpu[..1]
+            );
             assert!(max_abs(&cpu) > 0.0, "{ty}: degenerate test data");
             worst = worst.max(err);
         }
@@ -179,15 +177,17 @@ macro_rules! fixture_files {
         &[$(($name, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpu_quant/", $name, ".bin")))),*]
     };
 }
-const FIXTURES: &[(&str, &[u8])] = fixture_files!("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K",
-                                                  "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K");
+const FIXTURES: &[(&str, &[u8])] = fixture_files!(
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"
+);
 
 fn fixture(ty: GgmlType) -> Fixture {
     let b = FIXTURES.iter().find(|f| f.0 == ty.name()).unwrap_or_else(|| panic!("no fixture for {ty}")).1;
     let u = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap()) as usize;
     let (n_rows, n_cols, n_bytes) = (u(0), u(1), u(2));
     let blocks = b[12..12 + n_bytes].to_vec();
-    let values: Vec<f32> = b[12 + n_bytes..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let values: Vec<f32> =
+        b[12 + n_bytes..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(values.len(), n_rows * n_cols, "{ty} fixture");
     Fixture { n_rows, n_cols, blocks, values }
 }

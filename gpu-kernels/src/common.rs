@@ -226,7 +226,12 @@ pub fn exp(x: f32) -> f32 {
     let r: f32;
     // SAFETY: pure arithmetic.
     unsafe { asm!("ex2.approx.f32 {r}, {y};", r = out(reg32) r, y = in(reg32) y, options(pure, nomem, nostack)) };
-    fma(r, y_err * core::f32::consts::LN_2, r)
+    // past e^88.72 `ex2` gives +inf, and inf plus a negative correction would be NaN
+    if r == f32::INFINITY {
+        r
+    } else {
+        fma(r, y_err * core::f32::consts::LN_2, r)
+    }
 }
 
 /// a * b + c with one rounding.

@@ -11,7 +11,7 @@ use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
 use crate::backend::cuda_q8::{act_row_bytes, supports_q8};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
-use crate::model::{Activation, Forward, Mat, Model, MAX_BATCH};
+use crate::model::{check_batch, Activation, Forward, Mat, Model, MAX_BATCH};
 use crate::{Error, Result};
 
 /// A weight matrix in device memory, still in its file format.
@@ -149,7 +149,12 @@ pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
     let part = attn_shape(c, n, 1.0, 0).part_len(n_splits(ctx_size));
     let logits = n * model.n_vocab();
     let rope = model.layers.len().min(2) * ctx_size * c.rope_dim * 4;
-    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
+    // the decode path keeps [wq; wk; wv] and [w_gate; w_up] a second time, concatenated, where the types agree
+    let same = |ms: &[&Mat]| ms.iter().all(|m| m.ty == ms[0].ty && m.cols == ms[0].cols);
+    let bytes = |ms: &[&Mat]| if same(ms) { ms.iter().map(|m| m.data.len()).sum() } else { 0 };
+    let concat: usize =
+        model.layers.iter().map(|l| bytes(&[&l.wq, &l.wk, &l.wv]) + bytes(&[&l.w_gate, &l.w_up])).sum();
+    MemoryPlan { weights: model.weight_bytes() + concat, kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
 }
 
 fn n_splits(n_keys: usize) -> usize {
@@ -341,29 +346,7 @@ impl CudaForward {
     }
 
     fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
-        if tokens.is_empty() {
-            return Err(Error::Generate("forward: no tokens".into()));
-        }
-        let end = pos + tokens.len();
-        if end > self.ctx_size {
-            return Err(Error::Generate(format!(
-                "positions {pos}..{end} exceed the context size of {} tokens",
-                self.ctx_size
-            )));
-        }
-        if pos > self.n_past {
-            return Err(Error::Generate(format!(
-                "forward at position {pos}, but the cache holds only {} positions",
-                self.n_past
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.token_embd.rows) {
-            return Err(Error::Generate(format!(
-                "token id {bad} is out of the vocabulary of {} tokens",
-                self.token_embd.rows
-            )));
-        }
-        Ok(())
+        check_batch(tokens, pos, self.ctx_size, self.n_past, self.token_embd.rows)
     }
 
     /// Every layer for the batch whose ids are in `self.tokens[..n]` at device position `self.pos`;
@@ -577,5 +560,9 @@ impl Forward for CudaForward {
 
     fn ctx_size(&self) -> usize {
         self.ctx_size
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.gpu.synchronize()
     }
 }

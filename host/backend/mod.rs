@@ -9,6 +9,8 @@ pub mod cuda_sample;
 pub mod cuda_q8;
 
 use crate::cli::DeviceArg;
+use crate::kv_cache::CacheType;
+use crate::model::{CpuForward, Forward, Model};
 use crate::{Error, Result};
 
 /// The backend a command computes on.
@@ -32,5 +34,14 @@ impl Device {
                 Err(_) => Device::Cpu,
             }),
         }
+    }
+
+    /// The forward pass of `model` on this device with a KV cache of `ctx_size` positions (`cache` is the CPU's
+    /// cache type; the GPU keeps f16). The GPU prints its memory plan and fails cleanly when memory is short.
+    pub fn open_forward<'a>(self, model: &'a Model, ctx_size: usize, cache: CacheType) -> Result<Box<dyn Forward + 'a>> {
+        Ok(match self {
+            Device::Cpu => Box::new(CpuForward::new(model, ctx_size, cache)?),
+            Device::Cuda { ordinal } => Box::new(cuda_forward::CudaForward::new(model, ctx_size, ordinal)?),
+        })
     }
 }

@@ -13,12 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::backend::cuda_forward::CudaForward;
 use crate::backend::Device;
 use crate::cli::DeviceArg;
 use crate::gguf::{GgmlType, GgufFile};
 use crate::kv_cache::CacheType;
-use crate::model::{CpuForward, Forward, Model};
+use crate::model::{greedy_next, Forward, Model};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -292,52 +291,6 @@ fn median(x: &[f64]) -> f64 {
     }
 }
 
-// ----------------------------------------------------------------------------
-// Runner: the one forward the tests drive, CPU or CUDA
-// ----------------------------------------------------------------------------
-
-enum Runner<'a> {
-    Cpu(Box<CpuForward<'a>>),
-    Cuda(Box<CudaForward>),
-}
-
-impl Runner<'_> {
-    fn reset(&mut self) {
-        match self {
-            Runner::Cpu(f) => f.reset(),
-            Runner::Cuda(f) => f.reset(),
-        }
-    }
-
-    /// A batch forward of `tokens` at `pos` (last-token logits).
-    fn prefill(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
-        match self {
-            Runner::Cpu(f) => f.forward(tokens, pos).map(|_| ()),
-            Runner::Cuda(f) => f.forward(tokens, pos).map(|_| ()),
-        }
-    }
-
-    /// One greedy decode step; returns the chosen token.
-    fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
-        match self {
-            Runner::Cpu(f) => Ok(argmax(f.forward(&[token], pos)?)),
-            Runner::Cuda(f) => f.greedy_step(token, pos),
-        }
-    }
-
-    /// Waits for all queued device work (a no-op on the CPU, whose forward returns when done).
-    fn sync(&self) -> Result<()> {
-        match self {
-            Runner::Cpu(_) => Ok(()),
-            Runner::Cuda(f) => f.gpu().synchronize(),
-        }
-    }
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b }) as u32
-}
-
 /// Fixed pseudo-random token ids (xorshift64*), BOS first when the model adds one.
 struct Tokens {
     state: u64,
@@ -387,27 +340,27 @@ enum Test {
 }
 
 /// Clears the cache, fills `depth` positions and syncs: the untimed start of every run.
-fn start_run(r: &mut Runner, depth: &[u32]) -> Result<()> {
+fn start_run(r: &mut dyn Forward, depth: &[u32]) -> Result<()> {
     r.reset();
     if !depth.is_empty() {
-        r.prefill(depth, 0)?;
+        r.forward(depth, 0)?;
     }
-    r.sync()
+    r.synchronize()
 }
 
 /// The timed part of one run.
-fn timed_run(r: &mut Runner, test: Test, prompt: &[u32], first: u32, pos: usize) -> Result<u64> {
+fn timed_run(r: &mut dyn Forward, test: Test, prompt: &[u32], first: u32, pos: usize) -> Result<u64> {
     let t0 = Instant::now();
     match test {
         Test::Prompt(_) => {
-            r.prefill(prompt, pos)?;
-            r.sync()?;
+            r.forward(prompt, pos)?;
+            r.synchronize()?;
         }
         Test::Gen(n) => {
             let mut tok = first;
             for i in 0..n {
-                tok = r.step(tok, pos + i)?;
-                r.sync()?;
+                tok = greedy_next(r, tok, pos + i)?;
+                r.synchronize()?;
             }
         }
     }
@@ -416,7 +369,7 @@ fn timed_run(r: &mut Runner, test: Test, prompt: &[u32], first: u32, pos: usize)
 
 /// Warm-up (unless `no_warmup`: a full prompt run for pp, one token for tg, as llama-bench) and `reps` timed
 /// runs; returns the wall time of each.
-fn time_test(r: &mut Runner, test: Test, a: &BenchArgs, toks: &mut Tokens) -> Result<Vec<u64>> {
+fn time_test(r: &mut dyn Forward, test: Test, a: &BenchArgs, toks: &mut Tokens) -> Result<Vec<u64>> {
     let depth = toks.prompt(a.n_depth);
     let prompt = match test {
         Test::Prompt(n) => toks.prompt(n),
@@ -464,15 +417,10 @@ pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchR
     let model = Model::load(&file)?;
     let info = ModelInfo::of(&file);
     let n_ctx = a.n_depth + a.n_prompt + a.n_gen;
-    let (mut runner, backend, n_threads) = match device {
-        Device::Cpu => (
-            Runner::Cpu(Box::new(CpuForward::new(&model, n_ctx, CacheType::F16)?)),
-            "CPU",
-            rayon::current_num_threads(),
-        ),
-        Device::Cuda { ordinal } => {
-            (Runner::Cuda(Box::new(CudaForward::new(&model, n_ctx, ordinal)?)), "CUDA", 1)
-        }
+    let mut runner = device.open_forward(&model, n_ctx, CacheType::F16)?;
+    let (backend, n_threads) = match device {
+        Device::Cpu => ("CPU", rayon::current_num_threads()),
+        Device::Cuda { .. } => ("CUDA", 1),
     };
     eprintln!(
         "bench: {} ({}, {}, {} params), {backend}, context {n_ctx}",
@@ -485,7 +433,7 @@ pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchR
     let mut out = Vec::new();
     let tests = [(a.n_prompt > 0).then_some(Test::Prompt(a.n_prompt)), (a.n_gen > 0).then_some(Test::Gen(a.n_gen))];
     for test in tests.into_iter().flatten() {
-        let samples_ns = time_test(&mut runner, test, a, &mut toks)?;
+        let samples_ns = time_test(runner.as_mut(), test, a, &mut toks)?;
         let (n_prompt, n_gen) = match test {
             Test::Prompt(n) => (n, 0),
             Test::Gen(n) => (0, n),

@@ -12,8 +12,7 @@ use crate::cli::DeviceArg;
 use crate::generate::{self, GenOptions};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheType, KvCache};
-use crate::backend::cuda_forward::CudaForward;
-use crate::model::{CpuForward, Forward, Model};
+use crate::model::Model;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -215,21 +214,16 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     let kv_dims = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
     let kv_bytes = KvCache::bytes_for(c.n_layers, ctx_size, kv_dims.0, kv_dims.1, a.cache_type);
-    let mut fwd: Box<dyn Forward + '_> = match device {
-        Device::Cpu => {
-            eprintln!(
-                "kv cache: {ctx_size} positions, {}, {:.1} MiB; device: cpu, {} threads",
-                a.cache_type.name(),
-                kv_bytes as f64 / (1 << 20) as f64,
-                rayon::current_num_threads()
-            );
-            Box::new(CpuForward::new(&model, ctx_size, a.cache_type)?)
-        }
-        Device::Cuda { ordinal } => {
-            // the GPU keeps its KV cache in f16 (prints its memory plan)
-            Box::new(CudaForward::new(&model, ctx_size, ordinal)?)
-        }
-    };
+    if device == Device::Cpu {
+        eprintln!(
+            "kv cache: {ctx_size} positions, {}, {:.1} MiB; device: cpu, {} threads",
+            a.cache_type.name(),
+            kv_bytes as f64 / (1 << 20) as f64,
+            rayon::current_num_threads()
+        );
+    }
+    // the GPU keeps its KV cache in f16 and prints its memory plan
+    let mut fwd = device.open_forward(&model, ctx_size, a.cache_type)?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
     let chat = a.chat.then_some(a.system.as_deref());

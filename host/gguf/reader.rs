@@ -90,14 +90,21 @@ impl TensorInfo {
 /// The bytes behind a `GgufFile`: a read-only map of the file, or an owned copy kept 8-byte aligned so that
 /// tensor slices have the same alignment guarantees as in a map.
 enum Backing {
-    Map(memmap2::Mmap),
-    Owned { words: Vec<u64>, len: usize },
+    /// The open file is kept to re-check its length (fstat) before tensor data is handed out.
+    Map {
+        map: memmap2::Mmap,
+        file: std::fs::File,
+    },
+    Owned {
+        words: Vec<u64>,
+        len: usize,
+    },
 }
 
 impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
-            Backing::Map(m) => m,
+            Backing::Map { map, .. } => map,
             Backing::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
         }
     }
@@ -147,10 +154,13 @@ impl GgufFile {
             Backing::Owned { words: Vec::new(), len: 0 }
         } else {
             // SAFETY: the map is read-only and private to this process. Another process truncating or
-            // rewriting the file while it is mapped can still fault (SIGBUS) or change bytes under us: the
-            // same contract as every mmap-based loader (GGUF_SECURITY.md case 38).
+            // rewriting the file while it is mapped can still change bytes under us, or fault (SIGBUS) on a
+            // page past a new end: the contract of every mmap-based loader (GGUF_SECURITY.md case 38). The
+            // header is parsed (and copied) right away; tensor data is only handed out after `tensor_bytes`
+            // re-checks the length, and a model load prefaults it (`populate`), which turns a truncation into
+            // an error instead of a signal.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            Backing::Map(map)
+            Backing::Map { map, file }
         };
         Self::from_backing(path.to_path_buf(), backing)
     }
@@ -294,19 +304,160 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The bytes of tensor `t`, a slice of the map. Bounds were checked at open, so for a `TensorInfo` of this
-    /// file this never fails; for one that is not (or was edited) it returns an empty slice.
+    /// The bytes of tensor `t`, a slice of the map; an empty slice where `tensor_bytes` would fail (a
+    /// `TensorInfo` of another file, or this file truncated since it was opened).
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        let range = self
-            .data_offset
-            .checked_add(t.offset)
-            .and_then(|start| Some((start, start.checked_add(t.n_bytes)?)))
-            .and_then(|(s, e)| Some((usize::try_from(s).ok()?, usize::try_from(e).ok()?)));
-        match range {
-            Some((s, e)) => self.bytes().get(s..e).unwrap_or(&[]),
-            None => &[],
+        self.tensor_bytes(t).unwrap_or(&[])
+    }
+
+    /// Absolute file range `[start, end)` of tensor `t`'s data, or `None` if it does not fit in `u64`.
+    fn tensor_range(&self, t: &TensorInfo) -> Option<(u64, u64)> {
+        let start = self.data_offset.checked_add(t.offset)?;
+        Some((start, start.checked_add(t.n_bytes)?))
+    }
+
+    /// The bytes of tensor `t`, a slice of the map, after checking that the file still holds them. Bounds were
+    /// checked at open; this re-checks the file's current length (one fstat), so that a file truncated after
+    /// open gives an error naming the file and the range instead of a SIGBUS when the slice is read.
+    pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+        let bad = |msg: String| self.err(format!("tensor '{}' {msg}", t.name));
+        let (start, end) = self.tensor_range(t).ok_or_else(|| bad("data range overflows".into()))?;
+        let slice = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(s, e)| self.bytes().get(s..e))
+            .ok_or_else(|| {
+                bad(format!("data at file offsets {start}..{end} is outside the {}-byte file", self.file_len()))
+            })?;
+        self.check_len(end, &|| format!("tensor '{}' data at file offsets {start}..{end}", t.name))?;
+        Ok(slice)
+    }
+
+    /// Absolute end of the data section: the end of the last tensor's data (`data_offset` without tensors).
+    pub fn data_end(&self) -> u64 {
+        self.tensors.iter().filter_map(|t| self.tensor_range(t)).map(|(_, e)| e).max().unwrap_or(self.data_offset)
+    }
+
+    /// Errors if the mapped file is now shorter than `need` bytes (fstat; nothing to do for an in-memory
+    /// image). `what` describes the data that needs them.
+    fn check_len(&self, need: u64, what: &dyn Fn() -> String) -> Result<()> {
+        let now = self.current_len()?;
+        if now < need {
+            return Err(self.err(format!(
+                "{} is past the end of the file: it is now {now} bytes, {} when opened (truncated or \
+                 rewritten while in use?)",
+                what(),
+                self.file_len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Re-checks that the file still holds all the tensor data its header describes (one fstat).
+    pub fn check_not_truncated(&self) -> Result<()> {
+        let end = self.data_end();
+        self.check_len(end, &|| format!("tensor data up to offset {end}"))
+    }
+
+    /// Prefaults the data of `tensors` into the map, so that a file truncated since open is reported here, as
+    /// an error naming the file, the tensor and the range, rather than as a SIGBUS in the middle of inference.
+    /// Linux >= 5.14: `madvise(MADV_POPULATE_READ)`, which fails with EFAULT where a read would fault. Older
+    /// kernels (EINVAL) and other systems: the file length is re-checked against the tensors' ends (fstat)
+    /// instead. Reads the tensors from disk (the first forward pass would anyway); call it at model load, never
+    /// at open. An in-memory image needs nothing. A truncation after this call can still fault: the pages stay
+    /// mapped only while the file holds them.
+    pub fn populate(&self, tensors: &[&TensorInfo]) -> Result<()> {
+        self.populate_with(tensors, cfg!(target_os = "linux"))
+    }
+
+    /// `populate`, with `madvise` optional so that tests can take the fallback path on any kernel.
+    #[doc(hidden)]
+    pub fn populate_with(&self, tensors: &[&TensorInfo], use_madvise: bool) -> Result<()> {
+        let Backing::Map { map, .. } = &self.backing else { return Ok(()) };
+        // Merge the ranges (tensors are contiguous in the file, so usually into one) to keep the syscalls few.
+        let mut ranges: Vec<(u64, u64)> = tensors.iter().filter_map(|t| self.tensor_range(t)).collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let end_of_all = merged.last().map_or(0, |r| r.1);
+        // Names the first tensor not wholly inside a file of `now` bytes, for the error.
+        let first_cut = |now: u64| -> String {
+            tensors
+                .iter()
+                .filter_map(|t| Some((t, self.tensor_range(t)?)))
+                .filter(|(_, (_, e))| *e > now)
+                .min_by_key(|(_, (s, _))| *s)
+                .map_or_else(String::new, |(t, (s, e))| format!("; tensor '{}' needs offsets {s}..{e}", t.name))
+        };
+        if use_madvise {
+            'ranges: for &(start, end) in &merged {
+                // Chunks bound each syscall, so that a signal is seen between them on a slow disk.
+                let mut at = start;
+                while at < end {
+                    let len = (end - at).min(POPULATE_CHUNK);
+                    // Ranges were checked against the map at open; madvise aligns the start down to a page.
+                    match advise_populate(map, at as usize, len as usize) {
+                        Ok(()) => at += len,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) if e.raw_os_error() == Some(EFAULT) => {
+                            let now = self.current_len()?;
+                            return Err(self.err(format!(
+                                "reading tensor data at file offsets {at}..{} failed (EFAULT): the file is now \
+                                 {now} bytes, {} when opened (truncated or rewritten while in use?){}",
+                                at + len,
+                                self.file_len(),
+                                first_cut(now)
+                            )));
+                        }
+                        // EINVAL: a kernel before 5.14; anything else: prefaulting is only a precaution.
+                        Err(_) => break 'ranges,
+                    }
+                }
+            }
+        }
+        // Always (and the only check without madvise): the file still holds every range.
+        let now = self.current_len()?;
+        if now < end_of_all {
+            return Err(self.err(format!(
+                "tensor data up to offset {end_of_all} is past the end of the file: it is now {now} bytes, {} \
+                 when opened (truncated or rewritten while in use?){}",
+                self.file_len(),
+                first_cut(now)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The file's current length (fstat), or the image length for an in-memory image.
+    fn current_len(&self) -> Result<u64> {
+        match &self.backing {
+            Backing::Map { file, .. } => Ok(file.metadata().map_err(|e| Error::io(&self.path, e))?.len()),
+            Backing::Owned { len, .. } => Ok(*len as u64),
         }
     }
+}
+
+/// Most bytes prefaulted by one `madvise` call.
+const POPULATE_CHUNK: u64 = 64 << 20;
+
+#[cfg(target_os = "linux")]
+const EFAULT: i32 = 14;
+#[cfg(not(target_os = "linux"))]
+const EFAULT: i32 = -1; // never matches: no MADV_POPULATE_READ
+
+#[cfg(target_os = "linux")]
+fn advise_populate(map: &memmap2::Mmap, offset: usize, len: usize) -> std::io::Result<()> {
+    map.advise_range(memmap2::Advice::PopulateRead, offset, len)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_populate(_: &memmap2::Mmap, _: usize, _: usize) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 // ----------------------------------------------------------------------------

@@ -86,12 +86,18 @@ fn template_error(e: minijinja::Error) -> Error {
     Error::Tokenizer(msg)
 }
 
+/// Instructions a chat template may execute per render (minijinja fuel).
+const TEMPLATE_FUEL: u64 = 20_000_000;
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     // jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True) as in transformers;
     // keep_trailing_newline stays off in both
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    // the template comes from the file: bound its work (a real template over a long chat needs well under 1% of
+    // this; nested loops over large ranges run out instead of hanging)
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg).with_source(RaiseMarker))
     });

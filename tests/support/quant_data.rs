@@ -1,4 +1,4 @@
-//! Random tensors of every GGUF type for the GPU quant tests and benchmark (included by path from both):
+//! A seeded RNG and random tensors of every GGUF type for the tests and the GPU benchmarks (included by path):
 //! random quant bytes with small finite scales, from a tiny seeded RNG so that every run sees the same data.
 
 #![allow(dead_code)] // each includer uses a part
@@ -31,6 +31,13 @@ impl Rng {
     }
     pub fn vec_f32(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.f32()).collect()
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
 }
 
