@@ -161,10 +161,12 @@ impl KvCache {
         Ok(())
     }
 
-    /// Attention of the queries `q` over this layer's positions 0..p.pos0 + p.n_tok (see `cpu::attention`).
+    /// Attention of the queries `q` over this layer's positions 0..p.pos0 + p.n_tok (see `cpu::attention`; an f16
+    /// cache with `round_like_cache` computes as llama.cpp's CPU flash attention, `cpu::attention_ggml`).
     pub fn attend(&self, layer: usize, out: &mut [f32], q: &[f32], p: &AttnParams) {
         match &self.layers[layer] {
             LayerKv::F32 { k, v } => cpu::attention(out, q, k, v, p),
+            LayerKv::F16 { k, v } if p.round_like_cache => cpu::attention_ggml(out, q, k, v, p),
             LayerKv::F16 { k, v } => cpu::attention(out, q, k, v, p),
         }
     }

@@ -153,35 +153,18 @@ impl<'a> Mat<'a> {
         self.data.len() / self.rows
     }
 
-    /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores. With `round`, x is first
-    /// rounded as llama.cpp rounds activations for this weight type (see `cpu::round_activations`).
-    fn apply(
-        &self,
-        x: &[f32],
-        y: &mut [f32],
-        n_tok: usize,
-        round: Option<&mut RoundBuf>,
-    ) -> Result<()> {
-        let (mut x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
-        let act = cpu::activation_type(self.ty);
-        if let (Some(rb), false) = (round, act == GgmlType::F32) {
-            cpu::round_activations(act, x, self.cols, &mut rb.bytes, &mut rb.vals)?;
-            x = &rb.vals[..x.len()];
-        }
-        if n_tok == 1 {
+    /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores. `llama`: with the float
+    /// numerics of llama.cpp's CPU backend (`quant::ggml_avx2`), else exact f32 products.
+    fn apply(&self, x: &[f32], y: &mut [f32], n_tok: usize, llama: bool) {
+        let (x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
+        if llama {
+            quant::ggml_avx2::matmul(self.ty, self.data, self.rows, self.cols, x, y);
+        } else if n_tok == 1 {
             quant::matvec(self.ty, self.data, self.rows, self.cols, x, y);
         } else {
             quant::matmul(self.ty, self.data, self.rows, self.cols, x, y);
         }
-        Ok(())
     }
-}
-
-/// Scratch of `cpu::round_activations`.
-#[derive(Default)]
-struct RoundBuf {
-    bytes: Vec<u8>,
-    vals: Vec<f32>,
 }
 
 /// A vector weight (norm, bias) as f32, checked to hold `len` elements.
@@ -436,7 +419,6 @@ struct Scratch {
     gate: Vec<f32>, // (n, hidden_dim)
     up: Vec<f32>,   // (n, hidden_dim)
     act: Vec<f32>,  // (n, hidden_dim)
-    round: RoundBuf,
 }
 
 impl Scratch {
@@ -509,7 +491,9 @@ impl<'a> CpuForward<'a> {
     }
 
     /// Run one batch of at most MAX_BATCH tokens through every layer; the final norm's input stays in `s.x`.
-    fn layers(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+    /// `last_only`: only the last row's output is needed (llama rounding mode skips the other rows' last
+    /// feed-forward, as llama.cpp does).
+    fn layers(&mut self, tokens: &[u32], pos: usize, last_only: bool) -> Result<()> {
         let m = self.model;
         let c = &m.config;
         let n = tokens.len();
@@ -543,9 +527,9 @@ impl<'a> CpuForward<'a> {
                 dim,
                 c.rms_eps,
             );
-            l.wq.apply(&s.xb, &mut s.q, n, round.then_some(&mut s.round))?;
-            l.wk.apply(&s.xb, &mut s.k, n, round.then_some(&mut s.round))?;
-            l.wv.apply(&s.xb, &mut s.v, n, round.then_some(&mut s.round))?;
+            l.wq.apply(&s.xb, &mut s.q, n, round);
+            l.wk.apply(&s.xb, &mut s.k, n, round);
+            l.wv.apply(&s.xb, &mut s.v, n, round);
             let (q, k, v) = (
                 &mut s.q[..n * q_dim],
                 &mut s.k[..n * kv_dim],
@@ -574,8 +558,19 @@ impl<'a> CpuForward<'a> {
                 pairing: m.rope_pairing,
                 freq_factors: m.rope_freqs.as_deref(),
             };
-            cpu::rope(q, c.n_heads, pos, &rp);
-            cpu::rope(k, c.n_kv_heads, pos, &rp);
+            let mut scale = m.attn_scale;
+            if round {
+                cpu::rope_ggml(q, c.n_heads, pos, &rp);
+                cpu::rope_ggml(k, c.n_kv_heads, pos, &rp);
+                if c.arch == Arch::Gemma3 {
+                    // llama.cpp's gemma3 scales q before attention, which then scales by 1
+                    cpu::scale(q, scale);
+                    scale = 1.0;
+                }
+            } else {
+                cpu::rope(q, c.n_heads, pos, &rp);
+                cpu::rope(k, c.n_kv_heads, pos, &rp);
+            }
             self.cache.write(il, pos, k, v)?;
             let ap = AttnParams {
                 n_tok: n,
@@ -584,42 +579,43 @@ impl<'a> CpuForward<'a> {
                 n_kv_heads: c.n_kv_heads,
                 head_dim: c.head_dim,
                 head_dim_v: c.head_dim_v,
-                scale: m.attn_scale,
+                scale,
                 window: l.window,
                 round_like_cache: round,
             };
             self.cache.attend(il, &mut s.att[..n * att_dim], q, &ap);
-            l.wo.apply(&s.att, &mut s.o, n, round.then_some(&mut s.round))?;
+            l.wo.apply(&s.att, &mut s.o, n, round);
             if let Some(w) = &l.post_attn_norm {
                 cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
             }
             cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
 
             // ---- feed-forward ----
-            cpu::rmsnorm(
-                &mut s.xb[..n * dim],
-                &s.x[..n * dim],
-                &l.ffn_norm,
-                dim,
-                c.rms_eps,
-            );
-            l.w_gate
-                .apply(&s.xb, &mut s.gate, n, round.then_some(&mut s.round))?;
-            l.w_up
-                .apply(&s.xb, &mut s.up, n, round.then_some(&mut s.round))?;
-            let hn = n * c.hidden_dim;
-            match m.activation {
-                Activation::SwiGlu => cpu::swiglu(&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]),
-                Activation::GeluTanh => {
-                    cpu::gelu_tanh_mul(&mut s.act[..hn], &s.gate[..hn], &s.up[..hn])
-                }
+            // llama.cpp runs the last layer's feed-forward only on the rows whose logits are wanted, and a
+            // single row takes other kernels than a batch: with `last_only` do the same (rows before stay stale).
+            let r0 = if last_only && il + 1 == m.layers.len() {
+                n - 1
+            } else {
+                0
+            };
+            let nf = n - r0;
+            let x = &mut s.x[r0 * dim..n * dim];
+            cpu::rmsnorm(&mut s.xb[..nf * dim], x, &l.ffn_norm, dim, c.rms_eps);
+            l.w_gate.apply(&s.xb, &mut s.gate, nf, round);
+            l.w_up.apply(&s.xb, &mut s.up, nf, round);
+            let hn = nf * c.hidden_dim;
+            let (act, gate, up) = (&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]);
+            match (m.activation, round) {
+                (Activation::SwiGlu, false) => cpu::swiglu(act, gate, up),
+                (Activation::SwiGlu, true) => cpu::swiglu_ggml(act, gate, up),
+                (Activation::GeluTanh, false) => cpu::gelu_tanh_mul(act, gate, up),
+                (Activation::GeluTanh, true) => cpu::geglu_ggml(act, gate, up),
             }
-            l.w_down
-                .apply(&s.act, &mut s.o, n, round.then_some(&mut s.round))?;
+            l.w_down.apply(&s.act, &mut s.o, nf, round);
             if let Some(w) = &l.post_ffw_norm {
-                cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
+                cpu::rmsnorm_inplace(&mut s.o[..nf * dim], w, dim, c.rms_eps);
             }
-            cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
+            cpu::add_inplace(x, &s.o[..nf * dim]);
         }
         Ok(())
     }
@@ -630,14 +626,16 @@ impl<'a> CpuForward<'a> {
         let dim = m.config.dim;
         let x = &mut self.s.x[rows.start * dim..rows.end * dim];
         cpu::rmsnorm_inplace(x, &m.output_norm, dim, m.config.rms_eps);
-        m.output.apply(
-            x,
-            out,
-            rows.len(),
-            self.llama_rounding.then_some(&mut self.s.round),
-        )?;
-        if let Some(cap) = m.final_softcap {
-            cpu::softcap(out, cap);
+        m.output.apply(x, out, rows.len(), self.llama_rounding);
+        match m.final_softcap {
+            // ggml: scale by 1 / cap, tanh, scale by cap
+            Some(cap) if self.llama_rounding => {
+                for v in out.iter_mut() {
+                    *v = (*v * (1.0 / cap)).tanh() * cap;
+                }
+            }
+            Some(cap) => cpu::softcap(out, cap),
+            None => {}
         }
         Ok(())
     }
@@ -656,7 +654,7 @@ impl<'a> CpuForward<'a> {
         }
         let mut p = pos;
         for chunk in tokens.chunks(MAX_BATCH) {
-            self.layers(chunk, p)?;
+            self.layers(chunk, p, which == Logits::Last && self.llama_rounding)?;
             p += chunk.len();
             self.n_past = p;
             match which {

@@ -1,12 +1,18 @@
 //! CPU reference ops over slices: the oracle every GPU kernel is tested against. Each op has a CUDA twin of the
 //! same name in `gpu-kernels/` (launched from `backend::cuda`).
 
+/// 1 / sqrt(mean(x^2) + eps) as ggml computes it: f32 squares summed in f64, the mean rounded to f32.
+#[inline]
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let ss = x.iter().map(|&v| (v * v) as f64).sum::<f64>() / x.len() as f64;
+    1.0 / (ss as f32 + eps).sqrt()
+}
+
 /// RMSNorm of each row: out[r, i] = w[i] * x[r, i] / sqrt(mean_i(x[r, i]^2) + eps).
 /// x, out: (n_rows, dim); w: (dim,).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], dim: usize, eps: f32) {
     for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        let ss = xr.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64;
-        let scale = 1.0 / (ss as f32 + eps).sqrt();
+        let scale = rms_scale(xr, eps);
         for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
             *o = wv * (xv * scale);
         }
@@ -48,55 +54,10 @@ pub fn embedding_row(ty: crate::gguf::GgmlType, row: &[u8], out: &mut [f32]) -> 
     crate::quant::dequantize_row(ty, row, out)
 }
 
-/// The type llama.cpp's CPU backend converts activations to before a dot product with weights of type `w`
-/// (ggml's `vec_dot_type`): 8-bit blocks for the quantized formats, f16/bf16 for those weights, f32 for f32.
-pub fn activation_type(w: crate::gguf::GgmlType) -> crate::gguf::GgmlType {
-    use crate::gguf::GgmlType::*;
-    match w {
-        Q4_0 | Q5_0 | Q8_0 => Q8_0,
-        Q4_1 | Q5_1 => Q8_1,
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
-        F16 => F16,
-        BF16 => BF16,
-        _ => F32,
-    }
-}
-
-/// Rounds activations the way llama.cpp's CPU matmuls see them: each row of x (n_cols wide) quantized to `ty`
-/// and expanded back into `out`. Greedy decoding follows llama.cpp's token choices much more closely with this
-/// (its logits move by a few tenths against the exact product). `bytes` is scratch.
-pub fn round_activations(
-    ty: crate::gguf::GgmlType,
-    x: &[f32],
-    n_cols: usize,
-    bytes: &mut Vec<u8>,
-    out: &mut Vec<f32>,
-) -> crate::Result<()> {
-    let row_bytes = ty.row_bytes(n_cols as u64).ok_or_else(|| {
-        crate::Error::Quant(format!(
-            "{n_cols} activations are not whole {} blocks",
-            ty.name()
-        ))
-    })? as usize;
-    let n_rows = x.len() / n_cols;
-    bytes.resize(row_bytes * n_rows, 0);
-    out.resize(x.len(), 0.0);
-    for ((xr, br), or) in x
-        .chunks_exact(n_cols)
-        .zip(bytes.chunks_exact_mut(row_bytes))
-        .zip(out.chunks_exact_mut(n_cols))
-    {
-        crate::quant::quantize_row(ty, xr, br)?;
-        crate::quant::dequantize_row(ty, br, or)?;
-    }
-    Ok(())
-}
-
 /// In-place RMSNorm of each row: x[r, i] = w[i] * x[r, i] / sqrt(mean_i(x[r, i]^2) + eps). x: (n_rows, dim).
 pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], dim: usize, eps: f32) {
     for xr in x.chunks_exact_mut(dim) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let scale = 1.0 / (ss + eps).sqrt();
+        let scale = rms_scale(xr, eps);
         for (xv, &wv) in xr.iter_mut().zip(w) {
             *xv = wv * (*xv * scale);
         }
@@ -202,7 +163,7 @@ pub fn rope_cos_sin(pos: usize, p: &RopeParams, cs: &mut [(f32, f32)]) {
     let mut theta = pos as f32;
     for (i, c) in cs.iter_mut().enumerate() {
         let ff = p.freq_factors.map_or(1.0, |f| f[i]);
-        let angle = p.freq_scale * theta / ff;
+        let angle = p.freq_scale * (theta / ff);
         *c = (angle.cos(), angle.sin());
         theta *= theta_scale;
     }
@@ -212,7 +173,10 @@ pub fn rope_cos_sin(pos: usize, p: &RopeParams, cs: &mut [(f32, f32)]) {
 /// rotates by exactly the CPU's angles.
 pub fn rope_table(n_pos: usize, p: &RopeParams) -> (Vec<f32>, Vec<f32>) {
     let half = p.rope_dim / 2;
-    let (mut cos, mut sin) = (Vec::with_capacity(n_pos * half), Vec::with_capacity(n_pos * half));
+    let (mut cos, mut sin) = (
+        Vec::with_capacity(n_pos * half),
+        Vec::with_capacity(n_pos * half),
+    );
     let mut cs = vec![(0.0f32, 0.0f32); half];
     for pos in 0..n_pos {
         rope_cos_sin(pos, p, &mut cs);
@@ -264,8 +228,8 @@ pub struct AttnParams {
     pub scale: f32,
     /// Sliding window: a query at position p sees keys at positions > p - window (None: all of them).
     pub window: Option<usize>,
-    /// Round q and the probabilities to the cache's element type before multiplying them with K and V, as
-    /// llama.cpp does for an f16 cache (ggml's vec_dot_type of F16). Off: exact f32 products.
+    /// llama.cpp's numerics: an f16 cache is attended as ggml's CPU flash attention does (`attention_ggml`);
+    /// `attention` rounds q and the probabilities to the cache's element type. Off: exact f32 products.
     pub round_like_cache: bool,
 }
 
@@ -290,7 +254,13 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         // llama.cpp multiplies the f16 cache with q, and with the probabilities, converted to f16 (ggml's
         // vec_dot_type of F16); rounding them the same way keeps greedy decoding on llama.cpp's tokens. For an
         // f32 cache the rounding is the identity.
-        let round = |x: f32| if p.round_like_cache { T::from_f32(x).to_f32() } else { x };
+        let round = |x: f32| {
+            if p.round_like_cache {
+                T::from_f32(x).to_f32()
+            } else {
+                x
+            }
+        };
         let mut qbuf = [0.0f32; 512];
         let qh = &mut qbuf[..hd];
         for (d, &x) in qh.iter_mut().zip(&q[(t * p.n_heads + h) * hd..][..hd]) {
@@ -335,6 +305,247 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         out.par_chunks_exact_mut(hdv)
             .enumerate()
             .for_each_init(Vec::new, |scores, (idx, o)| one_head(idx, o, scores));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// llama.cpp's CPU numerics: the same float operations, in the same order, as ggml-cpu's portable x86 build
+// (AVX2 + FMA + F16C). The model's llama-rounding mode uses these; the functions above stay the exact reference.
+// ----------------------------------------------------------------------------
+
+/// ggml's vectorised `ggml_v_expf` (AVX2), one lane: exp(x) within 1.5 ulp, bit-identical to ggml's lanes.
+/// Used by its SwiGLU and by the softmax of its tiled flash attention.
+pub fn v_expf(x: f32) -> f32 {
+    let c = |bits: u32| f32::from_bits(bits);
+    let r = c(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(c(0x3fb8_aa3b), r); // x * log2(e) + r
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// ggml `ggml_vec_swiglu_f32` (AVX2): out[i] = x / (1 + v_expf(0 - x)) * up[i] in groups of 8, the rest with libm
+/// expf.
+pub fn swiglu_ggml(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    let n8 = out.len() & !7;
+    for (i, ((o, &g), &u)) in out.iter_mut().zip(gate).zip(up).enumerate() {
+        let e = if i < n8 { v_expf(0.0 - g) } else { (-g).exp() };
+        *o = g / (1.0 + e) * u;
+    }
+}
+
+/// ggml's GELU table (`ggml_table_gelu_f16`): gelu_tanh of every f16 value, rounded to f16.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        (0..=u16::MAX)
+            .map(|b| {
+                let x = half::f16::from_bits(b).to_f32();
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
+                half::f16::from_f32(y).to_bits()
+            })
+            .collect()
+    })
+}
+
+/// ggml `ggml_vec_geglu_f32` with its f16 GELU table: out[i] = table[f16(g)] * up[i]; g <= -10 -> 0, g >= 10 -> g.
+pub fn geglu_ggml(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    let t = gelu_table();
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = if g <= -10.0 {
+            0.0
+        } else if g >= 10.0 {
+            g * u
+        } else {
+            half::f16::from_bits(t[half::f16::from_f32(g).to_bits() as usize]).to_f32() * u
+        };
+    }
+}
+
+/// `rope` with ggml's operations: the compiler fuses its rotation into fma(x0, cos, -(x1 * sin)) and
+/// fma(x0, sin, x1 * cos) (checked against ggml's output bit for bit).
+pub fn rope_ggml(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
+    let half = p.rope_dim / 2;
+    let row_len = n_heads * p.head_dim;
+    let mut cs = vec![(0.0f32, 0.0f32); half];
+    for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
+        rope_cos_sin(pos0 + t, p, &mut cs);
+        for head in row.chunks_exact_mut(p.head_dim) {
+            for (i, &(cos, sin)) in cs.iter().enumerate() {
+                let (a, b) = match p.pairing {
+                    RopePairing::Normal => (2 * i, 2 * i + 1),
+                    RopePairing::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0.mul_add(cos, -(x1 * sin));
+                head[b] = x0.mul_add(sin, x1 * cos);
+            }
+        }
+    }
+}
+
+/// Query rows from which ggml's flash attention takes its tiled path (`GGML_FA_TILE_Q`); its KV tile width.
+const FA_TILE_Q: usize = 64;
+const FA_TILE_KV: usize = 64;
+
+/// Attention over an f16 cache as ggml-cpu's `flash_attn_ext` computes it (llama.cpp's default on the CPU).
+/// Batches of fewer than 64 queries (decode included), one query at a time: q rounded to f16, q.k by
+/// `ggml_vec_dot_f16`, online softmax with libm expf and the V sum accumulated in f16 (rounded after every
+/// step), divided by the sum at the end. Batches of 64 or more (tiled path): q in f32, q.k as one fma chain,
+/// softmax per 64-key tile with `v_expf`, V accumulated in f32 by fma chains. Shapes as `attention`.
+pub fn attention_ggml(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    p: &AttnParams,
+) {
+    use rayon::prelude::*;
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    let group = p.n_heads / p.n_kv_heads;
+    let (k_stride, v_stride) = (p.n_kv_heads * hd, p.n_kv_heads * hdv);
+    let n_kv = p.pos0 + p.n_tok;
+    assert!(q.len() >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
+    assert!(k.len() >= n_kv * k_stride && v.len() >= n_kv * v_stride);
+    let tiled = p.n_tok >= FA_TILE_Q;
+    let r16 = |x: f32| half::f16::from_f32(x).to_f32();
+    let one_head = |idx: usize, o: &mut [f32], buf: &mut Vec<f32>| {
+        let (t, h) = (idx / p.n_heads, idx % p.n_heads);
+        let kvh = h / group;
+        let pos = p.pos0 + t;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let qh = &q[(t * p.n_heads + h) * hd..][..hd];
+        let krow = |j: usize| &k[j * k_stride + kvh * hd..][..hd];
+        let vrow = |j: usize| &v[j * v_stride + kvh * hdv..][..hdv];
+        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+        if !tiled {
+            buf.clear();
+            buf.extend(qh.iter().map(|&x| r16(x)));
+            let vkq = o; // f16 values held as f32
+            vkq.fill(0.0);
+            for j in first..=pos {
+                let kr = krow(j);
+                let score = crate::quant::ggml_avx2::dot_f16(buf, |d| kr[d].to_f32()) * p.scale;
+                let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                if score > m {
+                    let old = m;
+                    m = score;
+                    ms = (old - m).exp();
+                    for x in vkq.iter_mut() {
+                        *x = r16(*x * ms);
+                    }
+                } else {
+                    vs = (score - m).exp();
+                }
+                for (x, &vv) in vkq.iter_mut().zip(vrow(j)) {
+                    *x = r16(vv.to_f32().mul_add(vs, *x));
+                }
+                s = s.mul_add(ms, vs);
+            }
+            let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+            for x in vkq.iter_mut() {
+                *x *= inv;
+            }
+            return;
+        }
+        let vkq = o;
+        vkq.fill(0.0);
+        buf.resize(FA_TILE_KV, 0.0);
+        let kq = &mut buf[..];
+        for start in (0..=pos).step_by(FA_TILE_KV) {
+            let end = (start + FA_TILE_KV).min(pos + 1);
+            if end <= first {
+                continue; // every key of the tile is masked for this query
+            }
+            for (tk, e) in kq.iter_mut().enumerate() {
+                let j = start + tk;
+                *e = if j >= first && j <= pos {
+                    let kr = krow(j);
+                    let mut acc = 0.0f32;
+                    for (&kv, &qv) in kr.iter().zip(qh) {
+                        acc = kv.to_f32().mul_add(qv, acc);
+                    }
+                    acc * p.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                for x in vkq.iter_mut() {
+                    *x *= ms;
+                }
+                s *= ms;
+            }
+            m = m_new;
+            let mut sum = 0.0f64;
+            for g in kq.chunks_exact_mut(8) {
+                let mut e = [0.0f32; 8];
+                for (ev, x) in e.iter_mut().zip(g.iter_mut()) {
+                    *ev = v_expf(*x - m_new);
+                    *x = *ev;
+                }
+                sum += crate::quant::ggml_avx2::hsum8(&e) as f64;
+            }
+            s = (s as f64 + sum) as f32;
+            for (d, x) in vkq.iter_mut().enumerate() {
+                let mut acc = *x;
+                for (tk, &w) in kq.iter().enumerate() {
+                    let j = start + tk;
+                    if j >= first && j <= pos {
+                        acc = vrow(j)[d].to_f32().mul_add(w, acc);
+                    }
+                }
+                *x = acc;
+            }
+        }
+        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+        for x in vkq.iter_mut() {
+            *x *= inv;
+        }
+    };
+    let out = &mut out[..p.n_tok * p.n_heads * hdv];
+    let run = |out: &mut [f32]| {
+        crate::quant::simd_dispatch(|| {
+            let mut buf = Vec::new();
+            for (idx, o) in out.chunks_exact_mut(hdv).enumerate() {
+                one_head(idx, o, &mut buf);
+            }
+        })
+    };
+    if p.n_tok * p.n_heads * n_kv < 4096 {
+        run(out);
+    } else {
+        // chunks of whole heads; each task knows its first (token, head) index from its offset
+        let per = hdv * 4;
+        out.par_chunks_mut(per).enumerate().for_each(|(ci, chunk)| {
+            crate::quant::simd_dispatch(|| {
+                let mut buf = Vec::new();
+                for (i, o) in chunk.chunks_exact_mut(hdv).enumerate() {
+                    one_head(ci * 4 + i, o, &mut buf);
+                }
+            })
+        });
     }
 }
 
@@ -544,7 +755,7 @@ mod tests {
                 head_dim_v: 8,
                 scale: 0.25,
                 window,
-            round_like_cache: false,
+                round_like_cache: false,
             };
             let n_kv = pos0 + n_tok;
             let q = rand_vec(n_tok * 6 * 16, 10 + n_tok as u64);

@@ -60,7 +60,7 @@ fn group_dot(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> i32 {
 
 /// The integer quants (element order), per-16 scales and per-16 mins of one K-quant block, and its (d, dmin).
 #[inline(always)]
-fn decode_k(ty: GgmlType, blk: &[u8], q: &mut [i8; QK_K], sc: &mut [i32; 16], mn: &mut [i32; 16]) -> (f32, f32) {
+pub(super) fn decode_k(ty: GgmlType, blk: &[u8], q: &mut [i8; QK_K], sc: &mut [i32; 16], mn: &mut [i32; 16]) -> (f32, f32) {
     match ty {
         GgmlType::Q2_K => {
             let b = blocks::<BlockQ2K>(blk).next().expect("one block");
@@ -160,7 +160,7 @@ fn decode_k(ty: GgmlType, blk: &[u8], q: &mut [i8; QK_K], sc: &mut [i32; 16], mn
 
 /// Two nibble (or 5-bit) halves of a legacy block as signed quants in element order.
 #[inline(always)]
-fn legacy_quants(ty: GgmlType, blk: &[u8], q: &mut [i8; 32]) -> (f32, f32) {
+pub(super) fn legacy_quants(ty: GgmlType, blk: &[u8], q: &mut [i8; 32]) -> (f32, f32) {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q4_1 => {
             let (d, m, qs, off) = if ty == GgmlType::Q4_0 {

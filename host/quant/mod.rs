@@ -16,6 +16,7 @@ pub mod blocks;
 
 mod dequant;
 pub mod dot;
+pub mod ggml_avx2;
 pub mod quantize;
 
 use rayon::prelude::*;
@@ -76,9 +77,9 @@ pub fn vec_dot(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Rows per parallel task: enough work per task to amortise scheduling.
-const ROWS_PER_TASK: usize = 16;
+pub(crate) const ROWS_PER_TASK: usize = 16;
 
-fn check_mat(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize) -> usize {
+pub(crate) fn check_mat(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize) -> usize {
     assert!(is_supported(ty), "matvec: unsupported type {ty}");
     let rb = ty.row_bytes(n_cols as u64).expect("n_cols is a whole number of blocks") as usize;
     assert_eq!(w.len(), rb * n_rows, "matvec: weight bytes");
@@ -87,7 +88,7 @@ fn check_mat(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize) -> usize {
 
 /// Run `f(row_index, row_bytes, out)` for every row in parallel, AVX2-compiled where the CPU has it.
 #[inline(always)]
-fn par_rows(w: &[u8], rb: usize, y: &mut [f32], f: impl Fn(&[u8], &mut f32) + Sync) {
+pub(crate) fn par_rows(w: &[u8], rb: usize, y: &mut [f32], f: impl Fn(&[u8], &mut f32) + Sync) {
     y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(ci, ys)| {
         let rows = &w[ci * ROWS_PER_TASK * rb..];
         simd_dispatch(|| {
@@ -101,7 +102,7 @@ fn par_rows(w: &[u8], rb: usize, y: &mut [f32], f: impl Fn(&[u8], &mut f32) + Sy
 /// Call `f` inside a function compiled for AVX2 + FMA when the CPU has them (the closure is inlined into it,
 /// so its loops vectorise with 256-bit registers), else directly.
 #[inline(always)]
-fn simd_dispatch<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn simd_dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]

@@ -1,0 +1,338 @@
+//! Mat-vec products with the exact float numerics of llama.cpp's CPU backend as its portable x86 build computes
+//! them (ggml-cpu built with `GGML_NATIVE=OFF`: SSE4.2, AVX, AVX2, FMA, F16C; the build the reference outputs
+//! were made with). Reproducing greedy decoding of small models needs the same float operations in the same
+//! order, not just the same quantization: their top logits often sit within 0.01 of each other.
+//!
+//! What ggml does there (`arch/x86/quants.c`, `vec.cpp`):
+//! - activations are quantized to the weight type's `vec_dot_type` with the AVX code: for q8_0 / q8_1,
+//!   d = amax / 127, q = round_half_even(x * (127 / amax)) (not the reference's x * (1 / d), half away), and
+//!   q8_1's s = f16(d * sum q) with the unrounded d; q8_K uses the reference quantizer on x86.
+//! - legacy blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the integer products of 4 consecutive elements land in one of
+//!   8 f32 lanes, acc[lane] = fma(d_x * d_y, isum, acc[lane]) block after block, then the lanes are summed as
+//!   ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)); Q4_1 / Q5_1 add their min terms in a scalar
+//!   summs = fma(m, s, summs) (the compiler contracts `summs += m * s`), added last.
+//! - F16 weights: activations rounded to f16, 4 x 8 f32 accumulators over steps of 32 elements, reduced in a fixed
+//!   tree, leftovers added in f64.
+//!
+//! K-quants use `dot::dot_row` (the reference integer sums, same q8_K activations): close, not bit-exact.
+
+use super::blocks::*;
+use super::dequant::f16;
+use super::dot::{self, legacy_quants};
+use super::quantize::q8_k_block;
+use crate::gguf::GgmlType;
+
+#[inline(always)]
+fn f16_bits(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// max |x| of a 32-element block and its d, id as the AVX quantizer computes them.
+#[inline(always)]
+fn avx_scale(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (d, id)
+}
+
+/// ggml x86 `quantize_row_q8_0` (AVX2) for one block of 32.
+pub fn q8_0_block_avx(x: &[f32]) -> BlockQ8_0 {
+    let (d, id) = avx_scale(x);
+    let mut qs = [0i8; QK8_0];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even().clamp(-128.0, 127.0) as i8;
+    }
+    BlockQ8_0 { d: f16_bits(d), qs }
+}
+
+/// ggml x86 `quantize_row_q8_1` (AVX2) for one block of 32: s = f16(d * sum q) with the f32 d.
+pub fn q8_1_block_avx(x: &[f32]) -> BlockQ8_1 {
+    let (d, id) = avx_scale(x);
+    let mut qs = [0i8; QK8_1];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even().clamp(-128.0, 127.0) as i8;
+        sum += *q as i32;
+    }
+    BlockQ8_1 { d: f16_bits(d), s: f16_bits(d * sum as f32), qs }
+}
+
+/// Activations of one token, converted as ggml does for a weight type.
+pub enum Acts {
+    Q8_0(Vec<BlockQ8_0>),
+    Q8_1(Vec<BlockQ8_1>),
+    /// K-quants: reference q8_K blocks, products by `dot::dot_row`.
+    K(dot::Acts),
+    /// F16 weights: x rounded to f16 (held as f32).
+    F16(Vec<f32>),
+    /// Other weights: exact f32 products.
+    F32(Vec<f32>),
+}
+
+impl Acts {
+    pub fn new(ty: GgmlType, x: &[f32]) -> Acts {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 => Acts::Q8_0(x.chunks_exact(QK8_0).map(q8_0_block_avx).collect()),
+            Q4_1 | Q5_1 => Acts::Q8_1(x.chunks_exact(QK8_1).map(q8_1_block_avx).collect()),
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => {
+                Acts::K(dot::Acts::Q8K(x.chunks_exact(QK_K).map(q8_k_block).collect()))
+            }
+            F16 => Acts::F16(x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()),
+            _ => Acts::F32(x.to_vec()),
+        }
+    }
+}
+
+/// `hsum_float_8`: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+#[inline(always)]
+pub fn hsum8(a: &[f32; 8]) -> f32 {
+    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Legacy block row . q8 activations: 8 lanes of 4-element integer sums, fma-accumulated.
+#[inline(always)]
+fn dot_legacy(ty: GgmlType, row: &[u8], ys: impl Iterator<Item = (f32, f32, [i8; 32])>) -> f32 {
+    let mut q = [0i8; 32];
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
+    for (blk, (dy, sy, qy)) in row.chunks_exact(ty.type_size()).zip(ys) {
+        let (dx, m) = legacy_quants(ty, blk, &mut q);
+        let dd = dx * dy;
+        for (l, a) in acc.iter_mut().enumerate() {
+            let mut s = 0i32;
+            for i in 4 * l..4 * l + 4 {
+                s += q[i] as i32 * qy[i] as i32;
+            }
+            *a = dd.mul_add(s as f32, *a);
+        }
+        summs = m.mul_add(sy, summs);
+    }
+    hsum8(&acc) + summs
+}
+
+/// ggml `ggml_vec_dot_f16` (AVX2): 4 accumulators of 8 lanes over steps of 32, fixed reduction, f64 leftovers.
+#[inline(always)]
+pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
+    let n = x.len();
+    let np = n & !31;
+    let mut sum = [[0.0f32; 8]; 4];
+    for i in (0..np).step_by(32) {
+        for (j, s) in sum.iter_mut().enumerate() {
+            for (l, a) in s.iter_mut().enumerate() {
+                let k = i + 8 * j + l;
+                *a = x[k].mul_add(y(k), *a);
+            }
+        }
+    }
+    let t: [f32; 8] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
+    // t0 = lo + hi; hadd twice: (t0_0 + t0_1) + (t0_2 + t0_3)
+    let t0 = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
+    let mut sumf = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
+    for (k, &xv) in x.iter().enumerate().skip(np) {
+        sumf += (xv * y(k)) as f64;
+    }
+    sumf as f32
+}
+
+/// Q4_0 weights repacked for ggml's x86 gemv/gemm (`q4_0_8x8`, used when the row count is a multiple of 8):
+/// per block the integer sum over all 32 products, one sequential fma chain acc = fma(isum, d_x * d_y, acc).
+#[inline(always)]
+fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
+    let mut q = [0i8; 32];
+    let mut acc = 0.0f32;
+    for (blk, y) in row.chunks_exact(GgmlType::Q4_0.type_size()).zip(ys) {
+        let (dx, _) = legacy_quants(GgmlType::Q4_0, blk, &mut q);
+        let isum: i32 = q.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+        acc = (isum as f32).mul_add(dx * f16(y.d), acc);
+    }
+    acc
+}
+
+/// ggml `ggml_vec_dot_q6_K_q8_K` (AVX2): per super-block 8 i32 lanes, lane L holding the scaled products of
+/// elements 4L..4L+3 of every 32-element group minus 32 * (scale-weighted q8 sums of 16-groups 2L, 2L + 1);
+/// acc[L] = fma(d_y * d_x, lane, acc[L]); `hsum8` at the end.
+#[inline(always)]
+fn dot_q6_k(row: &[u8], ys: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (blk, y) in row.chunks_exact(GgmlType::Q6_K.type_size()).zip(ys) {
+        let b = super::dequant::blocks::<BlockQ6K>(blk).next().expect("one block");
+        let d = y.d * f16(b.d);
+        let mut q = [0i32; QK_K]; // unsigned 6-bit quants, element order
+        for n in 0..2 {
+            let (ql, qh) = (&b.ql[64 * n..], &b.qh[32 * n..]);
+            for l in 0..32 {
+                let o = 128 * n + l;
+                q[o] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
+                q[o + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
+                q[o + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
+                q[o + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+            }
+        }
+        let sc = |e: usize| b.scales[e / 16] as i32;
+        for (l, a) in acc.iter_mut().enumerate() {
+            let mut lane = 0i32;
+            for g in 0..8 {
+                let e0 = 32 * g + 4 * l;
+                let p: i32 = (e0..e0 + 4).map(|e| q[e] * y.qs[e] as i32).sum();
+                lane += sc(e0) * p;
+            }
+            lane -= 32 * (y.bsums[2 * l] as i32 * sc(32 * l) + y.bsums[2 * l + 1] as i32 * sc(32 * l + 16));
+            *a = d.mul_add(lane as f32, *a);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// Q4_K repacked for ggml's x86 `q4_K_8x8` gemv/gemm: per super-block the exact integer sums of the scaled
+/// products and of mins * q8 sums, acc = fma(isum, d_x * d_y, acc), acc_min = fma(imin, dmin_x * d_y, acc_min),
+/// acc - acc_min at the end. `gemm` (tokens taken 4 at a time in a batch): the two fma chains step per 64
+/// elements instead of per super-block.
+#[inline(always)]
+fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K], gemm: bool) -> f32 {
+    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+    for (blk, y) in row.chunks_exact(GgmlType::Q4_K.type_size()).zip(ys) {
+        let (d, dmin) = dot::decode_k(GgmlType::Q4_K, blk, &mut q, &mut sc, &mut mn);
+        let (dd, dm) = (d * y.d, dmin * y.d);
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for sb in 0..4 {
+            // 64 elements: 16-groups 4 sb .. 4 sb + 3 (mins per 32 are duplicated per 16 in `mn`)
+            for g in 4 * sb..4 * sb + 4 {
+                let p: i32 = (16 * g..16 * g + 16).map(|e| q[e] as i32 * y.qs[e] as i32).sum();
+                isum += sc[g] * p;
+                imin += mn[g] * y.bsums[g] as i32;
+            }
+            if gemm {
+                acc = (isum as f32).mul_add(dd, acc);
+                acc_min = (imin as f32).mul_add(dm, acc_min);
+                (isum, imin) = (0, 0);
+            }
+        }
+        if !gemm {
+            acc = (isum as f32).mul_add(dd, acc);
+            acc_min = (imin as f32).mul_add(dm, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// How ggml reaches a product: `vec_dot`, or for weights of a multiple of 8 rows, Q4_0 and Q4_K repacked, its
+/// gemv (one token) or gemm (batch tokens taken 4 at a time; the rest go through gemv). F16 weights in a batch of
+/// 2 or more tokens go through llamafile's tinyBLAS (`Gemm` too): 8 lanes, lane l an fma chain over the elements
+/// l, l + 8, ..., summed by `hsum8`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    VecDot,
+    Gemv,
+    Gemm,
+}
+
+/// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`, as `kernel` computes it.
+#[inline(always)]
+pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, kernel: Kernel) -> f32 {
+    let repacked = kernel != Kernel::VecDot;
+    match acts {
+        Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(row, ys),
+        Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
+        Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
+        Acts::K(dot::Acts::Q8K(ys)) if ty == GgmlType::Q6_K => dot_q6_k(row, ys),
+        Acts::K(dot::Acts::Q8K(ys)) if repacked && ty == GgmlType::Q4_K => {
+            dot_q4_k_repacked(row, ys, kernel == Kernel::Gemm)
+        }
+        Acts::K(a) => dot::dot_row(ty, row, a),
+        Acts::F16(x) => {
+            let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
+            if kernel == Kernel::Gemm {
+                let mut acc = [0.0f32; 8];
+                for (k, &xv) in x.iter().enumerate() {
+                    acc[k % 8] = w(k).mul_add(xv, acc[k % 8]);
+                }
+                hsum8(&acc)
+            } else {
+                dot_f16(x, w)
+            }
+        }
+        Acts::F32(x) => super::dot_f32(ty, row, x),
+    }
+}
+
+/// y = W x with llama.cpp's x86 CPU numerics for `n_tok` rows of x: x (n_tok, n_cols) -> y (n_tok, n_rows).
+/// Each token's products are ggml's `vec_dot` of its type, so batching does not change a result.
+pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y: &mut [f32]) {
+    use rayon::prelude::*;
+    let rb = super::check_mat(ty, w, n_rows, n_cols);
+    let n_tok = x.len() / n_cols;
+    let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
+    let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
+    let tiny_blas = ty == GgmlType::F16 && n_tok >= 2 && n_cols.is_multiple_of(8);
+    let kernel = |t: usize| match (repacked, t < n_tok - n_tok % 4) {
+        _ if tiny_blas => Kernel::Gemm,
+        (false, _) => Kernel::VecDot,
+        (true, false) => Kernel::Gemv,
+        (true, true) => Kernel::Gemm,
+    };
+    if n_tok == 1 {
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernel(0)));
+        return;
+    }
+    let mut yt = vec![0.0f32; n_rows * n_tok];
+    yt.par_chunks_mut(super::ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
+        super::simd_dispatch(|| {
+            for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                let r = ci * super::ROWS_PER_TASK + i;
+                let row = &w[r * rb..(r + 1) * rb];
+                for (t, (o, a)) in out.iter_mut().zip(&acts).enumerate() {
+                    *o = dot_row(ty, row, a, kernel(t));
+                }
+            }
+        })
+    });
+    for t in 0..n_tok {
+        for r in 0..n_rows {
+            y[t * n_rows + r] = yt[r * n_tok + t];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx_quantizer_rounds_half_to_even_with_127_over_amax() {
+        // amax = 127 -> id = 1: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2 (the reference rounds half away: 1, 2, -3)
+        let mut x = [0.0f32; 32];
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = 1.5;
+        x[3] = -2.5;
+        let b = q8_1_block_avx(&x);
+        assert_eq!(&b.qs[..4], &[127, 0, 2, -2]);
+        assert_eq!(f16(b.d), 1.0);
+        assert_eq!(f16(b.s), 127.0); // d * (127 + 0 + 2 - 2)
+    }
+
+    #[test]
+    fn legacy_dot_matches_integer_formula() {
+        // every element pair contributes q_x * q_y exactly: with d = 1 the result is the integer dot product
+        let x: Vec<f32> = (0..64).map(|i| ((i * 7) % 15) as f32 - 7.0).collect();
+        let mut wq = vec![0u8; GgmlType::Q8_0.row_bytes(64).unwrap() as usize];
+        super::super::quantize_row(GgmlType::Q8_0, &x, &mut wq).unwrap();
+        let mut wd = vec![0.0; 64];
+        super::super::dequantize_row(GgmlType::Q8_0, &wq, &mut wd).unwrap();
+        let acts = Acts::new(GgmlType::Q8_0, &wd);
+        let got = dot_row(GgmlType::Q8_0, &wq, &acts, Kernel::VecDot);
+        let want: f32 = wd.iter().map(|v| v * v).sum();
+        assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
+    }
+
+    #[test]
+    fn hsum8_order() {
+        // 1e8 + 1 - 1e8 depends on the order: lanes 0 and 4 are added first
+        let a = [1e8, 0.0, 0.0, 0.0, -1e8, 1.0, 0.0, 0.0];
+        assert_eq!(hsum8(&a), 1.0);
+    }
+}
