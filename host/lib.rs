@@ -14,6 +14,7 @@ pub mod model;
 pub mod sampler;
 pub mod generate;
 pub mod synth;
+pub mod rng;
 pub mod cli;
 
 pub use error::{Error, Result};

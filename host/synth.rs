@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::gguf::{align_up, Array, Encoder, GgmlType, GgufFile, Value, DEFAULT_ALIGNMENT};
+use crate::rng::SplitMix64 as Rng;
 use crate::{Error, Result};
 
 // ----------------------------------------------------------------------------
@@ -306,26 +307,6 @@ fn block_patches(ty: GgmlType) -> Vec<(usize, Vec<u8>)> {
     }
 }
 
-/// splitmix64: fast, seeded, the same stream on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Two uniforms in [-1, 1) from one draw.
-    fn two_f32(&mut self) -> [f32; 2] {
-        let r = self.next();
-        let u = |x: u64| (x & 0xFF_FFFF) as f32 / (1u32 << 23) as f32 - 1.0;
-        [u(r), u(r >> 32)]
-    }
-}
-
 /// What a tensor holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fill {
@@ -367,7 +348,7 @@ fn fill(ty: GgmlType, what: Fill, patches: &[(usize, Vec<u8>)], rng: &mut Rng, o
         _ => {
             // quantized tensors are always Random (norms and biases are F32)
             for word in out.chunks_mut(8) {
-                let r = rng.next().to_le_bytes();
+                let r = rng.next_u64().to_le_bytes();
                 word.copy_from_slice(&r[..word.len()]);
             }
             for block in out.chunks_exact_mut(ty.type_size()) {
@@ -495,8 +476,8 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// The seed of chunk `chunk` of tensor `tensor`.
 fn chunk_seed(seed: u64, tensor: usize, chunk: usize) -> u64 {
     let mut r = Rng(seed ^ (tensor as u64).wrapping_mul(0xA076_1D64_78BD_642F));
-    r.0 ^= r.next() ^ (chunk as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
-    r.next()
+    r.0 ^= r.next_u64() ^ (chunk as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
+    r.next_u64()
 }
 
 /// Writes the random-weight model `spec` with tokenizer `vocab` to `path` (through `path.tmp`, renamed at the

@@ -23,6 +23,7 @@ use host::cli::inspect;
 use host::gguf::{tiny_model, Array, Encoder, GgmlType, GgufFile, TinySpec, Value};
 use host::kv_cache::CacheType;
 use host::model::{CpuForward, Forward, Model};
+use host::rng::SplitMix64 as Rng;
 use host::tokenizer::Tokenizer;
 
 // ----------------------------------------------------------------------------
@@ -245,27 +246,6 @@ fn dir_seeds(dir: &Path) -> Vec<Vec<u8>> {
 // Mutations
 // ----------------------------------------------------------------------------
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
-
 /// Values that sit on the limits the parser checks (counts, lengths, types, dims, alignments, offsets).
 const INTERESTING: &[u64] = &[
     0,
@@ -364,7 +344,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], hot: usize, pool: &[Vec<u8>]) -> Vec<u8> {
             7 => {
                 let p = pos(rng);
                 let n = 1 + rng.below(16);
-                let ins: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let ins: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 b.splice(p..p, ins);
             }
             8 if len > 1 => {

@@ -136,6 +136,20 @@ pub struct RopeParams<'a> {
 /// Pair i of a head is rotated by the angle theta_i = freq_scale * pos * base^(-2i / rope_dim) / factor_i.
 /// x: (n_tok, n_heads * head_dim).
 pub fn rope(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
+    rope_with(x, n_heads, pos0, p, |x0, x1, cos, sin| {
+        (x0 * cos - x1 * sin, x0 * sin + x1 * cos)
+    });
+}
+
+/// `rope` with the rotation `rotate(x0, x1, cos, sin) -> (x0', x1')` of each pair.
+#[inline(always)]
+fn rope_with(
+    x: &mut [f32],
+    n_heads: usize,
+    pos0: usize,
+    p: &RopeParams,
+    rotate: impl Fn(f32, f32, f32, f32) -> (f32, f32),
+) {
     let half = p.rope_dim / 2;
     let row_len = n_heads * p.head_dim;
     let mut cs = vec![(0.0f32, 0.0f32); half];
@@ -147,9 +161,7 @@ pub fn rope(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
                     RopePairing::Normal => (2 * i, 2 * i + 1),
                     RopePairing::Neox => (i, i + half),
                 };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos - x1 * sin;
-                head[b] = x0 * sin + x1 * cos;
+                (head[a], head[b]) = rotate(head[a], head[b], cos, sin);
             }
         }
     }
@@ -383,23 +395,9 @@ pub fn geglu_ggml(out: &mut [f32], gate: &[f32], up: &[f32]) {
 /// `rope` with ggml's operations: the compiler fuses its rotation into fma(x0, cos, -(x1 * sin)) and
 /// fma(x0, sin, x1 * cos) (checked against ggml's output bit for bit).
 pub fn rope_ggml(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
-    let half = p.rope_dim / 2;
-    let row_len = n_heads * p.head_dim;
-    let mut cs = vec![(0.0f32, 0.0f32); half];
-    for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
-        rope_cos_sin(pos0 + t, p, &mut cs);
-        for head in row.chunks_exact_mut(p.head_dim) {
-            for (i, &(cos, sin)) in cs.iter().enumerate() {
-                let (a, b) = match p.pairing {
-                    RopePairing::Normal => (2 * i, 2 * i + 1),
-                    RopePairing::Neox => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0.mul_add(cos, -(x1 * sin));
-                head[b] = x0.mul_add(sin, x1 * cos);
-            }
-        }
-    }
+    rope_with(x, n_heads, pos0, p, |x0, x1, cos, sin| {
+        (x0.mul_add(cos, -(x1 * sin)), x0.mul_add(sin, x1 * cos))
+    });
 }
 
 /// Query rows from which ggml's flash attention takes its tiled path (`GGML_FA_TILE_Q`); its KV tile width.

@@ -2,6 +2,7 @@
 //! pseudo-random weights, small enough for unit tests, the hostile-file corpus and fuzz seeds.
 
 use super::{Array, GgmlType, GgufWriter, Value};
+use crate::rng::SplitMix64 as Rng;
 use crate::Result;
 
 /// The shape of a tiny model. `Default` is a 2-layer llama with dim 64 and a 64-token vocabulary.
@@ -45,24 +46,6 @@ impl Default for TinySpec {
     }
 }
 
-/// splitmix64: a small seeded generator (weights only need to be deterministic, not good).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
 /// Byte offsets of the f16 scale fields inside one block, so that random blocks decode to finite values.
 fn f16_scale_offsets(t: GgmlType) -> &'static [usize] {
     use GgmlType::*;
@@ -85,7 +68,7 @@ fn random_data(rng: &mut Rng, t: GgmlType, n: usize, scale: f32) -> Vec<u8> {
         GgmlType::BF16 => (0..n).flat_map(|_| half::bf16::from_f32(rng.f32() * scale).to_le_bytes()).collect(),
         _ => {
             let (bs, ts) = (t.block_size(), t.type_size());
-            let mut out: Vec<u8> = (0..n / bs * ts).map(|_| rng.next() as u8).collect();
+            let mut out: Vec<u8> = (0..n / bs * ts).map(|_| rng.next_u64() as u8).collect();
             let d = half::f16::from_f32(1.0 / 64.0).to_le_bytes();
             for block in out.chunks_exact_mut(ts) {
                 for &o in f16_scale_offsets(t) {
