@@ -67,6 +67,24 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// Every step of the chain off, temperature 1: the plain softmax draw with `seed` (the baseline that tests
+    /// turn one step on against).
+    pub fn plain(seed: u64) -> SamplingParams {
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            typical_p: 1.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
+            seed,
+        }
+    }
+
     /// Checks the ranges a user can get wrong on the command line. `Sampler` never panics on bad values
     /// (NaN turns a step off, or makes the choice greedy), but the CLI should reject them.
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
@@ -581,21 +599,8 @@ impl Sampler {
 mod tests {
     use super::*;
 
-    /// Every step off, temperature 1: the draw alone.
     fn plain(seed: u64) -> SamplingParams {
-        SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            typical_p: 1.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            logit_bias: Vec::new(),
-            seed,
-        }
+        SamplingParams::plain(seed)
     }
 
     /// logits = ln(probs) + 3: softmax gives back `probs` exactly up to rounding; the +3 shows that only

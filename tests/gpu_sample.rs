@@ -12,19 +12,7 @@ use host::sampler::{Sampler, SamplingParams};
 
 /// Every step off, temperature 1: the plain softmax draw.
 fn plain(seed: u64) -> SamplingParams {
-    SamplingParams {
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-        typical_p: 1.0,
-        repeat_penalty: 1.0,
-        repeat_last_n: 64,
-        frequency_penalty: 0.0,
-        presence_penalty: 0.0,
-        logit_bias: Vec::new(),
-        seed,
-    }
+    SamplingParams::plain(seed)
 }
 
 /// The CPU chain's distribution as a dense vector.

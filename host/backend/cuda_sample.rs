@@ -392,19 +392,7 @@ mod tests {
     use super::*;
 
     fn plain() -> SamplingParams {
-        SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            typical_p: 1.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            logit_bias: Vec::new(),
-            seed: 7,
-        }
+        SamplingParams::plain(7)
     }
 
     #[test]
