@@ -7,6 +7,8 @@
 #   tf MODEL PROMPT COMPLETION [FA(-1 auto,0,1)] [DUMP]   teacher-forced top-2 logits per step, logits dumped as f32;
 #                               NT=threads (default 1); DUMP=name-prefix-or-suffix (e.g. -13, l_out) appends every
 #                               matching f32 graph tensor to /tmp/dump_<name>.f32 as records (ne[4] int32, values)
+#   mulmat OUT_DIR              rewrites tests/fixtures/ggml_mulmat (ggml-cpu mat-mul outputs, every quant type, batches
+#                               1..9); run it with the portable ggml-cpu below on LD_LIBRARY_PATH
 # then: python3 scripts/llama-cpp-greedy/compare.py MODEL.gguf ...   (our `host run --temp 0` vs gen, tokens agreed)
 #
 # The reference outputs (shared/reference/*_greedy.jsonl) are reproduced exactly only by ggml-cpu built without
@@ -22,7 +24,7 @@
 set -e
 L=${LLAMA_CPP:?set LLAMA_CPP to a built llama.cpp tree}
 cd "$(dirname "$0")"
-for p in gen tf; do
-  g++ -O2 -std=c++17 $p.cpp -I$L/include -I$L/ggml/include -L$L/build/bin -lllama -lggml -lggml-base \
+for p in gen tf mulmat; do
+  g++ -O2 -std=c++17 $p.cpp -I$L/include -I$L/ggml/include -L$L/build/bin -lllama -lggml -lggml-base -lggml-cpu \
       -Wl,-rpath,$L/build/bin -o $p
 done
