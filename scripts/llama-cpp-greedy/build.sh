@@ -2,10 +2,10 @@
 # Development aid (not used by tests): builds two small llama.cpp programs against libllama, to compare our greedy
 # output and logits with llama.cpp's on this machine.
 #   gen MODEL N PROMPT          llama-simple's greedy loop (prompt batch, then one token at a time), completion only;
-#                               NT=threads (default 1)
+#                               NT=threads (default 4, as llama-simple)
 #                               FA=0|1 forces flash attention off/on, NOREPACK=1 keeps weights unrepacked
 #   tf MODEL PROMPT COMPLETION [FA(-1 auto,0,1)] [DUMP]   teacher-forced top-2 logits per step, logits dumped as f32;
-#                               NT=threads (default 1); DUMP=name-prefix-or-suffix (e.g. -13, l_out) appends every
+#                               NT=threads (default 4, as llama-simple); DUMP=name-prefix-or-suffix (e.g. -13, l_out) appends every
 #                               matching f32 graph tensor to /tmp/dump_<name>.f32 as records (ne[4] int32, values)
 #   mulmat OUT_DIR              rewrites tests/fixtures/ggml_mulmat (ggml-cpu mat-mul outputs, every quant type, batches
 #                               1..9); run it with the portable ggml-cpu below on LD_LIBRARY_PATH
