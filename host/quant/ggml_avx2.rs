@@ -175,6 +175,7 @@ fn k_lanes(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> [i32; 8] {
 /// - Q4_K: 4 lanes, lane k = the 32-element mins of subblocks 2k, 2k + 1 times their bsum pairs, in their own fma
 ///   chain, reduced as (m0 + m2) + (m1 + m3) and added after `hsum8`;
 /// - Q5_K: the same 4 lanes summed as integers, (p0 + p1) + (p2 + p3), into a scalar fma chain added last.
+///
 /// Q6_K's lanes hold the unsigned codes' products, its -32 offset coming off per lane from the bsums.
 #[inline(always)]
 fn dot_k_vec(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
