@@ -9,6 +9,8 @@
 #                               matching f32 graph tensor to /tmp/dump_<name>.f32 as records (ne[4] int32, values)
 #   mulmat OUT_DIR              rewrites tests/fixtures/ggml_mulmat (ggml-cpu mat-mul outputs, every quant type, batches
 #                               1..9); run it with the portable ggml-cpu below on LD_LIBRARY_PATH
+#   flash_attn OUT_DIR          rewrites tests/fixtures/ggml_flash_attn (ggml-cpu flash attention, 4 threads: one query
+#                               split-KV or not, a few queries, 64+ queries tiled), same LD_LIBRARY_PATH
 # then: python3 scripts/llama-cpp-greedy/compare.py MODEL.gguf ...   (our `host run --temp 0` vs gen, tokens agreed)
 #
 # The reference outputs (shared/reference/*_greedy.jsonl) are reproduced exactly only by ggml-cpu built without
@@ -24,7 +26,7 @@
 set -e
 L=${LLAMA_CPP:?set LLAMA_CPP to a built llama.cpp tree}
 cd "$(dirname "$0")"
-for p in gen tf mulmat; do
+for p in gen tf mulmat flash_attn; do
   g++ -O2 -std=c++17 $p.cpp -I$L/include -I$L/ggml/include -L$L/build/bin -lllama -lggml -lggml-base -lggml-cpu \
       -Wl,-rpath,$L/build/bin -o $p
 done
