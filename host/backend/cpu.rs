@@ -404,11 +404,20 @@ pub fn rope_ggml(x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
 /// Query rows from which ggml's flash attention takes its tiled path (`GGML_FA_TILE_Q`); its KV tile width.
 const FA_TILE_Q: usize = 64;
 const FA_TILE_KV: usize = 64;
+/// llama.cpp pads the attended cache length to a multiple of 256 (`llama_kv_cache::get_n_kv`); from 512 padded
+/// keys a one-query flash attention splits the keys into one chunk per thread (ggml's split-KV path).
+const FA_KV_PAD: usize = 256;
+const FA_SPLIT_KV_MIN: usize = 512;
+/// The thread count whose split-KV chunks are mirrored: llama.cpp's default (`GGML_DEFAULT_N_THREADS`), which
+/// `llama-simple`, the reference generator, runs with.
+const GGML_THREADS: usize = 4;
 
 /// Attention over an f16 cache as ggml-cpu's `flash_attn_ext` computes it (llama.cpp's default on the CPU).
 /// Batches of fewer than 64 queries (decode included), one query at a time: q rounded to f16, q.k by
 /// `ggml_vec_dot_f16`, online softmax with libm expf and the V sum accumulated in f16 (rounded after every
-/// step), divided by the sum at the end. Batches of 64 or more (tiled path): q in f32, q.k as one fma chain,
+/// step), divided by the sum at the end. One query over 512 or more padded keys takes ggml's split-KV path: the same
+/// per chunk of keys, the chunks merged as its compiler contracts the merge (v = fma(v, s_old, v_chunk * s_new)).
+/// Batches of 64 or more (tiled path): q in f32, q.k as one fma chain,
 /// softmax per 64-key tile with `v_expf`, V accumulated in f32 by fma chains. Shapes as `attention`.
 pub fn attention_ggml(
     out: &mut [f32],
@@ -434,15 +443,14 @@ pub fn attention_ggml(
         let qh = &q[(t * p.n_heads + h) * hd..][..hd];
         let krow = |j: usize| &k[j * k_stride + kvh * hd..][..hd];
         let vrow = |j: usize| &v[j * v_stride + kvh * hdv..][..hdv];
-        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
-        if !tiled {
-            buf.clear();
-            buf.extend(qh.iter().map(|&x| r16(x)));
-            let vkq = o; // f16 values held as f32
+        // ggml's `one_chunk` over the keys lo..hi (masked ones skipped): online softmax with the V sum held in f16;
+        // returns the running max and sum, vkq left unnormalised
+        let one_chunk = |lo: usize, hi: usize, qh16: &[f32], vkq: &mut [f32]| -> (f32, f32) {
+            let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
             vkq.fill(0.0);
-            for j in first..=pos {
+            for j in lo.max(first)..hi.min(pos + 1) {
                 let kr = krow(j);
-                let score = crate::quant::ggml_avx2::dot_f16(buf, |d| kr[d].to_f32()) * p.scale;
+                let score = crate::quant::ggml_avx2::dot_f16(qh16, |d| kr[d].to_f32()) * p.scale;
                 let (mut ms, mut vs) = (1.0f32, 1.0f32);
                 if score > m {
                     let old = m;
@@ -459,12 +467,43 @@ pub fn attention_ggml(
                 }
                 s = s.mul_add(ms, vs);
             }
+            (m, s)
+        };
+        if !tiled {
+            buf.clear();
+            buf.extend(qh.iter().map(|&x| r16(x)));
+            let vkq = o;
+            let n_pad = (pos + 1).next_multiple_of(FA_KV_PAD);
+            let s = if p.n_tok == 1 && n_pad >= FA_SPLIT_KV_MIN {
+                // split-KV decode: GGML_THREADS chunks of the padded cache, each softmaxed alone, then merged
+                let chunk = n_pad.div_ceil(GGML_THREADS);
+                let mut part = vec![0.0f32; hdv];
+                let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+                vkq.fill(0.0);
+                for lo in (0..n_pad).step_by(chunk) {
+                    let (mc, sc) = one_chunk(lo, (lo + chunk).min(n_pad), buf, &mut part);
+                    if sc == 0.0 {
+                        continue;
+                    }
+                    let m_new = m.max(mc);
+                    let (so, sn) = ((m - m_new).exp(), (mc - m_new).exp());
+                    for (x, &c) in vkq.iter_mut().zip(&part) {
+                        *x = x.mul_add(so, c * sn);
+                    }
+                    s = s.mul_add(so, sc * sn);
+                    m = m_new;
+                }
+                s
+            } else {
+                one_chunk(first, pos + 1, buf, vkq).1
+            };
             let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
             for x in vkq.iter_mut() {
                 *x *= inv;
             }
             return;
         }
+        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
         let vkq = o;
         vkq.fill(0.0);
         buf.resize(FA_TILE_KV, 0.0);

@@ -14,7 +14,9 @@
 //! - F16 weights: activations rounded to f16, 4 x 8 f32 accumulators over steps of 32 elements, reduced in a fixed
 //!   tree, leftovers added in f64.
 //!
-//! K-quants use `dot::dot_row` (the reference integer sums, same q8_K activations): close, not bit-exact.
+//! - K-quants (q8_K activations): exact integer sums per super-block, then the float steps of ggml's AVX2
+//!   `vec_dot` for one token or a small batch, of its repacked Q4_K gemv/gemm, or of its tiled mat-mul
+//!   (`ggml-cpu/tiled`) for a batch of 8 or more tokens; see `dot_k_vec`, `dot_q4_k_repacked`, `dot_k_tiled`.
 
 use super::blocks::*;
 use super::dequant::f16;
@@ -151,39 +153,95 @@ fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
     acc
 }
 
-/// ggml `ggml_vec_dot_q6_K_q8_K` (AVX2): per super-block 8 i32 lanes, lane L holding the scaled products of
-/// elements 4L..4L+3 of every 32-element group minus 32 * (scale-weighted q8 sums of 16-groups 2L, 2L + 1);
-/// acc[L] = fma(d_y * d_x, lane, acc[L]); `hsum8` at the end.
+/// ggml's AVX2 K-quant `vec_dot` integer lanes: lane L holds sum over g = 0..7 of sc[e / 16] * (q . y) over the 4
+/// elements e = 32 g + 4 L .. 32 g + 4 L + 3 (maddubs + madd with the scale shuffles), exact in i32.
 #[inline(always)]
-fn dot_q6_k(row: &[u8], ys: &[BlockQ8K]) -> f32 {
+fn k_lanes(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> [i32; 8] {
+    std::array::from_fn(|l| {
+        (0..8)
+            .map(|g| {
+                let e0 = 32 * g + 4 * l;
+                let p: i32 = (e0..e0 + 4).map(|e| q[e] as i32 * y[e] as i32).sum();
+                sc[e0 / 16] * p
+            })
+            .sum()
+    })
+}
+
+/// ggml `ggml_vec_dot_{q2,q3,q4,q5,q6}_K_q8_K` (AVX2). Per super-block the 8 `k_lanes` go into
+/// acc[L] = fma(d_y * d_x, lane, acc[L]) and are summed by `hsum8` at the end. The mins term of Q2_K, Q4_K and Q5_K
+/// (all scaled by dmin = -d_y * dmin_x) is where they differ:
+/// - Q2_K: 8 lanes, lane L = mn[2L] bsum[2L] + mn[2L+1] bsum[2L+1], fma'd into the same acc before the scales;
+/// - Q4_K: 4 lanes, lane k = the 32-element mins of subblocks 2k, 2k + 1 times their bsum pairs, in their own fma
+///   chain, reduced as (m0 + m2) + (m1 + m3) and added after `hsum8`;
+/// - Q5_K: the same 4 lanes summed as integers, (p0 + p1) + (p2 + p3), into a scalar fma chain added last.
+///
+/// Q6_K's lanes hold the unsigned codes' products, its -32 offset coming off per lane from the bsums.
+#[inline(always)]
+fn dot_k_vec(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
+    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
     let mut acc = [0.0f32; 8];
-    for (blk, y) in row.chunks_exact(GgmlType::Q6_K.type_size()).zip(ys) {
-        let b = super::dequant::blocks::<BlockQ6K>(blk).next().expect("one block");
-        let d = y.d * f16(b.d);
-        let mut q = [0i32; QK_K]; // unsigned 6-bit quants, element order
-        for n in 0..2 {
-            let (ql, qh) = (&b.ql[64 * n..], &b.qh[32 * n..]);
-            for l in 0..32 {
-                let o = 128 * n + l;
-                q[o] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
-                q[o + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
-                q[o + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
-                q[o + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+    let mut acc_m = [0.0f32; 4];
+    let mut summs = 0.0f32;
+    for (blk, y) in row.chunks_exact(ty.type_size()).zip(ys) {
+        let (dx, dminx) = dot::decode_k(ty, blk, &mut q, &mut sc, &mut mn);
+        let (d, dmin) = (y.d * dx, -y.d * dminx);
+        let bs = |g: usize| y.bsums[g] as i32;
+        // 32-element mins (Q4_K / Q5_K: mn repeats each per 16) times the bsum pairs, 4 lanes of two subblocks
+        let m32: [i32; 4] = std::array::from_fn(|k| {
+            mn[4 * k] * (bs(4 * k) + bs(4 * k + 1)) + mn[4 * k + 2] * (bs(4 * k + 2) + bs(4 * k + 3))
+        });
+        match ty {
+            GgmlType::Q2_K => {
+                for (l, a) in acc.iter_mut().enumerate() {
+                    let m = mn[2 * l] * bs(2 * l) + mn[2 * l + 1] * bs(2 * l + 1);
+                    *a = dmin.mul_add(m as f32, *a);
+                }
+            }
+            GgmlType::Q4_K => {
+                for (a, &m) in acc_m.iter_mut().zip(&m32) {
+                    *a = dmin.mul_add(m as f32, *a);
+                }
+            }
+            GgmlType::Q5_K => summs = dmin.mul_add(((m32[0] + m32[1]) + (m32[2] + m32[3])) as f32, summs),
+            _ => {}
+        }
+        if ty == GgmlType::Q6_K {
+            // ggml multiplies the unsigned 6-bit codes and takes 32 * (scale-weighted bsums of 16-groups 2L, 2L + 1)
+            // off lane L: the same total, spread differently over the lanes
+            q.iter_mut().for_each(|v| *v += 32);
+        }
+        let mut lanes = k_lanes(&q, &y.qs, &sc);
+        if ty == GgmlType::Q6_K {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                *lane -= 32 * (sc[2 * l] * bs(2 * l) + sc[2 * l + 1] * bs(2 * l + 1));
             }
         }
-        let sc = |e: usize| b.scales[e / 16] as i32;
-        for (l, a) in acc.iter_mut().enumerate() {
-            let mut lane = 0i32;
-            for g in 0..8 {
-                let e0 = 32 * g + 4 * l;
-                let p: i32 = (e0..e0 + 4).map(|e| q[e] * y.qs[e] as i32).sum();
-                lane += sc(e0) * p;
-            }
-            lane -= 32 * (y.bsums[2 * l] as i32 * sc(32 * l) + y.bsums[2 * l + 1] as i32 * sc(32 * l + 16));
+        for (a, lane) in acc.iter_mut().zip(lanes) {
             *a = d.mul_add(lane as f32, *a);
         }
     }
-    hsum8(&acc)
+    hsum8(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3])) + summs
+}
+
+/// ggml's tiled K-quant mat-mul (`ggml-cpu/tiled`, taken for batches of 8 or more tokens when the weights are not
+/// repacked): per super-block the exact integer sums s1 = sum_g sc[g] (q . y)_g and s2 = sum_g mn[g] bsum[g],
+/// res = fma(-dmin_x, s2, d_x * s1), then one fma chain acc = fma(res, d_y, acc) over the super-blocks.
+#[inline(always)]
+fn dot_k_tiled(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
+    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+    let mut acc = 0.0f32;
+    for (blk, y) in row.chunks_exact(ty.type_size()).zip(ys) {
+        let (dx, dminx) = dot::decode_k(ty, blk, &mut q, &mut sc, &mut mn);
+        let s1: i32 = k_lanes(&q, &y.qs, &sc).iter().sum();
+        let s2: i32 = (0..16).map(|g| mn[g] * y.bsums[g] as i32).sum();
+        let mut res = dx * s1 as f32;
+        if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+            res = (-dminx).mul_add(s2 as f32, res);
+        }
+        acc = res.mul_add(y.d, acc);
+    }
+    acc
 }
 
 /// Q4_K repacked for ggml's x86 `q4_K_8x8` gemv/gemm: per super-block the exact integer sums of the scaled
@@ -222,26 +280,32 @@ fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K], gemm: bool) -> f32 {
 /// How ggml reaches a product: `vec_dot`, or for weights of a multiple of 8 rows, Q4_0 and Q4_K repacked, its
 /// gemv (one token) or gemm (batch tokens taken 4 at a time; the rest go through gemv). F16 weights in a batch of
 /// 2 or more tokens go through llamafile's tinyBLAS (`Gemm` too): 8 lanes, lane l an fma chain over the elements
-/// l, l + 8, ..., summed by `hsum8`.
+/// l, l + 8, ..., summed by `hsum8`. K-quants that are not repacked go through the tiled mat-mul (`Tiled`) in a
+/// batch of `TILED_MIN_TOKENS` or more.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     VecDot,
     Gemv,
     Gemm,
+    Tiled,
 }
+
+/// ggml takes its tiled K-quant mat-mul from this many tokens on (`ggml_tiled_min_batch`).
+pub const TILED_MIN_TOKENS: usize = 8;
 
 /// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`, as `kernel` computes it.
 #[inline(always)]
 pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, kernel: Kernel) -> f32 {
-    let repacked = kernel != Kernel::VecDot;
+    let repacked = matches!(kernel, Kernel::Gemv | Kernel::Gemm);
     match acts {
         Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(row, ys),
         Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
         Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
-        Acts::K(dot::Acts::Q8K(ys)) if ty == GgmlType::Q6_K => dot_q6_k(row, ys),
         Acts::K(dot::Acts::Q8K(ys)) if repacked && ty == GgmlType::Q4_K => {
             dot_q4_k_repacked(row, ys, kernel == Kernel::Gemm)
         }
+        Acts::K(dot::Acts::Q8K(ys)) if kernel == Kernel::Tiled => dot_k_tiled(ty, row, ys),
+        Acts::K(dot::Acts::Q8K(ys)) if ty != GgmlType::Q8_K => dot_k_vec(ty, row, ys),
         Acts::K(a) => dot::dot_row(ty, row, a),
         Acts::F16(x) => {
             let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
@@ -260,7 +324,8 @@ pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, kernel: Kernel) -> f32 {
 }
 
 /// y = W x with llama.cpp's x86 CPU numerics for `n_tok` rows of x: x (n_tok, n_cols) -> y (n_tok, n_rows).
-/// Each token's products are ggml's `vec_dot` of its type, so batching does not change a result.
+/// Each token's products are computed by the kernel ggml picks for the type and batch size (`Kernel`), so a
+/// result can change with the batch size exactly where llama.cpp's does.
 pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y: &mut [f32]) {
     use rayon::prelude::*;
     let rb = super::check_mat(ty, w, n_rows, n_cols);
@@ -268,8 +333,12 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
     let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
     let tiny_blas = ty == GgmlType::F16 && n_tok >= 2 && n_cols.is_multiple_of(8);
+    let tiled = !repacked
+        && n_tok >= TILED_MIN_TOKENS
+        && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
     let kernel = |t: usize| match (repacked, t < n_tok - n_tok % 4) {
         _ if tiny_blas => Kernel::Gemm,
+        _ if tiled => Kernel::Tiled,
         (false, _) => Kernel::VecDot,
         (true, false) => Kernel::Gemv,
         (true, true) => Kernel::Gemm,

@@ -2,11 +2,15 @@
 # Development aid (not used by tests): builds two small llama.cpp programs against libllama, to compare our greedy
 # output and logits with llama.cpp's on this machine.
 #   gen MODEL N PROMPT          llama-simple's greedy loop (prompt batch, then one token at a time), completion only;
-#                               NT=threads (default 1)
+#                               NT=threads (default 4, as llama-simple)
 #                               FA=0|1 forces flash attention off/on, NOREPACK=1 keeps weights unrepacked
 #   tf MODEL PROMPT COMPLETION [FA(-1 auto,0,1)] [DUMP]   teacher-forced top-2 logits per step, logits dumped as f32;
-#                               NT=threads (default 1); DUMP=name-prefix-or-suffix (e.g. -13, l_out) appends every
+#                               NT=threads (default 4, as llama-simple); DUMP=name-prefix-or-suffix (e.g. -13, l_out) appends every
 #                               matching f32 graph tensor to /tmp/dump_<name>.f32 as records (ne[4] int32, values)
+#   mulmat OUT_DIR              rewrites tests/fixtures/ggml_mulmat (ggml-cpu mat-mul outputs, every quant type, batches
+#                               1..9); run it with the portable ggml-cpu below on LD_LIBRARY_PATH
+#   flash_attn OUT_DIR          rewrites tests/fixtures/ggml_flash_attn (ggml-cpu flash attention, 4 threads: one query
+#                               split-KV or not, a few queries, 64+ queries tiled), same LD_LIBRARY_PATH
 # then: python3 scripts/llama-cpp-greedy/compare.py MODEL.gguf ...   (our `host run --temp 0` vs gen, tokens agreed)
 #
 # The reference outputs (shared/reference/*_greedy.jsonl) are reproduced exactly only by ggml-cpu built without
@@ -22,7 +26,7 @@
 set -e
 L=${LLAMA_CPP:?set LLAMA_CPP to a built llama.cpp tree}
 cd "$(dirname "$0")"
-for p in gen tf; do
-  g++ -O2 -std=c++17 $p.cpp -I$L/include -I$L/ggml/include -L$L/build/bin -lllama -lggml -lggml-base \
+for p in gen tf mulmat flash_attn; do
+  g++ -O2 -std=c++17 $p.cpp -I$L/include -I$L/ggml/include -L$L/build/bin -lllama -lggml -lggml-base -lggml-cpu \
       -Wl,-rpath,$L/build/bin -o $p
 done

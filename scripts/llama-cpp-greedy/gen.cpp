@@ -20,7 +20,7 @@ int main(int argc, char ** argv) {
     auto cp = llama_context_default_params();
     cp.n_ctx = n_prompt + n_predict - 1;
     cp.n_batch = n_prompt;
-    cp.n_threads = getenv("NT") ? atoi(getenv("NT")) : 1;
+    cp.n_threads = getenv("NT") ? atoi(getenv("NT")) : 4; // llama-simple runs with the default, GGML_DEFAULT_N_THREADS
     cp.n_threads_batch = cp.n_threads;
     if (getenv("FA")) cp.flash_attn_type = atoi(getenv("FA")) ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     llama_context * ctx = llama_init_from_model(model, cp);

@@ -24,7 +24,7 @@ fn main() {
     let dump = std::fs::read(&a[3]).unwrap();
     let theirs: Vec<f32> = dump.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     let nv = model.n_vocab();
-    let mut fwd = CpuForward::new(&model, 512, CacheType::F16).unwrap();
+    let mut fwd = CpuForward::new(&model, 4096, CacheType::F16).unwrap();
     if a.len() > 4 {
         fwd.set_llama_rounding(false);
     }

@@ -51,7 +51,7 @@ int main(int argc, char ** argv) {
     auto cp = llama_context_default_params();
     cp.n_ctx = p.size() + c.size() + 1;
     cp.n_batch = p.size();
-    cp.n_threads = getenv("NT") ? atoi(getenv("NT")) : 1;
+    cp.n_threads = getenv("NT") ? atoi(getenv("NT")) : 4; // llama-simple runs with the default, GGML_DEFAULT_N_THREADS
     cp.n_threads_batch = cp.n_threads;
     if (fa == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     if (fa == 1) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
