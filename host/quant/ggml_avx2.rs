@@ -94,6 +94,25 @@ pub fn hsum8(a: &[f32; 8]) -> f32 {
     (r[0] + r[2]) + (r[1] + r[3])
 }
 
+/// lane L = sum of q[e] y[e] over e = 4L .. 4L + 3: what `maddubs` (sign trick) + `madd` with ones give ggml's AVX2
+/// dots, exact (|q| <= 128, |y| <= 127 cannot saturate the 16-bit pair sums).
+#[inline(always)]
+fn lanes4(q: &[i8; 32], y: &[i8; 32]) -> [i32; 8] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 is enabled at compile time (cfg above); the loads read exactly the two 32-byte arrays.
+        unsafe {
+            let qv = _mm256_loadu_si256(q.as_ptr() as *const __m256i);
+            let yv = _mm256_loadu_si256(y.as_ptr() as *const __m256i);
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yv, qv));
+            std::mem::transmute::<__m256i, [i32; 8]>(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    std::array::from_fn(|l| (4 * l..4 * l + 4).map(|e| q[e] as i32 * y[e] as i32).sum())
+}
+
 /// Legacy block row . q8 activations: 8 lanes of 4-element integer sums, fma-accumulated.
 #[inline(always)]
 fn dot_legacy(ty: GgmlType, row: &[u8], ys: impl Iterator<Item = (f32, f32, [i8; 32])>) -> f32 {
@@ -103,11 +122,7 @@ fn dot_legacy(ty: GgmlType, row: &[u8], ys: impl Iterator<Item = (f32, f32, [i8;
     for (blk, (dy, sy, qy)) in row.chunks_exact(ty.type_size()).zip(ys) {
         let (dx, m) = legacy_quants(ty, blk, &mut q);
         let dd = dx * dy;
-        for (l, a) in acc.iter_mut().enumerate() {
-            let mut s = 0i32;
-            for i in 4 * l..4 * l + 4 {
-                s += q[i] as i32 * qy[i] as i32;
-            }
+        for (a, s) in acc.iter_mut().zip(lanes4(&q, &qy)) {
             *a = dd.mul_add(s as f32, *a);
         }
         summs = m.mul_add(sy, summs);
@@ -147,7 +162,7 @@ fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
     let mut acc = 0.0f32;
     for (blk, y) in row.chunks_exact(GgmlType::Q4_0.type_size()).zip(ys) {
         let (dx, _) = legacy_quants(GgmlType::Q4_0, blk, &mut q);
-        let isum: i32 = q.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+        let isum: i32 = lanes4(&q, &y.qs).iter().sum();
         acc = (isum as f32).mul_add(dx * f16(y.d), acc);
     }
     acc
@@ -157,15 +172,14 @@ fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
 /// elements e = 32 g + 4 L .. 32 g + 4 L + 3 (maddubs + madd with the scale shuffles), exact in i32.
 #[inline(always)]
 fn k_lanes(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> [i32; 8] {
-    std::array::from_fn(|l| {
-        (0..8)
-            .map(|g| {
-                let e0 = 32 * g + 4 * l;
-                let p: i32 = (e0..e0 + 4).map(|e| q[e] as i32 * y[e] as i32).sum();
-                sc[e0 / 16] * p
-            })
-            .sum()
-    })
+    let mut acc = [0i32; 8];
+    for g in 0..8 {
+        let l4 = lanes4(q[32 * g..32 * g + 32].try_into().unwrap(), y[32 * g..32 * g + 32].try_into().unwrap());
+        for (l, (a, p)) in acc.iter_mut().zip(l4).enumerate() {
+            *a += sc[2 * g + l / 4] * p;
+        }
+    }
+    acc
 }
 
 /// ggml `ggml_vec_dot_{q2,q3,q4,q5,q6}_K_q8_K` (AVX2). Per super-block the 8 `k_lanes` go into
@@ -258,10 +272,14 @@ fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K], gemm: bool) -> f32 {
         let (mut isum, mut imin) = (0i32, 0i32);
         for sb in 0..4 {
             // 64 elements: 16-groups 4 sb .. 4 sb + 3 (mins per 32 are duplicated per 16 in `mn`)
-            for g in 4 * sb..4 * sb + 4 {
-                let p: i32 = (16 * g..16 * g + 16).map(|e| q[e] as i32 * y.qs[e] as i32).sum();
-                isum += sc[g] * p;
-                imin += mn[g] * y.bsums[g] as i32;
+            for g32 in 2 * sb..2 * sb + 2 {
+                let e = 32 * g32;
+                let l4 = lanes4(q[e..e + 32].try_into().unwrap(), y.qs[e..e + 32].try_into().unwrap());
+                for (h, g) in [2 * g32, 2 * g32 + 1].into_iter().enumerate() {
+                    let p: i32 = l4[4 * h..4 * h + 4].iter().sum();
+                    isum += sc[g] * p;
+                    imin += mn[g] * y.bsums[g] as i32;
+                }
             }
             if gemm {
                 acc = (isum as f32).mul_add(dd, acc);

@@ -10,6 +10,7 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
+#include "fixture_util.h"
 
 #include <cmath>
 #include <cstdint>
@@ -18,16 +19,7 @@
 #include <string>
 #include <vector>
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static float uniform() {  // splitmix64 -> [-1, 1)
-    uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (float) ((z >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-}
-
-static void put_u32(FILE * f, uint32_t v) { fwrite(&v, 4, 1, f); }
+static Uniform uniform{0x9E3779B97F4A7C15ull};
 
 int main(int argc, char ** argv) {
     if (argc < 2) { fprintf(stderr, "usage: mulmat OUT_DIR\n"); return 1; }
