@@ -513,18 +513,20 @@ pub fn attention_ggml(
             if end <= first {
                 continue; // every key of the tile is masked for this query
             }
-            for (tk, e) in kq.iter_mut().enumerate() {
-                let j = start + tk;
-                *e = if j >= first && j <= pos {
-                    let kr = krow(j);
-                    let mut acc = 0.0f32;
-                    for (&kv, &qv) in kr.iter().zip(qh) {
-                        acc = kv.to_f32().mul_add(qv, acc);
+            // q.k of 8 keys at a time: 8 independent fma chains, each over d in order (masked keys read a valid
+            // row and are overwritten)
+            for (g, e8) in kq.chunks_exact_mut(8).enumerate() {
+                let js: [usize; 8] = std::array::from_fn(|u| (start + 8 * g + u).clamp(first, pos));
+                let mut acc = [0.0f32; 8];
+                for (d, &qv) in qh.iter().enumerate() {
+                    for (a, &j) in acc.iter_mut().zip(&js) {
+                        *a = krow(j)[d].to_f32().mul_add(qv, *a);
                     }
-                    acc * p.scale
-                } else {
-                    f32::NEG_INFINITY
-                };
+                }
+                for (u, (e, a)) in e8.iter_mut().zip(acc).enumerate() {
+                    let j = start + 8 * g + u;
+                    *e = if j >= first && j <= pos { a * p.scale } else { f32::NEG_INFINITY };
+                }
             }
             let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let m_new = m.max(tile_max);
@@ -546,15 +548,14 @@ pub fn attention_ggml(
                 sum += crate::quant::ggml_avx2::hsum8(&e) as f64;
             }
             s = (s as f64 + sum) as f32;
-            for (d, x) in vkq.iter_mut().enumerate() {
-                let mut acc = *x;
-                for (tk, &w) in kq.iter().enumerate() {
-                    let j = start + tk;
-                    if j >= first && j <= pos {
-                        acc = vrow(j)[d].to_f32().mul_add(w, acc);
+            // each vkq[d] an fma chain over the tile's keys in order
+            for (tk, &w) in kq.iter().enumerate() {
+                let j = start + tk;
+                if j >= first && j <= pos {
+                    for (x, &vv) in vkq.iter_mut().zip(vrow(j)) {
+                        *x = vv.to_f32().mul_add(w, *x);
                     }
                 }
-                *x = acc;
             }
         }
         let inv = if s == 0.0 { 0.0 } else { 1.0 / s };

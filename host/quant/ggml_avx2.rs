@@ -113,19 +113,143 @@ fn lanes4(q: &[i8; 32], y: &[i8; 32]) -> [i32; 8] {
     std::array::from_fn(|l| (4 * l..4 * l + 4).map(|e| q[e] as i32 * y[e] as i32).sum())
 }
 
+/// acc[L] = fma(d, lanes[L], acc[L]) for the 8 lanes (one `_mm256_fmadd_ps` where AVX2 is compiled in).
+#[inline(always)]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: [i32; 8]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 and FMA are enabled at compile time (cfg above); the accesses stay inside the two arrays.
+        unsafe {
+            let l = _mm256_cvtepi32_ps(std::mem::transmute::<[i32; 8], __m256i>(lanes));
+            let a = _mm256_loadu_ps(acc.as_ptr());
+            _mm256_storeu_ps(acc.as_mut_ptr(), _mm256_fmadd_ps(_mm256_set1_ps(d), l, a));
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    for (a, l) in acc.iter_mut().zip(lanes) {
+        *a = d.mul_add(l as f32, *a);
+    }
+}
+
+/// Where a product reads a weight row's blocks: `Raw` decodes each block as it goes (one token), `Decoded` holds
+/// the row decoded once for all the tokens of a batch. Both hand the same integers to the same float steps.
+trait Row {
+    /// Legacy block `i`: its quants in element order, d and m (0 for Q4_0 / Q5_0 / Q8_0).
+    fn legacy<R>(&self, i: usize, f: impl FnOnce(&[i8; 32], f32, f32) -> R) -> R;
+    /// K-quant block `i`: quants in element order, per-16 scales and mins, d and dmin.
+    fn k<R>(&self, i: usize, f: impl FnOnce(&[i8; QK_K], &[i32; 16], &[i32; 16], f32, f32) -> R) -> R;
+    /// F16 element `k` as f32.
+    fn f16_at(&self, k: usize) -> f32;
+}
+
+struct Raw<'a> {
+    ty: GgmlType,
+    row: &'a [u8],
+}
+
+impl Raw<'_> {
+    #[inline(always)]
+    fn blk(&self, i: usize) -> &[u8] {
+        let ts = self.ty.type_size();
+        &self.row[i * ts..(i + 1) * ts]
+    }
+}
+
+impl Row for Raw<'_> {
+    #[inline(always)]
+    fn legacy<R>(&self, i: usize, f: impl FnOnce(&[i8; 32], f32, f32) -> R) -> R {
+        let mut q = [0i8; 32];
+        let (d, m) = legacy_quants(self.ty, self.blk(i), &mut q);
+        f(&q, d, m)
+    }
+    #[inline(always)]
+    fn k<R>(&self, i: usize, f: impl FnOnce(&[i8; QK_K], &[i32; 16], &[i32; 16], f32, f32) -> R) -> R {
+        let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+        let (d, dmin) = dot::decode_k(self.ty, self.blk(i), &mut q, &mut sc, &mut mn);
+        f(&q, &sc, &mn, d, dmin)
+    }
+    #[inline(always)]
+    fn f16_at(&self, k: usize) -> f32 {
+        f16(u16::from_le_bytes([self.row[2 * k], self.row[2 * k + 1]]))
+    }
+}
+
+/// A weight row decoded once (see `Row`).
+#[derive(Default)]
+struct Decoded {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+    sc: Vec<[i32; 16]>,
+    mn: Vec<[i32; 16]>,
+    f: Vec<f32>,
+}
+
+impl Decoded {
+    fn decode(&mut self, ty: GgmlType, row: &[u8]) {
+        let raw = Raw { ty, row };
+        let n = (row.len() / ty.type_size().max(1)).max(1);
+        self.q.clear();
+        self.d.clear();
+        self.m.clear();
+        self.sc.clear();
+        self.mn.clear();
+        self.f.clear();
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                for i in 0..n {
+                    raw.legacy(i, |q, d, m| {
+                        self.q.extend_from_slice(q);
+                        self.d.push(d);
+                        self.m.push(m);
+                    });
+                }
+            }
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                for i in 0..n {
+                    raw.k(i, |q, sc, mn, d, dmin| {
+                        self.q.extend_from_slice(q);
+                        self.sc.push(*sc);
+                        self.mn.push(*mn);
+                        self.d.push(d);
+                        self.m.push(dmin);
+                    });
+                }
+            }
+            GgmlType::F16 => self.f.extend((0..row.len() / 2).map(|k| raw.f16_at(k))),
+            _ => {}
+        }
+    }
+}
+
+impl Row for Decoded {
+    #[inline(always)]
+    fn legacy<R>(&self, i: usize, f: impl FnOnce(&[i8; 32], f32, f32) -> R) -> R {
+        f(self.q[32 * i..32 * i + 32].try_into().expect("32 quants"), self.d[i], self.m[i])
+    }
+    #[inline(always)]
+    fn k<R>(&self, i: usize, f: impl FnOnce(&[i8; QK_K], &[i32; 16], &[i32; 16], f32, f32) -> R) -> R {
+        let q = self.q[QK_K * i..QK_K * (i + 1)].try_into().expect("256 quants");
+        f(q, &self.sc[i], &self.mn[i], self.d[i], self.m[i])
+    }
+    #[inline(always)]
+    fn f16_at(&self, k: usize) -> f32 {
+        self.f[k]
+    }
+}
+
 /// Legacy block row . q8 activations: 8 lanes of 4-element integer sums, fma-accumulated.
 #[inline(always)]
-fn dot_legacy(ty: GgmlType, row: &[u8], ys: impl Iterator<Item = (f32, f32, [i8; 32])>) -> f32 {
-    let mut q = [0i8; 32];
+fn dot_legacy(w: &impl Row, ys: impl Iterator<Item = (f32, f32, [i8; 32])>) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut summs = 0.0f32;
-    for (blk, (dy, sy, qy)) in row.chunks_exact(ty.type_size()).zip(ys) {
-        let (dx, m) = legacy_quants(ty, blk, &mut q);
-        let dd = dx * dy;
-        for (a, s) in acc.iter_mut().zip(lanes4(&q, &qy)) {
-            *a = dd.mul_add(s as f32, *a);
-        }
-        summs = m.mul_add(sy, summs);
+    for (i, (dy, sy, qy)) in ys.enumerate() {
+        w.legacy(i, |q, dx, m| {
+            let dd = dx * dy;
+            fma_lanes(&mut acc, dd, lanes4(q, &qy));
+            summs = m.mul_add(sy, summs);
+        });
     }
     hsum8(&acc) + summs
 }
@@ -157,24 +281,27 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
 /// Q4_0 weights repacked for ggml's x86 gemv/gemm (`q4_0_8x8`, used when the row count is a multiple of 8):
 /// per block the integer sum over all 32 products, one sequential fma chain acc = fma(isum, d_x * d_y, acc).
 #[inline(always)]
-fn dot_q4_0_repacked(row: &[u8], ys: &[BlockQ8_0]) -> f32 {
-    let mut q = [0i8; 32];
+fn dot_q4_0_repacked(w: &impl Row, ys: &[BlockQ8_0]) -> f32 {
     let mut acc = 0.0f32;
-    for (blk, y) in row.chunks_exact(GgmlType::Q4_0.type_size()).zip(ys) {
-        let (dx, _) = legacy_quants(GgmlType::Q4_0, blk, &mut q);
-        let isum: i32 = lanes4(&q, &y.qs).iter().sum();
-        acc = (isum as f32).mul_add(dx * f16(y.d), acc);
+    for (i, y) in ys.iter().enumerate() {
+        w.legacy(i, |q, dx, _| {
+            let isum: i32 = lanes4(q, &y.qs).iter().sum();
+            acc = (isum as f32).mul_add(dx * f16(y.d), acc);
+        });
     }
     acc
 }
 
 /// ggml's AVX2 K-quant `vec_dot` integer lanes: lane L holds sum over g = 0..7 of sc[e / 16] * (q . y) over the 4
-/// elements e = 32 g + 4 L .. 32 g + 4 L + 3 (maddubs + madd with the scale shuffles), exact in i32.
+/// elements e = 32 g + 4 L .. 32 g + 4 L + 3 (maddubs + madd with the scale shuffles), exact in i32; the quants
+/// taken as q + `off`.
 #[inline(always)]
-fn k_lanes(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> [i32; 8] {
+fn k_lanes(q: &[i8; QK_K], off: i8, y: &[i8; QK_K], sc: &[i32; 16]) -> [i32; 8] {
     let mut acc = [0i32; 8];
     for g in 0..8 {
-        let l4 = lanes4(q[32 * g..32 * g + 32].try_into().unwrap(), y[32 * g..32 * g + 32].try_into().unwrap());
+        let mut qg: [i8; 32] = q[32 * g..32 * g + 32].try_into().unwrap();
+        qg.iter_mut().for_each(|v| *v += off);
+        let l4 = lanes4(&qg, y[32 * g..32 * g + 32].try_into().unwrap());
         for (l, (a, p)) in acc.iter_mut().zip(l4).enumerate() {
             *a += sc[2 * g + l / 4] * p;
         }
@@ -192,48 +319,41 @@ fn k_lanes(q: &[i8; QK_K], y: &[i8; QK_K], sc: &[i32; 16]) -> [i32; 8] {
 ///
 /// Q6_K's lanes hold the unsigned codes' products, its -32 offset coming off per lane from the bsums.
 #[inline(always)]
-fn dot_k_vec(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
-    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+fn dot_k_vec(ty: GgmlType, w: &impl Row, ys: &[BlockQ8K]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut acc_m = [0.0f32; 4];
     let mut summs = 0.0f32;
-    for (blk, y) in row.chunks_exact(ty.type_size()).zip(ys) {
-        let (dx, dminx) = dot::decode_k(ty, blk, &mut q, &mut sc, &mut mn);
-        let (d, dmin) = (y.d * dx, -y.d * dminx);
-        let bs = |g: usize| y.bsums[g] as i32;
-        // 32-element mins (Q4_K / Q5_K: mn repeats each per 16) times the bsum pairs, 4 lanes of two subblocks
-        let m32: [i32; 4] = std::array::from_fn(|k| {
-            mn[4 * k] * (bs(4 * k) + bs(4 * k + 1)) + mn[4 * k + 2] * (bs(4 * k + 2) + bs(4 * k + 3))
-        });
-        match ty {
-            GgmlType::Q2_K => {
-                for (l, a) in acc.iter_mut().enumerate() {
-                    let m = mn[2 * l] * bs(2 * l) + mn[2 * l + 1] * bs(2 * l + 1);
-                    *a = dmin.mul_add(m as f32, *a);
+    for (i, y) in ys.iter().enumerate() {
+        w.k(i, |q, sc, mn, dx, dminx| {
+            let (d, dmin) = (y.d * dx, -y.d * dminx);
+            let bs = |g: usize| y.bsums[g] as i32;
+            // 32-element mins (Q4_K / Q5_K: mn repeats each per 16) times the bsum pairs, 4 lanes of two subblocks
+            let m32: [i32; 4] = std::array::from_fn(|k| {
+                mn[4 * k] * (bs(4 * k) + bs(4 * k + 1)) + mn[4 * k + 2] * (bs(4 * k + 2) + bs(4 * k + 3))
+            });
+            match ty {
+                GgmlType::Q2_K => {
+                    fma_lanes(&mut acc, dmin, std::array::from_fn(|l| mn[2 * l] * bs(2 * l) + mn[2 * l + 1] * bs(2 * l + 1)))
                 }
-            }
-            GgmlType::Q4_K => {
-                for (a, &m) in acc_m.iter_mut().zip(&m32) {
-                    *a = dmin.mul_add(m as f32, *a);
+                GgmlType::Q4_K => {
+                    for (a, &m) in acc_m.iter_mut().zip(&m32) {
+                        *a = dmin.mul_add(m as f32, *a);
+                    }
                 }
+                GgmlType::Q5_K => summs = dmin.mul_add(((m32[0] + m32[1]) + (m32[2] + m32[3])) as f32, summs),
+                _ => {}
             }
-            GgmlType::Q5_K => summs = dmin.mul_add(((m32[0] + m32[1]) + (m32[2] + m32[3])) as f32, summs),
-            _ => {}
-        }
-        if ty == GgmlType::Q6_K {
-            // ggml multiplies the unsigned 6-bit codes and takes 32 * (scale-weighted bsums of 16-groups 2L, 2L + 1)
+            // ggml multiplies Q6_K's unsigned 6-bit codes and takes 32 * (scale-weighted bsums of 16-groups 2L, 2L + 1)
             // off lane L: the same total, spread differently over the lanes
-            q.iter_mut().for_each(|v| *v += 32);
-        }
-        let mut lanes = k_lanes(&q, &y.qs, &sc);
-        if ty == GgmlType::Q6_K {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                *lane -= 32 * (sc[2 * l] * bs(2 * l) + sc[2 * l + 1] * bs(2 * l + 1));
+            let q6 = ty == GgmlType::Q6_K;
+            let mut lanes = k_lanes(q, if q6 { 32 } else { 0 }, &y.qs, sc);
+            if q6 {
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    *lane -= 32 * (sc[2 * l] * bs(2 * l) + sc[2 * l + 1] * bs(2 * l + 1));
+                }
             }
-        }
-        for (a, lane) in acc.iter_mut().zip(lanes) {
-            *a = d.mul_add(lane as f32, *a);
-        }
+            fma_lanes(&mut acc, d, lanes);
+        });
     }
     hsum8(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3])) + summs
 }
@@ -242,18 +362,19 @@ fn dot_k_vec(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
 /// repacked): per super-block the exact integer sums s1 = sum_g sc[g] (q . y)_g and s2 = sum_g mn[g] bsum[g],
 /// res = fma(-dmin_x, s2, d_x * s1), then one fma chain acc = fma(res, d_y, acc) over the super-blocks.
 #[inline(always)]
-fn dot_k_tiled(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
-    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+fn dot_k_tiled(ty: GgmlType, w: &impl Row, ys: &[BlockQ8K]) -> f32 {
+    let has_min = matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
     let mut acc = 0.0f32;
-    for (blk, y) in row.chunks_exact(ty.type_size()).zip(ys) {
-        let (dx, dminx) = dot::decode_k(ty, blk, &mut q, &mut sc, &mut mn);
-        let s1: i32 = k_lanes(&q, &y.qs, &sc).iter().sum();
-        let s2: i32 = (0..16).map(|g| mn[g] * y.bsums[g] as i32).sum();
-        let mut res = dx * s1 as f32;
-        if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
-            res = (-dminx).mul_add(s2 as f32, res);
-        }
-        acc = res.mul_add(y.d, acc);
+    for (i, y) in ys.iter().enumerate() {
+        w.k(i, |q, sc, mn, dx, dminx| {
+            let s1: i32 = k_lanes(q, 0, &y.qs, sc).iter().sum();
+            let mut res = dx * s1 as f32;
+            if has_min {
+                let s2: i32 = mn.iter().zip(&y.bsums).map(|(&m, &b)| m * b as i32).sum();
+                res = (-dminx).mul_add(s2 as f32, res);
+            }
+            acc = res.mul_add(y.d, acc);
+        });
     }
     acc
 }
@@ -263,34 +384,34 @@ fn dot_k_tiled(ty: GgmlType, row: &[u8], ys: &[BlockQ8K]) -> f32 {
 /// acc - acc_min at the end. `gemm` (tokens taken 4 at a time in a batch): the two fma chains step per 64
 /// elements instead of per super-block.
 #[inline(always)]
-fn dot_q4_k_repacked(row: &[u8], ys: &[BlockQ8K], gemm: bool) -> f32 {
-    let (mut q, mut sc, mut mn) = ([0i8; QK_K], [0i32; 16], [0i32; 16]);
+fn dot_q4_k_repacked(w: &impl Row, ys: &[BlockQ8K], gemm: bool) -> f32 {
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
-    for (blk, y) in row.chunks_exact(GgmlType::Q4_K.type_size()).zip(ys) {
-        let (d, dmin) = dot::decode_k(GgmlType::Q4_K, blk, &mut q, &mut sc, &mut mn);
-        let (dd, dm) = (d * y.d, dmin * y.d);
-        let (mut isum, mut imin) = (0i32, 0i32);
-        for sb in 0..4 {
-            // 64 elements: 16-groups 4 sb .. 4 sb + 3 (mins per 32 are duplicated per 16 in `mn`)
-            for g32 in 2 * sb..2 * sb + 2 {
-                let e = 32 * g32;
-                let l4 = lanes4(q[e..e + 32].try_into().unwrap(), y.qs[e..e + 32].try_into().unwrap());
-                for (h, g) in [2 * g32, 2 * g32 + 1].into_iter().enumerate() {
-                    let p: i32 = l4[4 * h..4 * h + 4].iter().sum();
-                    isum += sc[g] * p;
-                    imin += mn[g] * y.bsums[g] as i32;
+    for (i, y) in ys.iter().enumerate() {
+        w.k(i, |q, sc, mn, d, dmin| {
+            let (dd, dm) = (d * y.d, dmin * y.d);
+            let (mut isum, mut imin) = (0i32, 0i32);
+            for sb in 0..4 {
+                // 64 elements: 16-groups 4 sb .. 4 sb + 3 (mins per 32 are duplicated per 16 in `mn`)
+                for g32 in 2 * sb..2 * sb + 2 {
+                    let e = 32 * g32;
+                    let l4 = lanes4(q[e..e + 32].try_into().unwrap(), y.qs[e..e + 32].try_into().unwrap());
+                    for (h, g) in [2 * g32, 2 * g32 + 1].into_iter().enumerate() {
+                        let p: i32 = l4[4 * h..4 * h + 4].iter().sum();
+                        isum += sc[g] * p;
+                        imin += mn[g] * y.bsums[g] as i32;
+                    }
+                }
+                if gemm {
+                    acc = (isum as f32).mul_add(dd, acc);
+                    acc_min = (imin as f32).mul_add(dm, acc_min);
+                    (isum, imin) = (0, 0);
                 }
             }
-            if gemm {
+            if !gemm {
                 acc = (isum as f32).mul_add(dd, acc);
                 acc_min = (imin as f32).mul_add(dm, acc_min);
-                (isum, imin) = (0, 0);
             }
-        }
-        if !gemm {
-            acc = (isum as f32).mul_add(dd, acc);
-            acc_min = (imin as f32).mul_add(dm, acc_min);
-        }
+        });
     }
     acc - acc_min
 }
@@ -312,38 +433,40 @@ pub enum Kernel {
 pub const TILED_MIN_TOKENS: usize = 8;
 
 /// One weight row of `ty` . activations converted by `Acts::new(ty, ..)`, as `kernel` computes it.
-#[inline(always)]
 pub fn dot_row(ty: GgmlType, row: &[u8], acts: &Acts, kernel: Kernel) -> f32 {
+    dot_blocks(ty, row, &Raw { ty, row }, acts, kernel)
+}
+
+/// `dot_row` reading the blocks through `w` (`row` itself is read by the types `Row` does not decode).
+#[inline(always)]
+fn dot_blocks(ty: GgmlType, row: &[u8], w: &impl Row, acts: &Acts, kernel: Kernel) -> f32 {
     let repacked = matches!(kernel, Kernel::Gemv | Kernel::Gemm);
     match acts {
-        Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(row, ys),
-        Acts::Q8_0(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
-        Acts::Q8_1(ys) => dot_legacy(ty, row, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
+        Acts::Q8_0(ys) if repacked && ty == GgmlType::Q4_0 => dot_q4_0_repacked(w, ys),
+        Acts::Q8_0(ys) => dot_legacy(w, ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
+        Acts::Q8_1(ys) => dot_legacy(w, ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
         Acts::K(dot::Acts::Q8K(ys)) if repacked && ty == GgmlType::Q4_K => {
-            dot_q4_k_repacked(row, ys, kernel == Kernel::Gemm)
+            dot_q4_k_repacked(w, ys, kernel == Kernel::Gemm)
         }
-        Acts::K(dot::Acts::Q8K(ys)) if kernel == Kernel::Tiled => dot_k_tiled(ty, row, ys),
-        Acts::K(dot::Acts::Q8K(ys)) if ty != GgmlType::Q8_K => dot_k_vec(ty, row, ys),
+        Acts::K(dot::Acts::Q8K(ys)) if kernel == Kernel::Tiled => dot_k_tiled(ty, w, ys),
+        Acts::K(dot::Acts::Q8K(ys)) if ty != GgmlType::Q8_K => dot_k_vec(ty, w, ys),
         Acts::K(a) => dot::dot_row(ty, row, a),
-        Acts::F16(x) => {
-            let w = |k: usize| f16(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
-            if kernel == Kernel::Gemm {
-                let mut acc = [0.0f32; 8];
-                for (k, &xv) in x.iter().enumerate() {
-                    acc[k % 8] = w(k).mul_add(xv, acc[k % 8]);
-                }
-                hsum8(&acc)
-            } else {
-                dot_f16(x, w)
+        Acts::F16(x) if kernel == Kernel::Gemm => {
+            let mut acc = [0.0f32; 8];
+            for (k, &xv) in x.iter().enumerate() {
+                acc[k % 8] = w.f16_at(k).mul_add(xv, acc[k % 8]);
             }
+            hsum8(&acc)
         }
+        Acts::F16(x) => dot_f16(x, |k| w.f16_at(k)),
         Acts::F32(x) => super::dot_f32(ty, row, x),
     }
 }
 
 /// y = W x with llama.cpp's x86 CPU numerics for `n_tok` rows of x: x (n_tok, n_cols) -> y (n_tok, n_rows).
 /// Each token's products are computed by the kernel ggml picks for the type and batch size (`Kernel`), so a
-/// result can change with the batch size exactly where llama.cpp's does.
+/// result can change with the batch size exactly where llama.cpp's does. In a batch each weight row is decoded
+/// once for all the tokens.
 pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y: &mut [f32]) {
     use rayon::prelude::*;
     let rb = super::check_mat(ty, w, n_rows, n_cols);
@@ -368,11 +491,13 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     let mut yt = vec![0.0f32; n_rows * n_tok];
     yt.par_chunks_mut(super::ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
         super::simd_dispatch(|| {
+            let mut dec = Decoded::default();
             for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
                 let r = ci * super::ROWS_PER_TASK + i;
                 let row = &w[r * rb..(r + 1) * rb];
+                dec.decode(ty, row);
                 for (t, (o, a)) in out.iter_mut().zip(&acts).enumerate() {
-                    *o = dot_row(ty, row, a, kernel(t));
+                    *o = dot_blocks(ty, row, &dec, a, kernel(t));
                 }
             }
         })
