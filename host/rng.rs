@@ -18,6 +18,11 @@ impl SplitMix64 {
         (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 
+    /// `n` uniforms in [-1, 1).
+    pub fn vec_f32(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+
     /// Two uniforms in [-1, 1) from one draw (its low 24 bits and bits 32..56).
     pub fn two_f32(&mut self) -> [f32; 2] {
         let r = self.next_u64();

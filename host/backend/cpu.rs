@@ -610,17 +610,9 @@ mod tests {
         assert!((x[3] - 0.5).abs() < 1e-6 && (x[4] - 0.5).abs() < 1e-6 && x[5] == 0.0);
     }
 
-    /// Deterministic pseudo-random values in [-1, 1) (xorshift), for comparisons against naive formulas.
+    /// Deterministic pseudo-random values in [-1, 1), for comparisons against naive formulas.
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        crate::rng::SplitMix64(seed).vec_f32(n)
     }
 
     fn rope_params(pairing: RopePairing, head_dim: usize, rope_dim: usize) -> RopeParams<'static> {

@@ -189,7 +189,7 @@ struct Decoded {
 impl Decoded {
     fn decode(&mut self, ty: GgmlType, row: &[u8]) {
         let raw = Raw { ty, row };
-        let n = (row.len() / ty.type_size().max(1)).max(1);
+        let n = row.len() / ty.type_size().max(1); // blocks in the row
         self.q.clear();
         self.d.clear();
         self.m.clear();

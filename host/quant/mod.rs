@@ -214,16 +214,9 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Deterministic pseudo-random values in [-1, 1), for comparisons against naive formulas.
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        crate::rng::SplitMix64(seed).vec_f32(n)
     }
 
     /// Random but valid blocks of `ty`: random bytes with every f16 scale replaced by a small finite value.
