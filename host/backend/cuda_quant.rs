@@ -77,7 +77,7 @@ fn is_plain(ty: GgmlType) -> bool {
 }
 
 /// Bytes of the (n_rows, n_cols) weight of type `ty`, after checking that `n_cols` is whole blocks and that the
-/// sizes fit the kernels' u32 indices; `got` is the buffer's length.
+/// sizes fit the kernels' u32 indices; `got` is the buffer's length, which may run past the weight (a view).
 fn weight_bytes(op: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize) -> Result<usize> {
     if n_rows > i32::MAX as usize || n_cols > i32::MAX as usize {
         return Err(err(op, format!("shape {n_rows} x {n_cols} exceeds the kernels' limit of {} per dimension", i32::MAX)));
@@ -89,7 +89,8 @@ fn weight_bytes(op: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize
         return Err(err(op, format!("a {ty} row of {n_cols} columns is {row} bytes, over the limit {}", u32::MAX)));
     }
     let want = row as usize * n_rows;
-    if got != want {
+    // a view into a longer buffer (the concatenated q/k/v or gate/up weights) holds more than its own rows
+    if got < want {
         return Err(err(op, format!("weight has {got} bytes, expected {want} for {n_rows} x {n_cols} {ty}")));
     }
     Ok(want)
