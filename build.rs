@@ -37,8 +37,15 @@ fn main() {
 
     match build_kernels(&toolchain, &out_dir) {
         Ok(ptx) => {
-            let text = std::fs::read_to_string(&ptx).expect("read the kernels' PTX");
-            std::fs::write(&ptx_out, apply_launch_bounds(&text)).expect("write PTX into OUT_DIR");
+            let text = apply_launch_bounds(&std::fs::read_to_string(&ptx).expect("read the kernels' PTX"));
+            let unsafe_kernels = kernels_without_pdl_wait(&text);
+            assert!(
+                unsafe_kernels.is_empty(),
+                "every kernel must begin with common::pdl_enter() (launches use programmatic dependent launch, so a \
+                 kernel that does not wait could read its inputs before the previous kernel wrote them): {unsafe_kernels:?}"
+            );
+            std::fs::write(&ptx_out, without_pdl(&text)).expect("write PTX into OUT_DIR");
+            std::fs::write(out_dir.join("kernels_sm90.ptx"), for_sm90(&text)).expect("write PTX into OUT_DIR");
             println!("cargo::rustc-cfg=has_gpu_kernels");
         }
         Err(why) => {
@@ -47,6 +54,7 @@ fn main() {
             }
             println!("cargo::warning=building without GPU kernels (CPU only): {why}");
             std::fs::write(&ptx_out, "").expect("write empty PTX");
+            std::fs::write(out_dir.join("kernels_sm90.ptx"), "").expect("write empty PTX");
         }
     }
 }
@@ -117,6 +125,40 @@ fn apply_launch_bounds(ptx: &str) -> String {
             }
         }
         out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The kernels use programmatic dependent launch (`griddepcontrol`, PTX 7.8, sm_90) through `pdl_enter`; the
+/// module for older GPUs (sm_80) drops those instructions, where they would mean nothing anyway.
+fn without_pdl(ptx: &str) -> String {
+    let mut out = String::with_capacity(ptx.len());
+    for line in ptx.lines().filter(|l| !l.trim_start().starts_with("griddepcontrol.")) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Entry points whose body has no `griddepcontrol.wait`.
+fn kernels_without_pdl_wait(ptx: &str) -> Vec<String> {
+    ptx.split(".entry ")
+        .skip(1)
+        .filter(|body| !body.contains("griddepcontrol.wait"))
+        .map(|body| body.split('(').next().unwrap_or("").trim().to_string())
+        .collect()
+}
+
+/// The module for Hopper and later: the same PTX, declared as PTX 7.8 for sm_90 so that `griddepcontrol` is legal.
+fn for_sm90(ptx: &str) -> String {
+    let mut out = String::with_capacity(ptx.len());
+    for line in ptx.lines() {
+        match line.trim() {
+            l if l.starts_with(".version ") => out.push_str(".version 7.8"),
+            l if l.starts_with(".target ") => out.push_str(".target sm_90"),
+            _ => out.push_str(line),
+        }
         out.push('\n');
     }
     out

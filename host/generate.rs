@@ -232,7 +232,10 @@ pub fn generate(
             .map_err(|e| Error::Generate(format!("cannot write the output: {e}")))
     };
 
+    // a backend that picks tokens itself keeps the logits on its device: argmax for plain greedy decoding,
+    // else its own sampler where it has one for these parameters
     let device_argmax = sampler.is_plain_argmax();
+    let device_sampling = !device_argmax && fwd.start_device_sampling(sampler.params(), prompt)?;
     let mut state = State::Prefill;
     let reason = loop {
         state = match state {
@@ -240,8 +243,9 @@ pub fn generate(
                 let t0 = Instant::now();
                 logits.clear();
                 logits.extend_from_slice(fwd.forward(prompt, 0)?);
+                let chosen = if device_sampling { fwd.sample_next()? } else { None };
                 timings.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-                State::Sample { pos: prompt.len(), chosen: None }
+                State::Sample { pos: prompt.len(), chosen }
             }
             State::Sample { pos, chosen } => {
                 if interrupt.load(Ordering::Relaxed) {
@@ -280,8 +284,13 @@ pub fn generate(
                     State::Done(StopReason::ContextFull)
                 } else {
                     let t0 = Instant::now();
-                    // a backend that picks greedy tokens itself keeps the logits on its device
-                    let chosen = if device_argmax { fwd.decode_greedy(token, pos)? } else { None };
+                    let chosen = if device_argmax {
+                        fwd.decode_greedy(token, pos)?
+                    } else if device_sampling {
+                        fwd.decode_sampled(token, pos)?
+                    } else {
+                        None
+                    };
                     if chosen.is_none() {
                         logits.clear();
                         logits.extend_from_slice(fwd.forward(&[token], pos)?);

@@ -20,6 +20,7 @@ use crate::gguf::{GgmlType, GgufFile};
 use crate::kv_cache::{CacheType, KvCache};
 use crate::quant;
 use crate::weights::{ModelTensors, TensorRef};
+use crate::sampler::SamplingParams;
 use crate::{Error, Result};
 
 /// Runs the model on one backend. The generation loop and `host bench` drive it through this trait.
@@ -32,6 +33,22 @@ pub trait Forward {
     /// One decode step of `token` at `pos` that also picks the next token by argmax on the backend, so that
     /// only its id crosses from a device. `None`: the backend has no such path; sample `forward`'s logits.
     fn decode_greedy(&mut self, _token: u32, _pos: usize) -> Result<Option<u32>> {
+        Ok(None)
+    }
+    /// Sample on the backend's device from here on with `params`, the prompt's tokens entering the penalty
+    /// history: then `sample_next` draws the token after a forward call, and `decode_sampled` runs a decode step
+    /// that draws the next one, so that only token ids cross from the device. Ok(false): the backend cannot
+    /// (then the caller samples the logits itself).
+    fn start_device_sampling(&mut self, _params: &SamplingParams, _prompt: &[u32]) -> Result<bool> {
+        Ok(false)
+    }
+    /// The token drawn on the device from the logits of the last forward call; None without device sampling.
+    fn sample_next(&mut self) -> Result<Option<u32>> {
+        Ok(None)
+    }
+    /// One decode step of `token` at `pos` that also draws the next token on the device; None without device
+    /// sampling.
+    fn decode_sampled(&mut self, _token: u32, _pos: usize) -> Result<Option<u32>> {
         Ok(None)
     }
     /// Clear the KV cache.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check the PTX that build.rs produced with ptxas for sm_80 and sm_90, printing registers, shared memory and
+# Check the PTX that build.rs produced with ptxas for sm_80 (kernels.ptx) and sm_90 (kernels_sm90.ptx), printing registers, shared memory and
 # spills per kernel. Fails if ptxas rejects the module; kernels that spill are listed as a warning (some run
 # under a deliberate register cap from their launch bounds).
 # ptxas comes from PyPI nvidia-cuda-nvcc-cu12 (no GPU needed). Usage: scripts/check-ptx.sh [PTX_FILE]
@@ -19,7 +19,10 @@ fi
 echo "checking $ptx with $("$ptxas" --version | tail -n 1)"
 status=0
 for arch in sm_80 sm_90; do
-    log="$("$ptxas" -arch="$arch" -v "$ptx" -o /dev/null 2>&1)" || { echo "$log"; echo "ptxas failed for $arch" >&2; exit 1; }
+    # build.rs writes the sm_90 module (with programmatic dependent launch) beside kernels.ptx
+    src="$ptx"
+    [ "$arch" = sm_90 ] && [ -s "${ptx%.ptx}_sm90.ptx" ] && src="${ptx%.ptx}_sm90.ptx"
+    log="$("$ptxas" -arch="$arch" -v "$src" -o /dev/null 2>&1)" || { echo "$log"; echo "ptxas failed for $arch" >&2; exit 1; }
     echo "== $arch"
     # ptxas prints, per entry: "Compiling entry function 'K'", then a stack/spill line, then a registers line.
     echo "$log" | awk '

@@ -237,3 +237,69 @@ fn matvec_q8_variants_match_cpu() {
         println!("{name}: ok");
     }
 }
+
+/// The fused mat-vec (`matvec_q8_fused`) against the separate launches it replaces, on the same device: plain
+/// quantization and the gated prologues give bit-identical results (same formulas, same rounding), the RMSNorm
+/// prologue (its sum of squares in another order) agrees within MATVEC_TOL, and `accumulate` adds to y.
+#[test]
+fn fused_matvec_equals_separate_ops() {
+    use host::backend::cuda_q8::{supports_fused, Prologue};
+    let Some(cuda) = cuda_or_skip("fused_matvec_equals_separate_ops") else { return };
+    let mut rng = Rng::new(21);
+    for ty in Q8_TYPES {
+        for (n_rows, n_cols) in [(67usize, 256usize), (577, 1536), (1000, 4096)] {
+            assert!(supports_fused(ty, n_cols), "{ty} {n_cols}");
+            let w = random_weights(ty, n_rows, n_cols, &mut rng);
+            let wd = cuda.upload(&w).unwrap();
+            let src = activations(&mut rng, 2 * n_cols); // (gate, up) for the gated prologues
+            let nw: Vec<f32> = rng.vec_f32(n_cols).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let (sd, nwd) = (cuda.upload(&src).unwrap(), cuda.upload(&nw).unwrap());
+            let y0: Vec<f32> = rng.vec_f32(n_rows);
+            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            let mut tmp = cuda.zeros::<f32>(n_cols).unwrap();
+            for (name, pro) in [
+                ("quantize", Prologue::Quantize),
+                ("rmsnorm", Prologue::RmsNorm(&nwd, 1e-5)),
+                ("swiglu", Prologue::SwiGlu),
+                ("gelu", Prologue::GeluTanh),
+            ] {
+                // the separate ops
+                let up = host::backend::cuda::At(&sd, n_cols);
+                let x_in = match pro {
+                    Prologue::Quantize => &sd,
+                    Prologue::RmsNorm(..) => {
+                        cuda.rmsnorm_rows(&mut tmp, &sd, &nwd, 1, n_cols, 1e-5).unwrap();
+                        &tmp
+                    }
+                    Prologue::SwiGlu => {
+                        cuda.swiglu_rows(&mut tmp, &sd, &up, n_cols).unwrap();
+                        &tmp
+                    }
+                    Prologue::GeluTanh => {
+                        cuda.gelu_tanh_mul_rows(&mut tmp, &sd, &up, n_cols).unwrap();
+                        &tmp
+                    }
+                };
+                cuda.quantize_act(x_in, 1, n_cols, &mut xq).unwrap();
+                let mut yd = cuda.zeros::<f32>(n_rows).unwrap();
+                cuda.matvec_q8(ty, &wd, n_rows, n_cols, &xq, &mut yd).unwrap();
+                let want = cuda.download(&yd).unwrap();
+                // fused, then fused with accumulate onto y0
+                let mut yf = cuda.upload(&vec![f32::NAN; n_rows + 1]).unwrap();
+                cuda.matvec_q8_fused(ty, &wd, n_rows, n_cols, &sd, pro, &mut yf, false).unwrap();
+                let got = cuda.download(&yf).unwrap();
+                assert!(got[n_rows].is_nan(), "{ty} {name}: wrote past n_rows");
+                let mut ya = cuda.upload(&y0).unwrap();
+                cuda.matvec_q8_fused(ty, &wd, n_rows, n_cols, &sd, pro, &mut ya, true).unwrap();
+                let acc = cuda.download(&ya).unwrap();
+                let err = rel_err(&got[..n_rows], &want);
+                let exact = !matches!(pro, Prologue::RmsNorm(..));
+                assert!(if exact { got[..n_rows] == want[..] } else { err <= MATVEC_TOL },
+                        "{ty} {n_rows}x{n_cols} {name}: fused differs from the separate ops (rel err {err})");
+                let want_acc: Vec<f32> = y0.iter().zip(&got).map(|(a, b)| a + b).collect();
+                assert_eq!(acc, want_acc, "{ty} {n_rows}x{n_cols} {name}: accumulate");
+            }
+        }
+        println!("fused mat-vec {ty:5}: equals the separate ops");
+    }
+}

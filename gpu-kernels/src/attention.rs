@@ -17,16 +17,23 @@ const MAX_PER_LANE: usize = 8;
 const WARPS: u32 = 4;
 
 /// Per (query, head, split): the partial (max, sum, acc[head_dim_v]) of its key chunk, written to
-/// `part[((t * n_heads + h) * n_splits + s) * (head_dim_v + 2) ..]` as [m, l, acc...].
+/// `part[((t * n_heads + h) * n_splits + s) * (head_dim_v + 2) ..]` as [m, l, acc...]; the last of the (query,
+/// head)'s split blocks to finish (an arrival counter in `counters[t * n_heads + h]`, left at zero again)
+/// combines them: out[t, h, :] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the splits that hold keys.
+/// One launch, no separate combine kernel.
 ///
-/// Launch: grid = (n_heads, n_tok, n_splits), block = (128, 1, 1) (4 warps; a warp per key, lanes over dims).
-/// Traffic: each block reads its chunk of K and V once (2 bytes per element) and q once.
+/// Launch: grid = (n_heads, n_tok, n_splits), block = (128, 1, 1) (4 warps; a warp per key, lanes over dims);
+/// `counters` zero before the first launch.
+/// Traffic: each block reads its chunk of K and V once (2 bytes per element) and q once; the combining block
+/// reads n_splits * (head_dim_v + 2) floats (from L2) and writes head_dim_v.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_split_f16(
-    part: *mut f32, q: *const f32 /* (n_tok, n_heads * head_dim) */, k: *const u16, v: *const u16,
+pub unsafe extern "ptx-kernel" fn attention_f16(
+    out: *mut f32 /* (n_tok, n_heads * head_dim_v) */, part: *mut f32, counters: *mut u32,
+    q: *const f32 /* (n_tok, n_heads * head_dim) */, k: *const u16, v: *const u16,
     pos0: *const u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, head_dim_v: u32, scale: f32, window: u32,
     n_splits: u32,
 ) {
+    crate::common::pdl_enter();
     let (h, t, s) = (bid(), bid_y(), bid_z());
     let pos = *pos0 + t;
     let first = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
@@ -83,7 +90,7 @@ pub unsafe extern "ptx-kernel" fn attention_split_f16(
         }
     }
     sync_threads();
-    let out = part.add((((t * n_heads + h) * n_splits + s) as usize) * row);
+    let mine = part.add((((t * n_heads + h) * n_splits + s) as usize) * row);
     let mut mm = f32::NEG_INFINITY;
     for i in 0..WARPS as usize {
         mm = fmax(mm, *sm.add(i * row));
@@ -97,45 +104,42 @@ pub unsafe extern "ptx-kernel" fn attention_split_f16(
             val += c * *sm.add(wi * row + if i == 0 { 1 } else { i as usize });
         }
         // slot 0: max, slot 1: sum, 2..: acc
-        *out.add(i as usize) = if i == 0 { mm } else { val };
+        *mine.add(i as usize) = if i == 0 { mm } else { val };
         i += ntid();
     }
-}
 
-/// out[t, h, :] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the splits that hold keys.
-///
-/// Launch: grid = (n_heads, n_tok, 1), block = (head_dim_v rounded up to 32, 1, 1).
-/// Traffic: reads n_splits * (head_dim_v + 2) floats, writes head_dim_v.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_combine(out: *mut f32 /* (n_tok, n_heads * head_dim_v) */,
-                                                    part: *const f32, n_heads: u32, head_dim_v: u32, n_splits: u32) {
-    let (h, t) = (bid(), bid_y());
-    let row = 2 + head_dim_v as usize;
+    // the last split block of this (query, head) combines all splits
+    let flag = sm.add(WARPS as usize * (2 + MAX_PER_LANE * 32)) as *mut u32;
+    if !last_block(counters.add((t * n_heads + h) as usize), n_splits, flag) {
+        return;
+    }
     let base = part.add((((t * n_heads + h) * n_splits) as usize) * row);
+    let at = |i: usize| f32::from_bits(ld_gpu_u32(base.add(i) as *const u32));
     let mut mm = f32::NEG_INFINITY;
     for s in 0..n_splits as usize {
-        mm = fmax(mm, *base.add(s * row));
+        mm = fmax(mm, at(s * row));
     }
-    let d = tid();
-    if d < head_dim_v {
+    let mut d = tid();
+    while d < head_dim_v {
         let (mut num, mut den) = (0.0f32, 0.0f32);
         for s in 0..n_splits as usize {
-            let ms = *base.add(s * row);
+            let ms = at(s * row);
             if ms != f32::NEG_INFINITY {
                 let c = exp(ms - mm);
-                den += c * *base.add(s * row + 1);
-                num += c * *base.add(s * row + 2 + d as usize);
+                den += c * at(s * row + 1);
+                num += c * at(s * row + 2 + d as usize);
             }
         }
         *out.add(((t * n_heads + h) * head_dim_v + d) as usize) = num / den;
+        d += ntid();
     }
 }
 
-/// 4 warps x (2 + 256) floats of block-shared scratch for the warp combine.
+/// 4 warps x (2 + 256) floats of block-shared scratch for the warp combine, and the last-block flag.
 #[inline(always)]
 fn attn_smem() -> *mut f32 {
     let p: u64;
     // SAFETY: declares a shared array local to this asm scope and returns its generic address.
-    unsafe { asm!("{{", ".shared .align 16 .b8 attn_smem[4128];", "cvta.shared.u64 {p}, attn_smem;", "}}", p = out(reg64) p) };
+    unsafe { asm!("{{", ".shared .align 16 .b8 attn_smem[4144];", "cvta.shared.u64 {p}, attn_smem;", "}}", p = out(reg64) p) };
     p as *mut f32
 }

@@ -261,3 +261,56 @@ pub fn fmax(a: f32, b: f32) -> f32 {
     unsafe { asm!("max.f32 {r}, {a}, {b};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, options(pure, nomem, nostack)) };
     r
 }
+
+/// Programmatic dependent launch, the first statement of every kernel: wait until the kernel launched before this
+/// one on the stream has finished and its writes are visible, then let the next kernel start launching its blocks
+/// (they park in their own wait), which hides the launch latency between dependent kernels. Without the launch
+/// attribute (or on GPUs before sm_90, whose module drops these instructions) both are no-ops.
+#[inline(always)]
+pub fn pdl_enter() {
+    // SAFETY: synchronisation only; no registers or memory of ours are touched.
+    unsafe { asm!("griddepcontrol.wait;", "griddepcontrol.launch_dependents;", options(nostack)) };
+}
+
+// Cross-block coordination within one launch.
+
+#[inline(always)]
+pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
+    let r: u32;
+    asm!("atom.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack));
+    r
+}
+/// Load of data written by other blocks of this launch (coherent at GPU scope, not from a stale L1 line).
+#[inline(always)]
+pub unsafe fn ld_gpu_u32(p: *const u32) -> u32 {
+    let r: u32;
+    asm!("ld.relaxed.gpu.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack));
+    r
+}
+#[inline(always)]
+pub fn fence_gpu() {
+    // SAFETY: memory fence.
+    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) };
+}
+
+/// Whether this block is the last of the launch to get here (all blocks' global writes before this call are
+/// then visible to it). Resets the counter for the next launch. `flag`: one shared u32.
+#[inline(always)]
+pub unsafe fn last_block(counter: *mut u32, n_blocks: u32, flag: *mut u32) -> bool {
+    fence_gpu();
+    sync_threads();
+    if tid() == 0 {
+        let done = atom_add_u32(counter, 1);
+        let last = done + 1 == n_blocks;
+        if last {
+            *counter = 0;
+        }
+        *flag = last as u32;
+    }
+    sync_threads();
+    let last = *flag != 0;
+    if last {
+        fence_gpu();
+    }
+    last
+}

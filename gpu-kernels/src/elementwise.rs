@@ -26,6 +26,7 @@ unsafe fn binary(out: *mut f32, a: *const f32, b: *const f32, n: u32, op: impl F
 /// Traffic: 12 bytes per element.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn add_f32(out: *mut f32, a: *const f32, b: *const f32, n: u32) {
+    crate::common::pdl_enter();
     binary(out, a, b, n, |x, y| x + y)
 }
 
@@ -34,5 +35,6 @@ pub unsafe extern "ptx-kernel" fn add_f32(out: *mut f32, a: *const f32, b: *cons
 /// Launch: as `add_f32`. Traffic: 12 bytes per element.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mul_f32(out: *mut f32, a: *const f32, b: *const f32, n: u32) {
+    crate::common::pdl_enter();
     binary(out, a, b, n, |x, y| x * y)
 }

@@ -6,6 +6,7 @@
 //! quantized ops) under the same name.
 #![no_std]
 #![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch)]
+#![feature(stmt_expr_attributes)] // #[inline(always)] on the closures of quant::mmq
 #![allow(internal_features)]
 #![allow(clippy::missing_safety_doc)]
 

@@ -13,6 +13,7 @@ const REG_CHUNKS: usize = 4;
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn rmsnorm_f32(out: *mut f32 /* (n_rows, dim) */, x: *const f32 /* (n_rows, dim) */,
                                               w: *const f32 /* (dim,) */, dim: u32, eps: f32) {
+    crate::common::pdl_enter();
     let row = bid() as usize * dim as usize;
     let (x, out) = (x.add(row), out.add(row));
     let (n4, stride) = (dim / 4, ntid());

@@ -15,6 +15,7 @@ use crate::common::*;
 pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head_dim) */,
                                            cos: *const f32 /* (ctx, rope_dim / 2) */, sin: *const f32,
                                            pos0: *const u32, n_heads: u32, head_dim: u32, rope_dim: u32, neox: u32) {
+    crate::common::pdl_enter();
     let t = bid();
     let half = rope_dim / 2;
     let pos = *pos0 + t;
@@ -39,6 +40,7 @@ pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head
 /// Launch: grid = (n_tok, 1, 1), block = (256, 1, 1). Traffic: 4 bytes read + 2 written per element.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn kv_store_f16(cache: *mut u16, x: *const f32, pos0: *const u32, row_len: u32) {
+    crate::common::pdl_enter();
     let t = bid();
     let dst = cache.add(((*pos0 + t) * row_len) as usize);
     let src = x.add((t * row_len) as usize);
@@ -46,5 +48,79 @@ pub unsafe extern "ptx-kernel" fn kv_store_f16(cache: *mut u16, x: *const f32, p
     while i < row_len {
         *dst.add(i as usize) = f32_to_f16(*src.add(i as usize));
         i += ntid();
+    }
+}
+
+/// One decode token's attention inputs in one launch: for the fused projection `qkv` = [q | k | v] (heads of
+/// `head_dim`, v heads of `head_dim_v`), RMS-normalise each q and k head (when `q_norm` / `k_norm` are not null,
+/// Gemma-3), rotate them by the angles of position pos0, and store k and v into the f16 caches at pos0: what
+/// `rmsnorm_f32` (per head), `rope_f32` and `kv_store_f16` do one launch each, with the same arithmetic (a head's
+/// sum of squares is reduced in the same order), so the results are bit-identical.
+///
+/// Launch: grid = (n_heads + n_kv_heads + 1, 1, 1), block = (256, 1, 1): a block per q or k head, the last block
+/// stores v; head_dim % 4 == 0 and head_dim <= 1024. Traffic: one read and write of q and k, one read of v,
+/// 2 bytes per k and v element written to the caches.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn rope_store_f16(
+    qkv: *mut f32, k_cache: *mut u16, v_cache: *mut u16, cos: *const f32 /* (ctx, rope_dim / 2) */,
+    sin: *const f32, pos0: *const u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, head_dim_v: u32, rope_dim: u32,
+    neox: u32, q_norm: *const f32, k_norm: *const f32, eps: f32,
+) {
+    crate::common::pdl_enter();
+    let (b, pos) = (bid(), *pos0);
+    let (kv_dim, kv_dim_v) = (n_kv_heads * head_dim, n_kv_heads * head_dim_v);
+    if b == n_heads + n_kv_heads {
+        let (src, dst) = (qkv.add(((n_heads + n_kv_heads) * head_dim) as usize), v_cache.add((pos * kv_dim_v) as usize));
+        let mut i = tid();
+        while i < kv_dim_v {
+            *dst.add(i as usize) = f32_to_f16(*src.add(i as usize));
+            i += ntid();
+        }
+        return;
+    }
+    let is_k = b >= n_heads;
+    let head = qkv.add((b * head_dim) as usize);
+    // 1) optional RMSNorm of the head, as rmsnorm_f32 on a row of head_dim (each thread's float4 chunks t, t + 256)
+    let nw = if is_k { k_norm } else { q_norm };
+    if !nw.is_null() {
+        let n4 = head_dim / 4;
+        let mut ss = 0.0f32;
+        let mut i = tid();
+        while i < n4 {
+            let c = ld_f32x4(head.add(4 * i as usize));
+            ss += c[0] * c[0] + c[1] * c[1] + c[2] * c[2] + c[3] * c[3];
+            i += ntid();
+        }
+        let scale = 1.0 / sqrt(block_sum(ss) / head_dim as f32 + eps);
+        let mut i = tid();
+        while i < n4 {
+            let o = 4 * i as usize;
+            let (v, g) = (ld_f32x4(head.add(o)), ld_f32x4(nw.add(o)));
+            st_f32x4(head.add(o), [g[0] * (v[0] * scale), g[1] * (v[1] * scale), g[2] * (v[2] * scale), g[3] * (v[3] * scale)]);
+            i += ntid();
+        }
+        sync_threads();
+    }
+    // 2) rotate, as rope_f32
+    let half = rope_dim / 2;
+    let (c, s) = (cos.add((pos * half) as usize), sin.add((pos * half) as usize));
+    let mut i = tid();
+    while i < half {
+        let (a, bb) = if neox != 0 { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (x0, x1) = (*head.add(a as usize), *head.add(bb as usize));
+        let (cv, sv) = (*c.add(i as usize), *s.add(i as usize));
+        *head.add(a as usize) = x0 * cv - x1 * sv;
+        *head.add(bb as usize) = x0 * sv + x1 * cv;
+        i += ntid();
+    }
+    // 3) k heads into the cache
+    if is_k {
+        sync_threads();
+        let dst = k_cache.add((pos * kv_dim + (b - n_heads) * head_dim) as usize);
+        let mut i = tid();
+        while i < head_dim {
+            *dst.add(i as usize) = f32_to_f16(*head.add(i as usize));
+            i += ntid();
+        }
     }
 }

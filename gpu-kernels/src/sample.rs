@@ -13,6 +13,7 @@ use crate::sample_params::*;
 /// Launch: grid = (1, 1, 1), block = (1024, 1, 1). Traffic: one read of x.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn argmax_f32(x: *const f32, n: u32, out: *mut u32, next_token: *mut u32) {
+    crate::common::pdl_enter();
     let (mut best, mut best_i) = (f32::NEG_INFINITY, u32::MAX);
     let mut i = tid();
     while i < n {
@@ -292,22 +293,9 @@ fn match_any(v: u32) -> u32 {
     r
 }
 #[inline(always)]
-unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
-    let r: u32;
-    asm!("atom.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack));
-    r
-}
-#[inline(always)]
 unsafe fn atom_add_u64(p: *mut u64, v: u64) {
     let _r: u64;
     asm!("atom.add.u64 {r}, [{p}], {v};", r = out(reg64) _r, p = in(reg64) p, v = in(reg64) v, options(nostack));
-}
-/// Load of data written by other blocks of this launch (coherent at GPU scope, not from a stale L1 line).
-#[inline(always)]
-unsafe fn ld_gpu_u32(p: *const u32) -> u32 {
-    let r: u32;
-    asm!("ld.relaxed.gpu.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack));
-    r
 }
 #[inline(always)]
 unsafe fn ld_gpu_u64(p: *const u64) -> u64 {
@@ -315,12 +303,6 @@ unsafe fn ld_gpu_u64(p: *const u64) -> u64 {
     asm!("ld.relaxed.gpu.u64 {r}, [{p}];", r = out(reg64) r, p = in(reg64) p, options(readonly, nostack));
     r
 }
-#[inline(always)]
-fn fence_gpu() {
-    // SAFETY: memory fence.
-    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) };
-}
-
 /// Reduction over the block (exactly SAMPLE_BLOCK threads); every thread gets the result. `s`: 32 u64 of
 /// shared scratch. Must be reached by all threads.
 #[inline(always)]
@@ -546,28 +528,6 @@ unsafe fn compact_regs(
     });
 }
 
-/// Whether this block is the last of the launch to get here (all blocks' global writes before this call are
-/// then visible to it). Resets the counter for the next launch. `flag`: one shared u32.
-#[inline(always)]
-unsafe fn last_block(counter: *mut u32, n_blocks: u32, flag: *mut u32) -> bool {
-    fence_gpu();
-    sync_threads();
-    if tid() == 0 {
-        let done = atom_add_u32(counter, 1);
-        let last = done + 1 == n_blocks;
-        if last {
-            *counter = 0;
-        }
-        *flag = last as u32;
-    }
-    sync_threads();
-    let last = *flag != 0;
-    if last {
-        fence_gpu();
-    }
-    last
-}
-
 /// 4 floats from `base`: one 16-byte load when allowed, else scalar loads; ids >= n read as -inf.
 #[inline(always)]
 unsafe fn load4(p: &SampleParams, x: *const f32, base: u32) -> [f32; 4] {
@@ -709,6 +669,7 @@ pub unsafe extern "ptx-kernel" fn sample_topk(
     next_token: *mut u32,
     dbg: *mut f32,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let hist = shared!(tk_hist, u32, 256);
     let scratch = shared!(tk_scratch, u64, 32);
@@ -947,6 +908,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_max(
     work: *mut f32,
     cmax: *mut u64,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let scratch = shared!(fm_scratch, u64, 32);
     let p = &*params;
@@ -988,6 +950,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_hist(
     cmax: *const u64,
     ghist: *mut u64,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let hist = shared!(fh_hist, u64, SAMPLE_BINS);
     let scratch = shared!(fh_scratch, u64, 32);
@@ -1090,6 +1053,7 @@ pub unsafe extern "ptx-kernel" fn sample_full_pick(
     next_token: *mut u32,
     dbg: *mut f32,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let sortbuf = shared!(fp_sort, u64, SAMPLE_GATHER_CAP);
     let scratch = shared!(fp_scratch, u64, 32);
@@ -1300,6 +1264,7 @@ pub unsafe extern "ptx-kernel" fn sample_accept(
     tokens: *const u32,
     n: u32,
 ) {
+    crate::common::pdl_enter();
     crate::launch_bounds!(SAMPLE_BLOCK, 1);
     let p = &*params;
     let p = &SampleParams { ..*p };

@@ -8,6 +8,7 @@ use crate::common::*;
 /// row's later passes hit L1/L2).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn softmax_rows_f32(x: *mut f32 /* (n_rows, n) */, n: u32) {
+    crate::common::pdl_enter();
     let x = x.add(bid() as usize * n as usize);
     // 1) row max
     let mut m = f32::NEG_INFINITY;

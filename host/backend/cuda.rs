@@ -7,12 +7,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
 
 use crate::{Error, Result};
 
 /// The PTX module built from `gpu-kernels/` (empty when built without the kernels).
 pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
+/// The same kernels for sm_90 and later, with programmatic dependent launch (`common::pdl_enter`) kept.
+pub const PTX_SM90: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm90.ptx"));
 
 /// Whether this binary carries GPU kernels.
 pub const HAS_KERNELS: bool = cfg!(has_gpu_kernels);
@@ -74,6 +76,79 @@ pub struct Cuda {
     pub stream: Arc<CudaStream>,
     module: Arc<CudaModule>,
     funcs: std::sync::Mutex<HashMap<&'static str, CudaFunction>>,
+    /// Launch with programmatic stream serialization (compute capability 9.0 and later, unless `HOST_NO_PDL` is
+    /// set): a kernel's blocks start launching while the previous kernel finishes, and wait in `pdl_enter`.
+    pub pdl: bool,
+}
+
+/// A kernel's arguments, collected as the 8-byte values the driver copies from (4-byte scalars in the low half).
+pub struct Launch<'a> {
+    gpu: &'a Cuda,
+    f: CudaFunction,
+    vals: Vec<u64>,
+}
+
+/// What a kernel argument can be: a device buffer (passed as its address) or a scalar.
+pub trait KernelArg {
+    fn value(&self, gpu: &Cuda) -> u64;
+}
+
+impl<T> KernelArg for CudaSlice<T> {
+    fn value(&self, gpu: &Cuda) -> u64 {
+        gpu.ptr(self, 0)
+    }
+}
+
+macro_rules! scalar_arg {
+    ($($t:ty => $e:expr;)*) => {$(
+        impl KernelArg for $t {
+            fn value(&self, _: &Cuda) -> u64 {
+                #[allow(clippy::redundant_closure_call)]
+                ($e)(*self)
+            }
+        }
+    )*};
+}
+
+scalar_arg! {
+    u64 => |v: u64| v;
+    u32 => |v: u32| v as u64;
+    i32 => |v: i32| v as u32 as u64;
+    f32 => |v: f32| v.to_bits() as u64;
+}
+
+impl Launch<'_> {
+    pub fn arg<A: KernelArg + ?Sized>(&mut self, a: &A) -> &mut Self {
+        self.vals.push(a.value(self.gpu));
+        self
+    }
+
+    /// Launch on the context's stream.
+    ///
+    /// # Safety
+    /// The arguments must match the kernel's parameters in number, order and type, and every buffer must hold
+    /// what the kernel reads and writes.
+    pub unsafe fn launch(&mut self, cfg: LaunchConfig) -> std::result::Result<(), cudarc::driver::DriverError> {
+        use cudarc::driver::sys;
+        self.gpu.ctx.bind_to_thread()?;
+        let mut ptrs: Vec<*mut std::ffi::c_void> = self.vals.iter_mut().map(|v| v as *mut u64 as *mut _).collect();
+        let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let lc = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.gpu.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: self.gpu.pdl as u32,
+        };
+        sys::cuLaunchKernelEx(&lc, self.f.cu_function(), ptrs.as_mut_ptr(), std::ptr::null_mut()).result()
+    }
 }
 
 /// Map a driver error to ours, naming the operation.
@@ -87,8 +162,10 @@ impl Cuda {
     pub fn new(ordinal: usize) -> Result<Self> {
         availability().map_err(Error::NoCuda)?;
         let ctx = CudaContext::new(ordinal).map_err(cuda_err(format!("open device {ordinal}")))?;
+        let (major, _) = ctx.compute_capability().map_err(cuda_err("query compute capability"))?;
+        let pdl = major >= 9 && std::env::var_os("HOST_NO_PDL").is_none();
         let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(PTX))
+            .load_module(cudarc::nvrtc::Ptx::from_src(if major >= 9 { PTX_SM90 } else { PTX }))
             .map_err(cuda_err("load the kernel module (PTX JIT)"))?;
         // One stream carries everything in order, so cudarc's per-buffer event tracking (for multi-stream
         // programs) is pure overhead and would also break CUDA-graph capture.
@@ -96,7 +173,7 @@ impl Cuda {
         unsafe { ctx.disable_event_tracking() };
         // A stream of its own, not the legacy default stream, which cannot be captured into a graph.
         let stream = ctx.new_stream().map_err(cuda_err("create stream"))?;
-        Ok(Cuda { ctx, stream, module, funcs: Default::default() })
+        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl })
     }
 
     /// The kernel `name`, loaded once.
@@ -170,7 +247,7 @@ impl Cuda {
         let per_block = EW_BLOCK * EW_PER_THREAD;
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(per_block).max(1), 1, 1), block_dim: (EW_BLOCK, 1, 1), shared_mem_bytes: 0 };
         let f = self.func(kernel)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(out).arg(a).arg(b).arg(&n);
         // SAFETY: argument order and types match the kernel; lengths checked above.
         unsafe { l.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} n={n}")))?;
@@ -197,7 +274,7 @@ impl Cuda {
         let f = self.func(K)?;
         let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (ROW_BLOCK, 1, 1), shared_mem_bytes: 0 };
         let n = n as u32;
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(x).arg(&n);
         // SAFETY: argument order and types match the kernel; lengths checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K} rows={rows} n={n}")))?;
@@ -235,6 +312,25 @@ impl AttnShape {
     /// Floats of split partials needed for `n_splits` splits.
     pub fn part_len(&self, n_splits: usize) -> usize {
         self.n_tok * self.n_heads * n_splits * (self.head_dim_v + 2)
+    }
+}
+
+/// Device scratch of `Cuda::attention_rows`: the split partials and one arrival counter per (query, head), which
+/// the kernel leaves at zero after every launch.
+pub struct AttnScratch {
+    pub part: CudaSlice<f32>,
+    pub counters: CudaSlice<u32>,
+}
+
+impl AttnScratch {
+    /// Room for calls of up to `shape.n_tok` queries and `n_splits` splits.
+    pub fn new(gpu: &Cuda, shape: &AttnShape, n_splits: usize) -> Result<AttnScratch> {
+        Ok(AttnScratch { part: gpu.zeros(shape.part_len(n_splits))?, counters: gpu.zeros(shape.n_tok * shape.n_heads)? })
+    }
+
+    /// Device bytes for `AttnScratch::new` of the same arguments.
+    pub fn bytes(shape: &AttnShape, n_splits: usize) -> usize {
+        (shape.part_len(n_splits) + shape.n_tok * shape.n_heads) * 4
     }
 }
 
@@ -291,10 +387,15 @@ impl Cuda {
     }
 
     /// Launch `kernel` with `cfg` and the already-pushed arguments, naming the launch in errors.
-    fn go(&self, kernel: &str, mut b: cudarc::driver::LaunchArgs, cfg: LaunchConfig, detail: impl FnOnce() -> String) -> Result<()> {
+    /// Start collecting the arguments of a launch of `f`.
+    pub fn args(&self, f: &CudaFunction) -> Launch<'_> {
+        Launch { gpu: self, f: f.clone(), vals: Vec::with_capacity(16) }
+    }
+
+    fn go(&self, kernel: &str, mut b: Launch, cfg: LaunchConfig, detail: impl FnOnce() -> String) -> Result<()> {
         // SAFETY: every launcher pushes the kernel's arguments in order with matching types and checks sizes
         // before calling this.
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| Error::Cuda { op: format!("launch {kernel} {}", detail()), msg: e.to_string() })
+        unsafe { b.launch(cfg) }.map_err(|e| Error::Cuda { op: format!("launch {kernel} {}", detail()), msg: e.to_string() })
     }
 
     /// out[r] = rmsnorm(x[r]) * w for rows 0..n_rows of `dim`; twin of `cpu::rmsnorm`.
@@ -318,7 +419,7 @@ impl Cuda {
         check_min(K, "w", w.len(), dim)?;
         let f = self.func(K)?;
         let (dim32, xp) = (dim as u32, x.addr(self));
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(&out).arg(&xp).arg(w).arg(&dim32).arg(&eps);
         self.go(K, b, rows_cfg(n_rows, ROW_BLOCK), || format!("rows={n_rows} dim={dim}"))
     }
@@ -337,9 +438,40 @@ impl Cuda {
         }
         let f = self.func(K)?;
         let (nh, hd, rd, nx, xp) = (n_heads as u32, head_dim as u32, rope_dim as u32, neox as u32, x.addr(self));
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(&xp).arg(cos).arg(sin).arg(pos0).arg(&nh).arg(&hd).arg(&rd).arg(&nx);
         self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} n_heads={n_heads}"))
+    }
+
+    /// One decode token's q/k head norms (when given), RoPE of q and k, and store of k and v into the f16 caches
+    /// at position pos0, in one launch on the fused projection `qkv` = [q | k | v]; bit-identical to
+    /// `rmsnorm_inplace_rows` per head, `rope_rows` and `kv_store_rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_store_decode(&self, qkv: &CudaSlice<f32>, k_cache: &mut CudaSlice<u16>, v_cache: &mut CudaSlice<u16>,
+                             s: &AttnShape, rope_dim: usize, neox: bool, cos: &CudaSlice<f32>, sin: &CudaSlice<f32>,
+                             pos0: &CudaSlice<u32>, pos_host: usize, q_norm: Option<&CudaSlice<f32>>,
+                             k_norm: Option<&CudaSlice<f32>>, eps: f32) -> Result<()> {
+        const K: &str = "rope_store_f16";
+        let (hd, hdv, nh, nkv) = (s.head_dim, s.head_dim_v, s.n_heads, s.n_kv_heads);
+        if !hd.is_multiple_of(4) || hd > 1024 || rope_dim > hd || !rope_dim.is_multiple_of(2) || cos.len() != sin.len()
+            || (pos_host + 1) * (rope_dim / 2) > cos.len() {
+            return Err(Error::Cuda { op: K.into(), msg: format!(
+                "head_dim {hd}, rope_dim {rope_dim} or position {pos_host} outside the {}-entry table", cos.len()) });
+        }
+        check_min(K, "qkv", qkv.len(), nh * hd + nkv * (hd + hdv))?;
+        check_min(K, "k cache", k_cache.len(), (pos_host + 1) * nkv * hd)?;
+        check_min(K, "v cache", v_cache.len(), (pos_host + 1) * nkv * hdv)?;
+        for w in [q_norm, k_norm].into_iter().flatten() {
+            check_min(K, "head norm weights", w.len(), hd)?;
+        }
+        let opt = |w: Option<&CudaSlice<f32>>| w.map_or(0u64, |w| self.ptr(w, 0));
+        let (qn, kn) = (opt(q_norm), opt(k_norm));
+        let (nh32, nkv32, hd32, hdv32, rd, nx) = (nh as u32, nkv as u32, hd as u32, hdv as u32, rope_dim as u32, neox as u32);
+        let f = self.func(K)?;
+        let mut b = self.args(&f);
+        b.arg(qkv).arg(k_cache).arg(v_cache).arg(cos).arg(sin).arg(pos0).arg(&nh32).arg(&nkv32).arg(&hd32).arg(&hdv32)
+            .arg(&rd).arg(&nx).arg(&qn).arg(&kn).arg(&eps);
+        self.go(K, b, rows_cfg(nh + nkv + 1, ROW_BLOCK), || format!("{s:?}"))
     }
 
     /// Store n_tok rows of `row_len` floats into the f16 cache at positions pos0.. (pos0 on the device).
@@ -350,19 +482,19 @@ impl Cuda {
         check_min(K, "cache", cache.len(), (pos_host + n_tok) * row_len)?;
         let f = self.func(K)?;
         let (rl, xp) = (row_len as u32, x.addr(self));
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(cache).arg(&xp).arg(pos0).arg(&rl);
         self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} row_len={row_len}"))
     }
 
     /// Causal GQA attention of q (n_tok rows at positions pos0..) over the f16 caches, in `n_splits` chunks of
-    /// `ATTN_CHUNK` keys combined by online softmax; twin of `cpu::attention`. `part` holds the split partials
-    /// (`shape.part_len(n_splits)` floats); `n_splits * ATTN_CHUNK` must cover every key position used.
+    /// `ATTN_CHUNK` keys combined by online softmax, in one launch; twin of `cpu::attention`. `scratch` holds the
+    /// split partials and the arrival counters; `n_splits * ATTN_CHUNK` must cover every key position used.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &impl Dev<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
-                          part: &mut CudaSlice<f32>, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
+                          scratch: &mut AttnScratch, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
                           pos_host: usize) -> Result<()> {
-        const K: &str = "attention_split_f16";
+        const K: &str = "attention_f16";
         let bad = |msg: String| Err(Error::Cuda { op: K.into(), msg });
         if !s.head_dim.is_multiple_of(32) || !s.head_dim_v.is_multiple_of(32) || s.head_dim > ATTN_MAX_HEAD_DIM
             || s.head_dim_v > ATTN_MAX_HEAD_DIM {
@@ -372,29 +504,24 @@ impl Cuda {
             return bad(format!("{} heads not a multiple of {} kv heads", s.n_heads, s.n_kv_heads));
         }
         let n_keys = pos_host + s.n_tok;
-        if n_splits * ATTN_CHUNK < n_keys {
+        if n_splits == 0 || n_splits * ATTN_CHUNK < n_keys {
             return bad(format!("{n_splits} splits of {ATTN_CHUNK} cannot cover {n_keys} keys"));
         }
         check_min(K, "k cache", k.len(), n_keys * s.n_kv_heads * s.head_dim)?;
         check_min(K, "v cache", v.len(), n_keys * s.n_kv_heads * s.head_dim_v)?;
         check_min(K, "q", q.elems(), s.n_tok * s.n_heads * s.head_dim)?;
         check_min(K, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
-        check_min(K, "partials", part.len(), s.part_len(n_splits))?;
+        check_min(K, "partials", scratch.part.len(), s.part_len(n_splits))?;
+        check_min(K, "counters", scratch.counters.len(), s.n_tok * s.n_heads)?;
         let (nh, nkv, hd, hdv, w, ns) =
             (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32, s.head_dim_v as u32, s.window as u32, n_splits as u32);
         let f = self.func(K)?;
         let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         let qp = q.addr(self);
-        b.arg(&mut *part).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd).arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
-        self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))?;
-
-        const C: &str = "attention_combine";
-        let f = self.func(C)?;
-        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, 1), block_dim: (hdv.div_ceil(32) * 32, 1, 1), shared_mem_bytes: 0 };
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(out).arg(&*part).arg(&nh).arg(&hdv).arg(&ns);
-        self.go(C, b, cfg, || format!("{s:?} splits={n_splits}"))
+        b.arg(out).arg(&scratch.part).arg(&scratch.counters).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd)
+            .arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
+        self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))
     }
 
     fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &impl Dev<f32>, up: &impl Dev<f32>, n: usize) -> Result<()> {
@@ -403,7 +530,7 @@ impl Cuda {
         check_min(kernel, "out", out.len(), n)?;
         let (n32, gp, up) = (n as u32, gate.addr(self), up.addr(self));
         let f = self.func(kernel)?;
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(out).arg(&gp).arg(&up).arg(&n32);
         self.go(kernel, b, grid_1d(n), || format!("n={n}"))
     }
@@ -424,7 +551,7 @@ impl Cuda {
         check_min(K, "x", x.len(), n_rows * b.len())?;
         let (rows, n) = (n_rows as u32, b.len() as u32);
         let f = self.func(K)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(x).arg(b).arg(&rows).arg(&n);
         self.go(K, l, grid_1d(n_rows * b.len()), || format!("rows={rows} n={n}"))
     }
@@ -436,7 +563,7 @@ impl Cuda {
         check_min(K, "y", y.len(), n)?;
         let n32 = n as u32;
         let f = self.func(K)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(x).arg(y).arg(&n32);
         self.go(K, l, grid_1d(n), || format!("n={n}"))
     }
@@ -447,7 +574,7 @@ impl Cuda {
         check_min(K, "x", x.len(), n)?;
         let n32 = n as u32;
         let f = self.func(K)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(x).arg(&s).arg(&n32);
         self.go(K, l, grid_1d(n), || format!("n={n}"))
     }
@@ -458,7 +585,7 @@ impl Cuda {
         check_min(K, "x", x.len(), n)?;
         let n32 = n as u32;
         let f = self.func(K)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(x).arg(&cap).arg(&n32);
         self.go(K, l, grid_1d(n), || format!("n={n}"))
     }
@@ -480,7 +607,7 @@ impl Cuda {
         let n32 = n as u32;
         let next = next_token.map_or(0, |t| self.ptr(t, 0));
         let f = self.func(K)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(x).arg(&n32).arg(out).arg(&next);
         self.go(K, l, rows_cfg(1, 1024), || format!("n={n}"))
     }
@@ -489,7 +616,7 @@ impl Cuda {
     pub fn advance_pos(&self, pos: &mut CudaSlice<u32>) -> Result<()> {
         const K: &str = "advance_pos";
         let f = self.func(K)?;
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = self.args(&f);
         l.arg(pos);
         self.go(K, l, rows_cfg(1, 1), String::new)
     }

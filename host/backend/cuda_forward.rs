@@ -4,55 +4,93 @@
 //! Decode steps read the token and its position from device memory, so one step can be captured into a CUDA
 //! graph and replayed; with device-side greedy selection only the chosen token id crosses to the host.
 
+use std::sync::Arc;
+
 use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
-use crate::backend::cuda::{cuda_err, At, AttnShape, Cuda, ATTN_CHUNK};
-use crate::backend::cuda_q8::{act_row_bytes, supports_q8};
+use crate::backend::cuda::{cuda_err, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
+use crate::backend::cuda_mmq::supports_mmq;
+use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
+use crate::backend::cuda_sample::GpuSampler;
+use crate::sampler::SamplingParams;
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
 use crate::model::{check_batch, Activation, Forward, Mat, Model, MAX_BATCH};
 use crate::{Error, Result};
 
-/// A weight matrix in device memory, still in its file format.
+/// A weight matrix in device memory, still in its file format: its own buffer, or rows of a buffer it shares
+/// with the matrices concatenated with it.
 struct DevMat {
     ty: GgmlType,
     rows: usize, // output features
     cols: usize, // input features
-    data: CudaSlice<u8>,
+    data: Arc<CudaSlice<u8>>,
+    offset: usize, // bytes
 }
 
 impl DevMat {
     fn upload(gpu: &Cuda, m: &Mat) -> Result<DevMat> {
-        Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: gpu.upload(m.data)? })
+        Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: Arc::new(gpu.upload(m.data)?), offset: 0 })
     }
 
-    /// The row-wise concatenation of `mats` as one matrix, when they share type and width (one mat-vec launch
-    /// computes all their outputs, back to back); None otherwise.
-    fn concat(gpu: &Cuda, mats: &[&Mat]) -> Result<Option<DevMat>> {
+    /// `mats` as one matrix (their rows back to back: one mat-vec launch computes all their outputs) and as views
+    /// into it, uploaded once; each on its own when they differ in type or width, or a part would start at an
+    /// address that is not 16-byte aligned (the kernels' vector loads need it).
+    fn concat(gpu: &Cuda, mats: &[&Mat]) -> Result<(Option<DevMat>, Vec<DevMat>)> {
         let (ty, cols) = (mats[0].ty, mats[0].cols);
-        if mats.iter().any(|m| m.ty != ty || m.cols != cols) {
-            return Ok(None);
+        if mats.iter().any(|m| m.ty != ty || m.cols != cols || !m.data.len().is_multiple_of(16)) {
+            return Ok((None, mats.iter().map(|m| DevMat::upload(gpu, m)).collect::<Result<_>>()?));
         }
         let bytes: Vec<u8> = mats.iter().flat_map(|m| m.data.iter().copied()).collect();
+        let data = Arc::new(gpu.upload(&bytes)?);
+        let mut offset = 0;
+        let parts = mats
+            .iter()
+            .map(|m| {
+                let d = DevMat { ty, rows: m.rows, cols, data: data.clone(), offset };
+                offset += m.data.len();
+                d
+            })
+            .collect();
         let rows = mats.iter().map(|m| m.rows).sum();
-        Ok(Some(DevMat { ty, rows, cols, data: gpu.upload(&bytes)? }))
+        Ok((Some(DevMat { ty, rows, cols, data, offset: 0 }), parts))
     }
 
-    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for one quantized row), a
-    /// single token goes through the 8-bit-activation `dp4a` kernel when the type has one: x is quantized as
-    /// llama.cpp quantizes activations, so the GPU's numerics follow the CPU forward's.
+    /// The weight bytes as the launchers take them.
+    fn w(&self) -> At<'_, u8> {
+        At(&self.data, self.offset)
+    }
+
+    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for n_tok quantized rows),
+    /// the activations are quantized as llama.cpp quantizes them, so the GPU's numerics follow the CPU forward's:
+    /// a single token goes through the `dp4a` mat-vec, a batch through the int8 tensor-core mat-mul, where the
+    /// type has one; without `xq`, exact f32 products.
     fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
              xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
-        if let (1, Some(xq), true) = (n_tok, xq, supports_q8(self.ty)) {
-            gpu.quantize_act(x, 1, self.cols, xq)?;
-            return gpu.matvec_q8(self.ty, &self.data, self.rows, self.cols, xq, y);
+        let (w, ty) = (&self.w(), self.ty);
+        match (n_tok, xq) {
+            (1, Some(xq)) if supports_q8(ty) => {
+                gpu.quantize_act(x, 1, self.cols, xq)?;
+                gpu.matvec_q8(ty, w, self.rows, self.cols, xq, y)
+            }
+            (1, _) => gpu.matvec(ty, w, self.rows, self.cols, x, y),
+            (_, Some(xq)) if supports_mmq(ty) => {
+                gpu.quantize_act(x, n_tok, self.cols, xq)?;
+                gpu.matmul_q8(ty, w, self.rows, self.cols, xq, n_tok, y)
+            }
+            _ => gpu.matmul(ty, w, self.rows, self.cols, x, n_tok, y),
         }
-        if n_tok == 1 {
-            gpu.matvec(self.ty, &self.data, self.rows, self.cols, x, y)
-        } else {
-            gpu.matmul(self.ty, &self.data, self.rows, self.cols, x, n_tok, y)
-        }
+    }
+
+    /// Whether one decode token can go through `matvec_q8_fused`.
+    fn fusable(&self) -> bool {
+        supports_fused(self.ty, self.cols)
+    }
+
+    /// y (+)= W act(src) for one decode token in one launch (`Cuda::matvec_q8_fused`).
+    fn fused(&self, gpu: &Cuda, src: &CudaSlice<f32>, pro: Prologue, y: &mut CudaSlice<f32>, accumulate: bool) -> Result<()> {
+        gpu.matvec_q8_fused(self.ty, &self.w(), self.rows, self.cols, src, pro, y, accumulate)
     }
 }
 
@@ -104,10 +142,10 @@ struct Scratch {
     gate: CudaSlice<f32>, // (n, hidden_dim)
     up: CudaSlice<f32>,   // (n, hidden_dim)
     act: CudaSlice<f32>,  // (n, hidden_dim)
-    part: CudaSlice<f32>, // attention split partials
+    attn: AttnScratch,    // attention split partials and counters
     qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
     gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
-    xq: CudaSlice<u8>,       // one quantized activation row (the widest input: dim or hidden_dim)
+    xq: CudaSlice<u8>,       // (n, act_row_bytes(widest input)) quantized activation rows
     logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
 }
 
@@ -146,15 +184,15 @@ pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
     let n = MAX_BATCH;
     let per_tok = 3 * c.dim + c.n_heads * c.head_dim + c.n_kv_heads * (c.head_dim + c.head_dim_v)
         + c.n_heads * c.head_dim_v + 3 * c.hidden_dim;
-    let part = attn_shape(c, n, 1.0, 0).part_len(n_splits(ctx_size));
+    let attn = AttnScratch::bytes(&attn_shape(c, n, 1.0, 0), n_splits(ctx_size));
     let logits = n * model.n_vocab();
     let rope = model.layers.len().min(2) * ctx_size * c.rope_dim * 4;
-    // the decode path keeps [wq; wk; wv] and [w_gate; w_up] a second time, concatenated, where the types agree
-    let same = |ms: &[&Mat]| ms.iter().all(|m| m.ty == ms[0].ty && m.cols == ms[0].cols);
-    let bytes = |ms: &[&Mat]| if same(ms) { ms.iter().map(|m| m.data.len()).sum() } else { 0 };
-    let concat: usize =
-        model.layers.iter().map(|l| bytes(&[&l.wq, &l.wk, &l.wv]) + bytes(&[&l.w_gate, &l.w_up])).sum();
-    MemoryPlan { weights: model.weight_bytes() + concat, kv_cache, scratch: (n * per_tok + part + logits) * 4 + rope }
+    MemoryPlan { weights: model.weight_bytes(), kv_cache, scratch: (n * per_tok + logits) * 4 + n * xq_row_bytes(c) + attn + rope }
+}
+
+/// Bytes of one quantized activation row of the widest mat-mul input (dim, hidden_dim or the attention output).
+fn xq_row_bytes(c: &ModelConfig) -> usize {
+    act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256))
 }
 
 fn n_splits(n_keys: usize) -> usize {
@@ -195,12 +233,30 @@ pub struct CudaForward {
     logits_host: Vec<f32>,
     ctx_size: usize,
     n_past: usize,
-    /// The captured greedy decode step (built on first use).
-    graph: Option<CudaGraph>,
+    /// The captured decode steps, greedy and sampled (`Step`), built on first use.
+    graphs: [Option<CudaGraph>; 2],
+    /// The sampler of `start_device_sampling`, when the generation samples on the device.
+    sampler: Option<GpuSampler>,
     /// (token, position) the device buffers hold after the last graph step, if nothing ran since.
     graph_next: Option<(u32, usize)>,
     /// Decode mat-vecs quantize their input to 8 bits like llama.cpp (dp4a kernels); off: exact f32 products.
     q8_activations: bool,
+    /// Kernel paths that can be turned off for comparisons (`HOST_GPU_OFF=fused,mmq`): the fused decode layer
+    /// (else one op per launch) and the tensor-core prefill mat-mul (else the f32 one).
+    fused_decode: bool,
+    mmq: bool,
+}
+
+/// Whether `HOST_GPU_OFF` (a comma-separated list) names `path`.
+fn gpu_off(path: &str) -> bool {
+    std::env::var("HOST_GPU_OFF").is_ok_and(|v| v.split(',').any(|p| p.trim() == path))
+}
+
+/// `DevMat::concat` of a fixed number of matrices.
+fn concat_n<const N: usize>(gpu: &Cuda, mats: [&Mat; N]) -> Result<(Option<DevMat>, [DevMat; N])> {
+    let (all, parts) = DevMat::concat(gpu, &mats)?;
+    let parts: [DevMat; N] = parts.try_into().map_err(|_| Error::Generate("concat: part count".into()))?;
+    Ok((all, parts))
 }
 
 fn upload_vec(gpu: &Cuda, v: &Option<Vec<f32>>) -> Result<Option<CudaSlice<f32>>> {
@@ -257,14 +313,16 @@ impl CudaForward {
                 _ => None,
             };
             let biases_fuse = qkv_bias.is_some() || (l.q_bias.is_none() && l.k_bias.is_none() && l.v_bias.is_none());
+            let (wqkv, [wq, wk, wv]) = concat_n(&gpu, [&l.wq, &l.wk, &l.wv])?;
+            let (w_gate_up, [w_gate, w_up]) = concat_n(&gpu, [&l.w_gate, &l.w_up])?;
             layers.push(DevLayer {
                 attn_norm: gpu.upload(&l.attn_norm)?,
-                wqkv: if biases_fuse { DevMat::concat(&gpu, &[&l.wq, &l.wk, &l.wv])? } else { None },
-                w_gate_up: DevMat::concat(&gpu, &[&l.w_gate, &l.w_up])?,
+                wqkv: if biases_fuse { wqkv } else { None },
+                w_gate_up,
                 qkv_bias,
-                wq: DevMat::upload(&gpu, &l.wq)?,
-                wk: DevMat::upload(&gpu, &l.wk)?,
-                wv: DevMat::upload(&gpu, &l.wv)?,
+                wq,
+                wk,
+                wv,
                 wo: DevMat::upload(&gpu, &l.wo)?,
                 q_bias: upload_vec(&gpu, &l.q_bias)?,
                 k_bias: upload_vec(&gpu, &l.k_bias)?,
@@ -273,8 +331,8 @@ impl CudaForward {
                 k_norm: upload_vec(&gpu, &l.k_norm)?,
                 post_attn_norm: upload_vec(&gpu, &l.post_attn_norm)?,
                 ffn_norm: gpu.upload(&l.ffn_norm)?,
-                w_gate: DevMat::upload(&gpu, &l.w_gate)?,
-                w_up: DevMat::upload(&gpu, &l.w_up)?,
+                w_gate,
+                w_up,
                 w_down: DevMat::upload(&gpu, &l.w_down)?,
                 post_ffw_norm: upload_vec(&gpu, &l.post_ffw_norm)?,
                 rope: ri,
@@ -300,10 +358,10 @@ impl CudaForward {
             gate: gpu.zeros(n * c.hidden_dim)?,
             up: gpu.zeros(n * c.hidden_dim)?,
             act: gpu.zeros(n * c.hidden_dim)?,
-            part: gpu.zeros(attn_shape(&c, n, 1.0, 0).part_len(n_splits(ctx_size)))?,
+            attn: AttnScratch::new(&gpu, &attn_shape(&c, n, 1.0, 0), n_splits(ctx_size))?,
             qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
             gate_up: gpu.zeros(2 * c.hidden_dim)?,
-            xq: gpu.zeros(act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256)))?,
+            xq: gpu.zeros(n * xq_row_bytes(&c))?,
             logits: gpu.zeros(n * n_vocab)?,
         };
         Ok(CudaForward {
@@ -325,8 +383,11 @@ impl CudaForward {
             logits_host: vec![0.0; n_vocab],
             ctx_size,
             n_past: 0,
-            graph: None,
+            graphs: [None, None],
+            sampler: None,
             q8_activations: true,
+            fused_decode: !gpu_off("fused"),
+            mmq: !gpu_off("mmq"),
             graph_next: None,
             config: c,
             gpu,
@@ -337,7 +398,7 @@ impl CudaForward {
     /// llama.cpp's 8-bit activations in the decode mat-vecs (the default).
     pub fn set_q8_activations(&mut self, on: bool) {
         self.q8_activations = on;
-        self.graph = None;
+        self.graphs = [None, None];
     }
 
     /// The CUDA context and stream (for benchmarks and tests).
@@ -354,71 +415,30 @@ impl CudaForward {
     /// (`n_keys_max` keys are covered: the context size when captured into a graph).
     fn layers(&mut self, n: usize, pos_host: usize, n_keys_max: usize) -> Result<()> {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
-        let dim = c.dim;
-        let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
         let e = &self.token_embd;
         g.embed(e.ty, &e.data, e.rows, e.cols, &self.tokens, n, &mut s.x)?;
         if let Some(sc) = self.embd_scale {
-            g.scale_rows(&mut s.x, sc, n * dim)?;
+            g.scale_rows(&mut s.x, sc, n * c.dim)?;
         }
-        let splits = n_splits(n_keys_max);
-        let q_dim = c.n_heads * c.head_dim;
-        let q8 = self.q8_activations;
+        let ctx = LayerCtx {
+            g,
+            c,
+            pos: &self.pos,
+            pos_host,
+            splits: n_splits(n_keys_max),
+            attn_scale: self.attn_scale,
+            neox: self.neox,
+            activation: self.activation,
+            q8: self.q8_activations,
+            mmq: self.mmq,
+        };
         for l in &mut self.layers {
-            // ---- attention ----
-            g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, c.rms_eps)?;
-            let shape = attn_shape(c, n, self.attn_scale, l.window);
             let rt = &self.rope[l.rope];
-            if let (1, Some(wqkv)) = (n, &l.wqkv) {
-                // one decode token: q, k, v from one launch, back to back in s.qkv
-                wqkv.apply(g, &s.xb, &mut s.qkv, 1, q8.then_some(&mut s.xq))?;
-                if let Some(b) = &l.qkv_bias {
-                    g.add_bias_rows(&mut s.qkv, b, 1)?;
-                }
-                let (k_at, v_at) = (At(&s.qkv, q_dim), At(&s.qkv, q_dim + kv_dim));
-                if let Some(w) = &l.q_norm {
-                    g.rmsnorm_inplace_rows(&s.qkv, w, c.n_heads, c.head_dim, c.rms_eps)?;
-                }
-                if let Some(w) = &l.k_norm {
-                    g.rmsnorm_inplace_rows(&k_at, w, c.n_kv_heads, c.head_dim, c.rms_eps)?;
-                }
-                // q's and k's heads are contiguous: one launch rotates both
-                g.rope_rows(&s.qkv, 1, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim, self.neox, &rt.cos, &rt.sin, &self.pos, pos_host)?;
-                g.kv_store_rows(&mut l.k_cache, &k_at, 1, kv_dim, &self.pos, pos_host)?;
-                g.kv_store_rows(&mut l.v_cache, &v_at, 1, kv_dim_v, &self.pos, pos_host)?;
-                g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.part, &shape, splits, &self.pos, pos_host)?;
+            if n == 1 && ctx.q8 && self.fused_decode && l.wqkv.is_some() && l.w_gate_up.is_some() {
+                decode_layer(&ctx, s, l, rt)?;
             } else {
-                attention_unfused(g, c, s, l, rt, &self.pos, self.neox, &shape, splits, pos_host)?;
+                batch_layer(&ctx, s, l, rt, n)?;
             }
-            l.wo.apply(g, &s.att, &mut s.o, n, q8.then_some(&mut s.xq))?;
-            if let Some(w) = &l.post_attn_norm {
-                g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
-            }
-            g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
-
-            // ---- feed-forward ----
-            g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, c.rms_eps)?;
-            let hn = n * c.hidden_dim;
-            if let (1, Some(wgu)) = (n, &l.w_gate_up) {
-                wgu.apply(g, &s.xb, &mut s.gate_up, 1, q8.then_some(&mut s.xq))?;
-                let up = At(&s.gate_up, c.hidden_dim);
-                match self.activation {
-                    Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate_up, &up, hn)?,
-                    Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate_up, &up, hn)?,
-                }
-            } else {
-                l.w_gate.apply(g, &s.xb, &mut s.gate, n, q8.then_some(&mut s.xq))?;
-                l.w_up.apply(g, &s.xb, &mut s.up, n, q8.then_some(&mut s.xq))?;
-                match self.activation {
-                    Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
-                    Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
-                }
-            }
-            l.w_down.apply(g, &s.act, &mut s.o, n, q8.then_some(&mut s.xq))?;
-            if let Some(w) = &l.post_ffw_norm {
-                g.rmsnorm_inplace_rows(&s.o, w, n, dim, c.rms_eps)?;
-            }
-            g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
         }
         Ok(())
     }
@@ -427,10 +447,14 @@ impl CudaForward {
     fn head(&mut self, first: usize, rows: usize) -> Result<()> {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
         let dim = c.dim;
-        g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
-        g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
         let out = self.output.as_ref().unwrap_or(&self.token_embd);
-        out.apply(g, &s.xb, &mut s.logits, rows, self.q8_activations.then_some(&mut s.xq))?;
+        if (first, rows, self.q8_activations, out.fusable()) == (0, 1, true, true) {
+            out.fused(g, &s.x, Prologue::RmsNorm(&self.output_norm, c.rms_eps), &mut s.logits, false)?;
+        } else {
+            g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
+            g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
+            out.apply(g, &s.xb, &mut s.logits, rows, self.q8_activations.then_some(&mut s.xq))?;
+        }
         if let Some(cap) = self.final_softcap {
             g.softcap_rows(&mut s.logits, cap, rows * self.n_vocab)?;
         }
@@ -470,6 +494,18 @@ impl CudaForward {
     /// device, as the previous step left them) runs through a captured CUDA graph that ends by writing the
     /// argmax into `tokens[0]` and advancing `pos`; only that id is copied back.
     pub fn greedy_step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        self.graph_step(token, pos, Step::Greedy)
+    }
+
+    /// As `greedy_step`, the token drawn by the device sampler set up by `start_device_sampling`.
+    pub fn sampled_step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        if self.sampler.is_none() {
+            return Err(Error::Generate("sampled decode step without a device sampler".into()));
+        }
+        self.graph_step(token, pos, Step::Sampled)
+    }
+
+    fn graph_step(&mut self, token: u32, pos: usize, step: Step) -> Result<u32> {
         self.check(&[token], pos)?;
         // The device holds this step's token and position only when the previous call was a graph step that
         // chose exactly this token at the previous position; otherwise (after a prefill, a reset, or a token
@@ -477,60 +513,202 @@ impl CudaForward {
         if self.graph_next != Some((token, pos)) {
             self.set_batch(&[token], pos)?;
         }
-        if self.graph.is_none() {
-            self.graph = Some(self.capture_decode()?);
+        let slot = step as usize;
+        if self.graphs[slot].is_none() {
+            self.graphs[slot] = Some(self.capture_decode(step)?);
         }
-        self.graph.as_ref().expect("captured above").launch().map_err(cuda_err("launch decode graph"))?;
+        self.graphs[slot].as_ref().expect("captured above").launch().map_err(cuda_err("launch decode graph"))?;
         self.n_past = pos + 1;
         let id = self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?[0];
         self.graph_next = Some((id, pos + 1));
         Ok(id)
     }
 
-    /// Capture one greedy decode step (every launch reads the token and position from device memory, attention
-    /// covers the whole context) into a graph.
-    fn capture_decode(&mut self) -> Result<CudaGraph> {
+    /// Capture one decode step (every launch reads the token and position from device memory, attention covers
+    /// the whole context) that ends by choosing the next token on the device, into a graph.
+    fn capture_decode(&mut self, step: Step) -> Result<CudaGraph> {
         use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
         let stream = self.gpu.stream.clone();
         stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err("begin graph capture"))?;
         let body = (|| -> Result<()> {
             self.layers(1, 0, self.ctx_size)?;
             self.head(0, 1)?;
-            self.gpu.argmax(&self.s.logits, self.n_vocab, &mut self.chosen, Some(&mut self.tokens))?;
+            self.choose(step)?;
             self.gpu.advance_pos(&mut self.pos)
         })();
         let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(cuda_err("end graph capture"));
         body?;
         graph?.ok_or_else(|| Error::Cuda { op: "capture decode graph".into(), msg: "empty graph".into() })
     }
+
+    /// The next token from the logits in `s.logits[..n_vocab]`, into `chosen` and `tokens[0]`.
+    fn choose(&mut self, step: Step) -> Result<()> {
+        match (step, &mut self.sampler) {
+            (Step::Greedy, _) => self.gpu.argmax(&self.s.logits, self.n_vocab, &mut self.chosen, Some(&mut self.tokens)),
+            (Step::Sampled, Some(smp)) => smp.sample(&self.gpu, &self.s.logits, &mut self.chosen, Some(&mut self.tokens)),
+            (Step::Sampled, None) => Err(Error::Generate("no device sampler".into())),
+        }
+    }
 }
 
-/// The attention block's projections, biases, q/k norms, RoPE, cache store and attention for a batch of
-/// `shape.n_tok` tokens in `s.xb`, one op per launch; the result in `s.att`.
-#[allow(clippy::too_many_arguments)]
-fn attention_unfused(g: &Cuda, c: &ModelConfig, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, pos: &CudaSlice<u32>,
-                     neox: bool, shape: &AttnShape, splits: usize, pos_host: usize) -> Result<()> {
-    let n = shape.n_tok;
+/// How a decode step chooses its next token on the device.
+#[derive(Clone, Copy)]
+enum Step {
+    Greedy = 0,
+    Sampled = 1,
+}
+
+/// What every layer of one forward call shares.
+struct LayerCtx<'a> {
+    g: &'a Cuda,
+    c: &'a ModelConfig,
+    pos: &'a CudaSlice<u32>,
+    pos_host: usize,
+    splits: usize,
+    attn_scale: f32,
+    neox: bool,
+    activation: Activation,
+    q8: bool,
+    /// Batches may use the int8 tensor-core mat-mul (with q8).
+    mmq: bool,
+}
+
+impl LayerCtx<'_> {
+    /// The quantized-activation scratch for a mat-mul of `n` tokens when 8-bit activations apply to it, else
+    /// None (exact f32 products).
+    fn xq<'s>(&self, xq: &'s mut CudaSlice<u8>, n: usize) -> Option<&'s mut CudaSlice<u8>> {
+        (self.q8 && (n == 1 || self.mmq)).then_some(xq)
+    }
+}
+
+/// One layer for a batch of `n` tokens in `s.x`, one op per launch (the prefill path, and the exact-f32 oracle
+/// mode for single tokens).
+fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, n: usize) -> Result<()> {
+    let (g, c) = (x.g, x.c);
+    let (dim, eps) = (c.dim, c.rms_eps);
     let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
-    l.wq.apply(g, &s.xb, &mut s.q, n, None)?;
-    l.wk.apply(g, &s.xb, &mut s.k, n, None)?;
-    l.wv.apply(g, &s.xb, &mut s.v, n, None)?;
-    for (b, x) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
+    // ---- attention ----
+    g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, eps)?;
+    l.wq.apply(g, &s.xb, &mut s.q, n, x.xq(&mut s.xq, n))?;
+    l.wk.apply(g, &s.xb, &mut s.k, n, x.xq(&mut s.xq, n))?;
+    l.wv.apply(g, &s.xb, &mut s.v, n, x.xq(&mut s.xq, n))?;
+    for (b, y) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
         if let Some(b) = b {
-            g.add_bias_rows(x, b, n)?;
+            g.add_bias_rows(y, b, n)?;
         }
     }
     if let Some(w) = &l.q_norm {
-        g.rmsnorm_inplace_rows(&s.q, w, n * c.n_heads, c.head_dim, c.rms_eps)?;
+        g.rmsnorm_inplace_rows(&s.q, w, n * c.n_heads, c.head_dim, eps)?;
     }
     if let Some(w) = &l.k_norm {
-        g.rmsnorm_inplace_rows(&s.k, w, n * c.n_kv_heads, c.head_dim, c.rms_eps)?;
+        g.rmsnorm_inplace_rows(&s.k, w, n * c.n_kv_heads, c.head_dim, eps)?;
     }
-    g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, neox, &rt.cos, &rt.sin, pos, pos_host)?;
-    g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, neox, &rt.cos, &rt.sin, pos, pos_host)?;
-    g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, pos, pos_host)?;
-    g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, pos, pos_host)?;
-    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.part, shape, splits, pos, pos_host)
+    g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+    g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+    g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, x.pos, x.pos_host)?;
+    g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, x.pos, x.pos_host)?;
+    let shape = attn_shape(c, n, x.attn_scale, l.window);
+    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
+    l.wo.apply(g, &s.att, &mut s.o, n, x.xq(&mut s.xq, n))?;
+    if let Some(w) = &l.post_attn_norm {
+        g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
+    }
+    g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
+
+    // ---- feed-forward ----
+    g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, eps)?;
+    l.w_gate.apply(g, &s.xb, &mut s.gate, n, x.xq(&mut s.xq, n))?;
+    l.w_up.apply(g, &s.xb, &mut s.up, n, x.xq(&mut s.xq, n))?;
+    let hn = n * c.hidden_dim;
+    match x.activation {
+        Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
+        Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
+    }
+    l.w_down.apply(g, &s.act, &mut s.o, n, x.xq(&mut s.xq, n))?;
+    if let Some(w) = &l.post_ffw_norm {
+        g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
+    }
+    g.add_inplace_rows(&mut s.x, &s.o, n * dim)
+}
+
+/// One layer for one decode token on 8-bit activations, in as few launches as the weights allow: each mat-vec
+/// makes its own input (norm, gating, quantization) and adds its output to the residual stream itself
+/// (`matvec_q8_fused`), q, k and v come from one mat-vec, as do gate and up. A weight the fused kernel cannot
+/// take goes through the separate ops.
+fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable) -> Result<()> {
+    let (g, c) = (x.g, x.c);
+    let (dim, eps) = (c.dim, c.rms_eps);
+    let (wqkv, wgu) = (l.wqkv.as_ref().expect("checked by caller"), l.w_gate_up.as_ref().expect("checked by caller"));
+
+    // ---- attention ----
+    if wqkv.fusable() {
+        wqkv.fused(g, &s.x, Prologue::RmsNorm(&l.attn_norm, eps), &mut s.qkv, false)?;
+    } else {
+        g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, 1, dim, eps)?;
+        wqkv.apply(g, &s.xb, &mut s.qkv, 1, Some(&mut s.xq))?;
+    }
+    if let Some(b) = &l.qkv_bias {
+        g.add_bias_rows(&mut s.qkv, b, 1)?;
+    }
+    let shape = attn_shape(c, 1, x.attn_scale, l.window);
+    g.rope_store_decode(&s.qkv, &mut l.k_cache, &mut l.v_cache, &shape, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos,
+                        x.pos_host, l.q_norm.as_ref(), l.k_norm.as_ref(), eps)?;
+    g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
+    residual_proj(g, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s, eps)?;
+
+    // ---- feed-forward ----
+    if wgu.fusable() {
+        wgu.fused(g, &s.x, Prologue::RmsNorm(&l.ffn_norm, eps), &mut s.gate_up, false)?;
+    } else {
+        g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, 1, dim, eps)?;
+        wgu.apply(g, &s.xb, &mut s.gate_up, 1, Some(&mut s.xq))?;
+    }
+    residual_proj(g, &l.w_down, ProjInput::Gated(x.activation), l.post_ffw_norm.as_ref(), s, eps)
+}
+
+/// The input of a projection that ends in the residual stream.
+#[derive(Clone, Copy)]
+enum ProjInput {
+    /// `s.att`, the attention output.
+    Attention,
+    /// The gated activation of `s.gate_up`.
+    Gated(Activation),
+}
+
+/// x += [post_norm](W input) for one decode token: one fused launch when the weight allows and no norm
+/// follows, else through `s.o` (and `s.act` for the gated input).
+fn residual_proj(g: &Cuda, w: &DevMat, input: ProjInput, post_norm: Option<&CudaSlice<f32>>, s: &mut Scratch,
+                 eps: f32) -> Result<()> {
+    let Scratch { x, o, act, xq, att, gate_up, .. } = s;
+    let (src, pro) = match input {
+        ProjInput::Attention => (&*att, Prologue::Quantize),
+        ProjInput::Gated(Activation::SwiGlu) => (&*gate_up, Prologue::SwiGlu),
+        ProjInput::Gated(Activation::GeluTanh) => (&*gate_up, Prologue::GeluTanh),
+    };
+    let dim = w.rows;
+    if w.fusable() {
+        if post_norm.is_none() {
+            return w.fused(g, src, pro, x, true);
+        }
+        w.fused(g, src, pro, o, false)?;
+    } else {
+        let input = match input {
+            ProjInput::Gated(a) => {
+                let up = At(src, w.cols);
+                match a {
+                    Activation::SwiGlu => g.swiglu_rows(act, src, &up, w.cols)?,
+                    Activation::GeluTanh => g.gelu_tanh_mul_rows(act, src, &up, w.cols)?,
+                }
+                &*act
+            }
+            ProjInput::Attention => src,
+        };
+        w.apply(g, input, o, 1, Some(xq))?;
+    }
+    if let Some(nw) = post_norm {
+        g.rmsnorm_inplace_rows(&*o, nw, 1, dim, eps)?;
+    }
+    g.add_inplace_rows(x, o, dim)
 }
 
 fn gib(b: usize) -> f64 {
@@ -551,6 +729,33 @@ impl Forward for CudaForward {
 
     fn decode_greedy(&mut self, token: u32, pos: usize) -> Result<Option<u32>> {
         self.greedy_step(token, pos).map(Some)
+    }
+
+    fn start_device_sampling(&mut self, params: &SamplingParams, prompt: &[u32]) -> Result<bool> {
+        if GpuSampler::supports(params, self.n_vocab).is_err() {
+            return Ok(false);
+        }
+        let mut smp = GpuSampler::new(&self.gpu, params, self.n_vocab)?;
+        smp.accept_prompt(&self.gpu, prompt)?;
+        self.sampler = Some(smp);
+        self.graphs[Step::Sampled as usize] = None; // the captured step launched the previous sampler
+        Ok(true)
+    }
+
+    fn sample_next(&mut self) -> Result<Option<u32>> {
+        if self.sampler.is_none() {
+            return Ok(None);
+        }
+        self.choose(Step::Sampled)?;
+        self.graph_next = None; // the device position is the batch's, not the next token's
+        Ok(Some(self.gpu.stream.clone_dtoh(&self.chosen).map_err(cuda_err("download token id"))?[0]))
+    }
+
+    fn decode_sampled(&mut self, token: u32, pos: usize) -> Result<Option<u32>> {
+        if self.sampler.is_none() {
+            return Ok(None);
+        }
+        self.sampled_step(token, pos).map(Some)
     }
 
     fn reset(&mut self) {

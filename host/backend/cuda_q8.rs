@@ -12,9 +12,9 @@
 //! One quantized buffer serves every weight type (it holds both the q8_1 and, for widths that are a multiple of
 //! 256, the q8_K format). Layout and geometry come from the kernels' own `q8_layout.rs`, included here by path.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::cuda::{cuda_err, Cuda};
+use super::cuda::{cuda_err, Cuda, Dev};
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
 
@@ -24,19 +24,38 @@ pub mod layout;
 
 use layout::MqGeom;
 
-fn kernel_of(ty: GgmlType) -> Option<(&'static str, MqGeom)> {
+/// The plain and the fused (`matvec_q8_fused`) kernel of a weight type, and their geometry.
+fn kernel_of(ty: GgmlType) -> Option<(&'static str, &'static str, MqGeom)> {
     use GgmlType::*;
     Some(match ty {
-        Q4_0 => ("mmvq_q4_0", layout::MQ_Q4_0),
-        Q4_1 => ("mmvq_q4_1", layout::MQ_Q4_1),
-        Q5_0 => ("mmvq_q5_0", layout::MQ_Q5_0),
-        Q5_1 => ("mmvq_q5_1", layout::MQ_Q5_1),
-        Q8_0 => ("mmvq_q8_0", layout::MQ_Q8_0),
-        Q4_K => ("mmvq_q4_k", layout::MQ_Q4_K),
-        Q5_K => ("mmvq_q5_k", layout::MQ_Q5_K),
-        Q6_K => ("mmvq_q6_k", layout::MQ_Q6_K),
+        Q4_0 => ("mmvq_q4_0", "mmvq_fused_q4_0", layout::MQ_Q4_0),
+        Q4_1 => ("mmvq_q4_1", "mmvq_fused_q4_1", layout::MQ_Q4_1),
+        Q5_0 => ("mmvq_q5_0", "mmvq_fused_q5_0", layout::MQ_Q5_0),
+        Q5_1 => ("mmvq_q5_1", "mmvq_fused_q5_1", layout::MQ_Q5_1),
+        Q8_0 => ("mmvq_q8_0", "mmvq_fused_q8_0", layout::MQ_Q8_0),
+        Q4_K => ("mmvq_q4_k", "mmvq_fused_q4_k", layout::MQ_Q4_K),
+        Q5_K => ("mmvq_q5_k", "mmvq_fused_q5_k", layout::MQ_Q5_K),
+        Q6_K => ("mmvq_q6_k", "mmvq_fused_q6_k", layout::MQ_Q6_K),
         _ => return None,
     })
+}
+
+/// How a fused mat-vec makes its activations from f32 values (`gpu-kernels/src/quant/q8.rs`, `prologue`).
+#[derive(Clone, Copy)]
+pub enum Prologue<'a> {
+    /// The vector itself.
+    Quantize,
+    /// `w * rmsnorm(x)` with epsilon, as `Cuda::rmsnorm_rows`.
+    RmsNorm(&'a CudaSlice<f32>, f32),
+    /// `silu(gate) * up` of the source (gate, up) of twice the width, as `Cuda::swiglu_rows`.
+    SwiGlu,
+    /// `gelu_tanh(gate) * up`, as `Cuda::gelu_tanh_mul_rows`.
+    GeluTanh,
+}
+
+/// Whether `matvec_q8_fused` takes weights of type `ty` with `n_cols` columns.
+pub fn supports_fused(ty: GgmlType, n_cols: usize) -> bool {
+    supports_q8(ty) && n_cols.is_multiple_of(32) && n_cols > 0 && act_row_bytes(n_cols) <= layout::FUSED_ACT_BYTES as usize
 }
 
 /// Whether `matvec_q8` has a kernel for weights of type `ty`.
@@ -94,7 +113,7 @@ impl Cuda {
             shared_mem_bytes: 0,
         };
         let n = n_cols as u32;
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(x).arg(xq).arg(&n);
         // SAFETY: argument order and types match the kernel; lengths and limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K} n_tok={n_tok} n_cols={n_cols}")))?;
@@ -106,13 +125,13 @@ impl Cuda {
     pub fn matvec_q8(
         &self,
         ty: GgmlType,
-        w: &CudaSlice<u8>,
+        w: &impl Dev<u8>,
         n_rows: usize,
         n_cols: usize,
         xq: &CudaSlice<u8>,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let (kernel, g) =
+        let (kernel, _, g) =
             kernel_of(ty).ok_or_else(|| err("matvec_q8", format!("type {ty} has no 8-bit-activation kernel")))?;
         self.matvec_q8_with(kernel, g, ty, w, n_rows, n_cols, xq, y)
     }
@@ -125,7 +144,7 @@ impl Cuda {
         kernel: &'static str,
         g: MqGeom,
         ty: GgmlType,
-        w: &CudaSlice<u8>,
+        w: &impl Dev<u8>,
         n_rows: usize,
         n_cols: usize,
         xq: &CudaSlice<u8>,
@@ -138,7 +157,7 @@ impl Cuda {
         let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
             err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
         })?;
-        check_len(kernel, "w", w.len(), bytes)?;
+        check_len(kernel, "w", w.elems(), bytes)?;
         check_len(kernel, "xq", xq.len(), act_row_bytes(n_cols))?;
         check_len(kernel, "y", y.len(), n_rows)?;
         if n_rows == 0 {
@@ -147,9 +166,62 @@ impl Cuda {
         let f = self.func(kernel)?;
         let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
-        let (nr, nc) = (n_rows as u32, n_cols as u32);
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(w).arg(xq).arg(y).arg(&nr).arg(&nc);
+        let (nr, nc, wp) = (n_rows as u32, n_cols as u32, w.addr(self));
+        let mut b = self.args(&f);
+        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc);
+        // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
+        Ok(())
+    }
+
+    /// y = W act(src), or y += W act(src) with `accumulate` (a residual add), for one token in one launch: the
+    /// kernel normalises or gates `src` as `pro` says and quantizes it itself (numbers equal to the separate ops
+    /// followed by `quantize_act` and `matvec_q8`). `src` holds n_cols floats (twice that for the gated
+    /// prologues). Only where `supports_fused(ty, n_cols)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_q8_fused(
+        &self,
+        ty: GgmlType,
+        w: &impl Dev<u8>,
+        n_rows: usize,
+        n_cols: usize,
+        src: &CudaSlice<f32>,
+        pro: Prologue,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (_, kernel, g) =
+            kernel_of(ty).ok_or_else(|| err("matvec_q8_fused", format!("type {ty} has no 8-bit-activation kernel")))?;
+        if !supports_fused(ty, n_cols) {
+            return Err(err(kernel, format!("{n_cols} columns exceed the fused kernel's activation buffer")));
+        }
+        let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
+            err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
+        })? as usize;
+        let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
+            err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
+        })?;
+        check_len(kernel, "w", w.elems(), bytes)?;
+        check_len(kernel, "y", y.len(), n_rows)?;
+        let (mode, nw, eps, src_len) = match pro {
+            Prologue::Quantize => (layout::PRO_QUANT, 0u64, 0.0f32, n_cols),
+            Prologue::RmsNorm(nw, eps) => {
+                check_len(kernel, "norm weights", nw.len(), n_cols)?;
+                (layout::PRO_RMSNORM, self.ptr(nw, 0), eps, n_cols)
+            }
+            Prologue::SwiGlu => (layout::PRO_SWIGLU, 0, 0.0, 2 * n_cols),
+            Prologue::GeluTanh => (layout::PRO_GELU, 0, 0.0, 2 * n_cols),
+        };
+        check_len(kernel, "src", src.len(), src_len)?;
+        if n_rows == 0 {
+            return Ok(());
+        }
+        let f = self.func(kernel)?;
+        let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
+        let (nr, nc, acc, wp) = (n_rows as u32, n_cols as u32, accumulate as u32, w.addr(self));
+        let mut b = self.args(&f);
+        b.arg(&wp).arg(y).arg(&nr).arg(&nc).arg(src).arg(&nw).arg(&eps).arg(&mode).arg(&acc);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
         Ok(())
@@ -165,7 +237,7 @@ impl Cuda {
             u32::try_from(buf.len() / 16).map_err(|_| err(K, format!("buffer of {} bytes too large", buf.len())))?;
         let f = self.func(K)?;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(buf).arg(&n16).arg(out);
         // SAFETY: argument order and types match the kernel; `out` holds a slot per block.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K}")))?;

@@ -6,9 +6,9 @@
 //! so the two sides cannot disagree. Every launcher checks its buffer lengths and the u32 index limits of the
 //! kernels before launching; errors name the kernel and the bad value.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::cuda::{cuda_err, Cuda};
+use super::cuda::{cuda_err, Cuda, Dev};
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
 
@@ -77,7 +77,7 @@ fn is_plain(ty: GgmlType) -> bool {
 }
 
 /// Bytes of the (n_rows, n_cols) weight of type `ty`, after checking that `n_cols` is whole blocks and that the
-/// sizes fit the kernels' u32 indices; `got` is the buffer's length.
+/// sizes fit the kernels' u32 indices; `got` is the buffer's length, which may run past the weight (a view).
 fn weight_bytes(op: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize) -> Result<usize> {
     if n_rows > i32::MAX as usize || n_cols > i32::MAX as usize {
         return Err(err(op, format!("shape {n_rows} x {n_cols} exceeds the kernels' limit of {} per dimension", i32::MAX)));
@@ -89,7 +89,8 @@ fn weight_bytes(op: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize
         return Err(err(op, format!("a {ty} row of {n_cols} columns is {row} bytes, over the limit {}", u32::MAX)));
     }
     let want = row as usize * n_rows;
-    if got != want {
+    // a view into a longer buffer (the concatenated q/k/v or gate/up weights) holds more than its own rows
+    if got < want {
         return Err(err(op, format!("weight has {got} bytes, expected {want} for {n_rows} x {n_cols} {ty}")));
     }
     Ok(want)
@@ -130,7 +131,7 @@ impl Cuda {
         let grid = threads.div_ceil(geometry::DQ_THREADS as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (geometry::DQ_THREADS, 1, 1), shared_mem_bytes: 0 };
         let (n_blocks, n_tail) = (n_blocks as u32, n_tail as u32);
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(w).arg(out).arg(&n_blocks).arg(&n_tail);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {} {n_rows}x{n_cols}", k.dequantize)))?;
@@ -163,7 +164,7 @@ impl Cuda {
         let grid = units.div_ceil(geometry::DQ_THREADS as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, n_tok as u32, 1), block_dim: (geometry::DQ_THREADS, 1, 1), shared_mem_bytes: 0 };
         let (nc, rb) = (n_cols as u32, row_bytes as u32);
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.args(&f);
         b.arg(w).arg(ids).arg(out).arg(&nc).arg(&rb);
         // SAFETY: argument order and types match the kernel; lengths checked above, ids checked by the caller.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} n_tok={n_tok} n_cols={n_cols}")))?;
@@ -171,7 +172,7 @@ impl Cuda {
     }
 
     /// y = W x for the (n_rows, n_cols) weight `w` of type `ty`: x (n_cols,), y (n_rows,); twin of `quant::matvec`.
-    pub fn matvec(&self, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize, n_cols: usize, x: &CudaSlice<f32>,
+    pub fn matvec(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, x: &CudaSlice<f32>,
                   y: &mut CudaSlice<f32>) -> Result<()> {
         let k = kernels("matvec", ty)?;
         self.matvec_with(k.matvec, k.mv, ty, w, n_rows, n_cols, x, y)
@@ -180,9 +181,9 @@ impl Cuda {
     /// `matvec` through a named kernel of geometry `g` (the benchmark's alternatives in `geometry::MV_VARIANTS`).
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec_with(&self, kernel: &'static str, g: MvGeom, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize,
+    pub fn matvec_with(&self, kernel: &'static str, g: MvGeom, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize,
                        n_cols: usize, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
-        weight_bytes(kernel, ty, n_rows, n_cols, w.len())?;
+        weight_bytes(kernel, ty, n_rows, n_cols, w.elems())?;
         check_len(kernel, "x", x.len(), n_cols)?;
         check_len(kernel, "y", y.len(), n_rows)?;
         if n_rows == 0 {
@@ -191,9 +192,9 @@ impl Cuda {
         let f = self.func(kernel)?;
         let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
-        let (nr, nc) = (n_rows as u32, n_cols as u32);
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(w).arg(x).arg(y).arg(&nr).arg(&nc);
+        let (nr, nc, wp) = (n_rows as u32, n_cols as u32, w.addr(self));
+        let mut b = self.args(&f);
+        b.arg(&wp).arg(x).arg(y).arg(&nr).arg(&nc);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
         Ok(())
@@ -202,10 +203,10 @@ impl Cuda {
     /// y = x W^T for the (n_rows, n_cols) weight `w` of type `ty`: x (n_tok, n_cols), y (n_tok, n_rows); twin of
     /// `quant::matmul`.
     #[allow(clippy::too_many_arguments)]
-    pub fn matmul(&self, ty: GgmlType, w: &CudaSlice<u8>, n_rows: usize, n_cols: usize, x: &CudaSlice<f32>,
+    pub fn matmul(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, x: &CudaSlice<f32>,
                   n_tok: usize, y: &mut CudaSlice<f32>) -> Result<()> {
         let k = kernels("matmul", ty)?;
-        weight_bytes(k.matmul, ty, n_rows, n_cols, w.len())?;
+        weight_bytes(k.matmul, ty, n_rows, n_cols, w.elems())?;
         check_len(k.matmul, "x", x.len(), n_tok * n_cols)?;
         check_len(k.matmul, "y", y.len(), n_tok * n_rows)?;
         check_u32(k.matmul, "n_tok * n_cols", n_tok * n_cols)?;
@@ -224,9 +225,9 @@ impl Cuda {
             block_dim: (geometry::MM_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let (nr, nc, nt) = (n_rows as u32, n_cols as u32, n_tok as u32);
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(w).arg(x).arg(y).arg(&nr).arg(&nc).arg(&nt);
+        let (nr, nc, nt, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, w.addr(self));
+        let mut b = self.args(&f);
+        b.arg(&wp).arg(x).arg(y).arg(&nr).arg(&nc).arg(&nt);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {} {n_rows}x{n_cols} n_tok={n_tok}", k.matmul)))?;
         Ok(())

@@ -17,7 +17,7 @@
 //! - full-vocabulary top_p: if more than 2048 tokens lie within 1/128 logit of the cut, they are kept whole;
 //! - repeated ids in `logit_bias` are summed before they are added (the CPU adds them one by one).
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
 
 use super::cuda::{cuda_err, Cuda};
 use crate::sampler::SamplingParams;
@@ -162,7 +162,7 @@ impl GpuSampler {
         let f = gpu.func(K)?;
         let (pp, sp, rp, cp, tp) =
             (gpu.ptr(&self.params, 0), gpu.ptr(&self.state, 0), gpu.ptr(ring, 0), gpu.ptr(counts, 0), gpu.ptr(&dev, 0));
-        let mut b = gpu.stream.launch_builder(&f);
+        let mut b = gpu.args(&f);
         b.arg(&pp).arg(&sp).arg(&rp).arg(&cp).arg(&tp).arg(&n);
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (SAMPLE_BLOCK, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: argument order and types match the kernel; token ids checked above, buffers sized in `new`.
@@ -258,7 +258,7 @@ impl GpuSampler {
         let (pp, sp, xp) = (gpu.ptr(&self.params, 0), gpu.ptr(&self.state, 0), gpu.ptr(logits, 0));
         let (bp, cp, rp) = (opt_ptr(gpu, &self.bias), opt_ptr(gpu, &self.counts), opt_ptr(gpu, &self.ring));
         let detail = || format!("vocab={} top_k={} flags={:#x}", h.n_vocab, h.top_k, h.flags);
-        let go = |name: &'static str, b: &mut cudarc::driver::LaunchArgs| -> Result<()> {
+        let go = |name: &'static str, b: &mut crate::backend::cuda::Launch| -> Result<()> {
             // SAFETY: every launch below pushes the kernel's arguments in order as u64 device addresses (or 0 for
             // buffers the flags leave unused) and u32 scalars; the buffers were sized in `new` for these params.
             unsafe { b.launch(cfg) }
@@ -270,7 +270,7 @@ impl GpuSampler {
                 const K: &str = "sample_topk";
                 let (kp, ip) = (opt_ptr(gpu, &self.cand_key), opt_ptr(gpu, &self.cand_id));
                 let f = gpu.func(K)?;
-                let mut b = gpu.stream.launch_builder(&f);
+                let mut b = gpu.args(&f);
                 b.arg(&pp)
                     .arg(&sp)
                     .arg(&xp)
@@ -288,19 +288,19 @@ impl GpuSampler {
                 let yp = if self.work.is_some() { opt_ptr(gpu, &self.work) } else { xp };
                 let (wp, mp) = (opt_ptr(gpu, &self.work), opt_ptr(gpu, &self.cmax));
                 let f = gpu.func("sample_full_max")?;
-                let mut b = gpu.stream.launch_builder(&f);
+                let mut b = gpu.args(&f);
                 b.arg(&pp).arg(&xp).arg(&bp).arg(&cp).arg(&wp).arg(&mp);
                 go("sample_full_max", &mut b)?;
                 if h.flags & SAMPLE_FLAG_TOP_P != 0 {
                     let hp = opt_ptr(gpu, &self.ghist);
                     let f = gpu.func("sample_full_hist")?;
-                    let mut b = gpu.stream.launch_builder(&f);
+                    let mut b = gpu.args(&f);
                     b.arg(&pp).arg(&sp).arg(&yp).arg(&mp).arg(&hp);
                     go("sample_full_hist", &mut b)?;
                 }
                 let (cmp, gp) = (opt_ptr(gpu, &self.chunk_mass), opt_ptr(gpu, &self.gather));
                 let f = gpu.func("sample_full_pick")?;
-                let mut b = gpu.stream.launch_builder(&f);
+                let mut b = gpu.args(&f);
                 b.arg(&pp)
                     .arg(&sp)
                     .arg(&yp)

@@ -7,6 +7,7 @@ pub mod cuda_forward;
 pub mod cuda_quant;
 pub mod cuda_sample;
 pub mod cuda_q8;
+pub mod cuda_mmq;
 
 use crate::cli::DeviceArg;
 use crate::kv_cache::CacheType;

@@ -53,6 +53,7 @@ macro_rules! dequant_kernels {
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* n_blocks blocks */, out: *mut f32 /* elements */,
                                                 n_blocks: u32, n_tail: u32) {
+            crate::common::pdl_enter();
             dequantize::<$ty>(w, out, n_blocks, n_tail)
         }
     )*};

@@ -26,6 +26,7 @@ macro_rules! embed_kernels {
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8, ids: *const u32, out: *mut f32, n_cols: u32,
                                                 row_bytes: u32) {
+            crate::common::pdl_enter();
             embed::<$ty>(w, ids, out, n_cols, row_bytes)
         }
     )*};

@@ -124,6 +124,7 @@ macro_rules! matmul_kernels {
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */, x: *const f32 /* (n_tok, n_cols) */,
                                                 y: *mut f32 /* (n_tok, n_rows) */, n_rows: u32, n_cols: u32, n_tok: u32) {
+            crate::common::pdl_enter();
             let smem = crate::shared_array!("mm_smem", SMEM);
             matmul::<$ty>(smem, w, x, y, n_rows, n_cols, n_tok)
         }

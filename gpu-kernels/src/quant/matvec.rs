@@ -338,6 +338,7 @@ macro_rules! matvec_kernels {
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */, x: *const f32 /* (n_cols,) */,
                                                 y: *mut f32 /* (n_rows,) */, n_rows: u32, n_cols: u32) {
+            crate::common::pdl_enter();
             const G: MvGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as QType>::TS, <$ty as QType>::UPB, <$ty as QType>::NSUB, G);
             crate::launch_bounds!(G.warps * 32, G.min_blocks());

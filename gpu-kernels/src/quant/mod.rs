@@ -15,6 +15,8 @@ pub mod matvec;
 pub mod matmul;
 pub mod q8;
 pub mod q8_layout;
+pub mod mmq;
+pub mod mmq_layout;
 
 use core::arch::asm;
 

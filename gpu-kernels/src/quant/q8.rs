@@ -144,31 +144,51 @@ unsafe fn ldg4(p: *const u8) -> [u32; 4] {
     [x, y, z, w]
 }
 
-/// 8-byte read-only global load; `p` 8-aligned.
+/// 16-byte generic load (global or shared); `p` 16-aligned.
 #[inline(always)]
-unsafe fn ldg2(p: *const u8) -> [u32; 2] {
+unsafe fn ldx4(p: *const u8) -> [u32; 4] {
+    let (x, y, z, w): (u32, u32, u32, u32);
+    asm!("ld.v4.u32 {{{x}, {y}, {z}, {w}}}, [{p}];", x = out(reg32) x, y = out(reg32) y, z = out(reg32) z,
+         w = out(reg32) w, p = in(reg64) p, options(pure, readonly, nostack));
+    [x, y, z, w]
+}
+
+/// 8-byte generic load; `p` 8-aligned.
+#[inline(always)]
+unsafe fn ldx2(p: *const u8) -> [u32; 2] {
     let (x, y): (u32, u32);
-    asm!("ld.global.nc.v2.u32 {{{x}, {y}}}, [{p}];", x = out(reg32) x, y = out(reg32) y, p = in(reg64) p,
+    asm!("ld.v2.u32 {{{x}, {y}}}, [{p}];", x = out(reg32) x, y = out(reg32) y, p = in(reg64) p,
          options(pure, readonly, nostack));
     [x, y]
 }
 
-/// 4-byte read-only global load; `p` 4-aligned.
+/// 4-byte generic load; `p` 4-aligned.
 #[inline(always)]
-unsafe fn ldg1(p: *const u8) -> u32 {
+unsafe fn ldx1(p: *const u8) -> u32 {
     let x: u32;
-    asm!("ld.global.nc.u32 {x}, [{p}];", x = out(reg32) x, p = in(reg64) p, options(pure, readonly, nostack));
+    asm!("ld.u32 {x}, [{p}];", x = out(reg32) x, p = in(reg64) p, options(pure, readonly, nostack));
     x
 }
 
+/// The generic address of the shared address `a`.
 #[inline(always)]
-unsafe fn stg2(p: *mut u8, a: u32, b: u32) {
-    asm!("st.global.v2.u32 [{p}], {{{a}, {b}}};", p = in(reg64) p, a = in(reg32) a, b = in(reg32) b, options(nostack));
+fn shared_ptr(a: u32) -> *mut u8 {
+    let p: u64;
+    // SAFETY: pure address conversion.
+    unsafe { asm!("cvt.u64.u32 {p}, {a};", "cvta.shared.u64 {p}, {p};", p = out(reg64) p, a = in(reg32) a, options(pure, nomem, nostack)) };
+    p as *mut u8
 }
 
+/// 8-byte generic store; `p` 8-aligned.
+#[inline(always)]
+unsafe fn stg2(p: *mut u8, a: u32, b: u32) {
+    asm!("st.v2.u32 [{p}], {{{a}, {b}}};", p = in(reg64) p, a = in(reg32) a, b = in(reg32) b, options(nostack));
+}
+
+/// 16-byte generic store; `p` 16-aligned.
 #[inline(always)]
 unsafe fn stg4(p: *mut u8, v: [u32; 4]) {
-    asm!("st.global.v4.u32 [{p}], {{{a}, {b}, {c}, {d}}};", p = in(reg64) p, a = in(reg32) v[0], b = in(reg32) v[1],
+    asm!("st.v4.u32 [{p}], {{{a}, {b}, {c}, {d}}};", p = in(reg64) p, a = in(reg32) v[0], b = in(reg32) v[1],
          c = in(reg32) v[2], d = in(reg32) v[3], options(nostack));
 }
 
@@ -203,6 +223,7 @@ pub unsafe extern "ptx-kernel" fn quantize_q8_act(
     xq: *mut u8,   /* (n_tok, row_bytes(n)) */
     n: u32,
 ) {
+    crate::common::pdl_enter();
     let (lane, gw) = (tid() & 31, bid() * (lay::QA_THREADS / 32) + (tid() >> 5));
     if gw * 256 >= n {
         return;
@@ -218,7 +239,15 @@ pub unsafe extern "ptx-kernel" fn quantize_q8_act(
         let b = ld_nc_f32x4(xr.add(c0 as usize + 4));
         v = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
     }
+    quantize_group(v, active, lane, gw, qr, n);
+}
 
+/// Quantize 256 columns (group `gw` of the row, 8 per lane in `v`; lanes past `n` inactive) into the row `qr` of
+/// the activation layout (global or shared, generic address), as `quantize_q8_act` describes. Called by a whole
+/// warp.
+#[inline(always)]
+unsafe fn quantize_group(v: [f32; 8], active: bool, lane: u32, gw: u32, qr: *mut u8, n: u32) {
+    let c0 = gw * 256 + lane * 8;
     // q8_1: a block of 32 is 4 lanes.
     let mut amax = 0.0f32;
     unroll::<8>(|i| amax = fmax(amax, fabs(v[i])));
@@ -345,8 +374,8 @@ pub struct Act32 {
 
 #[inline(always)]
 unsafe fn act32(x: ActRow, kb: u32) -> Act32 {
-    let (a, b) = (ldg4(x.q.add(32 * kb as usize)), ldg4(x.q.add(32 * kb as usize + 16)));
-    let m = ldg4(x.a.add((kb * lay::META_BYTES) as usize));
+    let (a, b) = (ldx4(x.q.add(32 * kb as usize)), ldx4(x.q.add(32 * kb as usize + 16)));
+    let m = ldx4(x.a.add((kb * lay::META_BYTES) as usize));
     Act32 {
         y: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
         d: f32::from_bits(m[0]),
@@ -513,12 +542,12 @@ pub struct ActK2 {
 unsafe fn act_k2(x: ActRow, kb: u32, j: u32) -> ActK2 {
     let (c, h) = (j >> 1, j & 1);
     let e = 256 * kb + 64 * c + 16 * h;
-    let (a, b) = (ldg4(x.q.add(e as usize)), ldg4(x.q.add(e as usize + 32)));
+    let (a, b) = (ldx4(x.q.add(e as usize)), ldx4(x.q.add(e as usize + 32)));
     let pos = 8 * (c >> 1) + 4 * h + 2 * (c & 1); // groups 4c + h and 4c + h + 2, adjacent (q8_layout::BSUM_POS)
     ActK2 {
         y: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
-        d: f32::from_bits(ldg1(x.a.add(4 * kb as usize))),
-        bs: ldg1(x.b.add((32 * kb + 2 * pos) as usize)),
+        d: f32::from_bits(ldx1(x.a.add(4 * kb as usize))),
+        bs: ldx1(x.b.add((32 * kb + 2 * pos) as usize)),
     }
 }
 
@@ -583,14 +612,14 @@ pub struct ActK64 {
 #[inline(always)]
 unsafe fn act_k64(x: ActRow, kb: u32, c: u32) -> ActK64 {
     let e = (256 * kb + 64 * c) as usize;
-    let v = [ldg4(x.q.add(e)), ldg4(x.q.add(e + 16)), ldg4(x.q.add(e + 32)), ldg4(x.q.add(e + 48))];
+    let v = [ldx4(x.q.add(e)), ldx4(x.q.add(e + 16)), ldx4(x.q.add(e + 32)), ldx4(x.q.add(e + 48))];
     let pos = 8 * (c >> 1) + 2 * (c & 1); // groups 4c, 4c + 2 at pos, pos + 1; 4c + 1, 4c + 3 at pos + 4, pos + 5
     let mut y = [0u32; 16];
     unroll::<16>(|k| y[k] = v[k / 4][k % 4]);
     ActK64 {
         y,
-        d: f32::from_bits(ldg1(x.a.add(4 * kb as usize))),
-        bs: [ldg1(x.b.add((32 * kb + 2 * pos) as usize)), ldg1(x.b.add((32 * kb + 2 * pos + 8) as usize))],
+        d: f32::from_bits(ldx1(x.a.add(4 * kb as usize))),
+        bs: [ldx1(x.b.add((32 * kb + 2 * pos) as usize)), ldx1(x.b.add((32 * kb + 2 * pos + 8) as usize))],
     }
 }
 
@@ -682,9 +711,9 @@ impl MqType for Q6K {
         let (n, m) = (j >> 1, j & 1);
         let e = (256 * kb + 128 * n + 16 * m) as usize;
         ActK4 {
-            y: [ldg4(x.q.add(e)), ldg4(x.q.add(e + 32)), ldg4(x.q.add(e + 64)), ldg4(x.q.add(e + 96))],
-            d: f32::from_bits(ldg1(x.a.add(4 * kb as usize))),
-            bs: ldg2(x.b.add((32 * kb + 2 * (8 * n + 4 * m)) as usize)),
+            y: [ldx4(x.q.add(e)), ldx4(x.q.add(e + 32)), ldx4(x.q.add(e + 64)), ldx4(x.q.add(e + 96))],
+            d: f32::from_bits(ldx1(x.a.add(4 * kb as usize))),
+            bs: ldx2(x.b.add((32 * kb + 2 * (8 * n + 4 * m)) as usize)),
         }
     }
     #[inline(always)]
@@ -716,6 +745,84 @@ impl MqType for Q6K {
             + s[3] * (dots[3] - 32 * b3);
         (d * x.d) * sumi as f32
     }
+}
+
+// ----------------------------------------------------------------------------
+// Fused prologue: the block makes its own activations
+// ----------------------------------------------------------------------------
+
+/// What a fused mat-vec does before its dot products (`q8_layout::PRO_*`), and after them.
+#[derive(Clone, Copy)]
+pub struct Fused {
+    /// f32 source values: the vector (PRO_QUANT, PRO_RMSNORM) or gate then up (PRO_SWIGLU, PRO_GELU).
+    src: *const f32,
+    /// RMSNorm weights (PRO_RMSNORM).
+    nw: *const f32,
+    eps: f32,
+    /// 0: no prologue (the activations are already quantized in `xq`).
+    mode: u32,
+    /// Shared address of `FUSED_ACT_BYTES` for the quantized row.
+    act: u32,
+    /// y[r] += W x instead of y[r] = W x (a residual add).
+    accumulate: bool,
+}
+
+impl Fused {
+    const NONE: Fused =
+        Fused { src: core::ptr::null(), nw: core::ptr::null(), eps: 0.0, mode: 0, act: 0, accumulate: false };
+}
+
+/// The fused prologue, run by the whole block: the activation vector of `n` columns from `f.src` as `f.mode`
+/// says, quantized into shared memory in the `quantize_q8_act` layout (so the numbers equal those of the separate
+/// kernels: `rmsnorm_f32`, `swiglu_f32` / `gelu_tanh_mul_f32`, then `quantize_q8_act`). Returns the row's
+/// generic address. Every block recomputes it (the source is a few KB, read from L2).
+#[inline(always)]
+unsafe fn prologue(f: &Fused, n: u32) -> *const u8 {
+    let dst = shared_ptr(f.act);
+    let (lane, warp, nwarps) = (tid() & 31, tid() >> 5, ntid() >> 5);
+    let mut scale = 1.0f32;
+    if f.mode == lay::PRO_RMSNORM {
+        let mut ss = 0.0f32;
+        let mut c = tid() * 4;
+        while c < n {
+            let v = ld_f32x4(f.src.add(c as usize));
+            ss += v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3];
+            c += ntid() * 4;
+        }
+        scale = 1.0 / sqrt(block_sum(ss) / n as f32 + f.eps);
+    }
+    let mut gw = warp;
+    while gw * 256 < n {
+        let c0 = gw * 256 + lane * 8;
+        let active = c0 < n;
+        let mut v = [0.0f32; 8];
+        if active {
+            let ld8 = |p: *const f32| {
+                let (a, b) = (ld_f32x4(p), ld_f32x4(p.add(4)));
+                [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+            };
+            v = ld8(f.src.add(c0 as usize));
+            match f.mode {
+                lay::PRO_RMSNORM => {
+                    let w = ld8(f.nw.add(c0 as usize));
+                    unroll::<8>(|i| v[i] = w[i] * (v[i] * scale));
+                }
+                lay::PRO_SWIGLU => {
+                    let u = ld8(f.src.add((n + c0) as usize));
+                    unroll::<8>(|i| v[i] = crate::activation::silu_mul(v[i], u[i]));
+                }
+                lay::PRO_GELU => {
+                    let u = ld8(f.src.add((n + c0) as usize));
+                    unroll::<8>(|i| v[i] = crate::activation::gelu_tanh_mul(v[i], u[i]));
+                }
+                _ => {}
+            }
+        }
+        quantize_group(v, active, lane, gw, dst, n);
+        gw += nwarps;
+    }
+    sync_threads();
+    dst
 }
 
 // ----------------------------------------------------------------------------
@@ -758,6 +865,7 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     y: *mut f32,
     n_rows: u32,
     n_cols: u32,
+    fused: Fused,
 ) {
     let g = MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, ksplit: KS, min_blocks: 0 };
     let nb = 32 * U as u32 / T::IPB; // blocks per step
@@ -768,10 +876,8 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
 
     let (lane, warp) = (tid() & 31, tid() >> 5);
     let (grp, kw) = (warp / KS, warp % KS);
+    // warps past the last row copy and compute nothing, but stay for the block-wide barriers of the prologue
     let row0 = (bid() * (NW / KS) + grp) * R as u32;
-    if KS == 1 && row0 >= n_rows {
-        return; // no block-wide barrier below
-    }
     let my = smem + warp * S * stage_b;
     let red = smem + NW * S * stage_b; // (NW, R) partial sums of the split-K warps
     let nb_row = n_cols / T::BS;
@@ -815,6 +921,17 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
         });
     };
 
+    let mut acc = [0.0f32; R];
+    for i in 0..S - 1 {
+        if i < n_mine {
+            issue(kw + KS * i, my + i * stage_b);
+        }
+        cp_async_commit();
+    }
+    // The weights do not depend on the previous kernel, so their first copies are in flight before the wait for
+    // it (programmatic dependent launch); the activations do.
+    crate::common::pdl_enter();
+    let xq = if fused.mode != 0 { prologue(&fused, n_cols) } else { xq };
     let x = if T::KQ {
         ActRow {
             q: xq.add(lay::off_kq(n_cols) as usize),
@@ -824,14 +941,6 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     } else {
         ActRow { q: xq, a: xq.add(lay::off_meta(n_cols) as usize), b: xq }
     };
-
-    let mut acc = [0.0f32; R];
-    for i in 0..S - 1 {
-        if i < n_mine {
-            issue(kw + KS * i, my + i * stage_b);
-        }
-        cp_async_commit();
-    }
     // This lane's items of step t: (block in step, item in block, block inside the row) and their activations.
     let load = |t: u32| {
         let mut item = [(0u32, 0u32, false); U];
@@ -880,7 +989,8 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
         unroll::<R>(|r| {
             let s = warp_sum(acc[r]);
             if lane == r as u32 && row0 + (r as u32) < n_rows {
-                *y.add((row0 + r as u32) as usize) = s;
+                let yr = y.add((row0 + r as u32) as usize);
+                *yr = if fused.accumulate { *yr + s } else { s };
             }
         });
     } else {
@@ -896,7 +1006,8 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
             for k in 0..KS {
                 s += f32::from_bits(lds_u32(red + ((grp * KS + k) * R as u32 + lane) * 4));
             }
-            *y.add((row0 + lane) as usize) = s;
+            let yr = y.add((row0 + lane) as usize);
+            *yr = if fused.accumulate { *yr + s } else { s };
         }
     }
 }
@@ -913,9 +1024,45 @@ macro_rules! mmvq_kernels {
             crate::launch_bounds!(G.warps * 32, G.min_blocks);
             let smem = crate::shared_array!("mq_smem", SMEM);
             mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
-                smem, w, xq, y, n_rows, n_cols)
+                smem, w, xq, y, n_rows, n_cols, Fused::NONE)
         }
     )*};
+}
+
+macro_rules! mmvq_fused_kernels {
+    ($($name:ident: $ty:ty, $g:expr;)*) => {$(
+        /// y = W act(src) or y += W act(src) for one token, the activations made and quantized by the block
+        /// itself (`prologue`; `mode` one of `q8_layout::PRO_*`, `n_cols` with `row_bytes(n_cols) <=
+        /// FUSED_ACT_BYTES`): one launch instead of norm / gating, quantize, mat-vec and residual add.
+        ///
+        /// Launch: as the plain kernel of the type (see [`mmvq`]), plus `FUSED_ACT_BYTES` of static shared memory.
+        /// Traffic: the plain kernel's, plus per block one read of src (n_cols or 2 n_cols floats) and of nw, from L2.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */, y: *mut f32 /* (n_rows,) */,
+                                                n_rows: u32, n_cols: u32, src: *const f32, nw: *const f32, eps: f32,
+                                                mode: u32, accumulate: u32) {
+            const G: MqGeom = $g;
+            const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
+            const _: () = assert!(SMEM + lay::FUSED_ACT_BYTES <= 48 * 1024);
+            crate::launch_bounds!(G.warps * 32, G.min_blocks);
+            let smem = crate::shared_array!("mq_smem", SMEM);
+            let act = crate::shared_array!("mq_act", lay::FUSED_ACT_BYTES);
+            let fused = Fused { src, nw, eps, mode, act, accumulate: accumulate != 0 };
+            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
+                smem, w, core::ptr::null(), y, n_rows, n_cols, fused)
+        }
+    )*};
+}
+
+mmvq_fused_kernels! {
+    mmvq_fused_q4_0: Q4_0, lay::MQ_Q4_0;
+    mmvq_fused_q4_1: Q4_1, lay::MQ_Q4_1;
+    mmvq_fused_q5_0: Q5_0, lay::MQ_Q5_0;
+    mmvq_fused_q5_1: Q5_1, lay::MQ_Q5_1;
+    mmvq_fused_q8_0: Q8_0, lay::MQ_Q8_0;
+    mmvq_fused_q4_k: Q4K, lay::MQ_Q4_K;
+    mmvq_fused_q5_k: Q5K, lay::MQ_Q5_K;
+    mmvq_fused_q6_k: Q6K, lay::MQ_Q6_K;
 }
 
 mmvq_kernels! {
@@ -943,6 +1090,7 @@ mmvq_kernels! {
 /// Launch: any grid of 256-thread blocks; `p` 16-byte aligned.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn stream_probe(p: *const u8, n16: u32, out: *mut u32) {
+    crate::common::pdl_enter();
     let stride = nctaid() * 256;
     let mut i = bid() * 256 + tid();
     let mut acc = 0u32;

@@ -70,6 +70,16 @@ pub const fn row_bytes(n: u32) -> u32 {
     off_ks(n) + round16(k_cols(n) / 16 * 2)
 }
 
+/// Shared bytes a fused mat-vec (`mmvq_fused_*`) keeps for the activation row it quantizes itself: rows of
+/// `row_bytes(n) <= FUSED_ACT_BYTES` (n up to 4608) go through it, wider ones through `quantize_q8_act`.
+pub const FUSED_ACT_BYTES: u32 = 12288;
+
+/// How a fused mat-vec makes its activations from f32 values `src` (see `q8.rs`, `prologue`).
+pub const PRO_QUANT: u32 = 1; // src
+pub const PRO_RMSNORM: u32 = 2; // nw * rmsnorm(src)
+pub const PRO_SWIGLU: u32 = 3; // silu(src[..n]) * src[n..2n]
+pub const PRO_GELU: u32 = 4; // gelu_tanh(src[..n]) * src[n..2n]
+
 /// Threads per block of the quantize kernel: a warp per 256 columns (8 per lane).
 pub const QA_THREADS: u32 = 128;
 

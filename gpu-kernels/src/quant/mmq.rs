@@ -1,0 +1,674 @@
+//! Integer tensor-core mat-mul Y = X_q W^T for many activation rows (the prefill path): int8
+//! `mma.sync.m16n8k32` on the weight quants and the 8-bit activations of `quantize_q8_act`. CPU twin:
+//! `host::quant::matmul_q8`, whose numerics these kernels follow (as the dp4a mat-vec kernels of `q8.rs` do):
+//! per block of 32 (a K-quant sub-block of 32, or of 16 for Q6_K), the integer dot of the weight quants with the
+//! activation quants is exact, then scaled in f32 (weight scale x activation scale, plus min x activation sum
+//! for the types with a min). Only the order of the f32 sums differs from the CPU.
+//!
+//! Per k-tile (128 columns for the legacy types, one 256-column super-block for the K-quants, `mmq_layout.rs`):
+//! 1. `cp.async` copies, one k-tile ahead, the tile's raw weight bytes (as in the file, any alignment), the
+//!    activation quants and their scales into one of two stages;
+//! 2. the block decodes the raw weights into i8 quants (`q - offset`) and per-32 f32 scale pairs, and the
+//!    activation metadata into per-32 f32 (d, d * sum) pairs;
+//! 3. each warp loads its fragments with `ldmatrix` and runs one m16n8k32 per 16 rows x 8 tokens x 32 columns,
+//!    with the accumulator preset to 1.5 * 2^23 as integer so that its bits read as the exact float
+//!    1.5 * 2^23 + dot (|dot| < 2^22): one FADD converts it (int-to-float conversions issue at a quarter of the
+//!    FMA rate), then FMAs add scale * dot (and min * sum) into f32 accumulators.
+
+use core::arch::asm;
+
+use super::mmq_layout::{MmqGeom, ROWS, THREADS, TOKS};
+use super::q8_layout as lay;
+use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, fma, lds_u32, unroll};
+use crate::common::*;
+
+// The block's dynamic shared memory (size set by the launcher from `MmqGeom::smem_bytes`).
+core::arch::global_asm!(".extern .shared .align 16 .b8 mmq_smem[];");
+
+// ----------------------------------------------------------------------------
+// Device primitives
+// ----------------------------------------------------------------------------
+
+/// 32-bit shared address of the dynamic shared memory.
+#[inline(always)]
+fn dyn_smem() -> u32 {
+    let p: u32;
+    // SAFETY: reads the address of the module's dynamic shared array.
+    unsafe { asm!("mov.u32 {p}, mmq_smem;", p = out(reg32) p, options(pure, nomem, nostack)) };
+    p
+}
+
+/// Integer bits of 1.5 * 2^23: `f32::from_bits(MAGIC + i) - 1.5 * 2^23 == i` for |i| < 2^22.
+const MAGIC: i32 = 0x4B40_0000;
+const MAGIC_F: f32 = 12_582_912.0;
+
+/// D = A B + C for a 16x32 i8 tile A (row-major fragments a), a 32x8 i8 tile B (column-major fragments b) and C
+/// all `c`.
+#[inline(always)]
+fn mma_k32(a: [u32; 4], b: [u32; 2], c: i32) -> [i32; 4] {
+    let (d0, d1, d2, d3): (i32, i32, i32, i32);
+    // SAFETY: pure register arithmetic (warp-synchronous: every lane of the warp executes it).
+    unsafe {
+        asm!("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, \
+              {{{b0}, {b1}}}, {{{c}, {c}, {c}, {c}}};",
+             d0 = out(reg32) d0, d1 = out(reg32) d1, d2 = out(reg32) d2, d3 = out(reg32) d3,
+             a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+             b0 = in(reg32) b[0], b1 = in(reg32) b[1], c = in(reg32) c, options(pure, nomem, nostack))
+    };
+    [d0, d1, d2, d3]
+}
+
+/// The m16n8k16 variant: A 16x16 (fragments a), B 16x8 (fragment b).
+#[inline(always)]
+fn mma_k16(a: [u32; 2], b: u32, c: i32) -> [i32; 4] {
+    let (d0, d1, d2, d3): (i32, i32, i32, i32);
+    // SAFETY: as `mma_k32`.
+    unsafe {
+        asm!("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}}}, {{{b0}}}, \
+              {{{c}, {c}, {c}, {c}}};",
+             d0 = out(reg32) d0, d1 = out(reg32) d1, d2 = out(reg32) d2, d3 = out(reg32) d3,
+             a0 = in(reg32) a[0], a1 = in(reg32) a[1], b0 = in(reg32) b, c = in(reg32) c,
+             options(pure, nomem, nostack))
+    };
+    [d0, d1, d2, d3]
+}
+
+/// Four 8x8 matrices of 16-bit elements (here: 8 rows of 16 bytes each) from shared memory; lane l gives the
+/// address of row l % 8 of matrix l / 8 and receives word l % 4 of row l / 4 of each matrix.
+#[inline(always)]
+unsafe fn ldsm_x4(a: u32) -> [u32; 4] {
+    let (r0, r1, r2, r3): (u32, u32, u32, u32);
+    asm!("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{r0}, {r1}, {r2}, {r3}}}, [{a}];", r0 = out(reg32) r0,
+         r1 = out(reg32) r1, r2 = out(reg32) r2, r3 = out(reg32) r3, a = in(reg32) a, options(pure, readonly, nostack));
+    [r0, r1, r2, r3]
+}
+
+/// 4-byte asynchronous copy global -> shared (through L1); both addresses 4-byte aligned.
+#[inline(always)]
+unsafe fn cp_async4(dst: u32, src: *const u8) {
+    asm!("cp.async.ca.shared.global [{d}], [{s}], 4;", d = in(reg32) dst, s = in(reg64) src, options(nostack));
+}
+
+#[inline(always)]
+unsafe fn lds16(a: u32) -> u32 {
+    let r: u32;
+    asm!("ld.shared.u16 {r}, [{a}];", r = out(reg32) r, a = in(reg32) a, options(pure, readonly, nostack));
+    r
+}
+
+#[inline(always)]
+unsafe fn lds_s16(a: u32) -> i32 {
+    let r: i32;
+    asm!("ld.shared.s16 {r}, [{a}];", r = out(reg32) r, a = in(reg32) a, options(pure, readonly, nostack));
+    r
+}
+
+#[inline(always)]
+unsafe fn lds_f2(a: u32) -> [f32; 2] {
+    let (x, y): (f32, f32);
+    asm!("ld.shared.v2.f32 {{{x}, {y}}}, [{a}];", x = out(reg32) x, y = out(reg32) y, a = in(reg32) a,
+         options(pure, readonly, nostack));
+    [x, y]
+}
+
+#[inline(always)]
+unsafe fn lds_f4(a: u32) -> [f32; 4] {
+    let (x, y, z, w): (f32, f32, f32, f32);
+    asm!("ld.shared.v4.f32 {{{x}, {y}, {z}, {w}}}, [{a}];", x = out(reg32) x, y = out(reg32) y, z = out(reg32) z,
+         w = out(reg32) w, a = in(reg32) a, options(pure, readonly, nostack));
+    [x, y, z, w]
+}
+
+#[inline(always)]
+unsafe fn sts_f2(a: u32, v: [f32; 2]) {
+    asm!("st.shared.v2.f32 [{a}], {{{x}, {y}}};", a = in(reg32) a, x = in(reg32) v[0], y = in(reg32) v[1],
+         options(nostack));
+}
+
+#[inline(always)]
+unsafe fn sts_u4(a: u32, v: [u32; 4]) {
+    asm!("st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};", a = in(reg32) a, x = in(reg32) v[0], y = in(reg32) v[1],
+         z = in(reg32) v[2], w = in(reg32) v[3], options(nostack));
+}
+
+/// The 32 bits at bit `sh` (0..=32) of the 64-bit `hi:lo`.
+#[inline(always)]
+fn shf(lo: u32, hi: u32, sh: u32) -> u32 {
+    let d: u32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("shf.r.clamp.b32 {d}, {lo}, {hi}, {sh};", d = out(reg32) d, lo = in(reg32) lo, hi = in(reg32) hi,
+             sh = in(reg32) sh, options(pure, nomem, nostack))
+    };
+    d
+}
+
+/// N consecutive little-endian words at the 2-aligned shared address `a`: N + 1 aligned loads joined by funnel
+/// shifts (reads up to 4 bytes past the end).
+#[inline(always)]
+unsafe fn lds_words<const N: usize>(a: u32) -> [u32; N] {
+    let (base, sh) = (a & !3, (a & 3) * 8);
+    let mut w = [0u32; 16];
+    unroll::<16>(|k| {
+        if k <= N {
+            w[k] = lds_u32(base + 4 * k as u32);
+        }
+    });
+    let mut r = [0u32; N];
+    unroll::<16>(|k| {
+        if k < N {
+            r[k] = shf(w[k], w[k + 1], sh);
+        }
+    });
+    r
+}
+
+const M4: u32 = 0x0F0F_0F0F;
+
+/// Each byte of `v` (below 0x80 + `off`) minus `off`, as i8: no carry crosses a byte.
+#[inline(always)]
+fn sub_off(v: u32, off: u32) -> u32 {
+    v.wrapping_add((0x80 - off) * 0x0101_0101) ^ 0x8080_8080
+}
+
+/// Bits 0..4 of `h` moved to bit 4 of bytes 0..4 (the fifth bit of four Q5 quants).
+#[inline(always)]
+fn spread4_hi(h: u32) -> u32 {
+    (h & 0xF).wrapping_mul(0x0204_0810) & 0x1010_1010
+}
+
+// ----------------------------------------------------------------------------
+// Per-type decoders: a sub-block of 32 weights to i8 quants and a pair of f32 scales
+// ----------------------------------------------------------------------------
+
+/// One weight type: blocks of `BS` elements in `TS` bytes.
+pub trait MmqType {
+    const BS: u32;
+    const TS: u32;
+    /// The second scale is a min, multiplied by the activation block's d * sum (Q4_1, Q5_1, Q4_K, Q5_K).
+    const MIN: bool;
+    /// The two scales belong to the two halves of 16 of the sub-block (Q6_K).
+    const SUB16: bool = false;
+    /// Tile layout.
+    const G: MmqGeom = MmqGeom::of(Self::BS, Self::TS);
+    /// Sub-block `j` (32 elements) of the block at the 2-aligned shared address `a`: its quants as 8 words of i8
+    /// in element order and its (scale, second scale).
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32);
+}
+
+/// Low nibbles of `qs` = elements 0..16, high nibbles = 16..32, each minus `off`.
+#[inline(always)]
+fn nibbles(qs: [u32; 4], off: u32) -> [u32; 8] {
+    let mut q = [0u32; 8];
+    unroll::<4>(|k| {
+        q[k] = sub_off(qs[k] & M4, off);
+        q[4 + k] = sub_off((qs[k] >> 4) & M4, off);
+    });
+    q
+}
+
+/// Q5 quants from low nibbles `qs` and fifth bits `qh` (bit e = element e), each minus `off`.
+#[inline(always)]
+fn q5(qs: [u32; 4], qh: u32, off: u32) -> [u32; 8] {
+    let mut q = [0u32; 8];
+    unroll::<4>(|k| {
+        let k32 = k as u32;
+        q[k] = sub_off((qs[k] & M4) | spread4_hi(qh >> (4 * k32)), off);
+        q[4 + k] = sub_off(((qs[k] >> 4) & M4) | spread4_hi(qh >> (16 + 4 * k32)), off);
+    });
+    q
+}
+
+/// Q4_0: x = d (q - 8), 18 bytes: d, 16 bytes of nibbles.
+pub struct Q4_0;
+impl MmqType for Q4_0 {
+    const BS: u32 = 32;
+    const TS: u32 = 18;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
+        (nibbles(lds_words::<4>(a + 2), 8), f16(lds16(a)), 0.0)
+    }
+}
+
+/// Q4_1: x = d q + m, 20 bytes: d, m, 16 bytes of nibbles.
+pub struct Q4_1;
+impl MmqType for Q4_1 {
+    const BS: u32 = 32;
+    const TS: u32 = 20;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
+        let w = lds_words::<5>(a);
+        (nibbles([w[1], w[2], w[3], w[4]], 0), f16(w[0]), f16(w[0] >> 16))
+    }
+}
+
+/// Q5_0: x = d (q - 16), 22 bytes: d, qh (4), 16 bytes of low nibbles.
+pub struct Q5_0;
+impl MmqType for Q5_0 {
+    const BS: u32 = 32;
+    const TS: u32 = 22;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
+        let w = lds_words::<5>(a + 2);
+        (q5([w[1], w[2], w[3], w[4]], w[0], 16), f16(lds16(a)), 0.0)
+    }
+}
+
+/// Q5_1: x = d q + m, 24 bytes: d, m, qh (4), 16 bytes of low nibbles.
+pub struct Q5_1;
+impl MmqType for Q5_1 {
+    const BS: u32 = 32;
+    const TS: u32 = 24;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
+        let w = lds_words::<6>(a);
+        (q5([w[2], w[3], w[4], w[5]], w[1], 0), f16(w[0]), f16(w[0] >> 16))
+    }
+}
+
+/// Q8_0: x = d q, 34 bytes: d, 32 signed quants.
+pub struct Q8_0;
+impl MmqType for Q8_0 {
+    const BS: u32 = 32;
+    const TS: u32 = 34;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
+        (lds_words::<8>(a + 2), f16(lds16(a)), 0.0)
+    }
+}
+
+/// ggml `get_scale_min_k4` of sub-block `j` from the 12 scale bytes (words s0, s1, s2): (scale, min).
+#[inline(always)]
+fn scale_min_k4(j: u32, s0: u32, s1: u32, s2: u32) -> (u32, u32) {
+    let sh = 8 * (j & 3);
+    let (a, b, e) = (s0 >> sh, s1 >> sh, s2 >> sh);
+    if j < 4 {
+        (a & 63, b & 63)
+    } else {
+        ((e & 0xF) | ((a >> 2) & 0x30), ((e >> 4) & 0xF) | ((b >> 2) & 0x30))
+    }
+}
+
+/// Q4_K / Q5_K scale pair of sub-block `j`: (d sc, -dmin m).
+#[inline(always)]
+unsafe fn scales_k4(a: u32, j: u32) -> (f32, f32) {
+    let h = lds_words::<4>(a);
+    let (sc, m) = scale_min_k4(j, h[1], h[2], h[3]);
+    (f16(h[0]) * sc as f32, -(f16(h[0] >> 16) * m as f32))
+}
+
+/// Q4_K: 144 bytes: d, dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles (sub-block 2c + h: the
+/// low (h = 0) or high nibbles of bytes 32c .. 32c + 32).
+pub struct Q4K;
+impl MmqType for Q4K {
+    const BS: u32 = 256;
+    const TS: u32 = 144;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32) {
+        let qs = lds_words::<8>(a + 16 + 32 * (j >> 1));
+        let sh = 4 * (j & 1);
+        let mut q = [0u32; 8];
+        unroll::<8>(|k| q[k] = (qs[k] >> sh) & M4);
+        let (s, m) = scales_k4(a, j);
+        (q, s, m)
+    }
+}
+
+/// Q5_K: 176 bytes: d, dmin, 12 scale bytes, qh (32: bit j of byte l is the fifth bit of element 32j + l), 128
+/// bytes of low nibbles as Q4_K.
+pub struct Q5K;
+impl MmqType for Q5K {
+    const BS: u32 = 256;
+    const TS: u32 = 176;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32) {
+        let qh = lds_words::<8>(a + 16);
+        let qs = lds_words::<8>(a + 48 + 32 * (j >> 1));
+        let sh = 4 * (j & 1);
+        let mut q = [0u32; 8];
+        unroll::<8>(|k| q[k] = ((qs[k] >> sh) & M4) | (((qh[k] >> j) & 0x0101_0101) << 4));
+        let (s, m) = scales_k4(a, j);
+        (q, s, m)
+    }
+}
+
+/// Q6_K: x = d sc (q - 32), 210 bytes: ql (128), qh (64), 16 signed 8-bit scales (one per 16 elements), d.
+/// Sub-block j = 4n + o (n: 128-element half) holds the low (o < 2) or high nibbles of ql[64n + 32 (o & 1) ..]
+/// with bits 2o, 2o + 1 of qh[32n ..] on top.
+pub struct Q6K;
+impl MmqType for Q6K {
+    const BS: u32 = 256;
+    const TS: u32 = 210;
+    const MIN: bool = false;
+    const SUB16: bool = true;
+    #[inline(always)]
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32) {
+        let (n, o) = (j >> 2, j & 3);
+        let ql = lds_words::<8>(a + 64 * n + 32 * (o & 1));
+        let qh = lds_words::<8>(a + 128 + 32 * n);
+        let (sl, sh) = (4 * (o >> 1), 2 * o);
+        let mut q = [0u32; 8];
+        unroll::<8>(|k| q[k] = sub_off(((ql[k] >> sl) & M4) | (((qh[k] >> sh) & 0x0303_0303) << 4), 32));
+        let sc = lds16(a + 192 + 2 * j);
+        let d = f16(lds16(a + 208));
+        (q, d * (sc as u8 as i8) as f32, d * ((sc >> 8) as u8 as i8) as f32)
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The mat-mul kernel body
+// ----------------------------------------------------------------------------
+
+/// y[t, r] = sum_c W[r, c] x[t, c] for a tile of `ROWS` weight rows x `TOKS` tokens, x quantized by
+/// `quantize_q8_act`.
+///
+/// Warp w computes rows 32 (w % 4) .. + 32 and tokens 32 (w / 4) .. + 32 of the tile: 2 x 4 m16n8 fragments,
+/// 8 mma per 32 columns. Rows past `n_rows` and tokens past `n_tok` read the last row / token and are not
+/// stored; columns past `n_cols` (a last partial legacy k-tile) are skipped.
+///
+/// Launch: grid = (ceil(n_rows / 128), ceil(n_tok / 64), 1), block = (256, 1, 1), dynamic shared memory
+/// `MmqGeom::smem_bytes`; `xq` 16-byte aligned, the weight tensor under 4 GiB. Traffic: W read ceil(n_tok / 64)
+/// times and xq ceil(n_rows / 128) times (mostly from L2), y written once; 2 n_rows n_cols n_tok integer ops.
+#[inline(always)]
+unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32, n_tok: u32) {
+    let (kt_cols, nsub, rs, qs) = (T::G.kt, T::G.nsub(), T::G.raw_stride, T::G.q_stride());
+    let ch = T::G.raw_stride / 16; // 16-byte chunks per raw row
+    let smem = dyn_smem();
+    let (wq, ws, asc) = (smem + T::G.off_wq(), smem + T::G.off_ws(), smem + T::G.off_as());
+    let stage = |i: u32| smem + (i & 1) * T::G.stage_bytes();
+    let (t, lane, warp) = (tid(), tid() & 31, tid() >> 5);
+    let (row0, tok0) = (bid() * ROWS, bid_y() * TOKS);
+    let row_bytes = n_cols / T::BS * T::TS;
+    let total = n_rows * row_bytes;
+    let (last_row, last_tok) = (n_rows - 1, n_tok - 1);
+    let act_rb = lay::row_bytes(n_cols) as u64;
+    let (q_off, m_off, s_off) = if T::G.kq {
+        (lay::off_kq(n_cols), lay::off_kd(n_cols), lay::off_ks(n_cols))
+    } else {
+        (0, lay::off_meta(n_cols), 0)
+    };
+    let n_sub_all = n_cols / 32;
+    let n_kt = n_cols.div_ceil(kt_cols);
+    let tok_row = |tt: u32| xq.add((min_u32(tok0 + tt, last_tok) as u64 * act_rb) as usize);
+    let row_start = |r: u32, kt: u32| min_u32(row0 + r, last_row) * row_bytes + kt * T::G.nb * T::TS;
+
+    // 1) Copy k-tile `kt` into stage `st`.
+    let issue = #[inline(always)]
+    |kt: u32, st: u32| {
+        // raw weights: chunk f = t + THREADS k is row f / ch, chunk f % ch, from the row's 16-aligned start
+        let len = min_u32(T::G.nb * T::TS, row_bytes - kt * T::G.nb * T::TS);
+        unroll::<16>(
+            #[inline(always)]
+            |k| {
+                let f = t + THREADS * k as u32;
+                if (THREADS * k as u32) < ROWS * ch && f < ROWS * ch {
+                    let (r, c) = (f / ch, f % ch);
+                    let start = row_start(r, kt);
+                    if 16 * c < (start & 15) + len {
+                        let src = (start & !15) + 16 * c;
+                        let dst = st + r * rs + 16 * c;
+                        if src + 16 <= total {
+                            cp_async16_full(dst, w.add(src as usize));
+                        } else {
+                            cp_async16(dst, w.add(src as usize), total - src);
+                        }
+                    }
+                }
+            },
+        );
+        // activation quants: token f / (kt / 16), chunk f % (kt / 16)
+        let (aq, cpt) = (st + T::G.raw_bytes(), kt_cols / 16);
+        let col0 = kt * kt_cols;
+        unroll::<4>(
+            #[inline(always)]
+            |k| {
+                let f = t + THREADS * k as u32;
+                if (THREADS * k as u32) < TOKS * cpt {
+                    let (tt, c) = (f / cpt, f % cpt);
+                    if col0 + 16 * c < n_cols {
+                        cp_async16_full(aq + tt * qs + 16 * c, tok_row(tt).add((q_off + col0 + 16 * c) as usize));
+                    }
+                }
+            },
+        );
+        // activation metadata
+        let meta = aq + T::G.act_bytes();
+        if !T::G.kq {
+            // the 16-byte q8_1 record of token t / nsub, block t % nsub
+            let (tt, j) = (t / nsub, t % nsub);
+            if t < TOKS * nsub && kt * nsub + j < n_sub_all {
+                cp_async16_full(meta + 16 * t, tok_row(tt).add((m_off + 16 * (kt * nsub + j)) as usize));
+            }
+        } else {
+            if t < TOKS {
+                cp_async4(meta + 4 * t, tok_row(t).add((m_off + 4 * kt) as usize));
+            }
+            if t < 2 * TOKS {
+                let (tt, h) = (t / 2, t % 2);
+                cp_async16_full(
+                    meta + TOKS * 16 + 32 * tt + 16 * h,
+                    tok_row(tt).add((s_off + 32 * kt + 16 * h) as usize),
+                );
+            }
+        }
+    };
+
+    // 2) Decode the raw weights and the activation metadata of stage `st` (k-tile `kt`, `nsv` valid sub-blocks).
+    let decode = #[inline(always)]
+    |kt: u32, st: u32, nsv: u32| {
+        unroll::<8>(
+            #[inline(always)]
+            |k| {
+                let u = t + THREADS * k as u32;
+                if (THREADS * k as u32) < ROWS * nsub {
+                    let (r, j) = (u / nsub, u % nsub);
+                    if j < nsv {
+                        let a = st + r * rs + (row_start(r, kt) & 15);
+                        let (q, s0, s1) = if T::G.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
+                        sts_u4(wq + r * qs + 32 * j, [q[0], q[1], q[2], q[3]]);
+                        sts_u4(wq + r * qs + 32 * j + 16, [q[4], q[5], q[6], q[7]]);
+                        sts_f2(ws + (j * ROWS + r) * 8, [s0, s1]);
+                    }
+                }
+            },
+        );
+        let meta = st + T::G.raw_bytes() + T::G.act_bytes();
+        unroll::<4>(
+            #[inline(always)]
+            |k| {
+                let e = t + THREADS * k as u32;
+                if (THREADS * k as u32) < TOKS * nsub {
+                    let (tt, j) = (e % TOKS, e / TOKS);
+                    if j < nsv {
+                        let v = if !T::G.kq {
+                            lds_f2(meta + 16 * (tt * nsub + j))
+                        } else {
+                            // groups 2j, 2j + 1 sit at 8 (j / 4) + j % 4 and 4 further (q8_layout::BSUM_POS)
+                            // (d, sum of the sub-block's quants): `compute` multiplies by d per super-block
+                            let d = f32::from_bits(lds_u32(meta + 4 * tt));
+                            let p = meta + TOKS * 16 + 32 * tt + 2 * (8 * (j >> 2) + (j & 3));
+                            [d, (lds_s16(p) + lds_s16(p + 8)) as f32]
+                        };
+                        sts_f2(asc + (j * TOKS + tt) * 8, v);
+                    }
+                }
+            },
+        );
+    };
+
+    // 3) The warp's fragments and accumulators.
+    let (wm, wn) = (warp & 3, warp >> 2);
+    let (gq, tq) = (lane >> 2, lane & 3);
+    let a_lane = wq + (32 * wm + (lane & 7) + 8 * ((lane >> 3) & 1)) * qs + 16 * (lane >> 4);
+    let b_lane = (32 * wn + (lane & 7) + 8 * (lane >> 4)) * qs + 16 * ((lane >> 3) & 1);
+    let mut acc = [[[0.0f32; 4]; 4]; 2];
+    let compute = #[inline(always)]
+    |st: u32, nsv: u32, acc: &mut [[[f32; 4]; 4]; 2]| {
+        let b_base = st + T::G.raw_bytes() + b_lane;
+        // Q4_K / Q5_K: the k-tile is one super-block, whose activation d is common to its sub-blocks: sum
+        // scale * dot - min * sum over them first, then multiply by d once.
+        let mut inner = [[[0.0f32; 4]; 4]; 2];
+        unroll::<8>(
+            #[inline(always)]
+            |j| {
+                let j = j as u32;
+                if j >= nsub || j >= nsv {
+                    return;
+                }
+                let af = [ldsm_x4(a_lane + 32 * j), ldsm_x4(a_lane + 16 * qs + 32 * j)];
+                let bp = [ldsm_x4(b_base + 32 * j), ldsm_x4(b_base + 16 * qs + 32 * j)];
+                let bf = [[bp[0][0], bp[0][1]], [bp[0][2], bp[0][3]], [bp[1][0], bp[1][1]], [bp[1][2], bp[1][3]]];
+                let mut wsc = [[[0.0f32; 2]; 2]; 2]; // [mi][row g / g + 8][scale, second]
+                unroll::<2>(
+                    #[inline(always)]
+                    |mi| {
+                        let r = 32 * wm + 16 * mi as u32 + gq;
+                        wsc[mi] = [lds_f2(ws + (j * ROWS + r) * 8), lds_f2(ws + (j * ROWS + r + 8) * 8)];
+                    },
+                );
+                let mut asv = [[0.0f32; 4]; 4]; // [ni][d tok 2tq, sum tok 2tq, d tok 2tq + 1, sum tok 2tq + 1]
+                unroll::<4>(
+                    #[inline(always)]
+                    |ni| asv[ni] = lds_f4(asc + (j * TOKS + 32 * wn + 8 * ni as u32 + 2 * tq) * 8),
+                );
+                unroll::<2>(
+                    #[inline(always)]
+                    |mi| {
+                        unroll::<4>(
+                            #[inline(always)]
+                            |ni| {
+                                // element e: row g + 8 (e / 2), token 2 tq + e % 2
+                                if !T::SUB16 {
+                                    let d = mma_k32(af[mi], bf[ni], MAGIC);
+                                    unroll::<4>(
+                                        #[inline(always)]
+                                        |e| {
+                                            let (sw, sa) =
+                                                (wsc[mi][e / 2], [asv[ni][2 * (e % 2)], asv[ni][2 * (e % 2) + 1]]);
+                                            let f = f32::from_bits(d[e] as u32) - MAGIC_F;
+                                            if T::G.kq {
+                                                let mut v = fma(sw[0], f, inner[mi][ni][e]);
+                                                if T::MIN {
+                                                    v = fma(sw[1], sa[1], v);
+                                                }
+                                                inner[mi][ni][e] = v;
+                                            } else {
+                                                let mut v = fma(sw[0] * sa[0], f, acc[mi][ni][e]);
+                                                if T::MIN {
+                                                    v = fma(sw[1], sa[1], v);
+                                                }
+                                                acc[mi][ni][e] = v;
+                                            }
+                                        },
+                                    );
+                                } else {
+                                    let d0 = mma_k16([af[mi][0], af[mi][1]], bf[ni][0], MAGIC);
+                                    let d1 = mma_k16([af[mi][2], af[mi][3]], bf[ni][1], MAGIC);
+                                    // (not hoisted: the extra accumulators would cost more registers than the FMUL saves)
+                                    unroll::<4>(
+                                        #[inline(always)]
+                                        |e| {
+                                            let (sw, dy) = (wsc[mi][e / 2], asv[ni][2 * (e % 2)]);
+                                            let f0 = f32::from_bits(d0[e] as u32) - MAGIC_F;
+                                            let f1 = f32::from_bits(d1[e] as u32) - MAGIC_F;
+                                            acc[mi][ni][e] = fma(dy, fma(sw[0], f0, sw[1] * f1), acc[mi][ni][e]);
+                                        },
+                                    );
+                                }
+                            },
+                        );
+                    },
+                );
+            },
+        );
+        if T::G.kq && !T::SUB16 {
+            unroll::<4>(
+                #[inline(always)]
+                |ni| {
+                    let dy = lds_f4(asc + (32 * wn + 8 * ni as u32 + 2 * tq) * 8); // sub-block 0: d of both tokens
+                    unroll::<2>(
+                        #[inline(always)]
+                        |mi| {
+                            unroll::<4>(
+                                #[inline(always)]
+                                |e| acc[mi][ni][e] = fma(dy[2 * (e % 2)], inner[mi][ni][e], acc[mi][ni][e]),
+                            );
+                        },
+                    );
+                },
+            );
+        }
+    };
+
+    // Pipeline: k-tile kt + 1 is copied while kt is decoded and multiplied.
+    issue(0, stage(0));
+    cp_async_commit();
+    for kt in 0..n_kt {
+        cp_async_wait(0);
+        sync_threads(); // stage kt visible; every warp is done with k-tile kt - 1 (its stage and the decoded tile)
+        if kt + 1 < n_kt {
+            issue(kt + 1, stage(kt + 1));
+        }
+        cp_async_commit();
+        let nsv = min_u32(nsub, n_sub_all - kt * nsub);
+        decode(kt, stage(kt), nsv);
+        sync_threads();
+        compute(stage(kt), nsv, &mut acc);
+    }
+
+    // Store: y (n_tok, n_rows).
+    unroll::<2>(
+        #[inline(always)]
+        |mi| {
+            unroll::<4>(
+                #[inline(always)]
+                |ni| {
+                    unroll::<4>(
+                        #[inline(always)]
+                        |e| {
+                            let r = row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
+                            let tk = tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
+                            if r < n_rows && tk < n_tok {
+                                *y.add(tk as usize * n_rows as usize + r as usize) = acc[mi][ni][e];
+                            }
+                        },
+                    );
+                },
+            );
+        },
+    );
+}
+
+macro_rules! mmq_kernels {
+    ($($name:ident: $ty:ty;)*) => {$(
+        /// y = X_q W^T; see [`mmq`] for the launch shape (geometry in `mmq_layout.rs`) and traffic.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
+                                                xq: *const u8 /* (n_tok, row_bytes(n_cols)), quantize_q8_act */,
+                                                y: *mut f32 /* (n_tok, n_rows) */, n_rows: u32, n_cols: u32,
+                                                n_tok: u32) {
+            crate::common::pdl_enter();
+            const G: MmqGeom = MmqGeom::of(<$ty as MmqType>::BS, <$ty as MmqType>::TS);
+            crate::launch_bounds!(THREADS, G.min_blocks());
+            mmq::<$ty>(w, xq, y, n_rows, n_cols, n_tok)
+        }
+    )*};
+}
+
+mmq_kernels! {
+    mmq_q4_0: Q4_0;
+    mmq_q4_1: Q4_1;
+    mmq_q5_0: Q5_0;
+    mmq_q5_1: Q5_1;
+    mmq_q8_0: Q8_0;
+    mmq_q4_k: Q4K;
+    mmq_q5_k: Q5K;
+    mmq_q6_k: Q6K;
+}

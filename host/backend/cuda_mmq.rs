@@ -1,0 +1,148 @@
+//! Launcher of the int8 tensor-core mat-mul kernels (`gpu-kernels/src/quant/mmq.rs`), the prefill path:
+//! Y = X_q W^T for many activation rows quantized once by `Cuda::quantize_act`. CPU twin: `quant::matmul_q8`
+//! (same activation rounding and exact integer block sums as llama.cpp's CPU backend; only the f32 summation
+//! order differs).
+//!
+//! Use in a forward pass:
+//! ```ignore
+//! cuda.quantize_act(&x, n_tok, n_embd, &mut xq)?;                       // x (n_tok, n_embd)
+//! cuda.matmul_q8(ty_q, &wq, n_q, n_embd, &xq, n_tok, &mut q)?;          // q (n_tok, n_q)
+//! ```
+//! Tile geometry and the dynamic shared-memory size come from the kernels' own `mmq_layout.rs`, included here by
+//! path.
+
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+use super::cuda::{cuda_err, Cuda, Dev};
+use super::cuda_q8::act_row_bytes;
+use crate::gguf::GgmlType;
+use crate::{Error, Result};
+
+/// Tile geometry and shared-memory layout shared with the kernel crate.
+#[path = "../../gpu-kernels/src/quant/mmq_layout.rs"]
+pub mod layout;
+
+use layout::MmqGeom;
+
+fn kernel_of(ty: GgmlType) -> Option<&'static str> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => "mmq_q4_0",
+        Q4_1 => "mmq_q4_1",
+        Q5_0 => "mmq_q5_0",
+        Q5_1 => "mmq_q5_1",
+        Q8_0 => "mmq_q8_0",
+        Q4_K => "mmq_q4_k",
+        Q5_K => "mmq_q5_k",
+        Q6_K => "mmq_q6_k",
+        _ => return None,
+    })
+}
+
+/// Whether `matmul_q8` has a tensor-core kernel for weights of type `ty` (Q2_K, Q3_K and the float types take
+/// the f32 `Cuda::matmul` path).
+pub fn supports_mmq(ty: GgmlType) -> bool {
+    kernel_of(ty).is_some()
+}
+
+/// The tile layout of type `ty` (a supported type).
+pub fn geom(ty: GgmlType) -> MmqGeom {
+    MmqGeom::of(ty.block_size() as u32, ty.type_size() as u32)
+}
+
+fn err(op: &str, msg: String) -> Error {
+    Error::Cuda { op: op.into(), msg }
+}
+
+fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        return Err(err(op, format!("{what} holds {got} elements, needs {want}")));
+    }
+    Ok(())
+}
+
+impl Cuda {
+    /// y = X W^T for the (n_rows, n_cols) weight `w` of type `ty` (GGUF blocks as in the file) and the `n_tok`
+    /// activation rows that `quantize_act` left in `xq`; y is (n_tok, n_rows), row-major. Twin of
+    /// `quant::matmul_q8`. Buffers may be longer than needed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_q8(
+        &self,
+        ty: GgmlType,
+        w: &impl Dev<u8>,
+        n_rows: usize,
+        n_cols: usize,
+        xq: &CudaSlice<u8>,
+        n_tok: usize,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let kernel = kernel_of(ty)
+            .ok_or_else(|| err("matmul_q8", format!("type {ty} has no int8 tensor-core kernel (supports_mmq)")))?;
+        if n_cols == 0 || !n_cols.is_multiple_of(32) || n_cols > (1 << 28) {
+            return Err(err(kernel, format!("n_cols {n_cols} is not a positive multiple of 32 up to {}", 1 << 28)));
+        }
+        let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
+            err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
+        })? as usize;
+        let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
+            err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
+        })?;
+        check_len(kernel, "w", w.elems(), bytes)?;
+        check_len(kernel, "xq", xq.len(), n_tok * act_row_bytes(n_cols))?;
+        let n_out = n_tok
+            .checked_mul(n_rows)
+            .ok_or_else(|| err(kernel, format!("n_tok {n_tok} x n_rows {n_rows} overflows")))?;
+        check_len(kernel, "y", y.len(), n_out)?;
+        if n_rows > u32::MAX as usize / 2 {
+            return Err(err(kernel, format!("n_rows {n_rows} exceeds the limit {}", u32::MAX / 2)));
+        }
+        let grid_y = n_tok.div_ceil(layout::TOKS as usize);
+        if grid_y > 65535 {
+            return Err(err(kernel, format!("n_tok {n_tok} needs {grid_y} token tiles, over the grid limit 65535")));
+        }
+        if n_rows == 0 || n_tok == 0 {
+            return Ok(());
+        }
+        let f = self.func(kernel)?;
+        let smem = geom(ty).smem_bytes();
+        // Over 48 KiB of dynamic shared memory must be allowed per function (a cheap driver call; idempotent).
+        f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+            .map_err(cuda_err(format!("{kernel}: allow {smem} bytes of dynamic shared memory")))?;
+        let cfg = LaunchConfig {
+            grid_dim: (n_rows.div_ceil(layout::ROWS as usize) as u32, grid_y as u32, 1),
+            block_dim: (layout::THREADS, 1, 1),
+            shared_mem_bytes: smem,
+        };
+        let (nr, nc, nt, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, w.addr(self));
+        let mut b = self.args(&f);
+        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&nt);
+        // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_types_and_layouts() {
+        use GgmlType::*;
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+            assert!(supports_mmq(ty), "{ty}");
+            let g = geom(ty);
+            assert_eq!(g.kt % ty.block_size() as u32, 0, "{ty}: k-tile of whole blocks");
+            assert_eq!(g.kq, ty.block_size() == 256, "{ty}");
+            assert!(g.raw_stride >= g.nb * ty.type_size() as u32 + 14, "{ty}: room for the alignment phase");
+            for off in [g.stage_bytes(), g.off_wq(), g.off_ws(), g.off_as(), g.smem_bytes()] {
+                assert_eq!(off % 16, 0, "{ty}: offset {off} not 16-aligned");
+            }
+            assert!(g.smem_bytes() <= 227 * 1024, "{ty}: {} bytes of shared memory", g.smem_bytes());
+        }
+        for ty in [F32, F16, BF16, Q2_K, Q3_K, Q8_K, IQ4_XS] {
+            assert!(!supports_mmq(ty), "{ty}");
+        }
+    }
+}
