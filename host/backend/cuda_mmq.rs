@@ -15,9 +15,10 @@ use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::cuda::{cuda_err, Cuda, Dev};
-use super::cuda_q8::act_row_bytes;
+use super::cuda_q8::{act_row_bytes, check_cols, check_weight};
+use super::cuda_quant::{check_len, err};
 use crate::gguf::GgmlType;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Tile geometry and shared-memory layout shared with the kernel crate.
 #[path = "../../gpu-kernels/src/quant/mmq_layout.rs"]
@@ -51,17 +52,6 @@ pub fn geom(ty: GgmlType) -> MmqGeom {
     MmqGeom::of(ty.block_size() as u32, ty.type_size() as u32)
 }
 
-fn err(op: &str, msg: String) -> Error {
-    Error::Cuda { op: op.into(), msg }
-}
-
-fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got < want {
-        return Err(err(op, format!("{what} holds {got} elements, needs {want}")));
-    }
-    Ok(())
-}
-
 impl Cuda {
     /// y = X W^T for the (n_rows, n_cols) weight `w` of type `ty` (GGUF blocks as in the file) and the `n_tok`
     /// activation rows that `quantize_act` left in `xq`; y is (n_tok, n_rows), row-major. Twin of
@@ -79,16 +69,8 @@ impl Cuda {
     ) -> Result<()> {
         let kernel = kernel_of(ty)
             .ok_or_else(|| err("matmul_q8", format!("type {ty} has no int8 tensor-core kernel (supports_mmq)")))?;
-        if n_cols == 0 || !n_cols.is_multiple_of(32) || n_cols > (1 << 28) {
-            return Err(err(kernel, format!("n_cols {n_cols} is not a positive multiple of 32 up to {}", 1 << 28)));
-        }
-        let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
-            err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
-        })? as usize;
-        let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
-            err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
-        })?;
-        check_len(kernel, "w", w.elems(), bytes)?;
+        check_cols(kernel, n_cols)?;
+        check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
         check_len(kernel, "xq", xq.len(), n_tok * act_row_bytes(n_cols))?;
         let n_out = n_tok
             .checked_mul(n_rows)

@@ -15,8 +15,9 @@
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::cuda::{cuda_err, Cuda, Dev};
+use super::cuda_quant::{check_len, err};
 use crate::gguf::GgmlType;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Activation layout and kernel geometry shared with the kernel crate.
 #[path = "../../gpu-kernels/src/quant/q8_layout.rs"]
@@ -68,19 +69,8 @@ pub fn act_row_bytes(n_cols: usize) -> usize {
     layout::row_bytes(n_cols as u32) as usize
 }
 
-fn err(op: &str, msg: String) -> Error {
-    Error::Cuda { op: op.into(), msg }
-}
-
-fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got < want {
-        return Err(err(op, format!("{what} holds {got} elements, needs {want}")));
-    }
-    Ok(())
-}
-
 /// Activation widths the kernels take: whole q8_1 blocks, within the u32 offsets of the layout.
-fn check_cols(op: &str, n_cols: usize) -> Result<()> {
+pub(super) fn check_cols(op: &str, n_cols: usize) -> Result<()> {
     if !n_cols.is_multiple_of(32) || n_cols == 0 {
         return Err(err(op, format!("n_cols {n_cols} is not a positive multiple of 32")));
     }
@@ -88,6 +78,18 @@ fn check_cols(op: &str, n_cols: usize) -> Result<()> {
         return Err(err(op, format!("n_cols {n_cols} exceeds the limit {}", 1 << 28)));
     }
     Ok(())
+}
+
+/// The (n_rows, n_cols) weight of type `ty` is whole blocks per row, within the kernels' 4 GiB of u32 byte
+/// offsets, and `got` bytes hold it (a view may run past it).
+pub(super) fn check_weight(kernel: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize) -> Result<()> {
+    let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
+        err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
+    })? as usize;
+    let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
+        err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
+    })?;
+    check_len(kernel, "w", got, bytes)
 }
 
 impl Cuda {
@@ -151,13 +153,7 @@ impl Cuda {
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
         check_cols(kernel, n_cols)?;
-        let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
-            err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
-        })? as usize;
-        let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
-            err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
-        })?;
-        check_len(kernel, "w", w.elems(), bytes)?;
+        check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
         check_len(kernel, "xq", xq.len(), act_row_bytes(n_cols))?;
         check_len(kernel, "y", y.len(), n_rows)?;
         if n_rows == 0 {
@@ -195,13 +191,7 @@ impl Cuda {
         if !supports_fused(ty, n_cols) {
             return Err(err(kernel, format!("{n_cols} columns exceed the fused kernel's activation buffer")));
         }
-        let row = ty.row_bytes(n_cols as u64).ok_or_else(|| {
-            err(kernel, format!("n_cols {n_cols} is not a multiple of the {ty} block size {}", ty.block_size()))
-        })? as usize;
-        let bytes = row.checked_mul(n_rows).filter(|&b| b < u32::MAX as usize - 64).ok_or_else(|| {
-            err(kernel, format!("a {n_rows} x {n_cols} {ty} weight exceeds the kernel's 4 GiB limit"))
-        })?;
-        check_len(kernel, "w", w.elems(), bytes)?;
+        check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
         check_len(kernel, "y", y.len(), n_rows)?;
         let (mode, nw, eps, src_len) = match pro {
             Prologue::Quantize => (layout::PRO_QUANT, 0u64, 0.0f32, n_cols),

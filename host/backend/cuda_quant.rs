@@ -64,7 +64,7 @@ pub fn is_supported(ty: GgmlType) -> bool {
     kernels_of(ty).is_some()
 }
 
-fn err(op: &str, msg: String) -> Error {
+pub(super) fn err(op: &str, msg: String) -> Error {
     Error::Cuda { op: op.into(), msg }
 }
 
@@ -97,7 +97,7 @@ fn weight_bytes(op: &str, ty: GgmlType, n_rows: usize, n_cols: usize, got: usize
 }
 
 /// Buffers may be longer than the op needs (the forward pass sizes activations for its largest batch).
-fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
+pub(super) fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
     if got < want {
         return Err(err(op, format!("{what} holds {got} elements, needs {want}")));
     }
