@@ -251,13 +251,9 @@ pub struct AttnParams {
 /// out: (n_tok, n_heads * head_dim_v); q: (n_tok, n_heads * head_dim);
 /// k: (positions, n_kv_heads * head_dim); v: (positions, n_kv_heads * head_dim_v).
 pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &AttnParams) {
-    use rayon::prelude::*;
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
     let (k_stride, v_stride) = (p.n_kv_heads * hd, p.n_kv_heads * hdv);
-    let n_kv = p.pos0 + p.n_tok;
-    assert!(q.len() >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
-    assert!(k.len() >= n_kv * k_stride && v.len() >= n_kv * v_stride);
     let one_head = |idx: usize, o: &mut [f32], scores: &mut Vec<f32>| {
         let (t, h) = (idx / p.n_heads, idx % p.n_heads);
         let kvh = h / group;
@@ -307,16 +303,43 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
             }
         }
     };
+    each_head(out, q.len(), k.len(), v.len(), p, one_head);
+}
+
+/// Checks that the buffers of an attention call hold the shapes of `p`, then runs `one_head(idx, out_row, scratch)`
+/// for every (token, head) output row idx = token * n_heads + head: serially when the call is small, else in
+/// parallel tasks of 4 heads, each task with its own scratch; AVX2-compiled where the CPU has it.
+fn each_head(
+    out: &mut [f32],
+    q_len: usize,
+    k_len: usize,
+    v_len: usize,
+    p: &AttnParams,
+    one_head: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
+) {
+    use rayon::prelude::*;
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    let n_kv = p.pos0 + p.n_tok;
+    assert!(q_len >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
+    assert!(k_len >= n_kv * p.n_kv_heads * hd && v_len >= n_kv * p.n_kv_heads * hdv);
     let out = &mut out[..p.n_tok * p.n_heads * hdv];
     if p.n_tok * p.n_heads * n_kv < 4096 {
-        let mut scores = Vec::new();
-        for (idx, o) in out.chunks_exact_mut(hdv).enumerate() {
-            one_head(idx, o, &mut scores);
-        }
+        crate::quant::simd_dispatch(|| {
+            let mut scratch = Vec::new();
+            for (idx, o) in out.chunks_exact_mut(hdv).enumerate() {
+                one_head(idx, o, &mut scratch);
+            }
+        })
     } else {
-        out.par_chunks_exact_mut(hdv)
-            .enumerate()
-            .for_each_init(Vec::new, |scores, (idx, o)| one_head(idx, o, scores));
+        const PER_TASK: usize = 4;
+        out.par_chunks_mut(hdv * PER_TASK).enumerate().for_each(|(ci, chunk)| {
+            crate::quant::simd_dispatch(|| {
+                let mut scratch = Vec::new();
+                for (i, o) in chunk.chunks_exact_mut(hdv).enumerate() {
+                    one_head(ci * PER_TASK + i, o, &mut scratch);
+                }
+            })
+        });
     }
 }
 
@@ -426,13 +449,9 @@ pub fn attention_ggml(
     v: &[half::f16],
     p: &AttnParams,
 ) {
-    use rayon::prelude::*;
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
     let (k_stride, v_stride) = (p.n_kv_heads * hd, p.n_kv_heads * hdv);
-    let n_kv = p.pos0 + p.n_tok;
-    assert!(q.len() >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
-    assert!(k.len() >= n_kv * k_stride && v.len() >= n_kv * v_stride);
     let tiled = p.n_tok >= FA_TILE_Q;
     let r16 = |x: f32| half::f16::from_f32(x).to_f32();
     let one_head = |idx: usize, o: &mut [f32], buf: &mut Vec<f32>| {
@@ -563,29 +582,7 @@ pub fn attention_ggml(
             *x *= inv;
         }
     };
-    let out = &mut out[..p.n_tok * p.n_heads * hdv];
-    let run = |out: &mut [f32]| {
-        crate::quant::simd_dispatch(|| {
-            let mut buf = Vec::new();
-            for (idx, o) in out.chunks_exact_mut(hdv).enumerate() {
-                one_head(idx, o, &mut buf);
-            }
-        })
-    };
-    if p.n_tok * p.n_heads * n_kv < 4096 {
-        run(out);
-    } else {
-        // chunks of whole heads; each task knows its first (token, head) index from its offset
-        let per = hdv * 4;
-        out.par_chunks_mut(per).enumerate().for_each(|(ci, chunk)| {
-            crate::quant::simd_dispatch(|| {
-                let mut buf = Vec::new();
-                for (i, o) in chunk.chunks_exact_mut(hdv).enumerate() {
-                    one_head(ci * 4 + i, o, &mut buf);
-                }
-            })
-        });
-    }
+    each_head(out, q.len(), k.len(), v.len(), p, one_head);
 }
 
 #[cfg(test)]
