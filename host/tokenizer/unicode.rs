@@ -7,10 +7,10 @@ use std::sync::OnceLock;
 use super::unicode_table::{CATEGORY_RANGES, WHITE_SPACE};
 
 // category index, as written by scripts/gen_unicode_table.py
-#[cfg(test)]
 const UNDEFINED: u8 = 0;
 const NUMBER: u8 = 1;
 const LETTER: u8 = 2;
+const MARK: u8 = 4;
 const PUNCTUATION: u8 = 5;
 const WHITESPACE_BIT: u8 = 0x08;
 
@@ -29,6 +29,11 @@ impl CharClass {
     pub fn is_number(self) -> bool {
         self.0 & 7 == NUMBER
     }
+    /// `\p{M}`
+    #[inline]
+    pub fn is_mark(self) -> bool {
+        self.0 & 7 == MARK
+    }
     /// `\p{P}`
     #[inline]
     pub fn is_punctuation(self) -> bool {
@@ -44,8 +49,8 @@ impl CharClass {
     pub fn is_other(self) -> bool {
         !self.is_letter() && !self.is_number() && !self.is_whitespace()
     }
-    /// Unassigned code point.
-    #[cfg(test)]
+    /// Unassigned code point (llama.cpp's hand-written splitters match it with nothing but a lone piece).
+    #[inline]
     pub fn is_undefined(self) -> bool {
         self.0 & 7 == UNDEFINED
     }
