@@ -325,11 +325,6 @@ impl Cps {
     fn other(&self, i: usize) -> bool {
         self.is(i, CharClass::is_other)
     }
-    /// `other` without unassigned code points, as llama.cpp's hand-written GPT-2 / Llama-3 splitters test it
-    #[inline]
-    fn other_def(&self, i: usize) -> bool {
-        self.is(i, |k| k.is_other() && !k.is_undefined())
-    }
     #[inline]
     fn space(&self, i: usize) -> bool {
         self.is(i, CharClass::is_whitespace)
@@ -392,7 +387,7 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
             let lead = usize::from(s.c[pos] == ' ');
             let first = pos + lead;
             // <space>?\p{L}+ | <space>?\p{N}+ | <space>?[^\s\p{L}\p{N}]+
-            for f in [Cps::letter as fn(&Cps, usize) -> bool, Cps::number, Cps::other_def] {
+            for f in [Cps::letter as fn(&Cps, usize) -> bool, Cps::number, Cps::other] {
                 if f(s, first) {
                     let mut e = first + 1;
                     while f(s, e) {
@@ -425,16 +420,11 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
                 }
                 return Some(e);
             }
-            // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (qwen35: `[^\s\p{L}\p{M}\p{N}]`); llama.cpp's splitter tests the
-            // char after the space (an unassigned one or none passes) and that `pos` is assigned, then takes
-            // assigned chars only
-            let other = |i: usize| s.other_def(i) && !(marks && s.is(i, CharClass::is_mark));
+            // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (qwen35: `[^\s\p{L}\p{M}\p{N}]`)
+            let other = |i: usize| s.other(i) && !(marks && s.is(i, CharClass::is_mark));
             let first = pos + usize::from(c == ' ');
-            let next_ok = s.k.get(first).is_none_or(|&k2| {
-                !(k2.is_whitespace() || k2.is_letter() || k2.is_number() || (marks && k2.is_mark()))
-            });
-            if next_ok && !k.is_undefined() {
-                let mut e = first;
+            if other(first) {
+                let mut e = first + 1;
                 while other(e) {
                     e += 1;
                 }
@@ -610,6 +600,23 @@ mod tests {
         // [^\r\n\p{L}\p{N}]? takes any one non-letter before a word, `\s*[\r\n]+` keeps trailing newlines
         assert_eq!(words(PreKind::Llama3, "(hi)\n\n  there"), ["(hi", ")\n\n", " ", " there"]);
         assert_eq!(words(PreKind::Llama3, "a \n b"), ["a", " \n", " b"]);
+    }
+
+    #[test]
+    fn qwen35_marks_join_words() {
+        // e + U+0301 (a combining mark): Qwen2's \p{L}+ stops at the mark, which then leads the next word
+        assert_eq!(words(PreKind::Qwen2, "e\u{301}x 12"), ["e", "\u{301}x", " ", "1", "2"]);
+        assert_eq!(words(PreKind::Qwen35, "e\u{301}x 12"), ["e\u{301}x", " ", "1", "2"]);
+        // Qwen2: "!" and the marks are one punctuation run; Qwen3.5: "!" is the optional lead of a mark word
+        assert_eq!(words(PreKind::Qwen2, "!\u{301}\u{301}"), ["!\u{301}\u{301}"]);
+        assert_eq!(words(PreKind::Qwen35, "!\u{301}\u{301}"), ["!\u{301}\u{301}"]);
+        assert_eq!(words(PreKind::Qwen35, "नमस्ते दुनिया"), ["नमस्ते", " दुनिया"]);
+        assert_eq!(words(PreKind::Qwen2, "नमस्ते"), ["नमस", "\u{94d}त", "\u{947}"]);
+    }
+
+    #[test]
+    fn lines_split_at_line_feeds_only() {
+        assert_eq!(words(PreKind::Lines, "a b\n\n\r\nc\n"), ["a b", "\n\n", "\r", "\n", "c", "\n"]);
     }
 
     #[test]

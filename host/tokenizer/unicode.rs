@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use super::unicode_table::{CATEGORY_RANGES, WHITE_SPACE};
 
 // category index, as written by scripts/gen_unicode_table.py
+#[cfg(test)]
 const UNDEFINED: u8 = 0;
 const NUMBER: u8 = 1;
 const LETTER: u8 = 2;
@@ -49,8 +50,8 @@ impl CharClass {
     pub fn is_other(self) -> bool {
         !self.is_letter() && !self.is_number() && !self.is_whitespace()
     }
-    /// Unassigned code point (llama.cpp's hand-written splitters match it with nothing but a lone piece).
-    #[inline]
+    /// Unassigned code point.
+    #[cfg(test)]
     pub fn is_undefined(self) -> bool {
         self.0 & 7 == UNDEFINED
     }
