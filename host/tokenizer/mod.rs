@@ -1048,6 +1048,36 @@ mod tests {
     }
 
     #[test]
+    fn pre_tokenizer_names() {
+        let bpe = |pre: &str| {
+            let mut d = spm_data();
+            d.model = "gpt2".into();
+            d.pre = Some(pre.into());
+            d.merges = Some(vec![]);
+            Tokenizer::from_data(d, &TokenizerOptions::default())
+        };
+        for name in KNOWN_PRE {
+            assert!(bpe(name).is_ok(), "{name}");
+        }
+        // names llama.cpp knows whose splitters we do not have: refused, naming the culprit
+        for name in ["kimi-k2", "seed-coder", "jais-2", "roberta-bpe", "whitespace", "no-such-pre"] {
+            let err = bpe(name).map(|_| ()).expect_err(name).to_string();
+            assert!(err.contains(&format!("unknown pre-tokenizer '{name}'")), "{err}");
+        }
+        // a gemma4 model takes the gemma4 pre-tokenizer whatever the file says, and always adds BOS
+        let mut d = spm_data();
+        d.model = "gemma4".into();
+        d.pre = Some("kimi-k2".into());
+        d.merges = Some(vec![]);
+        d.add_bos = Some(false);
+        let tok = Tokenizer::from_data(d, &TokenizerOptions::default()).unwrap();
+        assert_eq!((tok.pre_name(), tok.add_bos()), ("gemma4", true));
+        // "h i" escaped to "h▁i" is no token and has no merges: char by char, "▁" a token
+        assert_eq!(tok.encode("hi !", false, false).unwrap(), [spm_id("h"), spm_id("i"), spm_id("▁"), spm_id("!")]);
+        assert_eq!(tok.decode(&tok.encode("hi !", false, false).unwrap()), "hi!"); // clean_spaces, as llama.cpp
+    }
+
+    #[test]
     fn clean_spaces_passes() {
         assert_eq!(clean_up_spaces(b"Hi , you ! it 's me ' ok"), b"Hi, you! it's me'ok".to_vec());
         assert_eq!(clean_up_spaces(b"don 't"), b"don 't".to_vec());
