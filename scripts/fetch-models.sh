@@ -41,29 +41,41 @@ fetch_llama_vocab() {
     [ -f "$out/.complete" ] && return
     echo "fetching $out from the PyPI sdist llama-cpp-python==0.3.36" >&2
     python3 - "$tmp/sdist.tar.gz" <<'PY'
-import hashlib, os, re, subprocess, sys, urllib.parse
-from pip._internal.network.session import PipSession
+import hashlib, os, re, subprocess, sys, urllib.parse, urllib.request
 
 name, want = "llama_cpp_python-0.3.36.tar.gz", "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 index = os.environ.get("PIP_INDEX_URL") or subprocess.run(
     [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
 ).stdout.strip() or "https://pypi.org/simple"
-session = PipSession(retries=5)
-if os.environ.get("PIP_CERT"):
-    session.verify = os.environ["PIP_CERT"]
+try:
+    from pip._internal.network.session import PipSession
+    session = PipSession(retries=5)
+    if os.environ.get("PIP_CERT"):
+        session.verify = os.environ["PIP_CERT"]
+except Exception:  # pip's internals moved: plain urllib
+    session = None
+
+def get(url, accept="*/*"):
+    """(content type, chunks) of url"""
+    if session is not None:
+        r = session.get(url, headers={"Accept": accept}, timeout=300, stream=True)
+        r.raise_for_status()
+        return r.headers.get("content-type", ""), r.iter_content(1 << 20)
+    resp = urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=300)
+    return resp.headers.get("content-type", ""), iter(lambda: resp.read(1 << 20), b"")
+
 page_url = index.rstrip("/") + "/llama-cpp-python/"
-page = session.get(page_url, timeout=120,
-                   headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
-page.raise_for_status()
-if "json" in page.headers.get("content-type", ""):
-    url = next(f["url"] for f in page.json()["files"] if f["filename"] == name)
+ctype, chunks = get(page_url, "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+page = b"".join(chunks).decode()
+if "json" in ctype:
+    import json
+    url = next(f["url"] for f in json.loads(page)["files"] if f["filename"] == name)
 else:
-    url = next(h for h in re.findall(r'href="([^"]+)"', page.text) if h.split("#")[0].endswith("/" + name))
-url = urllib.parse.urljoin(page_url, url).split("#")[0]
+    url = next(h for h in re.findall(r'href="([^"]+)"', page) if h.split("#")[0].endswith("/" + name))
+url = urllib.parse.urljoin(page_url, url.replace("&amp;", "&")).split("#")[0]
 sha = hashlib.sha256()
-with session.get(url, stream=True, timeout=300) as r, open(sys.argv[1], "wb") as f:
-    r.raise_for_status()
-    for chunk in r.iter_content(1 << 20):
+with open(sys.argv[1], "wb") as f:
+    for chunk in get(url)[1]:
         sha.update(chunk)
         f.write(chunk)
 if sha.hexdigest() != want:
