@@ -1078,6 +1078,29 @@ mod tests {
     }
 
     #[test]
+    fn gemma4_line_feed_runs() {
+        // merges make "\n\n" only; a run of line feeds that is itself a token is taken whole (llama.cpp's
+        // Gemma-4 fix), other runs and other words go through the merges
+        let tokens: Vec<Vec<u8>> = ["<pad>", "<eos>", "<bos>", "\n", "\n\n", "\n\n\n", "a", "aa", "aaa"]
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect();
+        let d = TokenizerData {
+            model: "gemma4".into(),
+            token_types: Some(vec![3, 3, 3, 1, 1, 1, 1, 1, 1]),
+            tokens,
+            merges: Some(vec![b"\n \n".to_vec(), b"a a".to_vec()]),
+            bos_id: Some(2),
+            eos_id: Some(1),
+            ..Default::default()
+        };
+        let tok = Tokenizer::from_data(d, &TokenizerOptions::default()).unwrap();
+        assert_eq!(tok.encode("\n\n\n", false, false).unwrap(), [5]);
+        assert_eq!(tok.encode("\n\n\n\n\n", false, false).unwrap(), [4, 4, 3]);
+        assert_eq!(tok.encode("aaa\n\n\n", true, false).unwrap(), [2, 7, 6, 5]);
+    }
+
+    #[test]
     fn clean_spaces_passes() {
         assert_eq!(clean_up_spaces(b"Hi , you ! it 's me ' ok"), b"Hi, you! it's me'ok".to_vec());
         assert_eq!(clean_up_spaces(b"don 't"), b"don 't".to_vec());

@@ -615,6 +615,24 @@ mod tests {
     }
 
     #[test]
+    fn names_added_from_llama_cpp() {
+        // llama-vocab.cpp: qwen35 -> QWEN35, clean_spaces off; gemma4 -> GEMMA4 (escaped spaces, raw UTF-8,
+        // newline fix, BOS forced), clean_spaces on; glm4/glm5 -> CHATGLM4 with ignore_merges and no BOS
+        let q = lookup("qwen35").unwrap();
+        assert_eq!((q.kind, q.clean_spaces, q.ignore_merges), (PreKind::Qwen35, false, false));
+        let flags = |c: PreConfig| (c.kind, c.escaped, c.newline_words, c.force_bos, c.clean_spaces);
+        for name in ["gemma4", "granite-embed-multi-311m"] {
+            assert_eq!(flags(lookup(name).unwrap()), (PreKind::Lines, true, true, true, true));
+        }
+        assert_eq!(flags(lookup("sarvam-moe").unwrap()), (PreKind::Lines, true, false, false, false));
+        for name in ["glm4", "glm5"] {
+            let g = lookup(name).unwrap();
+            assert_eq!((g.kind, g.ignore_merges, g.no_bos), (PreKind::Llama3, true, true));
+        }
+        assert!(!lookup("chatglm-bpe").unwrap().ignore_merges);
+    }
+
+    #[test]
     fn lines_split_at_line_feeds_only() {
         assert_eq!(words(PreKind::Lines, "a b\n\n\r\nc\n"), ["a b", "\n\n", "\r", "\n", "c", "\n"]);
     }
