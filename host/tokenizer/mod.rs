@@ -817,7 +817,7 @@ impl Tokenizer {
     pub fn token_attr(&self, id: u32) -> u16 {
         self.attrs.get(id as usize).copied().unwrap_or(0)
     }
-    /// "gpt2" or "llama".
+    /// "gpt2" (every BPE vocab, gemma4 included) or "llama".
     pub fn model_name(&self) -> &'static str {
         match self.model {
             Model::Bpe { .. } => "gpt2",
