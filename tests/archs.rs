@@ -88,3 +88,120 @@ fn phi3_logits_match_transformers() {
 fn mistral3_logits_match_transformers() {
     check_transformers("mistral3");
 }
+
+// ----------------------------------------------------------------------------
+// Against llama.cpp's CPU build, bit for bit
+// ----------------------------------------------------------------------------
+
+/// One teacher-forced case of `llama_cpp.bin`: `ids[..prompt]` as one batch with every position's logits, then
+/// the rest one token at a time, in a context of `n_ctx` positions.
+struct Case {
+    prompt: usize,
+    n_ctx: usize,
+    ids: Vec<u32>,
+    hashes: Vec<u64>,
+    rows: Vec<(usize, Vec<f32>)>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take(4).try_into().unwrap())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take(8).try_into().unwrap())
+    }
+}
+
+fn llama_cpp_cases(arch: &str) -> (usize, Vec<Case>) {
+    let bytes = std::fs::read(fixture(arch, "llama_cpp.bin")).unwrap();
+    let mut r = Reader(&bytes);
+    assert_eq!(r.take(4), b"ALG1");
+    let (nv, n_cases) = (r.u32() as usize, r.u32());
+    let cases = (0..n_cases)
+        .map(|_| {
+            let (prompt, decode, n_ctx) = (r.u32() as usize, r.u32() as usize, r.u32() as usize);
+            let ids = (0..prompt + decode).map(|_| r.u32()).collect();
+            let hashes = (0..prompt + decode).map(|_| r.u64()).collect();
+            let rows = (0..r.u32())
+                .map(|_| {
+                    let pos = r.u32() as usize;
+                    let v = r.take(4 * nv).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                    (pos, v)
+                })
+                .collect();
+            Case { prompt, n_ctx, ids, hashes, rows }
+        })
+        .collect();
+    assert!(r.0.is_empty(), "trailing bytes");
+    (nv, cases)
+}
+
+/// FNV-1a 64 of the f32 logits' little-endian bytes (as arch_logits.cpp hashes them).
+fn fnv1a64(x: &[f32]) -> u64 {
+    x.iter()
+        .flat_map(|v| v.to_le_bytes())
+        .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3))
+}
+
+fn check_llama_cpp(arch: &str) {
+    let (nv, cases) = llama_cpp_cases(arch);
+    let file = GgufFile::open(fixture(arch, "model.gguf")).unwrap();
+    let model = Model::load(&file).unwrap();
+    assert_eq!(model.n_vocab(), nv);
+    let mut failures = Vec::new();
+    for c in &cases {
+        // the context llama.cpp ran with: it sizes the attended cache, and picks Phi-3's LongRoPE factors
+        let mut fwd = CpuForward::new(&model, c.n_ctx, CacheType::F16).unwrap();
+        let mut got = fwd.forward_all(&c.ids[..c.prompt], 0).unwrap();
+        for p in c.prompt..c.ids.len() {
+            got.extend_from_slice(fwd.forward(&c.ids[p..p + 1], p).unwrap());
+        }
+        let rows: Vec<&[f32]> = got.chunks(nv).collect();
+        let first_bad = (0..c.ids.len()).find(|&p| fnv1a64(rows[p]) != c.hashes[p]);
+        // max |diff| over the positions whose full logits the fixture holds
+        let max_diff = c
+            .rows
+            .iter()
+            .map(|(p, want)| rows[*p].iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max))
+            .fold(0.0f32, f32::max);
+        let bitwise_rows = c.rows.iter().all(|(p, want)| rows[*p].iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()));
+        eprintln!(
+            "{arch}: prompt {} + {} decode steps (ctx {}): first differing position {first_bad:?}, max |diff| {max_diff:.3e} \
+             over {} full rows",
+            c.prompt,
+            c.ids.len() - c.prompt,
+            c.n_ctx,
+            c.rows.len()
+        );
+        if first_bad.is_some() || !bitwise_rows {
+            failures.push(format!(
+                "prompt {}: first differing position {first_bad:?} of {}, max |diff| {max_diff:e} over the stored rows",
+                c.prompt,
+                c.ids.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{arch} differs from llama.cpp:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn qwen3_logits_match_llama_cpp_bit_for_bit() {
+    check_llama_cpp("qwen3");
+}
+
+#[test]
+fn phi3_logits_match_llama_cpp_bit_for_bit() {
+    check_llama_cpp("phi3");
+}
+
+#[test]
+fn mistral3_logits_match_llama_cpp_bit_for_bit() {
+    check_llama_cpp("mistral3");
+}
