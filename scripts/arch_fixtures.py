@@ -200,7 +200,7 @@ def mistral3(tokens):
 
     cfg = MistralConfig(
         vocab_size=len(tokens), hidden_size=128, intermediate_size=320, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=48, max_position_embeddings=4096,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000000.0}, rms_norm_eps=1e-5,
         tie_word_embeddings=False, sliding_window=None,
     )
