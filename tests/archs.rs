@@ -171,10 +171,11 @@ fn check_llama_cpp(arch: &str) {
             .iter()
             .map(|(p, want)| rows[*p].iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max))
             .fold(0.0f32, f32::max);
-        let bitwise_rows = c.rows.iter().all(|(p, want)| rows[*p].iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let bitwise_rows =
+            c.rows.iter().all(|(p, want)| rows[*p].iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()));
         eprintln!(
-            "{arch}: prompt {} + {} decode steps (ctx {}): first differing position {first_bad:?}, max |diff| {max_diff:.3e} \
-             over {} full rows",
+            "{arch}: prompt {} + {} decode steps (ctx {}): first differing position {first_bad:?}, \
+             max |diff| {max_diff:.3e} over {} full rows",
             c.prompt,
             c.ids.len() - c.prompt,
             c.n_ctx,
