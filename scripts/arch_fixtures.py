@@ -13,6 +13,7 @@ converter writes it through LlamaModel as arch `mistral3`). llama.cpp's logits f
 scripts/llama-cpp-greedy/arch_logits.cpp.
 """
 
+import importlib.metadata
 import json
 import math
 import pathlib
@@ -258,8 +259,9 @@ def main():
         meta = {
             "tokens": ids,
             "vocab": len(tokens),
-            "made_by": f"scripts/arch_fixtures.py: transformers {type(model).__name__} in float64, "
-            f"torch {torch.__version__}, gguf-py {gguf.__version__ if hasattr(gguf, '__version__') else '?'}",
+            "made_by": f"scripts/arch_fixtures.py: {type(model).__name__} in float64, transformers "
+            f"{importlib.metadata.version('transformers')}, torch {torch.__version__}, "
+            f"gguf-py {importlib.metadata.version('gguf')}",
         }
         (out / "hf.json").write_text(json.dumps(meta, indent=1) + "\n")
         print(f"{arch}: {(out / 'model.gguf').stat().st_size} bytes, logits {logits.shape}, "
