@@ -130,8 +130,8 @@ pub fn run(a: ChatArgs) -> Result<()> {
 
     install_ctrl_c();
     eprintln!(
-        "chat: /reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops a reply; end a line with \\ to \
-         go on on the next"
+        "chat: /reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops a reply; a line ending in \\ \
+         continues on the next"
     );
     let stdin = std::io::stdin();
     let mut input = stdin.lock();

@@ -63,7 +63,8 @@ pub struct TemplateArgs {
 /// Generation and sampling settings (`run` and `chat`).
 #[derive(clap::Args, Debug)]
 pub struct GenArgs {
-    /// Tokens to generate at most (chat: per reply); -1: until end of generation or the context is full.
+    /// Tokens to generate at most (chat: per reply); -1: until end of generation or the context is full
+    /// (llama.cpp's default).
     #[arg(short = 'n', long = "n-predict", default_value_t = DEFAULT_N_PREDICT, allow_negative_numbers = true)]
     pub n_predict: i64,
     /// Temperature; 0 = greedy.
