@@ -239,7 +239,7 @@ fn chat_says_when_the_conversation_no_longer_fits() {
     let mut p = Pty::spawn(
         &[
             "chat", m.path(), "--chat-template", t.path(), "--temp", "0", "-n", "-1", "--ignore-eos", "--ctx-size",
-            "64", "--device", "cpu",
+            "64", "--device", "cpu", "--verbose-prompt",
         ],
         &[],
     );
@@ -257,8 +257,10 @@ fn chat_says_when_the_conversation_no_longer_fits() {
     p.expect("[conversation cleared]");
     p.expect("> ");
     p.send("hi\n");
+    let prompt = "<|user|>hi\n<|assistant|>";
+    p.expect(&format!("prompt: '{prompt}'\nnumber of tokens in prompt = {}\n", prompt.len()));
     let (cached, new, _) = stats(&mut p);
-    assert_eq!((cached, new), (0, "<|user|>hi\n<|assistant|>".len()));
+    assert_eq!((cached, new), (0, prompt.len()));
     p.expect("> ");
     p.send("/exit\n");
     assert_eq!(p.wait().code(), Some(0), "{}", p.transcript());
@@ -311,6 +313,8 @@ fn chat_two_turns_reuse_the_cache_on_smollm2() {
     assert!(want_cached > ids1.len(), "the reply's tokens are reused");
     let (cached, new, line, shown) = stats_after(&mut p);
     assert!(shown.contains("Rome"), "{shown}");
+    // the same reply as the whole history evaluated from scratch
+    assert_eq!(shown.trim_end(), reply(&model, &tok, &ids2, 24).text.trim_end());
     assert_eq!((cached, new), (want_cached, ids2.len() - want_cached), "{line}");
     assert!(new < 20, "only the new turn is evaluated: {line}");
 
