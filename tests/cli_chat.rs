@@ -58,6 +58,17 @@ fn tiny_model(name: &str) -> (TempFile, TempFile) {
     (m, t)
 }
 
+/// False, after printing why, where this system has no pseudo-terminals to give (a container without /dev/ptmx).
+fn ptys_or_skip(test: &str) -> bool {
+    match nix::pty::openpty(None, None) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping {test}: cannot open a pseudo-terminal ({e})");
+            false
+        }
+    }
+}
+
 /// A child process on a pseudo-terminal, its output collected by a thread.
 struct Pty {
     child: Child,
@@ -183,6 +194,9 @@ fn stats(p: &mut Pty) -> (usize, usize, String) {
 
 #[test]
 fn chat_ctrl_c_stops_a_reply_and_the_session_goes_on() {
+    if !ptys_or_skip("chat_ctrl_c_stops_a_reply_and_the_session_goes_on") {
+        return;
+    }
     let (m, t) = tiny_model("ctrl-c");
     // a reply that would run until the context (4096) is full: ~15 s on 2 cores
     let mut p = Pty::spawn(
@@ -220,6 +234,9 @@ fn chat_ctrl_c_stops_a_reply_and_the_session_goes_on() {
 
 #[test]
 fn chat_ctrl_c_at_the_prompt_quits_and_ctrl_d_exits_0() {
+    if !ptys_or_skip("chat_ctrl_c_at_the_prompt_quits_and_ctrl_d_exits_0") {
+        return;
+    }
     let (m, t) = tiny_model("prompt-keys");
     let args = ["chat", m.path(), "--chat-template", t.path(), "--device", "cpu"];
     let mut p = Pty::spawn(&args, &[]);
@@ -235,6 +252,9 @@ fn chat_ctrl_c_at_the_prompt_quits_and_ctrl_d_exits_0() {
 
 #[test]
 fn chat_says_when_the_conversation_no_longer_fits() {
+    if !ptys_or_skip("chat_says_when_the_conversation_no_longer_fits") {
+        return;
+    }
     let (m, t) = tiny_model("ctx");
     let mut p = Pty::spawn(
         &[
@@ -279,6 +299,9 @@ fn reply(model: &Model, tok: &Tokenizer, ids: &[u32], n: usize) -> generate::Gen
 fn chat_two_turns_reuse_the_cache_on_smollm2() {
     if !Path::new(SMOLLM2).is_file() {
         eprintln!("skipping chat_two_turns_reuse_the_cache_on_smollm2: {SMOLLM2} is absent");
+        return;
+    }
+    if !ptys_or_skip("chat_two_turns_reuse_the_cache_on_smollm2") {
         return;
     }
     let file = GgufFile::open(SMOLLM2).unwrap();
@@ -333,6 +356,9 @@ fn chat_two_turns_reuse_the_cache_on_smollm2() {
 
 #[test]
 fn progress_bars_are_drawn_on_a_terminal_only() {
+    if !ptys_or_skip("progress_bars_are_drawn_on_a_terminal_only") {
+        return;
+    }
     let out = TempFile::new("synth.gguf");
     let args = ["synth", out.path(), "--preset", "tiny", "--type", "Q4_0"];
     // shown at once instead of after half a second, so that a tiny model shows them
