@@ -158,9 +158,15 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
             ApiError { status, kind: "invalid_request_error", code: "invalid_body", message: format!("cannot read the request body: {}", r.body_text()) }
         }
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        let what = if e.is_syntax() || e.is_eof() { "the body is not valid JSON" } else { "invalid request" };
-        ApiError::bad_request(format!("{what}: {e}"))
+    // trailing garbage is a syntax error too
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return Err(ApiError::bad_request(format!("the body is not valid JSON: {e}")));
+    }
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." || path.is_empty() { String::new() } else { format!("'{path}': ") };
+        ApiError::bad_request(format!("invalid request: {at}{}", e.inner()))
     })
 }
 
@@ -411,8 +417,7 @@ async fn collect(reply: Reply, mut rx: UnboundedReceiver<Event>) -> Response {
             None => return error_response(&failure("the engine stopped".into(), FailKind::Internal)),
         }
     };
-    let want_lps = !lps.is_empty() || finish.completion_tokens == 0;
-    let logprobs = if want_lps && !lps.is_empty() { reply.logprobs(&lps, 0) } else { Value::Null };
+    let logprobs = if lps.is_empty() { Value::Null } else { reply.logprobs(&lps, 0) };
     let finish_reason = api::finish_str(finish.reason);
     let choice = if reply.chat {
         json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish_reason})
