@@ -154,6 +154,9 @@ fn wire_format_errors_and_auth() {
     assert_eq!(metric_of(&page, "host_requests_total{endpoint=\"chat\",outcome=\"ok\"}"), 2.0);
     assert_eq!(metric_of(&page, "host_kv_positions_total"), 4.0 * 96.0);
     assert_eq!(metric_of(&page, "host_sequences_busy"), 0.0);
+    // CORS is off by default
+    let r = request(&addr, "GET", "/health", &[("Origin", "http://site.test")], b"");
+    assert!(r.header("access-control-allow-origin").is_none());
     // the log has one line per request and no prompt text
     let log = s.log_text();
     assert!(log.contains("generated 12"), "{log}");
@@ -247,13 +250,20 @@ fn config_file_env_and_flags_in_that_order() {
     let (model, tmpl) = tiny_model();
     let dir = model.parent().unwrap();
     let cfg = dir.join("serve.toml");
-    std::fs::write(&cfg, format!("parallel = 2\nqueue = 5\nalias = \"from-file\"\nctx_size = 80\nchat_template = {:?}\n", tmpl)).unwrap();
+    std::fs::write(&cfg, format!("parallel = 2\nqueue = 5\nalias = \"from-file\"\nctx_size = 80\ncors_origin = [\"http://allowed.test\"]\nchat_template = {:?}\n", tmpl)).unwrap();
     let c = cfg.to_str().unwrap();
     let s = Server::start_env(&model, &["--config", c, "--alias", "from-flag"], &[("HOST_QUEUE", "7"), ("HOST_ALIAS", "from-env")]);
     let m = s.get("/v1/models").json();
     assert_eq!(m["data"][0]["id"], "from-flag"); // flag > env
     assert_eq!(m["data"][0]["meta"]["parallel"], 2); // file
     assert_eq!(m["data"][0]["meta"]["n_ctx_per_seq"], 80);
+    // CORS from the file: the allowed origin gets the header, another one does not
+    let cors = |origin: &str| {
+        let r = request(&s.addr, "GET", "/v1/models", &[("Origin", origin)], b"");
+        r.header("access-control-allow-origin").map(str::to_string)
+    };
+    assert_eq!(cors("http://allowed.test").as_deref(), Some("http://allowed.test"));
+    assert_eq!(cors("http://other.test"), None);
     let log = s.log_text();
     assert!(log.contains("queue = 7"), "env over file:\n{log}");
     assert!(log.contains("each may hold 80 positions"), "{log}");

@@ -346,3 +346,63 @@ pub fn completion_logprobs(tok: &Tokenizer, lps: &[TokenLogprob], offset0: usize
     }
     json!({"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: Value) -> CompletionRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn max_tokens_prefers_max_completion_tokens_and_minus_one_is_no_limit() {
+        assert_eq!(req(json!({})).max_tokens().unwrap(), None);
+        assert_eq!(req(json!({"max_tokens": -1})).max_tokens().unwrap(), None);
+        assert_eq!(req(json!({"max_tokens": 7})).max_tokens().unwrap(), Some(7));
+        assert_eq!(req(json!({"max_tokens": 7, "max_completion_tokens": 3})).max_tokens().unwrap(), Some(3));
+        assert_eq!(req(json!({"max_tokens": 0})).max_tokens().unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn sampling_takes_llama_server_defaults_and_the_request_fields() {
+        let d = SamplingParams::default();
+        let p = req(json!({"seed": 5})).sampling(100).unwrap();
+        assert_eq!((p.temperature, p.top_k, p.top_p, p.min_p, p.seed), (d.temperature, d.top_k, d.top_p, d.min_p, 5));
+        let p = req(json!({"temperature": 0, "top_k": 3, "min_p": 0.2, "repeat_penalty": 1.1, "presence_penalty": 0.5,
+                           "logit_bias": {"7": -100, "2": 3.5}}))
+            .sampling(100)
+            .unwrap();
+        assert_eq!((p.temperature, p.top_k, p.min_p, p.repeat_penalty, p.presence_penalty), (0.0, 3, 0.2, 1.1, 0.5));
+        assert_eq!(p.logit_bias, vec![(2, 3.5), (7, -100.0)]);
+        for bad in [json!({"logit_bias": {"x": 1}}), json!({"logit_bias": {"100": 1}}), json!({"top_p": 1.5}),
+                    json!({"temperature": 3}), json!({"frequency_penalty": -3}), json!({"repeat_penalty": 0})] {
+            assert_eq!(req(bad.clone()).sampling(100).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn logprobs_n_and_stop_forms() {
+        assert_eq!(req(json!({"logprobs": true, "top_logprobs": 4})).logprobs(true).unwrap(), Some(4));
+        assert_eq!(req(json!({"logprobs": false, "top_logprobs": 4})).logprobs(true).unwrap(), None);
+        assert_eq!(req(json!({"logprobs": 3})).logprobs(false).unwrap(), Some(3));
+        assert!(req(json!({"logprobs": 3})).logprobs(true).is_err());
+        assert!(req(json!({"logprobs": true, "top_logprobs": 21})).logprobs(true).is_err());
+        assert!(req(json!({"n": 1})).check_n().is_ok());
+        assert!(req(json!({"n": 3})).check_n().unwrap_err().message.contains("n = 3"));
+        assert_eq!(req(json!({"stop": "a"})).stops().unwrap(), ["a"]);
+        assert_eq!(req(json!({"stop": ["a", "", "b"]})).stops().unwrap(), ["a", "b"]);
+        assert!(req(json!({"stream_options": {"include_usage": true}})).include_usage());
+    }
+
+    #[test]
+    fn message_content_as_text_or_text_parts() {
+        let r = req(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                                        {"role": "assistant", "content": null}]}));
+        let m = r.chat_messages().unwrap();
+        assert_eq!((m[0].content.as_str(), m[1].content.as_str()), ("ab", ""));
+        let r = req(json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}));
+        assert!(r.chat_messages().unwrap_err().message.contains("image_url"));
+        assert!(req(json!({"messages": []})).chat_messages().is_err());
+    }
+}

@@ -505,6 +505,7 @@ fn step(slot: &mut Slot, tok: &Tokenizer, chunk: usize) -> Result<Step> {
     a.sampler.accept(token);
     let logprob = raw.map(|((lse, top), raw)| TokenLogprob { token, logprob: raw[token as usize] - lse, top });
     if tok.is_eog(token) && !a.job.ignore_eos {
+        flush(a);
         return Ok(Step::Finished(FinishReason::Stop));
     }
     a.generated += 1;
@@ -597,4 +598,24 @@ fn publish_occupancy(slots: &[Slot]) {
     let used: usize = slots.iter().map(|s| s.active.as_ref().map_or(s.cached.len(), |a| a.n_past)).sum();
     metrics::gauge!("host_sequences_busy").set(busy as f64);
     metrics::gauge!("host_kv_positions_used").set(used as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_logprobs_are_a_log_softmax_best_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let (lse, top) = top_logprobs(&logits, 3);
+        let want_lse = (1f64.exp() + 2.0 * 3f64.exp() + 2f64.exp()).ln() as f32;
+        assert!((lse - want_lse).abs() < 1e-6);
+        // equal logits: lower id first
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2]);
+        assert!((top[2].1 - (2.0 - want_lse)).abs() < 1e-6);
+        let (_, all) = top_logprobs(&logits, 10);
+        let total: f64 = all.iter().map(|t| (t.1 as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6 && all.len() == 4);
+        assert!(top_logprobs(&logits, 0).1.is_empty());
+    }
 }

@@ -298,7 +298,10 @@ async fn complete(s: Arc<AppState>, body: Result<Bytes, BytesRejection>, chat: b
     let id_n = s.next_id.fetch_add(1, Ordering::Relaxed);
     let id = format!("{}-{id_n}", if chat { "chatcmpl" } else { "cmpl" });
     let received = Instant::now();
-    let prepared = prepare(&s, body, chat, &id, received);
+    // tokenizing and rendering the template are CPU work: off the async threads
+    let (s2, id2) = (s.clone(), id.clone());
+    let prepared = tokio::task::spawn_blocking(move || prepare(&s2, body, chat, &id2, received)).await;
+    let prepared = prepared.unwrap_or_else(|e| Err(failure(format!("request preparation failed: {e}"), FailKind::Internal)));
     let (req, job, rx, info) = match prepared {
         Ok(p) => p,
         Err(e) => {
