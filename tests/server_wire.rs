@@ -195,6 +195,14 @@ fn queue_full_is_503_and_timeout_is_504() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     s.wait_metric("host_sequences_busy", Duration::from_secs(2), |v| v == 0.0);
     assert_eq!(s.metric("host_requests_total{endpoint=\"completions\",outcome=\"timeout\"}"), 1.0);
+    // streamed: tokens, then an error event, then [DONE], then the stream closes
+    let r = s.post("/v1/completions", &json!({"prompt": "a", "max_tokens": 400, "ignore_eos": true, "stream": true}));
+    assert_eq!(r.status, 200);
+    let ev = sse_events(&r.text());
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    let err: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
+    assert_eq!(err["error"]["type"], "timeout_error", "{err}");
+    assert!(ev.len() > 3, "no tokens before the timeout");
 }
 
 /// A follow-up turn reuses the cached prompt of the earlier one and gives the same greedy tokens, bit-identical
@@ -243,6 +251,25 @@ fn prefix_reuse_matches_a_cold_run_tiny() {
 fn prefix_reuse_matches_a_cold_run_smollm2() {
     let Some(model) = smollm2_or_skip("prefix_reuse_matches_a_cold_run_smollm2") else { return };
     check_prefix_reuse(&model, &["--ctx-size", "512"]);
+}
+
+/// On a CUDA device (skips without one): one sequence, streamed equals non-streamed, prefix reuse as on the CPU.
+#[test]
+fn gpu_serve_smoke() {
+    if let Err(why) = host::backend::cuda::availability() {
+        eprintln!("skipping gpu_serve_smoke: {why}");
+        return;
+    }
+    let Some(model) = smollm2_or_skip("gpu_serve_smoke") else { return };
+    check_prefix_reuse(&model, &["--device", "cuda", "--ctx-size", "512"]);
+    let s = Server::start(&model, &["--device", "cuda", "--ctx-size", "512"]);
+    assert_eq!(s.get("/v1/models").json()["data"][0]["meta"]["parallel"], 1);
+    let body = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 32});
+    let plain = s.post("/v1/chat/completions", &body).json();
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let (text, _) = streamed_text(&s.post("/v1/chat/completions", &sb).text());
+    assert_eq!(plain["choices"][0]["message"]["content"].as_str().unwrap(), text);
 }
 
 #[test]

@@ -31,7 +31,12 @@ impl Server {
 
     pub fn start_env(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg(model).args(["--port", "0", "--threads", "2"]).args(args);
+        cmd.arg("serve").arg(model).args(["--port", "0", "--threads", "2"]);
+        // the CPU unless the test asks for a device (the GPU serves one sequence, the tests count on several)
+        if !args.contains(&"--device") {
+            cmd.args(["--device", "cpu"]);
+        }
+        cmd.args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("HOST_") {
                 cmd.env_remove(k);
