@@ -15,7 +15,10 @@ use server::*;
 #[test]
 fn sixty_four_concurrent_streams_match_their_results_alone() {
     let (model, tmpl) = tiny_model();
-    let s = Server::start(&model, &["--chat-template", tmpl.to_str().unwrap(), "--parallel", "4", "--queue", "64", "--ctx-size", "256"]);
+    let s = Server::start(
+        &model,
+        &["--chat-template", tmpl.to_str().unwrap(), "--parallel", "4", "--queue", "64", "--ctx-size", "256"],
+    );
     let body = |i: usize, stream: bool| {
         json!({"messages": [{"role": "user", "content": format!("request number {i}: {}", "xyz".repeat(i % 7))}],
                "temperature": 0, "max_tokens": 16 + i % 5, "stream": stream})
@@ -35,7 +38,13 @@ fn sixty_four_concurrent_streams_match_their_results_alone() {
             let addr = s.addr.clone();
             let b = body(i, true);
             std::thread::spawn(move || {
-                let r = request(&addr, "POST", "/v1/chat/completions", &[("Content-Type", "application/json")], b.to_string().as_bytes());
+                let r = request(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Content-Type", "application/json")],
+                    b.to_string().as_bytes(),
+                );
                 assert_eq!(r.status, 200, "{}", r.text());
                 streamed_text(&r.text()).0
             })
@@ -55,7 +64,8 @@ fn sixty_four_concurrent_streams_match_their_results_alone() {
 fn send_and_leave(addr: &str, body: &Value, after: Duration) {
     let mut c = TcpStream::connect(addr).unwrap();
     let b = body.to_string();
-    write!(c, "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
+    let head = format!("POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n");
+    write!(c, "{head}Content-Length: {}\r\n\r\n{b}", b.len()).unwrap();
     std::thread::sleep(after);
     drop(c);
 }
@@ -66,7 +76,20 @@ fn clients_that_leave_free_their_sequence() {
     // 25 ms per step and 16-position prompt chunks: a 1500-token prompt takes ~2.3 s to read, generation 40 tok/s
     let s = Server::start(
         &model,
-        &["--chat-template", tmpl.to_str().unwrap(), "--parallel", "1", "--queue", "4", "--step-delay-ms", "25", "--prompt-chunk", "16", "--ctx-size", "2048"],
+        &[
+            "--chat-template",
+            tmpl.to_str().unwrap(),
+            "--parallel",
+            "1",
+            "--queue",
+            "4",
+            "--step-delay-ms",
+            "25",
+            "--prompt-chunk",
+            "16",
+            "--ctx-size",
+            "2048",
+        ],
     );
     let limit = Duration::from_millis(1500);
     let long_prompt = "the quick brown fox jumps over the lazy dog ".repeat(34); // 1496 bytes = tokens
@@ -87,7 +110,11 @@ fn clients_that_leave_free_their_sequence() {
     s.wait_metric("host_sequences_busy", limit, |v| v == 0.0);
 
     // 3. streamed, gone during generation after a few tokens
-    let mut st = OpenStream::start(&s.addr, "/v1/completions", &json!({"prompt": "hi", "max_tokens": 1000, "ignore_eos": true, "stream": true}));
+    let mut st = OpenStream::start(
+        &s.addr,
+        "/v1/completions",
+        &json!({"prompt": "hi", "max_tokens": 1000, "ignore_eos": true, "stream": true}),
+    );
     let got = st.read_data_events(3);
     assert_eq!(got.len(), 3);
     assert_eq!(s.metric("host_sequences_busy"), 1.0);
@@ -98,7 +125,11 @@ fn clients_that_leave_free_their_sequence() {
     assert!(generated < 100.0, "{generated} tokens generated for a client that left after 3");
 
     // 4. gone while waiting in the queue: dropped when its turn comes, never computed
-    let mut holder = OpenStream::start(&s.addr, "/v1/completions", &json!({"prompt": "hi", "max_tokens": 30, "ignore_eos": true, "stream": true}));
+    let mut holder = OpenStream::start(
+        &s.addr,
+        "/v1/completions",
+        &json!({"prompt": "hi", "max_tokens": 30, "ignore_eos": true, "stream": true}),
+    );
     holder.read_data_events(1);
     send_and_leave(&s.addr, &json!({"prompt": long_prompt, "max_tokens": 8}), Duration::from_millis(100));
     assert_eq!(s.metric("host_queue_length"), 1.0);

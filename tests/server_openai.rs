@@ -27,7 +27,9 @@ fn chat_request(model: &str, user: &str, max_tokens: u32) -> CreateChatCompletio
     CreateChatCompletionRequest {
         model: model.into(),
         messages: vec![
-            ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from("You are a helpful assistant.")),
+            ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from(
+                "You are a helpful assistant.",
+            )),
             ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(user)),
         ],
         temperature: Some(0.0),
@@ -37,7 +39,10 @@ fn chat_request(model: &str, user: &str, max_tokens: u32) -> CreateChatCompletio
 }
 
 /// Streamed chat: the concatenated deltas, the finish reason and the usage chunk's numbers.
-async fn chat_streamed(c: &Client<OpenAIConfig>, mut req: CreateChatCompletionRequest) -> (String, Option<FinishReason>, (u32, u32, u32)) {
+async fn chat_streamed(
+    c: &Client<OpenAIConfig>,
+    mut req: CreateChatCompletionRequest,
+) -> (String, Option<FinishReason>, (u32, u32, u32)) {
     req.stream = Some(true);
     req.stream_options = Some(ChatCompletionStreamOptions { include_usage: Some(true), ..Default::default() });
     let mut stream = c.chat().create_stream(req).await.expect("create_stream");
@@ -144,7 +149,8 @@ async fn check_model(model: &Path, extra: &[&str], name: &str) {
     assert_eq!(stext, ctext);
 
     // errors reach the client as OpenAI API errors
-    let bad = Client::with_config(OpenAIConfig::new().with_api_base(format!("http://{}/v1", s.addr)).with_api_key("wrong"));
+    let bad =
+        Client::with_config(OpenAIConfig::new().with_api_base(format!("http://{}/v1", s.addr)).with_api_key("wrong"));
     match bad.chat().create(chat_request(name, "hi", 2)).await {
         Err(OpenAIError::ApiError(e)) => {
             assert_eq!(e.status_code.as_u16(), 401);

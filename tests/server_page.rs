@@ -33,7 +33,10 @@ fn chat_page_streams_replies_in_headless_chromium() {
         Some(m) => (Server::start(&m, &["--api-key", key, "--ctx-size", "512"]), "SmolLM2"),
         None => {
             let (m, t) = tiny_model();
-            (Server::start(&m, &["--api-key", key, "--chat-template", t.to_str().unwrap(), "--step-delay-ms", "15"]), "tiny")
+            (
+                Server::start(&m, &["--api-key", key, "--chat-template", t.to_str().unwrap(), "--step-delay-ms", "15"]),
+                "tiny",
+            )
         }
     };
     let shot = std::env::temp_dir().join(format!("chat-page-{}.png", std::process::id()));

@@ -22,7 +22,8 @@ fn wire_format_errors_and_auth() {
     let (model, tmpl) = tiny_model();
     let key = "sk-test-123";
     let t = tmpl.to_str().unwrap();
-    let s = Server::start(&model, &["--chat-template", t, "--api-key", key, "--ctx-size", "96", "--body-limit", "4096"]);
+    let s =
+        Server::start(&model, &["--chat-template", t, "--api-key", key, "--ctx-size", "96", "--body-limit", "4096"]);
     let addr = s.addr.clone();
     let auth = format!("Bearer {key}");
     let post = |path: &str, body: &[u8]| {
@@ -41,7 +42,13 @@ fn wire_format_errors_and_auth() {
     let r = s.post("/v1/chat/completions", &chat);
     assert_eq!(r.status, 401);
     assert_eq!(error_of(&r).0, "authentication_error");
-    let r = request(&addr, "POST", "/v1/chat/completions", &[("Authorization", "Bearer sk-wrong")], chat.to_string().as_bytes());
+    let r = request(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sk-wrong")],
+        chat.to_string().as_bytes(),
+    );
     assert_eq!(r.status, 401);
     assert!(error_of(&r).1.contains("invalid API key"));
     assert_eq!(s.get("/v1/models").status, 401);
@@ -74,7 +81,8 @@ fn wire_format_errors_and_auth() {
     let r = post("/v1/completions", json!({"prompt": "x", "temperature": 7}).to_string().as_bytes());
     assert_eq!(r.status, 400);
     let long = "a".repeat(150);
-    let n_long = post("/tokenize", json!({"content": long, "add_special": true}).to_string().as_bytes()).json()["tokens"]
+    let n_long = post("/tokenize", json!({"content": long, "add_special": true}).to_string().as_bytes()).json()
+        ["tokens"]
         .as_array()
         .unwrap()
         .len();
@@ -119,7 +127,10 @@ fn wire_format_errors_and_auth() {
     assert_eq!(j["usage"]["total_tokens"], u["total_tokens"]);
 
     // completions stream without usage: no usage chunk, chunks carry `text`
-    let r = post("/v1/completions", json!({"prompt": "abc", "temperature": 0, "max_tokens": 5, "stream": true}).to_string().as_bytes());
+    let r = post(
+        "/v1/completions",
+        json!({"prompt": "abc", "temperature": 0, "max_tokens": 5, "stream": true}).to_string().as_bytes(),
+    );
     let (ctext, chunks) = streamed_text(&r.text());
     assert!(chunks.iter().all(|c| c["object"] == "text_completion" && c.get("usage").is_none()));
     let r = post("/v1/completions", json!({"prompt": "abc", "temperature": 0, "max_tokens": 5}).to_string().as_bytes());
@@ -168,7 +179,10 @@ fn queue_full_is_503_and_timeout_is_504() {
     let (model, tmpl) = tiny_model();
     let t = tmpl.to_str().unwrap();
     // one sequence, one waiting place, 20 ms per step: a 64-token answer holds the sequence for over a second
-    let s = Server::start(&model, &["--chat-template", t, "--parallel", "1", "--queue", "1", "--step-delay-ms", "20", "--timeout", "3"]);
+    let s = Server::start(
+        &model,
+        &["--chat-template", t, "--parallel", "1", "--queue", "1", "--step-delay-ms", "20", "--timeout", "3"],
+    );
     let long = json!({"prompt": "a", "max_tokens": 64, "ignore_eos": true, "stream": true});
     let mut first = OpenStream::start(&s.addr, "/v1/completions", &long);
     first.read_data_events(1);
@@ -264,7 +278,8 @@ fn gpu_serve_smoke() {
     check_prefix_reuse(&model, &["--device", "cuda", "--ctx-size", "512"]);
     let s = Server::start(&model, &["--device", "cuda", "--ctx-size", "512"]);
     assert_eq!(s.get("/v1/models").json()["data"][0]["meta"]["parallel"], 1);
-    let body = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 32});
+    let msgs = json!([{"role": "user", "content": "What is the capital of France?"}]);
+    let body = json!({"messages": msgs, "temperature": 0, "max_tokens": 32});
     let plain = s.post("/v1/chat/completions", &body).json();
     let mut sb = body.clone();
     sb["stream"] = json!(true);
@@ -277,9 +292,15 @@ fn config_file_env_and_flags_in_that_order() {
     let (model, tmpl) = tiny_model();
     let dir = model.parent().unwrap();
     let cfg = dir.join("serve.toml");
-    std::fs::write(&cfg, format!("parallel = 2\nqueue = 5\nalias = \"from-file\"\nctx_size = 80\ncors_origin = [\"http://allowed.test\"]\nchat_template = {:?}\n", tmpl)).unwrap();
+    let toml = "parallel = 2\nqueue = 5\nalias = \"from-file\"\nctx_size = 80\n\
+                cors_origin = [\"http://allowed.test\"]\n";
+    std::fs::write(&cfg, format!("{toml}chat_template = {tmpl:?}\n")).unwrap();
     let c = cfg.to_str().unwrap();
-    let s = Server::start_env(&model, &["--config", c, "--alias", "from-flag"], &[("HOST_QUEUE", "7"), ("HOST_ALIAS", "from-env")]);
+    let s = Server::start_env(
+        &model,
+        &["--config", c, "--alias", "from-flag"],
+        &[("HOST_QUEUE", "7"), ("HOST_ALIAS", "from-env")],
+    );
     let m = s.get("/v1/models").json();
     assert_eq!(m["data"][0]["id"], "from-flag"); // flag > env
     assert_eq!(m["data"][0]["meta"]["parallel"], 2); // file
@@ -309,7 +330,11 @@ fn sigterm_finishes_running_requests_and_exits_0() {
     let (model, tmpl) = tiny_model();
     let t = tmpl.to_str().unwrap();
     let mut s = Server::start(&model, &["--chat-template", t, "--step-delay-ms", "10", "--shutdown-grace", "5"]);
-    let mut stream = OpenStream::start(&s.addr, "/v1/completions", &json!({"prompt": "a", "max_tokens": 40, "ignore_eos": true, "stream": true}));
+    let mut stream = OpenStream::start(
+        &s.addr,
+        "/v1/completions",
+        &json!({"prompt": "a", "max_tokens": 40, "ignore_eos": true, "stream": true}),
+    );
     stream.read_data_events(2);
     let pid = s.child.id().to_string();
     let t0 = Instant::now();

@@ -206,18 +206,38 @@ impl Effective {
         line("device", q(&format!("{:?}", self.device).to_lowercase()), &format!("{device:?}"));
         line("parallel", self.parallel.to_string(), "sequences at once");
         line("queue", self.queue.to_string(), "requests waiting for a sequence; more get 503");
-        let ctx = if self.ctx_size == 0 { format!("0   # the model's context, capped at {DEFAULT_CTX_CAP}") } else { self.ctx_size.to_string() };
+        let ctx = if self.ctx_size == 0 {
+            format!("0   # the model's context, capped at {DEFAULT_CTX_CAP}")
+        } else {
+            self.ctx_size.to_string()
+        };
         line("ctx_size", ctx, "");
         line("cache_type", q(self.cache_type.name()), "");
-        line("threads", self.threads.map_or("0".into(), |t| t.to_string()), if self.threads.is_none() { "all cores" } else { "" });
+        line(
+            "threads",
+            self.threads.map_or("0".into(), |t| t.to_string()),
+            if self.threads.is_none() { "all cores" } else { "" },
+        );
         line("prompt_chunk", self.prompt_chunk.to_string(), "");
-        line("api_key", if self.api_key.is_some() { q("***") } else { q("") }, if self.api_key.is_some() { "set" } else { "off" });
-        line("cors_origin", format!("{:?}", self.cors_origin), if self.cors_origin.is_empty() { "CORS off" } else { "" });
+        line(
+            "api_key",
+            if self.api_key.is_some() { q("***") } else { q("") },
+            if self.api_key.is_some() { "set" } else { "off" },
+        );
+        line(
+            "cors_origin",
+            format!("{:?}", self.cors_origin),
+            if self.cors_origin.is_empty() { "CORS off" } else { "" },
+        );
         line("body_limit", self.body_limit.to_string(), "bytes");
         line("timeout", self.timeout.to_string(), "seconds per request");
         line("shutdown_grace", self.shutdown_grace.to_string(), "seconds");
         line("log_prompts", self.log_prompts.to_string(), "");
-        line("chat_template", q(&self.chat_template.as_deref().map_or(String::new(), |p| p.display().to_string())), if self.chat_template.is_none() { "the model's" } else { "" });
+        line(
+            "chat_template",
+            q(&self.chat_template.as_deref().map_or(String::new(), |p| p.display().to_string())),
+            if self.chat_template.is_none() { "the model's" } else { "" },
+        );
         out
     }
 }
@@ -230,17 +250,32 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
         .and_then(|b| b.install_recorder())
         .map_err(|e| Error::Usage(format!("metrics: {e}")))?;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("host_requests_total", "Requests by endpoint and outcome (ok, cancelled, timeout, error, invalid, rejected, unauthorized, unavailable, shutdown)");
+    describe_counter!(
+        "host_requests_total",
+        "Requests by endpoint and outcome (ok, cancelled, timeout, error, invalid, rejected, unauthorized, \
+         unavailable, shutdown)"
+    );
     describe_counter!("host_cancelled_total", "Requests whose client left, by phase (queue, prompt, generation)");
     describe_counter!("host_prompt_tokens_total", Unit::Count, "Prompt tokens of admitted requests");
     describe_counter!("host_prompt_tokens_cached_total", Unit::Count, "Prompt tokens taken from a sequence's cache");
     describe_counter!("host_generated_tokens_total", Unit::Count, "Generated tokens");
-    describe_histogram!("host_time_to_first_token_seconds", Unit::Seconds, "Request arrival to its first token, queueing included");
-    describe_histogram!("host_inter_token_latency_seconds", Unit::Seconds, "Time between successive tokens of a request");
+    describe_histogram!(
+        "host_time_to_first_token_seconds",
+        Unit::Seconds,
+        "Request arrival to its first token, queueing included"
+    );
+    describe_histogram!(
+        "host_inter_token_latency_seconds",
+        Unit::Seconds,
+        "Time between successive tokens of a request"
+    );
     describe_gauge!("host_queue_length", "Requests waiting for a sequence");
     describe_gauge!("host_sequences_busy", "Sequences serving a request");
     describe_gauge!("host_sequences_total", "Sequences (--parallel)");
-    describe_gauge!("host_kv_positions_used", "KV cache positions holding a busy sequence's tokens or a reusable prompt");
+    describe_gauge!(
+        "host_kv_positions_used",
+        "KV cache positions holding a busy sequence's tokens or a reusable prompt"
+    );
     describe_gauge!("host_kv_positions_total", "KV cache positions of all sequences");
     Ok(handle)
 }
@@ -259,12 +294,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         e.parallel = if device == Device::Cpu { 4 } else { 1 };
     }
     if device != Device::Cpu && e.parallel > 1 {
-        eprintln!("note: on the GPU this server runs one sequence at a time (--parallel 1) until the batched engine lands");
+        eprintln!(
+            "note: on the GPU this server runs one sequence at a time (--parallel 1) until the batched engine lands"
+        );
         e.parallel = 1;
     }
     let chat_template = e.chat_template.as_deref().map(read_template).transpose()?;
     let prom = install_metrics()?;
-    eprintln!("host serve: effective configuration (flags > HOST_* variables > --config file > defaults):\n{}", e.describe(device));
+    eprintln!(
+        "host serve: effective configuration (flags > HOST_* variables > --config file > defaults):\n{}",
+        e.describe(device)
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -274,7 +314,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
     rt.block_on(serve(e, device, chat_template, prom))
 }
 
-async fn serve(e: Effective, device: Device, chat_template: Option<String>, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
+async fn serve(
+    e: Effective,
+    device: Device,
+    chat_template: Option<String>,
+    prom: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((e.host.as_str(), e.port))
         .await
         .map_err(|err| Error::Usage(format!("cannot listen on {}:{}: {err}", e.host, e.port)))?;

@@ -125,9 +125,8 @@ impl CompletionRequest {
         let d = SamplingParams::default();
         let mut logit_bias = Vec::new();
         for (k, &v) in self.logit_bias.iter().flatten() {
-            let id: u32 = k
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("logit_bias: key '{k}' is not a token id")))?;
+            let id: u32 =
+                k.parse().map_err(|_| ApiError::bad_request(format!("logit_bias: key '{k}' is not a token id")))?;
             if !(-100.0..=100.0).contains(&v) {
                 return Err(ApiError::bad_request(format!("logit_bias: {v} for token {id} is outside -100..=100")));
             }
@@ -174,7 +173,9 @@ impl CompletionRequest {
     pub fn check_n(&self) -> Result<(), ApiError> {
         match self.n {
             None | Some(1) => Ok(()),
-            Some(n) => Err(ApiError::bad_request(format!("n = {n} is not supported: this server returns one choice (n = 1)"))),
+            Some(n) => {
+                Err(ApiError::bad_request(format!("n = {n} is not supported: this server returns one choice (n = 1)")))
+            }
         }
     }
 
@@ -182,7 +183,9 @@ impl CompletionRequest {
     pub fn max_tokens(&self) -> Result<Option<usize>, ApiError> {
         match self.max_completion_tokens.or(self.max_tokens) {
             None | Some(-1) => Ok(None),
-            Some(n) if n < 1 => Err(ApiError::bad_request(format!("max_tokens {n} must be at least 1 (or -1: no limit)"))),
+            Some(n) if n < 1 => {
+                Err(ApiError::bad_request(format!("max_tokens {n} must be at least 1 (or -1: no limit)")))
+            }
             Some(n) => Ok(Some(n as usize)),
         }
     }
@@ -371,12 +374,18 @@ mod tests {
         assert_eq!((p.temperature, p.top_k, p.top_p, p.min_p, p.seed), (d.temperature, d.top_k, d.top_p, d.min_p, 5));
         let p = req(json!({"temperature": 0, "top_k": 3, "min_p": 0.2, "repeat_penalty": 1.1, "presence_penalty": 0.5,
                            "logit_bias": {"7": -100, "2": 3.5}}))
-            .sampling(100)
-            .unwrap();
+        .sampling(100)
+        .unwrap();
         assert_eq!((p.temperature, p.top_k, p.min_p, p.repeat_penalty, p.presence_penalty), (0.0, 3, 0.2, 1.1, 0.5));
         assert_eq!(p.logit_bias, vec![(2, 3.5), (7, -100.0)]);
-        for bad in [json!({"logit_bias": {"x": 1}}), json!({"logit_bias": {"100": 1}}), json!({"top_p": 1.5}),
-                    json!({"temperature": 3}), json!({"frequency_penalty": -3}), json!({"repeat_penalty": 0})] {
+        for bad in [
+            json!({"logit_bias": {"x": 1}}),
+            json!({"logit_bias": {"100": 1}}),
+            json!({"top_p": 1.5}),
+            json!({"temperature": 3}),
+            json!({"frequency_penalty": -3}),
+            json!({"repeat_penalty": 0}),
+        ] {
             assert_eq!(req(bad.clone()).sampling(100).unwrap_err().status, 400, "{bad}");
         }
     }
@@ -397,8 +406,11 @@ mod tests {
 
     #[test]
     fn message_content_as_text_or_text_parts() {
-        let r = req(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                                        {"role": "assistant", "content": null}]}));
+        let r = req(
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                             {"type": "text", "text": "b"}]},
+                                        {"role": "assistant", "content": null}]}),
+        );
         let m = r.chat_messages().unwrap();
         assert_eq!((m[0].content.as_str(), m[1].content.as_str()), ("ab", ""));
         let r = req(json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}));

@@ -128,10 +128,17 @@ pub struct Finish {
 pub enum Event {
     /// A generated token (`token: None`: text held back until the end, flushed) and the text it completes
     /// (possibly empty: part of a UTF-8 character or of a possible stop string).
-    Token { token: Option<u32>, text: String, logprob: Option<TokenLogprob> },
+    Token {
+        token: Option<u32>,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
     Done(Finish),
     /// The request failed after it was accepted (timeout, shutdown, a backend error).
-    Failed { message: String, kind: FailKind },
+    Failed {
+        message: String,
+        kind: FailKind,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +314,11 @@ impl Worker {
         };
         let mut slots = Vec::with_capacity(cfg.parallel);
         for _ in 0..cfg.parallel {
-            slots.push(Slot { fwd: cfg.device.open_forward(&model, ctx_size, cfg.cache_type)?, cached: Vec::new(), active: None });
+            slots.push(Slot {
+                fwd: cfg.device.open_forward(&model, ctx_size, cfg.cache_type)?,
+                cached: Vec::new(),
+                active: None,
+            });
         }
         let info = EngineInfo {
             tokenizer: tok.clone(),
@@ -578,11 +589,14 @@ fn log_done(a: &Active, outcome: &str) {
     let now = Instant::now();
     let ttft = a.first_token.map_or("-".to_string(), |t| format!("{:.1}", ms(t - a.job.received)));
     let gen_rate = match (a.first_token, a.last_token) {
-        (Some(f), Some(l)) if a.generated > 1 && l > f => format!("{:.1}", (a.generated - 1) as f64 / (l - f).as_secs_f64()),
+        (Some(f), Some(l)) if a.generated > 1 && l > f => {
+            format!("{:.1}", (a.generated - 1) as f64 / (l - f).as_secs_f64())
+        }
         _ => "-".to_string(),
     };
     eprintln!(
-        "req {} {}: prompt {} (cached {}), generated {}, queued {:.1} ms, ttft {ttft} ms, {gen_rate} tok/s, total {:.1} ms, {outcome}",
+        "req {} {}: prompt {} (cached {}), generated {}, queued {:.1} ms, ttft {ttft} ms, {gen_rate} tok/s, \
+         total {:.1} ms, {outcome}",
         a.job.id,
         a.job.endpoint,
         a.job.prompt.len(),

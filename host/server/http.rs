@@ -75,7 +75,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .fallback(|| async { error_response(&ApiError { status: 404, kind: "not_found_error", code: "not_found", message: "no such endpoint".into() }) })
+        .fallback(|| async {
+            error_response(&ApiError {
+                status: 404,
+                kind: "not_found_error",
+                code: "not_found",
+                message: "no such endpoint".into(),
+            })
+        })
         .layer(middleware::from_fn_with_state(state.clone(), check_api_key))
         .layer(DefaultBodyLimit::max(state.cfg.body_limit));
     if !state.cfg.cors_origins.is_empty() {
@@ -103,13 +110,20 @@ async fn check_api_key(State(s): State<Arc<AppState>>, req: Request, next: Next)
     if path == "/" || path == "/health" || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => next.run(req).await,
         g => {
             metrics::counter!("host_requests_total", "endpoint" => "any", "outcome" => "unauthorized").increment(1);
-            let message = if g.is_none() { "missing API key: send 'Authorization: Bearer KEY'" } else { "invalid API key" };
-            error_response(&ApiError { status: 401, kind: "authentication_error", code: "invalid_api_key", message: message.into() })
+            let message =
+                if g.is_none() { "missing API key: send 'Authorization: Bearer KEY'" } else { "invalid API key" };
+            error_response(&ApiError {
+                status: 401,
+                kind: "authentication_error",
+                code: "invalid_api_key",
+                message: message.into(),
+            })
         }
     }
 }
@@ -121,8 +135,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn health(State(s): State<Arc<AppState>>) -> Response {
     match s.engine.status() {
         Status::Ready(_) => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
-        Status::Loading => error_response(&ApiError { status: 503, kind: "unavailable_error", code: "loading", message: "loading the model".into() }),
-        Status::Failed(m) => error_response(&ApiError { status: 500, kind: "server_error", code: "load_failed", message: m }),
+        Status::Loading => error_response(&ApiError {
+            status: 503,
+            kind: "unavailable_error",
+            code: "loading",
+            message: "loading the model".into(),
+        }),
+        Status::Failed(m) => {
+            error_response(&ApiError { status: 500, kind: "server_error", code: "load_failed", message: m })
+        }
     }
 }
 
@@ -140,7 +161,8 @@ fn ready(s: &AppState) -> Result<Arc<EngineInfo>, ApiError> {
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Response {
-    let meta = s.engine.info().map(|i| json!({"n_ctx_per_seq": i.ctx_size, "parallel": i.parallel, "n_vocab": i.n_vocab}));
+    let meta =
+        s.engine.info().map(|i| json!({"n_ctx_per_seq": i.ctx_size, "parallel": i.parallel, "n_vocab": i.n_vocab}));
     Json(json!({
         "object": "list",
         "data": [{"id": s.cfg.model_name, "object": "model", "created": s.created, "owned_by": "host", "meta": meta}],
@@ -153,9 +175,19 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
     let body = body.map_err(|r| {
         let status = r.status().as_u16();
         if status == 413 {
-            ApiError { status, kind: "invalid_request_error", code: "request_too_large", message: "the request body is larger than the server's limit (--body-limit)".into() }
+            ApiError {
+                status,
+                kind: "invalid_request_error",
+                code: "request_too_large",
+                message: "the request body is larger than the server's limit (--body-limit)".into(),
+            }
         } else {
-            ApiError { status, kind: "invalid_request_error", code: "invalid_body", message: format!("cannot read the request body: {}", r.body_text()) }
+            ApiError {
+                status,
+                kind: "invalid_request_error",
+                code: "invalid_body",
+                message: format!("cannot read the request body: {}", r.body_text()),
+            }
         }
     })?;
     // trailing garbage is a syntax error too
@@ -301,7 +333,8 @@ async fn complete(s: Arc<AppState>, body: Result<Bytes, BytesRejection>, chat: b
     // tokenizing and rendering the template are CPU work: off the async threads
     let (s2, id2) = (s.clone(), id.clone());
     let prepared = tokio::task::spawn_blocking(move || prepare(&s2, body, chat, &id2, received)).await;
-    let prepared = prepared.unwrap_or_else(|e| Err(failure(format!("request preparation failed: {e}"), FailKind::Internal)));
+    let prepared =
+        prepared.unwrap_or_else(|e| Err(failure(format!("request preparation failed: {e}"), FailKind::Internal)));
     let (req, job, rx, info) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -319,9 +352,16 @@ async fn complete(s: Arc<AppState>, body: Result<Bytes, BytesRejection>, chat: b
                 status: 503,
                 kind: "server_error",
                 code: "queue_full",
-                message: format!("the server is busy: all sequences are in use and the queue of {n} requests is full; retry later"),
+                message: format!(
+                    "the server is busy: all sequences are in use and the queue of {n} requests is full; retry later"
+                ),
             },
-            Rejected::ShuttingDown => ApiError { status: 503, kind: "server_error", code: "shutting_down", message: "the server is shutting down".into() },
+            Rejected::ShuttingDown => ApiError {
+                status: 503,
+                kind: "server_error",
+                code: "shutting_down",
+                message: "the server is shutting down".into(),
+            },
         };
         metrics::counter!("host_requests_total", "endpoint" => endpoint, "outcome" => "rejected").increment(1);
         eprintln!("req {id} {endpoint}: prompt {n_prompt}, {} {}", e.status, e.message);
@@ -344,7 +384,13 @@ async fn complete(s: Arc<AppState>, body: Result<Bytes, BytesRejection>, chat: b
 
 type Prepared = (CompletionRequest, Job, UnboundedReceiver<Event>, Arc<EngineInfo>);
 
-fn prepare(s: &AppState, body: Result<Bytes, BytesRejection>, chat: bool, id: &str, received: Instant) -> Result<Prepared, ApiError> {
+fn prepare(
+    s: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    chat: bool,
+    id: &str,
+    received: Instant,
+) -> Result<Prepared, ApiError> {
     let req: CompletionRequest = parse_body(body)?;
     let info = ready(s)?;
     req.check_n()?;
@@ -399,7 +445,12 @@ fn prepare(s: &AppState, body: Result<Bytes, BytesRejection>, chat: bool, id: &s
 /// The error an accepted request ends with.
 fn failure(message: String, kind: FailKind) -> ApiError {
     match kind {
-        FailKind::Timeout => ApiError { status: 504, kind: "timeout_error", code: "timeout", message: format!("{message} (limit: --timeout)") },
+        FailKind::Timeout => ApiError {
+            status: 504,
+            kind: "timeout_error",
+            code: "timeout",
+            message: format!("{message} (limit: --timeout)"),
+        },
         FailKind::Shutdown => ApiError { status: 503, kind: "server_error", code: "shutting_down", message },
         FailKind::Internal => ApiError { status: 500, kind: "server_error", code: "internal_error", message },
     }
@@ -423,7 +474,8 @@ async fn collect(reply: Reply, mut rx: UnboundedReceiver<Event>) -> Response {
     let logprobs = if lps.is_empty() { Value::Null } else { reply.logprobs(&lps, 0) };
     let finish_reason = api::finish_str(finish.reason);
     let choice = if reply.chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish_reason})
+        let message = json!({"role": "assistant", "content": text});
+        json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish_reason})
     } else {
         json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason})
     };
@@ -450,7 +502,10 @@ fn data(v: &Value) -> SseEvent {
 
 /// Streamed: `data: {chunk}` events, a last chunk with `finish_reason`, the usage chunk when asked for, then
 /// `data: [DONE]`. An error after the stream started is a `data: {"error": ...}` event, then `[DONE]`.
-fn stream(reply: Reply, rx: UnboundedReceiver<Event>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+fn stream(
+    reply: Reply,
+    rx: UnboundedReceiver<Event>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let mut out = VecDeque::new();
     if reply.chat {
         out.push_back(data(&reply.chunk(Some(""), true, None, Value::Null)));
@@ -475,7 +530,11 @@ fn stream(reply: Reply, rx: UnboundedReceiver<Event>) -> Sse<impl futures_util::
                 }
                 Some(Event::Done(f)) => {
                     let finish = api::finish_str(f.reason);
-                    let last = if st.reply.chat { st.reply.chunk(None, false, Some(finish), Value::Null) } else { st.reply.chunk(Some(""), false, Some(finish), Value::Null) };
+                    let last = if st.reply.chat {
+                        st.reply.chunk(None, false, Some(finish), Value::Null)
+                    } else {
+                        st.reply.chunk(Some(""), false, Some(finish), Value::Null)
+                    };
                     st.out.push_back(data(&last));
                     if st.reply.include_usage {
                         let mut u = st.reply.chunk(None, false, None, Value::Null);

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_host");
 
 /// A chat template for the tiny synthetic model (it has none).
-pub const TINY_TEMPLATE: &str =
-    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+pub const TINY_TEMPLATE: &str = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}\
+                                 {% if add_generation_prompt %}<|assistant|>{% endif %}";
 
 /// A running `host serve`; killed on drop.
 pub struct Server {
@@ -157,10 +157,17 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
 }
 
 /// One request on a fresh connection (`Connection: close`), the whole answer read.
-pub fn try_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head += &format!("{k}: {v}\r\n");
     }
@@ -225,8 +232,10 @@ pub fn streamed_text(body: &str) -> (String, Vec<serde_json::Value>) {
     let ev = sse_events(body);
     assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "stream does not end with [DONE]: {body}");
     assert_eq!(ev.iter().filter(|e| *e == "[DONE]").count(), 1);
-    let chunks: Vec<serde_json::Value> =
-        ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("bad chunk {e}"))).collect();
+    let chunks: Vec<serde_json::Value> = ev[..ev.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("bad chunk {e}")))
+        .collect();
     let mut text = String::new();
     for c in &chunks {
         assert!(c.get("error").is_none(), "error event: {c}");
@@ -253,7 +262,8 @@ impl OpenStream {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let body = body.to_string();
-        write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n");
+        write!(s, "{head}Content-Length: {}\r\n\r\n{body}", body.len())
             .unwrap();
         let mut reader = BufReader::new(s);
         let mut line = String::new();
