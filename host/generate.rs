@@ -93,13 +93,13 @@ pub struct Generation {
 }
 
 /// Holds back text that may be the start of a stop string; says where a stop string completes.
-struct StopFilter<'s> {
+pub struct StopFilter<'s> {
     stops: &'s [String],
     pending: String,
 }
 
 impl<'s> StopFilter<'s> {
-    fn new(stops: &'s [String]) -> Self {
+    pub fn new(stops: &'s [String]) -> Self {
         StopFilter {
             stops,
             pending: String::new(),
@@ -108,7 +108,7 @@ impl<'s> StopFilter<'s> {
 
     /// Add `text`; returns what can be printed now and whether a stop string was found (text from it on is
     /// dropped).
-    fn push(&mut self, text: &str) -> (String, bool) {
+    pub fn push(&mut self, text: &str) -> (String, bool) {
         self.pending.push_str(text);
         let found = self
             .stops
@@ -139,7 +139,7 @@ impl<'s> StopFilter<'s> {
     }
 
     /// What is still held back, when generation ends for another reason.
-    fn finish(self) -> String {
+    pub fn finish(self) -> String {
         self.pending
     }
 }

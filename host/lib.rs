@@ -1,6 +1,7 @@
 //! A GGUF LLM inference engine. Modules in data-flow order:
 //! file -> `gguf` -> `config` -> weights (`quant`) -> `model` forward on a `backend` (with `kv_cache`)
-//! -> logits -> `sampler` -> token id -> `tokenizer` decode -> text; `generate` runs the loop, `cli` the commands.
+//! -> logits -> `sampler` -> token id -> `tokenizer` decode -> text; `generate` runs the loop, `server` the HTTP
+//! server, `cli` the commands.
 
 pub mod error;
 pub mod gguf;
@@ -16,6 +17,7 @@ pub mod generate;
 pub mod synth;
 pub mod rng;
 pub mod progress;
+pub mod server;
 pub mod cli;
 
 pub use error::{Error, Result};
