@@ -509,6 +509,61 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     }
 }
 
+/// The kernel ggml picks for token `t` of a mat-mul of `n_tok` tokens over `n_rows` rows of `ty` (`matmul`).
+fn kernel_for(ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize, t: usize) -> Kernel {
+    let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
+    let tiny_blas = ty == GgmlType::F16 && n_tok >= 2 && n_cols.is_multiple_of(8);
+    let tiled = !repacked
+        && n_tok >= TILED_MIN_TOKENS
+        && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    match (repacked, t < n_tok - n_tok % 4) {
+        _ if tiny_blas => Kernel::Gemm,
+        _ if tiled => Kernel::Tiled,
+        (false, _) => Kernel::VecDot,
+        (true, false) => Kernel::Gemv,
+        (true, true) => Kernel::Gemm,
+    }
+}
+
+/// `matmul` over a batch made of independent segments (one per sequence: `segs` holds their row counts, in
+/// order, summing to the rows of x): each weight row is decoded once for the whole batch, but every segment's
+/// products use the kernels `matmul` would pick for that segment alone, so a sequence's results do not depend
+/// on what else is in the batch (bit for bit).
+pub fn matmul_segments(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y: &mut [f32], segs: &[usize]) {
+    use rayon::prelude::*;
+    let rb = super::check_mat(ty, w, n_rows, n_cols);
+    let n_tok = x.len() / n_cols;
+    assert_eq!(segs.iter().sum::<usize>(), n_tok, "matmul_segments: segments cover the batch");
+    let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
+    let kernels: Vec<Kernel> = segs
+        .iter()
+        .flat_map(|&n| (0..n).map(move |t| kernel_for(ty, n_rows, n_cols, n, t)))
+        .collect();
+    if n_tok == 1 {
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernels[0]));
+        return;
+    }
+    let mut yt = vec![0.0f32; n_rows * n_tok];
+    yt.par_chunks_mut(super::ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
+        super::simd_dispatch(|| {
+            let mut dec = Decoded::default();
+            for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                let r = ci * super::ROWS_PER_TASK + i;
+                let row = &w[r * rb..(r + 1) * rb];
+                dec.decode(ty, row);
+                for ((o, a), &k) in out.iter_mut().zip(&acts).zip(&kernels) {
+                    *o = dot_blocks(ty, row, &dec, a, k);
+                }
+            }
+        })
+    });
+    for t in 0..n_tok {
+        for r in 0..n_rows {
+            y[t * n_rows + r] = yt[r * n_tok + t];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
