@@ -257,3 +257,42 @@ fn batch_errors_name_the_sequence_and_change_nothing() {
     bf.decode(&b).unwrap();
     assert_eq!(bf.seq_len(2), Some(35));
 }
+
+/// `host run` on `model`: the generated text (stdout) of one prompt, greedy.
+fn host_run(args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_host")).args(args).output().expect("run the host binary");
+    assert!(o.status.success(), "host {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `host run --parallel 2 --file` (three prompts, so one joins while another runs): each labelled output equals
+/// `host run -p` of that prompt alone, greedy; with `--parallel 3 -p` all three copies are that output.
+fn check_run_parallel(model: &Path, n: &str) {
+    let prompts = ["The capital of France is", "One, two, three,", "The sky is"];
+    let list = TempFile(std::env::temp_dir().join(format!("batch-prompts-{}.txt", std::process::id())));
+    std::fs::write(&list.0, format!("{}\n\n{}\n{}\n", prompts[0], prompts[1], prompts[2])).unwrap();
+    let m = model.to_str().unwrap();
+    let common = ["--temp", "0", "-n", n, "--device", "cpu", "--ctx-size", "64"];
+    let out = host_run(&[&["run", m, "--parallel", "2", "--file", list.0.to_str().unwrap()], &common[..]].concat());
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = host_run(&[&["run", m, "-p", p], &common[..]].concat());
+        let head = format!("--- [{i}] {p:?} (");
+        let at = out.find(&head).unwrap_or_else(|| panic!("no output labelled {head} in {out}"));
+        let body = &out[at..];
+        let body = &body[body.find(") ---\n").unwrap() + 6..];
+        let body = &body[..body.find("\n--- [").unwrap_or(body.len() - 1)];
+        assert_eq!(body, alone, "{m}: prompt {i}");
+    }
+    let out = host_run(&[&["run", m, "--parallel", "3", "-p", prompts[2]], &common[..]].concat());
+    let alone = host_run(&[&["run", m, "-p", prompts[2]], &common[..]].concat());
+    assert_eq!(out.matches(&format!("{alone}\n")).count(), 3, "{out}");
+}
+
+#[test]
+fn run_parallel_outputs_equal_runs_alone() {
+    let f = synth_tiny(GgmlType::Q4_K);
+    check_run_parallel(&f.0, "10");
+    if let Some(p) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {
+        check_run_parallel(&p, "12");
+    }
+}
