@@ -319,6 +319,7 @@ impl PagedKvCache {
     }
 
     /// Positions 0..n of `seq` at `layer` copied out contiguously (keys, values).
+    #[cfg(test)]
     fn gather<T: Copy>(&self, s: &SeqKv, n: usize, kc: &[T], vc: &[T], k: &mut Vec<T>, v: &mut Vec<T>) {
         let (ps, kd, vd) = (self.page_size, self.kv_dim, self.kv_dim_v);
         k.clear();
@@ -335,7 +336,8 @@ impl PagedKvCache {
     }
 
     /// Attention of `seq`'s queries `q` over its positions 0..p.pos0 + p.n_tok at `layer`, as `KvCache::attend`
-    /// computes it over a contiguous cache (the pages are gathered first, so the float operations are the same).
+    /// computes it over a contiguous cache (the same float operations, the keys and values read through the
+    /// page table: `cpu::Paged`).
     pub fn attend(&self, layer: usize, seq: SeqId, out: &mut [f32], q: &[f32], p: &AttnParams) -> Result<()> {
         let s = self.seqs.get(&seq).ok_or_else(|| Self::no_seq(seq))?;
         let n = p.pos0 + p.n_tok;
@@ -345,19 +347,20 @@ impl PagedKvCache {
                 s.len
             )));
         }
+        fn paged<'a, T>(data: &'a [T], width: usize, pages: &'a [u32], page_size: usize, n_pos: usize) -> cpu::Paged<'a, T> {
+            cpu::Paged { data, pages, page_size, width, n_pos }
+        }
+        let (pages, ps) = (&s.pages[..], self.page_size);
         match &self.layers[layer] {
-            PagedLayer::F32 { k: kc, v: vc } => {
-                let (mut k, mut v) = (Vec::new(), Vec::new());
-                self.gather(s, n, kc, vc, &mut k, &mut v);
-                cpu::attention(out, q, &k, &v, p);
+            PagedLayer::F32 { k, v } => {
+                cpu::attention_rows(out, q, &paged(k, self.kv_dim, pages, ps, n), &paged(v, self.kv_dim_v, pages, ps, n), p)
             }
-            PagedLayer::F16 { k: kc, v: vc } => {
-                let (mut k, mut v) = (Vec::new(), Vec::new());
-                self.gather(s, n, kc, vc, &mut k, &mut v);
+            PagedLayer::F16 { k, v } => {
+                let (k, v) = (paged(k, self.kv_dim, pages, ps, n), paged(v, self.kv_dim_v, pages, ps, n));
                 if p.round_like_cache {
-                    cpu::attention_ggml(out, q, &k, &v, p);
+                    cpu::attention_ggml_rows(out, q, &k, &v, p);
                 } else {
-                    cpu::attention(out, q, &k, &v, p);
+                    cpu::attention_rows(out, q, &k, &v, p);
                 }
             }
         }
