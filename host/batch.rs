@@ -16,7 +16,7 @@
 use crate::backend::cpu::{self, AttnParams, RopeParams};
 use crate::kv_cache::CacheType;
 use crate::kv_paged::{PagedKvCache, SeqId};
-use crate::model::{Activation, Model, Scratch, MAX_BATCH};
+use crate::model::{Activation, Mat, Model, Scratch, MAX_BATCH};
 use crate::{Error, Result};
 
 /// One entry of a batch: `token` of sequence `seq` at position `pos`; `logits`: its logits are wanted.
@@ -87,6 +87,72 @@ pub trait BatchForward {
     fn ctx_size(&self) -> usize;
 }
 
+/// The float numerics of the CPU layer's operations: `LlamaCpp` (the operations of llama.cpp's x86 CPU build, in
+/// its order: bit-identical logits) or `ExactF32` (exact f32 products, the oracle the GPU's exact mode matches).
+pub trait CpuNumerics: Sync {
+    /// y = W x for the rows of each segment (`Mat::apply_segments`).
+    fn project(&self, w: &Mat, x: &[f32], y: &mut [f32], segs: &[usize]);
+    /// RoPE of rows at positions pos0.. .
+    fn rope(&self, x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams);
+    /// out = act(gate) * up.
+    fn glu(&self, act: Activation, out: &mut [f32], gate: &[f32], up: &[f32]);
+    /// Final logit soft-capping.
+    fn softcap(&self, x: &mut [f32], cap: f32);
+    /// As llama.cpp: q scaled before attention where the model asks (gemma3, phi3), the f16 cache attended as
+    /// ggml's flash attention, the last layer's feed-forward only on the rows whose logits are wanted.
+    fn like_llama_cpp(&self) -> bool;
+}
+
+/// llama.cpp's CPU numerics (`quant::ggml_avx2`, `cpu::*_ggml`).
+pub struct LlamaCpp;
+/// Exact f32 products.
+pub struct ExactF32;
+
+impl CpuNumerics for LlamaCpp {
+    fn project(&self, w: &Mat, x: &[f32], y: &mut [f32], segs: &[usize]) {
+        w.apply_segments(x, y, segs, true);
+    }
+    fn rope(&self, x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
+        cpu::rope_ggml(x, n_heads, pos0, p);
+    }
+    fn glu(&self, act: Activation, out: &mut [f32], gate: &[f32], up: &[f32]) {
+        match act {
+            Activation::SwiGlu => cpu::swiglu_ggml(out, gate, up),
+            Activation::GeluTanh => cpu::geglu_ggml(out, gate, up),
+        }
+    }
+    fn softcap(&self, x: &mut [f32], cap: f32) {
+        // ggml: scale by 1 / cap, tanh, scale by cap
+        for v in x.iter_mut() {
+            *v = (*v * (1.0 / cap)).tanh() * cap;
+        }
+    }
+    fn like_llama_cpp(&self) -> bool {
+        true
+    }
+}
+
+impl CpuNumerics for ExactF32 {
+    fn project(&self, w: &Mat, x: &[f32], y: &mut [f32], segs: &[usize]) {
+        w.apply_segments(x, y, segs, false);
+    }
+    fn rope(&self, x: &mut [f32], n_heads: usize, pos0: usize, p: &RopeParams) {
+        cpu::rope(x, n_heads, pos0, p);
+    }
+    fn glu(&self, act: Activation, out: &mut [f32], gate: &[f32], up: &[f32]) {
+        match act {
+            Activation::SwiGlu => cpu::swiglu(out, gate, up),
+            Activation::GeluTanh => cpu::gelu_tanh_mul(out, gate, up),
+        }
+    }
+    fn softcap(&self, x: &mut [f32], cap: f32) {
+        cpu::softcap(x, cap);
+    }
+    fn like_llama_cpp(&self) -> bool {
+        false
+    }
+}
+
 /// The CPU's batch forward: llama.cpp's numerics (default) or exact f32 products.
 pub struct CpuBatchForward<'a> {
     model: &'a Model<'a>,
@@ -95,7 +161,7 @@ pub struct CpuBatchForward<'a> {
     /// (rows wanting logits, n_vocab), and for each entry of the last batch its row there.
     logits: Vec<f32>,
     logit_row: Vec<Option<usize>>,
-    llama_rounding: bool,
+    numerics: &'static dyn CpuNumerics,
     ctx_size: usize,
     rope_factors: Option<&'a [f32]>,
 }
@@ -139,7 +205,7 @@ impl<'a> CpuBatchForward<'a> {
             s: Scratch::default(),
             logits: Vec::new(),
             logit_row: Vec::new(),
-            llama_rounding: true,
+            numerics: &LlamaCpp,
             ctx_size,
             rope_factors: model.rope_factors(ctx_size),
         })
@@ -147,7 +213,7 @@ impl<'a> CpuBatchForward<'a> {
 
     /// Round like llama.cpp's CPU backend (on by default), or compute exact f32 products.
     pub fn set_llama_rounding(&mut self, on: bool) {
-        self.llama_rounding = on;
+        self.numerics = if on { &LlamaCpp } else { &ExactF32 };
     }
 
     pub fn cache(&self) -> &PagedKvCache {
@@ -216,7 +282,8 @@ impl<'a> CpuBatchForward<'a> {
         let m = self.model;
         let c = &m.config;
         let n = batch.len();
-        let round = self.llama_rounding;
+        let num = self.numerics;
+        let round = num.like_llama_cpp();
         self.s.fit(c, n);
         let s = &mut self.s;
         let dim = c.dim;
@@ -245,9 +312,9 @@ impl<'a> CpuBatchForward<'a> {
         for (il, l) in m.layers.iter().enumerate() {
             // ---- attention ----
             cpu::rmsnorm(&mut s.xb[..n * dim], &s.x[..n * dim], &l.attn_norm, dim, c.rms_eps);
-            l.wq.apply_segments(&s.xb, &mut s.q, &seg_n, round);
-            l.wk.apply_segments(&s.xb, &mut s.k, &seg_n, round);
-            l.wv.apply_segments(&s.xb, &mut s.v, &seg_n, round);
+            num.project(&l.wq, &s.xb, &mut s.q, &seg_n);
+            num.project(&l.wk, &s.xb, &mut s.k, &seg_n);
+            num.project(&l.wv, &s.xb, &mut s.v, &seg_n);
             let (q, k, v) = (&mut s.q[..n * q_dim], &mut s.k[..n * kv_dim], &mut s.v[..n * kv_dim_v]);
             if let Some(b) = &l.q_bias {
                 cpu::add_bias(q, b);
@@ -276,13 +343,8 @@ impl<'a> CpuBatchForward<'a> {
             let mut scale = m.attn_scale;
             for g in &plan.segs {
                 let (qs, ks) = (&mut q[g.row0 * q_dim..(g.row0 + g.n) * q_dim], &mut k[g.row0 * kv_dim..(g.row0 + g.n) * kv_dim]);
-                if round {
-                    cpu::rope_ggml(qs, c.n_heads, g.pos0, &rp);
-                    cpu::rope_ggml(ks, c.n_kv_heads, g.pos0, &rp);
-                } else {
-                    cpu::rope(qs, c.n_heads, g.pos0, &rp);
-                    cpu::rope(ks, c.n_kv_heads, g.pos0, &rp);
-                }
+                num.rope(qs, c.n_heads, g.pos0, &rp);
+                num.rope(ks, c.n_kv_heads, g.pos0, &rp);
                 for t in 0..g.n {
                     let r = g.row0 + t;
                     self.cache.write(il, g.seq, g.pos0 + t, &k[r * kv_dim..(r + 1) * kv_dim], &v[r * kv_dim_v..(r + 1) * kv_dim_v])?;
@@ -320,7 +382,7 @@ impl<'a> CpuBatchForward<'a> {
                     cache.attend(il, g.seq, out, &q[g.row0 * q_dim..(g.row0 + g.n) * q_dim], &ap)
                 })?;
             }
-            l.wo.apply_segments(&s.att, &mut s.o, &seg_n, round);
+            num.project(&l.wo, &s.att, &mut s.o, &seg_n);
             if let Some(w) = &l.post_attn_norm {
                 cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
             }
@@ -343,17 +405,12 @@ impl<'a> CpuBatchForward<'a> {
             }
             let x = &mut s.x[..nf * dim];
             cpu::rmsnorm(&mut s.xb[..nf * dim], x, &l.ffn_norm, dim, c.rms_eps);
-            l.w_gate.apply_segments(&s.xb, &mut s.gate, segs_f, round);
-            l.w_up.apply_segments(&s.xb, &mut s.up, segs_f, round);
+            num.project(&l.w_gate, &s.xb, &mut s.gate, segs_f);
+            num.project(&l.w_up, &s.xb, &mut s.up, segs_f);
             let hn = nf * c.hidden_dim;
             let (act, gate, up) = (&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]);
-            match (m.activation, round) {
-                (Activation::SwiGlu, false) => cpu::swiglu(act, gate, up),
-                (Activation::SwiGlu, true) => cpu::swiglu_ggml(act, gate, up),
-                (Activation::GeluTanh, false) => cpu::gelu_tanh_mul(act, gate, up),
-                (Activation::GeluTanh, true) => cpu::geglu_ggml(act, gate, up),
-            }
-            l.w_down.apply_segments(&s.act, &mut s.o, segs_f, round);
+            num.glu(m.activation, act, gate, up);
+            num.project(&l.w_down, &s.act, &mut s.o, segs_f);
             if let Some(w) = &l.post_ffw_norm {
                 cpu::rmsnorm_inplace(&mut s.o[..nf * dim], w, dim, c.rms_eps);
             }
@@ -373,15 +430,9 @@ impl<'a> CpuBatchForward<'a> {
         if ns > 0 {
             let x = &mut s.x[..ns * dim];
             cpu::rmsnorm_inplace(x, &m.output_norm, dim, c.rms_eps);
-            m.output.apply_segments(x, &mut self.logits, &sel_segs, round);
-            match m.final_softcap {
-                Some(cap) if round => {
-                    for v in self.logits.iter_mut() {
-                        *v = (*v * (1.0 / cap)).tanh() * cap;
-                    }
-                }
-                Some(cap) => cpu::softcap(&mut self.logits, cap),
-                None => {}
+            num.project(&m.output, x, &mut self.logits, &sel_segs);
+            if let Some(cap) = m.final_softcap {
+                num.softcap(&mut self.logits, cap);
             }
         }
         self.logit_row = vec![None; n];
