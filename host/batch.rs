@@ -192,6 +192,12 @@ impl<'a> CpuBatchForward<'a> {
         cache_type: CacheType,
     ) -> Result<CpuBatchForward<'a>> {
         let c = &model.config;
+        if cache_type == CacheType::Q8_0 && (!c.head_dim.is_multiple_of(32) || !c.head_dim_v.is_multiple_of(32)) {
+            return Err(Error::Generate(format!(
+                "a q8_0 KV cache needs head dimensions that are multiples of 32; this model's are {} and {}",
+                c.head_dim, c.head_dim_v
+            )));
+        }
         Ok(CpuBatchForward {
             cache: PagedKvCache::new(
                 c.n_layers,

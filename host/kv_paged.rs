@@ -11,6 +11,8 @@ use half::f16;
 
 use crate::backend::cpu::{self, AttnParams, KvElem};
 use crate::kv_cache::CacheType;
+use crate::quant::blocks::BlockQ8_0;
+use crate::quant::ggml_avx2::q8_0_block_avx;
 use crate::{Error, Result};
 
 /// A sequence's id in a batch and in the cache.
@@ -23,6 +25,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 16;
 enum PagedLayer {
     F32 { k: Vec<f32>, v: Vec<f32> },
     F16 { k: Vec<f16>, v: Vec<f16> },
+    /// Rows of kv_dim / 32 and kv_dim_v / 32 blocks.
+    Q8_0 { k: Vec<BlockQ8_0>, v: Vec<BlockQ8_0> },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +73,11 @@ impl PagedKvCache {
                 "kv cache: capacity {capacity} and page size {page_size} must be positive"
             )));
         }
+        if ty == CacheType::Q8_0 && (!kv_dim.is_multiple_of(32) || !kv_dim_v.is_multiple_of(32)) {
+            return Err(Error::Generate(format!(
+                "kv cache: q8_0 needs key and value widths that are multiples of 32, not {kv_dim} and {kv_dim_v}"
+            )));
+        }
         let n_pages = capacity.div_ceil(page_size);
         let positions = n_pages * page_size;
         let bytes = crate::kv_cache::KvCache::bytes_for(n_layers, positions, kv_dim, kv_dim_v, ty);
@@ -83,6 +92,13 @@ impl PagedKvCache {
                     k: alloc(positions * kv_dim, f16::ZERO, bytes, positions)?,
                     v: alloc(positions * kv_dim_v, f16::ZERO, bytes, positions)?,
                 },
+                CacheType::Q8_0 => {
+                    let zero = BlockQ8_0 { d: 0, qs: [0; 32] };
+                    PagedLayer::Q8_0 {
+                        k: alloc(positions * kv_dim / 32, zero, bytes, positions)?,
+                        v: alloc(positions * kv_dim_v / 32, zero, bytes, positions)?,
+                    }
+                }
             });
         }
         Ok(PagedKvCache {
@@ -278,6 +294,11 @@ impl PagedKvCache {
                     k.copy_within(f * kd..(f + ps) * kd, t * kd);
                     v.copy_within(f * vd..(f + ps) * vd, t * vd);
                 }
+                PagedLayer::Q8_0 { k, v } => {
+                    let (kb, vb) = (kd / 32, vd / 32);
+                    k.copy_within(f * kb..(f + ps) * kb, t * kb);
+                    v.copy_within(f * vb..(f + ps) * vb, t * vb);
+                }
             }
         }
     }
@@ -313,6 +334,16 @@ impl PagedKvCache {
             PagedLayer::F16 { k: kc, v: vc } => {
                 store(&mut kc[slot * kd..][..kd], k);
                 store(&mut vc[slot * vd..][..vd], v);
+            }
+            PagedLayer::Q8_0 { k: kc, v: vc } => {
+                // as ggml's set_rows into a q8_0 cache: `quantize_row_q8_0` (AVX2)
+                let (kb, vb) = (kd / 32, vd / 32);
+                for (b, x) in kc[slot * kb..][..kb].iter_mut().zip(k.chunks_exact(32)) {
+                    *b = q8_0_block_avx(x);
+                }
+                for (b, x) in vc[slot * vb..][..vb].iter_mut().zip(v.chunks_exact(32)) {
+                    *b = q8_0_block_avx(x);
+                }
             }
         }
         Ok(())
@@ -363,6 +394,14 @@ impl PagedKvCache {
                     cpu::attention_rows(out, q, &k, &v, p);
                 }
             }
+            // a quantized cache has llama.cpp's numerics only
+            PagedLayer::Q8_0 { k, v } => cpu::attention_q8_0_rows(
+                out,
+                q,
+                &paged(k, self.kv_dim / 32, pages, ps, n),
+                &paged(v, self.kv_dim_v / 32, pages, ps, n),
+                p,
+            ),
         }
         Ok(())
     }

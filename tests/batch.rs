@@ -3,7 +3,8 @@
 //! CPU build), whatever runs beside it: prompt chunks of other sequences (64+ rows: tiled attention; 8+ rows:
 //! tiled and repacked mat-mul kernels) and single decode tokens in the same calls. Sequences forked from a shared
 //! prompt prefix decode as sequences that computed the prefix themselves. Capacity and batch errors name the
-//! sequence. On the `tiny` synth model in several weight types, and on SmolLM2 and Gemma-3 when fetched.
+//! sequence. On the `tiny` synth model in several weight types, and on SmolLM2 and Gemma-3 when fetched; f16 and
+//! q8_0 caches.
 
 use std::path::{Path, PathBuf};
 
@@ -50,12 +51,12 @@ const CTX: usize = 512;
 /// Runs `steps` (each a list of (sequence, chunk length)) over the batch forward, every sequence's tokens
 /// taken in order from its own stream, and checks the logits of each chunk's last token against `CpuForward`
 /// fed that sequence's chunks alone.
-fn check_alone_vs_beside(model: &Model, steps: &[Vec<(SeqId, usize)>], label: &str) {
+fn check_alone_vs_beside(model: &Model, steps: &[Vec<(SeqId, usize)>], ct: CacheType, label: &str) {
     let n_vocab = model.n_vocab();
     let n_seqs = steps.iter().flatten().map(|&(s, _)| s).max().unwrap() as usize + 1;
     let streams: Vec<Vec<u32>> = (0..n_seqs).map(|s| tokens(CTX, 11 + s as u64, n_vocab)).collect();
-    let mut alone: Vec<CpuForward> = (0..n_seqs).map(|_| CpuForward::new(model, CTX, CacheType::F16).unwrap()).collect();
-    let mut bf = CpuBatchForward::new(model, n_seqs * CTX, 16, CTX, CacheType::F16).unwrap();
+    let mut alone: Vec<CpuForward> = (0..n_seqs).map(|_| CpuForward::new(model, CTX, ct).unwrap()).collect();
+    let mut bf = CpuBatchForward::new(model, n_seqs * CTX, 16, CTX, ct).unwrap();
     for s in 0..n_seqs {
         bf.add_seq(s as SeqId).unwrap();
     }
@@ -105,7 +106,8 @@ fn tiny_alone_equals_beside_others_bit_for_bit() {
         let f = synth_tiny(ty);
         let file = GgufFile::open(&f.0).unwrap();
         let model = Model::load(&file).unwrap();
-        check_alone_vs_beside(&model, &schedule(), &format!("tiny {ty}"));
+        check_alone_vs_beside(&model, &schedule(), CacheType::F16, &format!("tiny {ty}"));
+        check_alone_vs_beside(&model, &schedule(), CacheType::Q8_0, &format!("tiny {ty}, q8_0 cache"));
     }
 }
 
@@ -125,7 +127,8 @@ fn real_models_alone_equal_beside_others_bit_for_bit() {
         let Some(p) = real_model(name) else { continue };
         let file = GgufFile::open(&p).unwrap();
         let model = Model::load(&file).unwrap();
-        check_alone_vs_beside(&model, &schedule(), name);
+        check_alone_vs_beside(&model, &schedule(), CacheType::F16, name);
+        check_alone_vs_beside(&model, &schedule(), CacheType::Q8_0, &format!("{name}, q8_0 cache"));
     }
 }
 
@@ -294,5 +297,31 @@ fn run_parallel_outputs_equal_runs_alone() {
     check_run_parallel(&f.0, "10");
     if let Some(p) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {
         check_run_parallel(&p, "12");
+    }
+}
+
+/// A q8_0 cache changes the logits (the keys and values are quantized) but only by a little: within 5% of the
+/// largest logit of the f16 cache's, the same greedy token, on the tiny model and on SmolLM2.
+fn check_q8_0_near_f16(model: &Model, label: &str) {
+    let prompt = tokens(40, 9, model.n_vocab());
+    let logits = |ct| {
+        let mut f = CpuForward::new(model, 64, ct).unwrap();
+        f.forward(&prompt, 0).unwrap().to_vec()
+    };
+    let (a, b) = (logits(CacheType::F16), logits(CacheType::Q8_0));
+    let scale = a.iter().map(|x| x.abs()).fold(0.0, f32::max);
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(diff > 0.0 && diff < 0.05 * scale, "{label}: max |diff| {diff} of {scale}");
+    assert_eq!(argmax(&a), argmax(&b), "{label}");
+}
+
+#[test]
+fn q8_0_cache_is_near_f16() {
+    let f = synth_tiny(GgmlType::Q8_0);
+    let file = GgufFile::open(&f.0).unwrap();
+    check_q8_0_near_f16(&Model::load(&file).unwrap(), "tiny");
+    if let Some(p) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {
+        let file = GgufFile::open(&p).unwrap();
+        check_q8_0_near_f16(&Model::load(&file).unwrap(), "SmolLM2");
     }
 }

@@ -655,6 +655,64 @@ pub fn attention_ggml_rows(
     each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
 }
 
+/// Attention over a q8_0 cache as ggml-cpu's `flash_attn_ext` computes it (its one-chunk path, the only one it
+/// takes for a quantized cache: no split-KV, no tiles): q quantized to q8_0 (`quantize_row_q8_0`, AVX2), q.k by
+/// `ggml_vec_dot_q8_0_q8_0`, online softmax with libm expf, V rows dequantized to f32 (q * d) and accumulated
+/// in f32 by `ggml_vec_mad_f32` (fma), rescaled by `ggml_vec_scale_f32`, divided by the sum at the end. Rows hold
+/// n_kv_heads * head_dim / 32 blocks (keys) and n_kv_heads * head_dim_v / 32 (values); head dims multiples of 32.
+pub fn attention_q8_0_rows(
+    out: &mut [f32],
+    q: &[f32],
+    k: &impl KvRows<crate::quant::blocks::BlockQ8_0>,
+    v: &impl KvRows<crate::quant::blocks::BlockQ8_0>,
+    p: &AttnParams,
+) {
+    use crate::quant::ggml_avx2::{dot_q8_0_q8_0, q8_0_block_avx};
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    assert!(hd.is_multiple_of(32) && hdv.is_multiple_of(32), "q8_0 cache: head dims {hd}, {hdv} must be multiples of 32");
+    let group = p.n_heads / p.n_kv_heads;
+    let (kb, vb) = (hd / 32, hdv / 32);
+    let one_head = |idx: usize, vkq: &mut [f32], v32: &mut Vec<f32>| {
+        let (t, h) = (idx / p.n_heads, idx % p.n_heads);
+        let kvh = h / group;
+        let pos = p.pos0 + t;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let qb: Vec<_> = q[(t * p.n_heads + h) * hd..][..hd].chunks_exact(32).map(q8_0_block_avx).collect();
+        v32.resize(hdv, 0.0);
+        vkq.fill(0.0);
+        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+        for j in first..=pos {
+            let score = dot_q8_0_q8_0(&k.row(j)[kvh * kb..][..kb], &qb) * p.scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if score > m {
+                let old = m;
+                m = score;
+                ms = (old - m).exp();
+                for x in vkq.iter_mut() {
+                    *x *= ms;
+                }
+            } else {
+                vs = (score - m).exp();
+            }
+            for (blk, o) in v.row(j)[kvh * vb..][..vb].iter().zip(v32.chunks_exact_mut(32)) {
+                let d = half::f16::from_bits(blk.d).to_f32();
+                for (x, &qv) in o.iter_mut().zip(&blk.qs) {
+                    *x = qv as f32 * d;
+                }
+            }
+            for (x, &vv) in vkq.iter_mut().zip(v32.iter()) {
+                *x = vv.mul_add(vs, *x);
+            }
+            s = s.mul_add(ms, vs);
+        }
+        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+        for x in vkq.iter_mut() {
+            *x *= inv;
+        }
+    };
+    each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -881,6 +939,44 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
             assert!(err < 5e-3, "f16 cache: max err {err}");
+        }
+    }
+
+    #[test]
+    fn q8_0_attention_matches_naive_on_the_quantized_values() {
+        use crate::quant::ggml_avx2::q8_0_block_avx;
+        let deq = |x: &[f32]| -> (Vec<crate::quant::blocks::BlockQ8_0>, Vec<f32>) {
+            let b: Vec<_> = x.chunks_exact(32).map(q8_0_block_avx).collect();
+            let d = b
+                .iter()
+                .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * half::f16::from_bits(b.d).to_f32()))
+                .collect();
+            (b, d)
+        };
+        for (window, pos0, n_tok) in [(None, 0, 5), (None, 9, 3), (Some(4), 6, 2)] {
+            let p = AttnParams {
+                n_tok,
+                pos0,
+                n_heads: 4,
+                n_kv_heads: 2,
+                head_dim: 64,
+                head_dim_v: 32,
+                scale: 0.125,
+                window,
+                round_like_cache: true,
+            };
+            let n_kv = pos0 + n_tok;
+            let q = rand_vec(n_tok * 4 * 64, 50 + n_tok as u64);
+            let (kb, kd) = deq(&rand_vec(n_kv * 2 * 64, 51));
+            let (vb, vd) = deq(&rand_vec(n_kv * 2 * 32, 52));
+            // the naive reference sees q as the q8_0 blocks the kernel makes of it
+            let (_, qd) = deq(&q);
+            let want = naive_attention(&qd, &kd, &vd, &p);
+            let mut got = vec![0.0; want.len()];
+            let (kr, vr) = (Contig { data: &kb[..], width: 4 }, Contig { data: &vb[..], width: 2 });
+            attention_q8_0_rows(&mut got, &q, &kr, &vr, &p);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(err < 2e-6, "window {window:?} pos0 {pos0}: max err {err}");
         }
     }
 

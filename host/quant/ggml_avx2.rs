@@ -509,6 +509,15 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     }
 }
 
+/// ggml `ggml_vec_dot_q8_0_q8_0` (AVX2): x . y over blocks of q8_0, as a Q8_0 weight row times q8_0 activations.
+pub fn dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (bx, by) in x.iter().zip(y) {
+        fma_lanes(&mut acc, f16(bx.d) * f16(by.d), lanes4(&bx.qs, &by.qs));
+    }
+    hsum8(&acc)
+}
+
 /// The kernel ggml picks for token `t` of a mat-mul of `n_tok` tokens over `n_rows` rows of `ty` (`matmul`).
 fn kernel_for(ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize, t: usize) -> Kernel {
     let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
