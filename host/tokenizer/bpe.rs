@@ -4,6 +4,10 @@
 //!
 //! GPT-2 vocabularies spell bytes with a printable alphabet (byte 0x20 is `Ġ`, 0x0A is `Ċ`, ...). We undo
 //! that once at load, so merges and lookups work on raw bytes and decoding is a table lookup.
+//!
+//! Gemma-4 style vocabularies (`Spelling::Utf8`) spell tokens in plain UTF-8 (spaces as `▁`) instead: there
+//! every UTF-8 char of the word starts as a symbol, and a symbol left over that is not a token falls back to
+//! the `<0xHH>` tokens of its bytes.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -63,20 +67,48 @@ pub fn decode_alphabet(text: &[u8]) -> Option<Vec<u8>> {
 /// A merge rule: (left, right) symbols -> (rank, merged symbol).
 type MergeMap = HashMap<(u32, u32), (u32, u32), FxBuild>;
 
+/// How the vocabulary spells its tokens and merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spelling {
+    /// GPT-2's byte alphabet; words start as one symbol per byte
+    ByteAlphabet,
+    /// plain UTF-8; words start as one symbol per UTF-8 char
+    Utf8,
+}
+
 /// Byte-level BPE over symbol ids. Ids below `n_vocab` are tokens; higher ids are byte strings that
 /// appear in merges without being tokens themselves (they fall back to byte tokens when left over).
+/// With `Spelling::Utf8`, a char that is neither gets the id `UNKNOWN_CHAR + code point`.
 pub struct Bpe {
     n_vocab: u32,
-    byte_sym: [u32; 256],           // symbol of each single byte
-    byte_token: [Option<u32>; 256], // token of each single byte
+    spelling: Spelling,
+    byte_sym: [u32; 256],           // symbol of each single byte (ByteAlphabet)
+    char_sym: HashMap<Vec<u8>, u32, FxBuild>, // symbol of each char that is a token or in a merge (Utf8)
+    byte_token: [Option<u32>; 256], // token each byte of a left-over symbol falls back to
     merges: MergeMap,
     extra: Vec<Vec<u8>>, // bytes of symbol n_vocab + i
 }
 
+/// Symbol ids from here on stand for a char that is no token and in no merge (`Spelling::Utf8`).
+const UNKNOWN_CHAR: u32 = 0x8000_0000;
+
+/// Bytes of the UTF-8 char that starts with `b` (llama.cpp's `unicode_len_utf8`).
+fn utf8_len(b: u8) -> usize {
+    const LEN: [usize; 16] = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4];
+    LEN[(b >> 4) as usize]
+}
+
 impl Bpe {
-    /// `lookup` maps raw bytes to token ids (tokens spelled in the alphabet); `merges` are the
-    /// `tokenizer.ggml.merges` strings, "left right" in the alphabet, rank = index.
-    pub fn new(n_vocab: usize, lookup: &HashMap<Vec<u8>, u32, FxBuild>, merges: &[Vec<u8>]) -> Result<Bpe> {
+    /// `lookup` maps raw bytes to token ids (`ByteAlphabet`: tokens spelled in the alphabet; `Utf8`: every
+    /// token's text); `merges` are the `tokenizer.ggml.merges` strings, "left right" spelled as the tokens
+    /// are, rank = index; `byte_fallback` the token of each byte for left-over symbols that are no token.
+    pub fn new(
+        n_vocab: usize,
+        lookup: &HashMap<Vec<u8>, u32, FxBuild>,
+        merges: &[Vec<u8>],
+        spelling: Spelling,
+        byte_fallback: [Option<u32>; 256],
+    ) -> Result<Bpe> {
         let mut extra_ids: HashMap<Vec<u8>, u32, FxBuild> = HashMap::default();
         let mut extra: Vec<Vec<u8>> = Vec::new();
         let n_vocab = n_vocab as u32;
@@ -91,11 +123,15 @@ impl Bpe {
         };
 
         let mut byte_sym = [0u32; 256];
-        let mut byte_token = [None; 256];
-        for b in 0..256usize {
-            byte_token[b] = lookup.get(&[b as u8][..]).copied();
-            byte_sym[b] = intern(vec![b as u8]);
+        if spelling == Spelling::ByteAlphabet {
+            for (b, sym) in byte_sym.iter_mut().enumerate() {
+                *sym = intern(vec![b as u8]);
+            }
         }
+        let decode = |t: &[u8]| match spelling {
+            Spelling::ByteAlphabet => decode_alphabet(t),
+            Spelling::Utf8 => Some(t.to_vec()),
+        };
 
         let mut table: MergeMap = HashMap::with_capacity_and_hasher(merges.len(), FxBuild::default());
         for (rank, m) in merges.iter().enumerate() {
@@ -106,14 +142,44 @@ impl Bpe {
                 ))
             })?;
             // a merge spelled outside the byte alphabet can never apply to byte-encoded text
-            let (Some(l), Some(r)) = (decode_alphabet(left), decode_alphabet(right)) else {
+            let (Some(l), Some(r)) = (decode(left), decode(right)) else {
                 continue;
             };
             let merged: Vec<u8> = [l.as_slice(), r.as_slice()].concat();
             let (l, r, merged) = (intern(l), intern(r), intern(merged));
             table.entry((l, r)).or_insert((rank as u32, merged)); // first rank wins, as in llama.cpp
         }
-        Ok(Bpe { n_vocab, byte_sym, byte_token, merges: table, extra })
+        let mut char_sym: HashMap<Vec<u8>, u32, FxBuild> = HashMap::default();
+        if spelling == Spelling::Utf8 {
+            let one_char = |t: &[u8]| !t.is_empty() && utf8_len(t[0]) == t.len();
+            for (t, &id) in lookup.iter().filter(|(t, _)| one_char(t)) {
+                char_sym.insert(t.clone(), id);
+            }
+            for (i, t) in extra.iter().enumerate().filter(|(_, t)| one_char(t)) {
+                char_sym.entry(t.clone()).or_insert(n_vocab + i as u32);
+            }
+        }
+        Ok(Bpe { n_vocab, spelling, byte_sym, char_sym, byte_token: byte_fallback, merges: table, extra })
+    }
+
+    /// The starting symbols of `word`, with their lengths in bytes.
+    fn start_symbols(&self, word: &[u8], mut push: impl FnMut(u32, u32)) {
+        match self.spelling {
+            Spelling::ByteAlphabet => word.iter().for_each(|&b| push(self.byte_sym[b as usize], 1)),
+            Spelling::Utf8 => {
+                let mut i = 0;
+                while i < word.len() {
+                    let n = utf8_len(word[i]).min(word.len() - i);
+                    let c = &word[i..i + n];
+                    let id = self.char_sym.get(c).copied().unwrap_or_else(|| {
+                        let cp = std::str::from_utf8(c).ok().and_then(|s| s.chars().next()).map_or(0xFFFD, u32::from);
+                        UNKNOWN_CHAR + cp
+                    });
+                    push(id, n as u32);
+                    i += n;
+                }
+            }
+        }
     }
 
     /// Appends the tokens of one word (raw bytes) to `out`.
@@ -132,7 +198,7 @@ impl Bpe {
         let pairs = &mut work.pairs; // pairs[i]: (rank, merged) of syms[i], syms[i + 1]
         syms.clear();
         pairs.clear();
-        syms.extend(word.iter().map(|&b| self.byte_sym[b as usize]));
+        self.start_symbols(word, |id, _| syms.push(id));
         let rule = |l: u32, r: u32| self.merges.get(&(l, r)).copied().unwrap_or((u32::MAX, 0));
         for i in 1..syms.len() {
             pairs.push(rule(syms[i - 1], syms[i]));
@@ -165,22 +231,27 @@ impl Bpe {
     }
 
     fn emit(&self, id: u32, out: &mut Vec<u32>) {
-        if id < self.n_vocab {
+        let mut buf = [0u8; 4];
+        let bytes: &[u8] = if id < self.n_vocab {
             out.push(id);
+            return;
+        } else if id >= UNKNOWN_CHAR {
+            char::from_u32(id - UNKNOWN_CHAR).unwrap_or('\u{FFFD}').encode_utf8(&mut buf).as_bytes()
         } else {
-            // not a token: its bytes one by one (bytes without a token are dropped, as in llama.cpp)
-            let bytes = &self.extra[(id - self.n_vocab) as usize];
-            out.extend(bytes.iter().filter_map(|&b| self.byte_token[b as usize]));
-        }
+            &self.extra[(id - self.n_vocab) as usize]
+        };
+        // not a token: its bytes one by one (bytes without a token are dropped, as in llama.cpp)
+        out.extend(bytes.iter().filter_map(|&b| self.byte_token[b as usize]));
     }
 
     /// Long words: a linked list of symbols and a heap of candidate pairs (llama.cpp's algorithm).
     fn encode_long(&self, word: &[u8], out: &mut Vec<u32>, work: &mut BpeWork) {
         let syms = &mut work.syms;
         syms.clear();
-        for (i, &b) in word.iter().enumerate() {
-            syms.push(Sym { id: self.byte_sym[b as usize], prev: i as i32 - 1, next: i as i32 + 1, len: 1 });
-        }
+        self.start_symbols(word, |id, len| {
+            let i = syms.len() as i32;
+            syms.push(Sym { id, prev: i - 1, next: i + 1, len });
+        });
         if let Some(last) = syms.last_mut() {
             last.next = -1;
         }
@@ -279,7 +350,7 @@ mod tests {
         let lookup: HashMap<Vec<u8>, u32, FxBuild> =
             toks.iter().enumerate().map(|(i, t)| (t.to_vec(), i as u32)).collect();
         let merges = vec![b"b c".to_vec(), b"a b".to_vec(), b"a bc".to_vec()];
-        let bpe = Bpe::new(toks.len(), &lookup, &merges).unwrap();
+        let bpe = Bpe::new(toks.len(), &lookup, &merges, Spelling::ByteAlphabet, [None; 256]).unwrap();
         let mut out = Vec::new();
         let mut work = BpeWork::default();
         bpe.encode_word(b"abc", &mut out, &mut work); // b+c first (rank 0), then a+bc (rank 2)
@@ -312,7 +383,7 @@ mod tests {
         let merges: Vec<Vec<u8>> = merges.into_iter().map(|m| m.1).collect();
         let lookup: HashMap<Vec<u8>, u32, FxBuild> =
             toks.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = Bpe::new(toks.len(), &lookup, &merges).unwrap();
+        let bpe = Bpe::new(toks.len(), &lookup, &merges, Spelling::ByteAlphabet, [None; 256]).unwrap();
         let mut work = BpeWork::default();
         for n in [1usize, 2, 5, 17, 40] {
             for seed in 0..50u32 {
@@ -330,8 +401,33 @@ mod tests {
     fn malformed_merge_is_rejected() {
         let lookup: HashMap<Vec<u8>, u32, FxBuild> = HashMap::default();
         for bad in [&b"ab"[..], b"a ", b" a", b"a b c"] {
-            let err = Bpe::new(0, &lookup, &[bad.to_vec()]).map(|_| ()).expect_err("must fail");
+            let err = Bpe::new(0, &lookup, &[bad.to_vec()], Spelling::ByteAlphabet, [None; 256])
+                .map(|_| ())
+                .expect_err("must fail");
             assert!(err.to_string().contains("tokenizer.ggml.merges[0]"), "{err}");
         }
+    }
+
+    #[test]
+    fn utf8_spelling_starts_from_chars_and_falls_back_to_bytes() {
+        // "▁" and "é" are multi-byte chars: merges apply to whole chars; "ü" is no token: its <0xHH> bytes
+        let toks: Vec<&str> = vec!["▁", "é", "t", "▁é", "▁ét", "<0xC3>", "<0xBC>"];
+        let lookup: HashMap<Vec<u8>, u32, FxBuild> =
+            toks.iter().enumerate().map(|(i, t)| (t.as_bytes().to_vec(), i as u32)).collect();
+        let merges = vec!["▁ é".as_bytes().to_vec(), "▁é t".as_bytes().to_vec()];
+        let mut fallback = [None; 256];
+        fallback[0xC3] = Some(5);
+        fallback[0xBC] = Some(6);
+        let bpe = Bpe::new(toks.len(), &lookup, &merges, Spelling::Utf8, fallback).unwrap();
+        let mut work = BpeWork::default();
+        for word in ["▁ét", "▁étü▁é", &"▁ét".repeat(20)] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            bpe.encode_short(word.as_bytes(), &mut a, &mut work);
+            bpe.encode_long(word.as_bytes(), &mut b, &mut work);
+            assert_eq!(a, b, "{word}");
+        }
+        let mut out = Vec::new();
+        bpe.encode_word("▁étü▁é".as_bytes(), &mut out, &mut work);
+        assert_eq!(out, [4, 5, 6, 3]);
     }
 }

@@ -306,12 +306,14 @@ impl Tokenizer {
             )));
         }
         let is_bpe = match d.model.as_str() {
-            "gpt2" => true,
+            "gpt2" | "gemma4" => true,
             "llama" => false,
             other => return Err(Error::Tokenizer(format!(
-                "unsupported tokenizer.ggml.model '{other}' (supported: gpt2 = byte-level BPE, llama = SentencePiece)"
+                "unsupported tokenizer.ggml.model '{other}' (supported: gpt2 = byte-level BPE, \
+                 gemma4 = BPE on UTF-8 with escaped spaces, llama = SentencePiece)"
             ))),
         };
+        let gemma4 = d.model == "gemma4";
         if let Some(s) = &d.scores {
             if s.len() != n_vocab {
                 return Err(Error::Tokenizer(format!(
@@ -376,6 +378,8 @@ impl Tokenizer {
         let (pre_cfg, pre_name) = if is_bpe {
             let name = match (&opts.pre_override, &d.pre) {
                 (Some(o), _) => o.clone(),
+                // llama.cpp takes the gemma4 pre-tokenizer for this model whatever tokenizer.ggml.pre says
+                (None, _) if gemma4 => "gemma4".to_string(),
                 (None, Some(p)) if !p.is_empty() => p.clone(),
                 _ => {
                     eprintln!(
@@ -404,10 +408,15 @@ impl Tokenizer {
             }
         };
         let in_vocab = |id: u32| (id as usize) < n_vocab;
-        // llama.cpp's defaults when the key is absent: SPM <s>=1 </s>=2 <unk>=0; BPE 11 for both bos and eos
-        let (def_bos, def_eos, def_unk) = if is_bpe { (11, 11, None) } else { (1, 2, Some(0)) };
-        let mut bos = check_id("bos_token_id", d.bos_id)?.or(Some(def_bos).filter(|&i| in_vocab(i)));
-        let eos = check_id("eos_token_id", d.eos_id)?.or(Some(def_eos).filter(|&i| in_vocab(i)));
+        // llama.cpp's defaults when the key is absent: SPM <s>=1 </s>=2 <unk>=0; gpt2 11 for both bos and
+        // eos; gemma4 none
+        let (def_bos, def_eos, def_unk) = match (is_bpe, gemma4) {
+            (true, true) => (None, None, None),
+            (true, false) => (Some(11), Some(11), None),
+            (false, _) => (Some(1), Some(2), Some(0)),
+        };
+        let mut bos = check_id("bos_token_id", d.bos_id)?.or(def_bos.filter(|&i| in_vocab(i)));
+        let eos = check_id("eos_token_id", d.eos_id)?.or(def_eos.filter(|&i| in_vocab(i)));
         let unk = check_id("unknown_token_id", d.unk_id)?.or(def_unk.filter(|&i| in_vocab(i)));
         let mut eot = check_id("eot_token_id", d.eot_id)?;
         let mut eom = check_id("eom_token_id", d.eom_id)?;
@@ -420,7 +429,8 @@ impl Tokenizer {
             bos = None;
         }
 
-        let add_bos = d.add_bos.unwrap_or(if is_bpe { pre_cfg.is_some_and(|c| c.add_bos) } else { true });
+        let add_bos = d.add_bos.unwrap_or(if is_bpe { pre_cfg.is_some_and(|c| c.add_bos) } else { true })
+            || pre_cfg.is_some_and(|c| c.force_bos);
         let add_eos = d.add_eos.unwrap_or(false);
         let add_space_prefix = d.add_space_prefix.unwrap_or(!is_bpe);
         let clean_spaces = pre_cfg.is_some_and(|c| c.clean_spaces);
@@ -523,18 +533,20 @@ impl Tokenizer {
             let merges = d.merges.as_deref().ok_or_else(|| {
                 Error::Tokenizer("tokenizer.ggml.merges is missing (a gpt2 vocab needs its BPE merges)".into())
             })?;
-            // raw bytes -> token, for tokens spelled in the byte alphabet
+            // raw bytes -> token, for tokens spelled in the byte alphabet (escaped vocabs: every token's text)
             let mut lookup: HashMap<Vec<u8>, u32, FxBuild> =
                 HashMap::with_capacity_and_hasher(n_vocab, FxBuild::default());
             let mut pieces = Vec::with_capacity(n_vocab);
             for (i, t) in tokens.iter().enumerate() {
-                let raw = bpe::decode_alphabet(t);
+                let raw = if pre.escaped { Some(t.clone()) } else { bpe::decode_alphabet(t) };
                 if let Some(raw) = &raw {
                     lookup.entry(raw.clone()).or_insert(i as u32);
                 }
                 let a = attrs[i];
                 pieces.push(if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
                     t.clone()
+                } else if a & attr::NORMAL != 0 && pre.escaped {
+                    unescape_spaces(t)
                 } else if a & attr::NORMAL != 0 {
                     // chars outside the alphabet (a broken vocab) keep their UTF-8
                     raw.unwrap_or_else(|| decode_alphabet_lossy(t))
@@ -547,7 +559,17 @@ impl Tokenizer {
             for b in 0..256 {
                 byte_tokens[b] = by_text.get(byte_to_char[b].to_string().as_bytes()).copied();
             }
-            let bpe = Bpe::new(n_vocab, &lookup, merges)?;
+            // what a left-over symbol that is no token falls back to, byte by byte
+            let mut fallback = [None; 256];
+            for (b, slot) in fallback.iter_mut().enumerate() {
+                *slot = if pre.escaped {
+                    by_text.get(format!("<0x{b:02X}>").as_bytes()).copied()
+                } else {
+                    lookup.get(&[b as u8][..]).copied()
+                };
+            }
+            let spelling = if pre.escaped { bpe::Spelling::Utf8 } else { bpe::Spelling::ByteAlphabet };
+            let bpe = Bpe::new(n_vocab, &lookup, merges, spelling, fallback)?;
             let map = VocabMap::new(lookup.len(), lookup.iter().map(|(k, &id)| (k.as_slice(), id, 0.0)));
             (Model::Bpe { bpe: Box::new(bpe), pre }, map, pieces)
         } else {
@@ -637,15 +659,35 @@ impl Tokenizer {
             Model::Bpe { bpe, pre } => {
                 let mut splitter = Splitter::default();
                 let mut work = BpeWork::default();
+                // escaped vocabs see spaces as `▁`; these strings live as long as the word cache
+                let escaped: Vec<String> = if pre.escaped {
+                    frags
+                        .iter()
+                        .filter_map(|f| match f {
+                            Fragment::Text(t) => Some(t.replace(' ', "\u{2581}")),
+                            Fragment::Token(_) => None,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let mut escaped = escaped.iter();
                 let mut cache = spm::WordCache::default(); // words seen in this call
                 for f in &frags {
                     match *f {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(t) => {
+                            let t = if pre.escaped { escaped.next().map_or(t, String::as_str) } else { t };
                             for &(a, b) in splitter.split(pre.kind, t) {
                                 let word = &t[a..b];
                                 cache.get_or_insert(word, &mut out, |ids| {
-                                    let whole = if pre.ignore_merges { self.lookup.get(word.as_bytes()) } else { None };
+                                    let whole = if pre.ignore_merges
+                                        || (pre.newline_words && word.bytes().all(|c| c == b'\n'))
+                                    {
+                                        self.lookup.get(word.as_bytes())
+                                    } else {
+                                        None
+                                    };
                                     match whole {
                                         Some((id, _)) => ids.push(id),
                                         None => bpe.encode_word(word.as_bytes(), ids, &mut work),
@@ -775,7 +817,7 @@ impl Tokenizer {
     pub fn token_attr(&self, id: u32) -> u16 {
         self.attrs.get(id as usize).copied().unwrap_or(0)
     }
-    /// "gpt2" or "llama".
+    /// "gpt2" (every BPE vocab, gemma4 included) or "llama".
     pub fn model_name(&self) -> &'static str {
         match self.model {
             Model::Bpe { .. } => "gpt2",
@@ -1003,6 +1045,59 @@ mod tests {
         let mut d = spm_data();
         d.tokens.clear();
         check(d, "tokenizer.ggml.tokens is empty");
+    }
+
+    #[test]
+    fn pre_tokenizer_names() {
+        let bpe = |pre: &str| {
+            let mut d = spm_data();
+            d.model = "gpt2".into();
+            d.pre = Some(pre.into());
+            d.merges = Some(vec![]);
+            Tokenizer::from_data(d, &TokenizerOptions::default())
+        };
+        for name in KNOWN_PRE {
+            assert!(bpe(name).is_ok(), "{name}");
+        }
+        // names llama.cpp knows whose splitters we do not have: refused, naming the culprit
+        for name in ["kimi-k2", "seed-coder", "jais-2", "roberta-bpe", "whitespace", "no-such-pre"] {
+            let err = bpe(name).map(|_| ()).expect_err(name).to_string();
+            assert!(err.contains(&format!("unknown pre-tokenizer '{name}'")), "{err}");
+        }
+        // a gemma4 model takes the gemma4 pre-tokenizer whatever the file says, and always adds BOS
+        let mut d = spm_data();
+        d.model = "gemma4".into();
+        d.pre = Some("kimi-k2".into());
+        d.merges = Some(vec![]);
+        d.add_bos = Some(false);
+        let tok = Tokenizer::from_data(d, &TokenizerOptions::default()).unwrap();
+        assert_eq!((tok.pre_name(), tok.add_bos()), ("gemma4", true));
+        // "h i" escaped to "h▁i" is no token and has no merges: char by char, "▁" a token
+        assert_eq!(tok.encode("hi !", false, false).unwrap(), [spm_id("h"), spm_id("i"), spm_id("▁"), spm_id("!")]);
+        assert_eq!(tok.decode(&tok.encode("hi !", false, false).unwrap()), "hi!"); // clean_spaces, as llama.cpp
+    }
+
+    #[test]
+    fn gemma4_line_feed_runs() {
+        // merges make "\n\n" only; a run of line feeds that is itself a token is taken whole (llama.cpp's
+        // Gemma-4 fix), other runs and other words go through the merges
+        let tokens: Vec<Vec<u8>> = ["<pad>", "<eos>", "<bos>", "\n", "\n\n", "\n\n\n", "a", "aa", "aaa"]
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect();
+        let d = TokenizerData {
+            model: "gemma4".into(),
+            token_types: Some(vec![3, 3, 3, 1, 1, 1, 1, 1, 1]),
+            tokens,
+            merges: Some(vec![b"\n \n".to_vec(), b"a a".to_vec()]),
+            bos_id: Some(2),
+            eos_id: Some(1),
+            ..Default::default()
+        };
+        let tok = Tokenizer::from_data(d, &TokenizerOptions::default()).unwrap();
+        assert_eq!(tok.encode("\n\n\n", false, false).unwrap(), [5]);
+        assert_eq!(tok.encode("\n\n\n\n\n", false, false).unwrap(), [4, 4, 3]);
+        assert_eq!(tok.encode("aaa\n\n\n", true, false).unwrap(), [2, 7, 6, 5]);
     }
 
     #[test]

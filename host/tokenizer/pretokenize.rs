@@ -25,6 +25,9 @@ pub enum PreKind {
     Llama3,
     /// as Llama3 with single digits: `\p{N}` for `\p{N}{1,3}`
     Qwen2,
+    /// as Qwen2 with combining marks in words: `[\p{L}\p{M}]+` for `\p{L}+`, `[^\s\p{L}\p{M}\p{N}]` for
+    /// `[^\s\p{L}\p{N}]`
+    Qwen35,
     /// `\p{N}`, then GPT-2 (starcoder, smollm, refact, command-r, ...)
     StarCoder,
     /// `[\r\n]`, `\s?[Latin/Greek/Cyrillic/... letters]+`, `\s?[ASCII and full-width punctuation]+`, `\s+$`,
@@ -42,6 +45,8 @@ pub enum PreKind {
     Bloom,
     /// Bloom, then `\p{N}`
     Viking,
+    /// `[^\n]+|[\n]+`: lines and runs of line feeds (Gemma-4; the merges run on whole lines)
+    Lines,
 }
 
 /// What a `tokenizer.ggml.pre` value sets in llama.cpp besides the splitter.
@@ -56,6 +61,13 @@ pub struct PreConfig {
     pub add_bos: bool,
     /// the model has no BOS token whatever the metadata says (chatglm)
     pub no_bos: bool,
+    /// BOS is added even when `add_bos_token` is false (llama.cpp's Gemma-4 workaround)
+    pub force_bos: bool,
+    /// tokens are plain UTF-8 with `▁` for a space (not GPT-2's byte alphabet): spaces are escaped before
+    /// the split, and left-over symbols fall back to `<0xHH>` tokens (gemma4, sarvam-moe)
+    pub escaped: bool,
+    /// a word of line feeds only that is itself a token is emitted whole (llama.cpp's Gemma-4 fix)
+    pub newline_words: bool,
 }
 
 /// Every `tokenizer.ggml.pre` value `lookup` accepts, for error messages.
@@ -67,14 +79,23 @@ pub const KNOWN_PRE: &[&str] = &[
     "smaug-bpe", "glm4", "chatglm-bpe", "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2",
     "megrez", "hunyuan", "solar-open", "grok-2", "starcoder", "smollm", "refact", "command-r", "codeshell",
     "exaone", "minerva-7b", "mellum2", "deepseek-llm", "deepseek-coder", "falcon", "gpt-4o", "llama4",
-    "kanana2", "talkie", "minimax-m2", "tekken", "bloom", "gpt3-finnish", "poro-chat", "viking",
+    "kanana2", "talkie", "minimax-m2", "tekken", "bloom", "gpt3-finnish", "poro-chat", "viking", "glm5",
+    "qwen35", "gemma4", "granite-embed-multi-311m", "sarvam-moe",
 ];
 
 /// The configuration llama.cpp uses for `tokenizer.ggml.pre = name`, or None if we do not know it.
 pub fn lookup(name: &str) -> Option<PreConfig> {
     use PreKind::*;
-    let cfg =
-        |kind, clean_spaces| PreConfig { kind, ignore_merges: false, clean_spaces, add_bos: false, no_bos: false };
+    let cfg = |kind, clean_spaces| PreConfig {
+        kind,
+        ignore_merges: false,
+        clean_spaces,
+        add_bos: false,
+        no_bos: false,
+        force_bos: false,
+        escaped: false,
+        newline_words: false,
+    };
     Some(match name {
         "default" => cfg(Default, true),
         "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
@@ -83,9 +104,11 @@ pub fn lookup(name: &str) -> Option<PreConfig> {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
         | "jina-v5-nano" => PreConfig { ignore_merges: true, add_bos: true, ..cfg(Llama3, true) },
         "dbrx" | "smaug-bpe" => cfg(Llama3, true),
-        "glm4" | "chatglm-bpe" => PreConfig { no_bos: true, ..cfg(Llama3, true) },
+        "chatglm-bpe" => PreConfig { no_bos: true, ..cfg(Llama3, true) },
+        "glm4" | "glm5" => PreConfig { no_bos: true, ignore_merges: true, ..cfg(Llama3, true) },
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" | "grok-2" => cfg(Qwen2, false),
         "stablelm2" | "megrez" => cfg(Qwen2, true),
+        "qwen35" => cfg(Qwen35, false),
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => cfg(StarCoder, true),
         "smollm" | "command-r" => cfg(StarCoder, false),
         "deepseek-llm" => cfg(DeepseekLlm, false),
@@ -96,6 +119,10 @@ pub fn lookup(name: &str) -> Option<PreConfig> {
         "bloom" | "gpt3-finnish" => cfg(Bloom, true),
         "poro-chat" => cfg(Bloom, false),
         "viking" => cfg(Viking, false),
+        "gemma4" | "granite-embed-multi-311m" => {
+            PreConfig { force_bos: true, escaped: true, newline_words: true, ..cfg(Lines, true) }
+        }
+        "sarvam-moe" => PreConfig { escaped: true, ..cfg(Lines, false) },
         _ => return None,
     })
 }
@@ -111,6 +138,8 @@ enum Set {
     Number,
     /// `[\r\n]`
     NewLine,
+    /// `\n`
+    LineFeed,
     /// `\p{L}`
     Letter,
     /// `\p{P}`
@@ -159,6 +188,7 @@ impl Set {
         match self {
             Set::Number => k.is_number(),
             Set::NewLine => c == '\r' || c == '\n',
+            Set::LineFeed => c == '\n',
             Set::Letter => k.is_letter(),
             Set::Punct => k.is_punctuation(),
             // llama.cpp's collapsed `\p{P}` is Unicode's for ASCII, plus the ASCII symbols named in the class
@@ -197,8 +227,9 @@ impl Set {
 enum Pass {
     /// GPT-2's regex (llama.cpp's hand-written splitter)
     Gpt2,
-    /// Llama-3's regex with `\p{N}{1,max_digits}`
-    Llama3 { max_digits: usize },
+    /// Llama-3's regex with `\p{N}{1,max_digits}` (llama.cpp's hand-written splitter); `marks`: Qwen3.5's
+    /// variant, in which `\p{M}` joins the letters
+    Llama3 { max_digits: usize, marks: bool },
     /// GPT-4o's regex as llama.cpp runs it (cased letter runs; `contractions` adds the `'s|'t|...` suffix)
     Gpt4o { max_digits: usize, contractions: bool },
     /// every code point of the set on its own
@@ -221,8 +252,9 @@ impl PreKind {
         match self {
             PreKind::Default => &[Run(Set::DefaultPunct), Gpt2, Run(Set::Number), DigitTriples],
             PreKind::Gpt2 => &[Gpt2],
-            PreKind::Llama3 => &[Llama3 { max_digits: 3 }],
-            PreKind::Qwen2 => &[Llama3 { max_digits: 1 }],
+            PreKind::Llama3 => &[Llama3 { max_digits: 3, marks: false }],
+            PreKind::Qwen2 => &[Llama3 { max_digits: 1, marks: false }],
+            PreKind::Qwen35 => &[Llama3 { max_digits: 1, marks: true }],
             PreKind::StarCoder => &[Each(Set::Number), Gpt2],
             PreKind::DeepseekLlm => &[
                 Each(Set::NewLine),
@@ -240,6 +272,7 @@ impl PreKind {
             PreKind::Tekken => &[Gpt4o { max_digits: 1, contractions: false }],
             PreKind::Bloom => &[LiteralSpaceRun(Set::BloomWord)],
             PreKind::Viking => &[LiteralSpaceRun(Set::BloomWord), Each(Set::Number)],
+            PreKind::Lines => &[Run(Set::LineFeed)],
         }
     }
 }
@@ -365,15 +398,16 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
             }
             Some(s.whitespace(pos, false).unwrap_or(pos + 1))
         }
-        Pass::Llama3 { max_digits } => {
+        Pass::Llama3 { max_digits, marks } => {
             if let Some(e) = s.contraction(pos, true) {
                 return Some(e);
             }
             let (c, k) = (s.c[pos], s.k[pos]);
-            // [^\r\n\p{L}\p{N}]?\p{L}+
-            if !(c == '\r' || c == '\n' || k.is_number()) && (k.is_letter() || s.letter(pos + 1)) {
+            // [^\r\n\p{L}\p{N}]?\p{L}+ (qwen35: [\p{L}\p{M}]+)
+            let word = |i: usize| s.letter(i) || (marks && s.is(i, CharClass::is_mark));
+            if !(c == '\r' || c == '\n' || k.is_number()) && (word(pos) || word(pos + 1)) {
                 let mut e = pos + 1;
-                while s.letter(e) {
+                while word(e) {
                     e += 1;
                 }
                 return Some(e);
@@ -386,11 +420,12 @@ fn match_at(pass: Pass, s: &Cps, pos: usize, trailing_ws: usize) -> Option<usize
                 }
                 return Some(e);
             }
-            // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+            // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (qwen35: `[^\s\p{L}\p{M}\p{N}]`)
+            let other = |i: usize| s.other(i) && !(marks && s.is(i, CharClass::is_mark));
             let first = pos + usize::from(c == ' ');
-            if s.other(first) {
+            if other(first) {
                 let mut e = first + 1;
-                while s.other(e) {
+                while other(e) {
                     e += 1;
                 }
                 while s.newline(e) {
@@ -565,6 +600,41 @@ mod tests {
         // [^\r\n\p{L}\p{N}]? takes any one non-letter before a word, `\s*[\r\n]+` keeps trailing newlines
         assert_eq!(words(PreKind::Llama3, "(hi)\n\n  there"), ["(hi", ")\n\n", " ", " there"]);
         assert_eq!(words(PreKind::Llama3, "a \n b"), ["a", " \n", " b"]);
+    }
+
+    #[test]
+    fn qwen35_marks_join_words() {
+        // e + U+0301 (a combining mark): Qwen2's \p{L}+ stops at the mark, which then leads the next word
+        assert_eq!(words(PreKind::Qwen2, "e\u{301}x 12"), ["e", "\u{301}x", " ", "1", "2"]);
+        assert_eq!(words(PreKind::Qwen35, "e\u{301}x 12"), ["e\u{301}x", " ", "1", "2"]);
+        // Qwen2: "!" and the marks are one punctuation run; Qwen3.5: "!" is the optional lead of a mark word
+        assert_eq!(words(PreKind::Qwen2, "!\u{301}\u{301}"), ["!\u{301}\u{301}"]);
+        assert_eq!(words(PreKind::Qwen35, "!\u{301}\u{301}"), ["!\u{301}\u{301}"]);
+        assert_eq!(words(PreKind::Qwen35, "नमस्ते दुनिया"), ["नमस्ते", " दुनिया"]);
+        assert_eq!(words(PreKind::Qwen2, "नमस्ते"), ["नमस", "\u{94d}त", "\u{947}"]);
+    }
+
+    #[test]
+    fn names_added_from_llama_cpp() {
+        // llama-vocab.cpp: qwen35 -> QWEN35, clean_spaces off; gemma4 -> GEMMA4 (escaped spaces, raw UTF-8,
+        // newline fix, BOS forced), clean_spaces on; glm4/glm5 -> CHATGLM4 with ignore_merges and no BOS
+        let q = lookup("qwen35").unwrap();
+        assert_eq!((q.kind, q.clean_spaces, q.ignore_merges), (PreKind::Qwen35, false, false));
+        let flags = |c: PreConfig| (c.kind, c.escaped, c.newline_words, c.force_bos, c.clean_spaces);
+        for name in ["gemma4", "granite-embed-multi-311m"] {
+            assert_eq!(flags(lookup(name).unwrap()), (PreKind::Lines, true, true, true, true));
+        }
+        assert_eq!(flags(lookup("sarvam-moe").unwrap()), (PreKind::Lines, true, false, false, false));
+        for name in ["glm4", "glm5"] {
+            let g = lookup(name).unwrap();
+            assert_eq!((g.kind, g.ignore_merges, g.no_bos), (PreKind::Llama3, true, true));
+        }
+        assert!(!lookup("chatglm-bpe").unwrap().ignore_merges);
+    }
+
+    #[test]
+    fn lines_split_at_line_feeds_only() {
+        assert_eq!(words(PreKind::Lines, "a b\n\n\r\nc\n"), ["a b", "\n\n", "\r", "\n", "c", "\n"]);
     }
 
     #[test]

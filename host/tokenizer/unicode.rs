@@ -11,6 +11,7 @@ use super::unicode_table::{CATEGORY_RANGES, WHITE_SPACE};
 const UNDEFINED: u8 = 0;
 const NUMBER: u8 = 1;
 const LETTER: u8 = 2;
+const MARK: u8 = 4;
 const PUNCTUATION: u8 = 5;
 const WHITESPACE_BIT: u8 = 0x08;
 
@@ -28,6 +29,11 @@ impl CharClass {
     #[inline]
     pub fn is_number(self) -> bool {
         self.0 & 7 == NUMBER
+    }
+    /// `\p{M}`
+    #[inline]
+    pub fn is_mark(self) -> bool {
+        self.0 & 7 == MARK
     }
     /// `\p{P}`
     #[inline]

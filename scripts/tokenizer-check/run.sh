@@ -4,7 +4,9 @@
 # tokenization of generated texts for each model, dumps ours (an ignored test), and compares.
 # Dev-time only (a CPU build takes ~15 minutes on 2 cores).
 #
-# usage: scripts/tokenizer-check/run.sh [MODEL.gguf ...]   (default: the two models in models/)
+# usage: scripts/tokenizer-check/run.sh [MODEL.gguf ...]   (default: the two models in models/; llama.cpp's
+#        vocab-only files models/llama-vocab/ggml-vocab-*.gguf work too, the WordPiece/UGM ones excepted)
+# TOKENIZER_CHECK_DIR may hold llama_cpp_python-0.3.36/ with a libllama.so already built (a link will do).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
