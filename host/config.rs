@@ -3,14 +3,39 @@
 use crate::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 
-/// The model families the engine runs.
+/// The model families the engine runs. Each is the one shared transformer layer with a few switches (the `Arch`
+/// methods below); `host/model.rs` builds the layer from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     /// Llama 2/3, Mistral, SmolLM2.
     Llama,
     Qwen2,
+    /// Dense Qwen3: per-head RMS norms of q and k, no q/k/v biases.
+    Qwen3,
     Gemma3,
+    /// Phi-3 / Phi-4: fused `attn_qkv` and `ffn_up` (gate and up), LongRoPE frequency factors.
+    Phi3,
+    /// Mistral Small 3.x (the text model of `Mistral3ForConditionalGeneration`).
+    Mistral3,
 }
+
+/// Every architecture the engine runs, by `general.architecture` name.
+pub const SUPPORTED_ARCHS: &str = "llama, qwen2, qwen3, gemma3, phi3, mistral3";
+
+/// Architectures whose feed-forward is a mixture of routed experts (llama.cpp names).
+const MOE_ARCHS: &[&str] = &[
+    "qwen2moe", "qwen3moe", "phimoe", "olmoe", "granitemoe", "dbrx", "grok", "arctic", "deepseek", "deepseek2",
+    "gpt-oss", "llama4", "ernie4_5-moe", "bailingmoe", "bailingmoe2", "hunyuan-moe", "dots1", "glm4moe",
+    "minimax-m2", "smallthinker", "grovemoe", "afmoe", "cohere2moe", "llada-moe", "mistral4",
+];
+/// Recurrent models without attention layers (llama.cpp's `llm_arch_is_recurrent`).
+const RECURRENT_ARCHS: &[&str] = &["mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"];
+/// Hybrids of attention with linear-attention or state-space layers (llama.cpp's `llm_arch_is_hybrid`).
+const HYBRID_ARCHS: &[&str] = &[
+    "jamba", "falcon-h1", "plamo2", "granitehybrid", "lfm2", "lfm2moe", "nemotron_h", "nemotron_h_moe", "qwen3next",
+    "kimi-linear", "bailingmoe3", "kimi-k3", "glm5-next", "qwen35", "qwen35moe", "qwen4exp", "deepseek4",
+    "minimax-01",
+];
 
 /// How RoPE pairs dimensions: `Normal` rotates (2i, 2i+1) (llama), `Neox` rotates (i, i + rope_dim/2) (qwen2, gemma3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +73,11 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Gemma-3: RoPE base of the sliding-window layers (10000).
     pub rope_theta_local: f32,
+    /// `{arch}.rope.scaling.original_context_length` (default context_len): Phi-3's LongRoPE uses its long
+    /// factors when the context is longer than this.
+    pub rope_orig_ctx: usize,
+    /// `{arch}.rope.scaling.attn_factor` (default 1): RoPE's cos and sin are multiplied by it (Phi-3 LongRoPE).
+    pub rope_attn_factor: f32,
 }
 
 // ----------------------------------------------------------------------------
@@ -81,7 +111,10 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
+            Arch::Mistral3 => "mistral3",
         }
     }
 
@@ -89,10 +122,91 @@ impl Arch {
         Some(match s {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
             "gemma3" => Arch::Gemma3,
+            "phi3" => Arch::Phi3,
+            "mistral3" => Arch::Mistral3,
             _ => return None,
         })
     }
+
+    /// q, k, v have biases (`attn_{q,k,v}.bias`).
+    pub fn has_qkv_bias(self) -> bool {
+        self == Arch::Qwen2
+    }
+
+    /// q and k are RMS-normed per head before RoPE (`attn_{q,k}_norm.weight`, [head_dim]).
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Gemma3)
+    }
+
+    /// Norms after attention and after the feed-forward (`post_attention_norm`, `post_ffw_norm`).
+    pub fn has_post_norms(self) -> bool {
+        self == Arch::Gemma3
+    }
+
+    /// Gate and up are one tensor, `ffn_up.weight` [dim, 2 * hidden_dim], gate rows first.
+    pub fn fused_gate_up(self) -> bool {
+        self == Arch::Phi3
+    }
+
+    /// q is multiplied by the attention scale before attention (which then scales by 1), as llama.cpp builds it.
+    pub fn scales_q_before_attention(self) -> bool {
+        matches!(self, Arch::Gemma3 | Arch::Phi3)
+    }
+
+    /// The RoPE pairing llama.cpp uses (`llama_model_rope_type`).
+    pub fn rope_style(self) -> RopeStyle {
+        match self {
+            Arch::Llama | Arch::Mistral3 => RopeStyle::Normal,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Phi3 => RopeStyle::Neox,
+        }
+    }
+
+    /// The file may hold `rope_freqs.weight` (per-pair frequency divisors).
+    pub fn has_rope_freqs(self) -> bool {
+        matches!(self, Arch::Llama | Arch::Mistral3)
+    }
+
+    /// The file may hold LongRoPE's `rope_factors_long.weight` and `rope_factors_short.weight`.
+    pub fn has_long_short_rope_factors(self) -> bool {
+        self == Arch::Phi3
+    }
+}
+
+/// Why an architecture (or a file of a supported one) is one the engine cannot run yet: None when nothing says
+/// so. Checked before any key is required, so that such a file fails with this reason rather than a missing key.
+fn not_supported_reason(f: &GgufFile, arch: &str) -> Option<String> {
+    let shown: String = arch.chars().take(64).collect();
+    let why = if MOE_ARCHS.contains(&arch) {
+        Some("a mixture-of-experts model (routed expert feed-forward layers)")
+    } else if RECURRENT_ARCHS.contains(&arch) {
+        Some("a recurrent model (state-space / RWKV layers instead of attention)")
+    } else if HYBRID_ARCHS.contains(&arch) {
+        Some("a hybrid model (linear-attention or state-space layers beside attention)")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Some(format!(
+            "unsupported architecture '{shown}': {why}, not supported yet (supported: {SUPPORTED_ARCHS})"
+        ));
+    }
+    // A supported name with expert or state-space tensors (Mixtral is `llama` with experts).
+    let moe = f.tensors.iter().find(|t| t.name.contains("_exps") || t.name.contains(".ffn_gate_inp."));
+    if let Some(t) = moe {
+        return Some(format!(
+            "tensor '{}': mixture-of-experts models (routed expert layers) are not supported yet",
+            t.name.chars().take(128).collect::<String>()
+        ));
+    }
+    let ssm = f.tensors.iter().find(|t| t.name.contains(".ssm_") || t.name.contains(".time_mix_"));
+    ssm.map(|t| {
+        format!(
+            "tensor '{}': recurrent / state-space layers are not supported yet",
+            t.name.chars().take(128).collect::<String>()
+        )
+    })
 }
 
 fn cfg_err(msg: impl Into<String>) -> Error {
@@ -153,13 +267,16 @@ impl Keys<'_> {
 }
 
 impl ModelConfig {
-    /// Builds the config from `{arch}.*` metadata for `llama`, `qwen2` and `gemma3`.
+    /// Builds the config from `{arch}.*` metadata for the architectures of `Arch`.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         // --- architecture: spliced into key names, so it must be a known, plain name ---
         let arch_name = f.get_str("general.architecture").map_err(as_cfg)?;
+        if let Some(why) = not_supported_reason(f, arch_name) {
+            return Err(cfg_err(why));
+        }
         let arch = Arch::from_name(arch_name).ok_or_else(|| {
             let shown: String = arch_name.chars().take(64).collect();
-            cfg_err(format!("unsupported architecture '{shown}' (supported: llama, qwen2, gemma3)"))
+            cfg_err(format!("unsupported architecture '{shown}' (supported: {SUPPORTED_ARCHS})"))
         })?;
         let k = Keys { f, arch: arch_name };
 
@@ -188,7 +305,15 @@ impl ModelConfig {
         // expert tensors fail as unexpected (GGUF_SECURITY.md case 40: expert counts are never divided by) ---
         for key in ["expert_count", "expert_used_count"] {
             if let Some(n) = k.opt_usize_in(key, 0, usize::MAX)?.filter(|&n| n > 0) {
-                return Err(cfg_err(format!("{} = {n}: mixture-of-experts models are not supported", k.key(key))));
+                return Err(cfg_err(format!("{} = {n}: mixture-of-experts models are not supported yet", k.key(key))));
+            }
+        }
+        // --- Ministral-3's attention temperature (llama 4 scaling of q by position): not implemented ---
+        if k.has("attention.temperature_scale") {
+            let key = k.key("attention.temperature_scale");
+            let v = f.get_f32(&key).map_err(as_cfg)?;
+            if v != 0.0 {
+                return Err(cfg_err(format!("{key} = {v}: attention temperature scaling is not supported yet")));
             }
         }
 
@@ -239,11 +364,12 @@ impl ModelConfig {
         if rope_dim % 2 != 0 {
             return Err(cfg_err(format!("{} = {rope_dim} must be even", k.key("rope.dimension_count"))));
         }
-        let rope_style = match arch {
-            Arch::Llama => RopeStyle::Normal,
-            Arch::Qwen2 | Arch::Gemma3 => RopeStyle::Neox,
-        };
+        let rope_style = arch.rope_style();
         let rope_scaling = rope_scaling(&k)?;
+        let rope_orig_ctx =
+            k.opt_usize_in("rope.scaling.original_context_length", 1, MAX_CONTEXT_LEN)?.unwrap_or(context_len);
+        let rope_attn_factor =
+            if k.has("rope.scaling.attn_factor") { k.positive_f32("rope.scaling.attn_factor")? } else { 1.0 };
 
         // --- vocabulary: {arch}.vocab_size, else the token list; both present must agree ---
         let vocab_size = match (k.has("vocab_size"), tokens_len) {
@@ -299,6 +425,8 @@ impl ModelConfig {
             rope_scaling,
             sliding_window,
             rope_theta_local: GEMMA3_ROPE_THETA_LOCAL,
+            rope_orig_ctx,
+            rope_attn_factor,
         })
     }
 

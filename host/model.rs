@@ -1,18 +1,20 @@
-//! The transformer forward: token ids -> logits, for the `llama` (Llama 2/3, Mistral, SmolLM2), `qwen2` and
-//! `gemma3` architectures.
+//! The transformer forward: token ids -> logits, for the `llama` (Llama 2/3, Mistral, SmolLM2), `qwen2`,
+//! `qwen3`, `gemma3`, `phi3` and `mistral3` architectures: one layer, with the switches of `config::Arch`.
 //!
 //! `Model` is the backend-independent part: the config, the weight tensors (still quantized, borrowed from the
 //! memory map) and what each layer needs beside them (norm weights and biases as f32, RoPE base and scale,
 //! attention window). `Forward` is implemented once per backend; `CpuForward` here is the reference.
 //!
-//! One layer, as llama.cpp builds it (`src/models/llama.cpp`, `qwen2.cpp`, `gemma3.cpp`):
+//! One layer, as llama.cpp builds it (`src/models/llama.cpp`, `qwen2.cpp`, `qwen3.cpp`, `gemma3.cpp`, `phi3.cpp`,
+//! `mistral3.cpp`):
 //! ```text
 //! h = x + [post_attention_norm] attn(rope(q), rope(k), v)      q, k, v = W (rmsnorm(x) * attn_norm) [+ bias]
-//!                                                                 gemma3: q, k rms-normed per head first
+//!                                                                 gemma3, qwen3: q, k rms-normed per head first
 //! x = h + [post_ffw_norm] down(act(gate(n)) * up(n))           n = rmsnorm(h) * ffn_norm; act = silu | gelu-tanh
 //! ```
 //! then logits = output(rmsnorm(x) * output_norm) [soft-capped]. Gemma-3 also scales the embedding by sqrt(dim).
-//! Its norm weights are used as stored: the GGUF converter already wrote (1 + w).
+//! Its norm weights are used as stored: the GGUF converter already wrote (1 + w). Phi-3's fused `attn_qkv` and
+//! `ffn_up` (gate and up) become row views (`Mat`) of the fused tensor here at load, so the forward is unchanged.
 
 use crate::backend::cpu::{self, AttnParams, RopePairing, RopeParams};
 use crate::config::{Arch, ModelConfig, RopeScaling, RopeStyle};
@@ -153,6 +155,13 @@ impl<'a> Mat<'a> {
         self.data.len() / self.rows
     }
 
+    /// Rows `start..start + n` as a matrix of their own (a view of the same bytes): q, k and v of a fused
+    /// `attn_qkv`, gate and up of a fused `ffn_up`.
+    fn rows_view(&self, start: usize, n: usize) -> Mat<'a> {
+        let rb = self.row_bytes();
+        Mat { rows: n, data: &self.data[start * rb..(start + n) * rb], ..*self }
+    }
+
     /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores. `llama`: with the float
     /// numerics of llama.cpp's CPU backend (`quant::ggml_avx2`), else exact f32 products.
     fn apply(&self, x: &[f32], y: &mut [f32], n_tok: usize, llama: bool) {
@@ -244,6 +253,11 @@ pub struct Model<'a> {
     pub rope_pairing: RopePairing,
     /// Llama 3.1 `rope_freqs.weight`: per-pair frequency divisors, rope_dim / 2 of them.
     pub rope_freqs: Option<Vec<f32>>,
+    /// Phi-3 LongRoPE: the divisors for contexts longer than `config.rope_orig_ctx`, and for the others.
+    pub rope_factors_long: Option<Vec<f32>>,
+    pub rope_factors_short: Option<Vec<f32>>,
+    /// q is multiplied by `attn_scale` before attention, which then scales by 1 (gemma3, phi3).
+    pub q_prescale: bool,
 }
 
 impl<'a> Model<'a> {
@@ -298,11 +312,36 @@ impl<'a> Model<'a> {
             // llama.cpp's gemma3: 5 sliding-window layers then one global layer, the local ones with their own
             // RoPE base and no scaling.
             let sliding = c.is_sliding_layer(il);
+            let missing = |role: &str| Error::Tensor {
+                tensor: format!("blk.{il}.{role}.weight"),
+                msg: "required tensor is missing".into(),
+            };
+            // q, k, v: three tensors or row views of the fused one
+            let (wq, wk, wv) = match (&l.attn_qkv, &l.attn_q, &l.attn_k, &l.attn_v) {
+                (Some(qkv), ..) => {
+                    let m = Mat::new(qkv, dim, Some(q_dim + kv_dim + kv_dim_v))?;
+                    (m.rows_view(0, q_dim), m.rows_view(q_dim, kv_dim), m.rows_view(q_dim + kv_dim, kv_dim_v))
+                }
+                (None, Some(q), Some(k), Some(v)) => (
+                    Mat::new(q, dim, Some(q_dim))?,
+                    Mat::new(k, dim, Some(kv_dim))?,
+                    Mat::new(v, dim, Some(kv_dim_v))?,
+                ),
+                _ => return Err(missing("attn_q")),
+            };
+            // gate and up: two tensors, or the two halves of `ffn_up` (gate first, as ggml's swiglu splits it)
+            let (w_gate, w_up) = match &l.ffn_gate {
+                Some(g) => (Mat::new(g, dim, Some(c.hidden_dim))?, Mat::new(&l.ffn_up, dim, Some(c.hidden_dim))?),
+                None => {
+                    let m = Mat::new(&l.ffn_up, dim, Some(2 * c.hidden_dim))?;
+                    (m.rows_view(0, c.hidden_dim), m.rows_view(c.hidden_dim, c.hidden_dim))
+                }
+            };
             layers.push(Layer {
                 attn_norm: vector(&l.attn_norm, dim)?,
-                wq: Mat::new(&l.attn_q, dim, Some(q_dim))?,
-                wk: Mat::new(&l.attn_k, dim, Some(kv_dim))?,
-                wv: Mat::new(&l.attn_v, dim, Some(kv_dim_v))?,
+                wq,
+                wk,
+                wv,
                 wo: Mat::new(&l.attn_output, att_dim, Some(dim))?,
                 q_bias: opt_vector(&l.attn_q_bias, q_dim)?,
                 k_bias: opt_vector(&l.attn_k_bias, kv_dim)?,
@@ -311,8 +350,8 @@ impl<'a> Model<'a> {
                 k_norm: opt_vector(&l.attn_k_norm, c.head_dim)?,
                 post_attn_norm: opt_vector(&l.post_attention_norm, dim)?,
                 ffn_norm: vector(&l.ffn_norm, dim)?,
-                w_gate: Mat::new(&l.ffn_gate, dim, Some(c.hidden_dim))?,
-                w_up: Mat::new(&l.ffn_up, dim, Some(c.hidden_dim))?,
+                w_gate,
+                w_up,
                 w_down: Mat::new(&l.ffn_down, c.hidden_dim, Some(dim))?,
                 post_ffw_norm: opt_vector(&l.post_ffw_norm, dim)?,
                 rope_theta: if sliding {
@@ -324,18 +363,10 @@ impl<'a> Model<'a> {
                 window: if sliding { c.sliding_window } else { None },
             });
         }
-        let rope_freqs = match f.tensor("rope_freqs.weight") {
-            None => None,
-            Some(info) => {
-                let tr = TensorRef {
-                    name: &info.name,
-                    ggml_type: info.ggml_type,
-                    dims: &info.dims,
-                    data: f.tensor_data(info),
-                };
-                Some(vector(&tr, c.rope_dim / 2)?)
-            }
-        };
+        let half_rope = c.rope_dim / 2;
+        let rope_freqs = opt_vector(&t.rope_freqs, half_rope)?;
+        let rope_factors_long = opt_vector(&t.rope_factors_long, half_rope)?;
+        let rope_factors_short = opt_vector(&t.rope_factors_short, half_rope)?;
         // llama.cpp: 1/sqrt(head_dim), except Gemma-3 27B (62 layers), which scales by 1/sqrt(dim / n_heads)
         // (its query_pre_attn_scalar).
         let attn_scale = if is_gemma && c.n_layers == 62 {
@@ -361,9 +392,26 @@ impl<'a> Model<'a> {
                 RopeStyle::Neox => RopePairing::Neox,
             },
             rope_freqs,
+            rope_factors_long,
+            rope_factors_short,
+            q_prescale: c.arch.scales_q_before_attention(),
             config: c,
             tensors: t,
         })
+    }
+
+    /// The per-pair RoPE frequency divisors a context of `ctx_size` positions uses: `rope_freqs`, or Phi-3's
+    /// long factors when llama.cpp's context (`ctx_size` padded to 256) is longer than `rope_orig_ctx`, else its
+    /// short ones (`llama_model::get_rope_factors`).
+    pub fn rope_factors(&self, ctx_size: usize) -> Option<&[f32]> {
+        if let Some(f) = &self.rope_freqs {
+            return Some(f);
+        }
+        if ctx_size.next_multiple_of(256) > self.config.rope_orig_ctx {
+            self.rope_factors_long.as_deref()
+        } else {
+            self.rope_factors_short.as_deref()
+        }
     }
 
     /// Number of logits per position.
@@ -450,6 +498,8 @@ pub struct CpuForward<'a> {
     n_past: usize,
     /// Round activations as llama.cpp does before each projection (default); off = exact f32 products.
     llama_rounding: bool,
+    /// The RoPE frequency divisors for this context size (`Model::rope_factors`).
+    rope_factors: Option<&'a [f32]>,
 }
 
 /// Which logits a batch computes.
@@ -472,6 +522,7 @@ impl<'a> CpuForward<'a> {
             logits: vec![0.0; model.n_vocab()],
             n_past: 0,
             llama_rounding: true,
+            rope_factors: model.rope_factors(ctx_size),
         })
     }
 
@@ -556,14 +607,15 @@ impl<'a> CpuForward<'a> {
                 theta_base: l.rope_theta,
                 freq_scale: l.rope_freq_scale,
                 pairing: m.rope_pairing,
-                freq_factors: m.rope_freqs.as_deref(),
+                freq_factors: self.rope_factors,
+                mscale: c.rope_attn_factor,
             };
             let mut scale = m.attn_scale;
             if round {
                 cpu::rope_ggml(q, c.n_heads, pos, &rp);
                 cpu::rope_ggml(k, c.n_kv_heads, pos, &rp);
-                if c.arch == Arch::Gemma3 {
-                    // llama.cpp's gemma3 scales q before attention, which then scales by 1
+                if m.q_prescale {
+                    // llama.cpp's gemma3 and phi3 scale q before attention, which then scales by 1
                     cpu::scale(q, scale);
                     scale = 1.0;
                 }

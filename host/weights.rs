@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::config::{Arch, ModelConfig};
+use crate::config::ModelConfig;
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::{Error, Result};
 
@@ -54,23 +54,28 @@ pub fn is_computable(t: GgmlType) -> bool {
 /// One transformer block. Shapes in GGUF order `[row length, rows]`.
 #[derive(Debug, Clone)]
 pub struct LayerTensors<'a> {
-    pub attn_norm: TensorRef<'a>,   // [dim]
-    pub attn_q: TensorRef<'a>,      // [dim, n_heads * head_dim]
-    pub attn_k: TensorRef<'a>,      // [dim, n_kv_heads * head_dim]
-    pub attn_v: TensorRef<'a>,      // [dim, n_kv_heads * head_dim_v]
-    pub attn_output: TensorRef<'a>, // [n_heads * head_dim_v, dim]
+    pub attn_norm: TensorRef<'a>, // [dim]
+    /// q, k and v as one tensor `attn_qkv` [dim, q_dim + kv_dim + kv_dim_v] (rows q, then k, then v; Phi-3),
+    /// else the three below.
+    pub attn_qkv: Option<TensorRef<'a>>,
+    pub attn_q: Option<TensorRef<'a>>, // [dim, n_heads * head_dim]
+    pub attn_k: Option<TensorRef<'a>>, // [dim, n_kv_heads * head_dim]
+    pub attn_v: Option<TensorRef<'a>>, // [dim, n_kv_heads * head_dim_v]
+    pub attn_output: TensorRef<'a>,    // [n_heads * head_dim_v, dim]
     /// qwen2: biases of q, k, v ([n_heads * head_dim], [kv_dim], [kv_dim_v]).
     pub attn_q_bias: Option<TensorRef<'a>>,
     pub attn_k_bias: Option<TensorRef<'a>>,
     pub attn_v_bias: Option<TensorRef<'a>>,
-    /// gemma3: per-head RMS norms of q and k ([head_dim]) and the norms after attention and feed-forward ([dim]).
+    /// gemma3, qwen3: per-head RMS norms of q and k ([head_dim]).
     pub attn_q_norm: Option<TensorRef<'a>>,
     pub attn_k_norm: Option<TensorRef<'a>>,
+    /// gemma3: the norms after attention and feed-forward ([dim]).
     pub post_attention_norm: Option<TensorRef<'a>>,
     pub post_ffw_norm: Option<TensorRef<'a>>,
     pub ffn_norm: TensorRef<'a>, // [dim]
-    pub ffn_gate: TensorRef<'a>, // [dim, hidden_dim]
-    pub ffn_up: TensorRef<'a>,   // [dim, hidden_dim]
+    /// [dim, hidden_dim]; None for Phi-3, whose `ffn_up` holds gate and up.
+    pub ffn_gate: Option<TensorRef<'a>>,
+    pub ffn_up: TensorRef<'a>,   // [dim, hidden_dim]; Phi-3: [dim, 2 * hidden_dim], gate rows first
     pub ffn_down: TensorRef<'a>, // [hidden_dim, dim]
 }
 
@@ -84,6 +89,10 @@ pub struct ModelTensors<'a> {
     /// llama (Llama 3.1 and later): `rope_freqs.weight`, F32 [rope_dim / 2], the per-pair RoPE frequency
     /// divisors of the long-context scaling.
     pub rope_freqs: Option<TensorRef<'a>>,
+    /// phi3 (LongRoPE): `rope_factors_long.weight` / `rope_factors_short.weight`, F32 [rope_dim / 2] each, the
+    /// divisors used when the context is longer than `rope_orig_ctx` / not.
+    pub rope_factors_long: Option<TensorRef<'a>>,
+    pub rope_factors_short: Option<TensorRef<'a>>,
     pub layers: Vec<LayerTensors<'a>>,
 }
 
@@ -151,40 +160,65 @@ impl<'a> ModelTensors<'a> {
         let token_embd = l.req("token_embd.weight", &[dim, cfg.vocab_size])?;
         let output_norm = l.req("output_norm.weight", &[dim])?;
         let output = l.opt("output.weight", &[dim, cfg.vocab_size])?.unwrap_or(token_embd);
-        // Only llama reads rope frequency factors (llama.cpp: LLM_TENSOR_ROPE_FREQS); elsewhere the tensor stays
-        // unclaimed and is rejected below. The forward reads them as f32.
-        let rope_freqs = match cfg.arch {
-            Arch::Llama => l.opt("rope_freqs.weight", &[cfg.rope_dim / 2])?,
-            _ => None,
+        // Rope frequency factors, read by the architectures llama.cpp reads them for (LLM_TENSOR_ROPE_FREQS,
+        // ROPE_FACTORS_LONG/SHORT); elsewhere they stay unclaimed and are rejected below. The forward reads them
+        // as f32.
+        let half_rope = [cfg.rope_dim / 2];
+        let rope_freqs = if cfg.arch.has_rope_freqs() { l.opt("rope_freqs.weight", &half_rope)? } else { None };
+        let (rope_factors_long, rope_factors_short) = if cfg.arch.has_long_short_rope_factors() {
+            (l.opt("rope_factors_long.weight", &half_rope)?, l.opt("rope_factors_short.weight", &half_rope)?)
+        } else {
+            (None, None)
         };
-        if let Some(r) = rope_freqs.filter(|r| r.ggml_type != GgmlType::F32) {
-            return Err(Error::Tensor {
-                tensor: r.name.into(),
-                msg: format!("type {}, expected F32 (rope frequency factors)", r.ggml_type),
-            });
+        if rope_factors_long.is_some() != rope_factors_short.is_some() {
+            let (have, lack) = match rope_factors_long {
+                Some(_) => ("rope_factors_long.weight", "rope_factors_short.weight"),
+                None => ("rope_factors_short.weight", "rope_factors_long.weight"),
+            };
+            return Err(Error::Tensor { tensor: lack.into(), msg: format!("missing while {have} is present") });
+        }
+        for r in [rope_freqs, rope_factors_long, rope_factors_short].into_iter().flatten() {
+            if r.ggml_type != GgmlType::F32 {
+                return Err(Error::Tensor {
+                    tensor: r.name.into(),
+                    msg: format!("type {}, expected F32 (rope frequency factors)", r.ggml_type),
+                });
+            }
         }
 
-        let qwen2 = cfg.arch == Arch::Qwen2;
-        let gemma3 = cfg.arch == Arch::Gemma3;
+        let arch = cfg.arch;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let n = |role: &str| format!("blk.{i}.{role}");
+            // q/k/v: one fused tensor or three (llama.cpp takes the fused one when the file has it)
+            let attn_qkv = l.opt(&n("attn_qkv.weight"), &[dim, q_dim + kv_dim + kv_dim_v])?;
+            let (attn_q, attn_k, attn_v) = if attn_qkv.is_some() {
+                (None, None, None)
+            } else {
+                (
+                    Some(l.req(&n("attn_q.weight"), &[dim, q_dim])?),
+                    Some(l.req(&n("attn_k.weight"), &[dim, kv_dim])?),
+                    Some(l.req(&n("attn_v.weight"), &[dim, kv_dim_v])?),
+                )
+            };
+            let fused_ffn = arch.fused_gate_up();
             layers.push(LayerTensors {
                 attn_norm: l.req(&n("attn_norm.weight"), &[dim])?,
-                attn_q: l.req(&n("attn_q.weight"), &[dim, q_dim])?,
-                attn_k: l.req(&n("attn_k.weight"), &[dim, kv_dim])?,
-                attn_v: l.req(&n("attn_v.weight"), &[dim, kv_dim_v])?,
+                attn_qkv,
+                attn_q,
+                attn_k,
+                attn_v,
                 attn_output: l.req(&n("attn_output.weight"), &[o_in, dim])?,
-                attn_q_bias: l.arch_only(qwen2, &n("attn_q.bias"), &[q_dim])?,
-                attn_k_bias: l.arch_only(qwen2, &n("attn_k.bias"), &[kv_dim])?,
-                attn_v_bias: l.arch_only(qwen2, &n("attn_v.bias"), &[kv_dim_v])?,
-                attn_q_norm: l.arch_only(gemma3, &n("attn_q_norm.weight"), &[cfg.head_dim])?,
-                attn_k_norm: l.arch_only(gemma3, &n("attn_k_norm.weight"), &[cfg.head_dim])?,
-                post_attention_norm: l.arch_only(gemma3, &n("post_attention_norm.weight"), &[dim])?,
-                post_ffw_norm: l.arch_only(gemma3, &n("post_ffw_norm.weight"), &[dim])?,
+                attn_q_bias: l.arch_only(arch.has_qkv_bias(), &n("attn_q.bias"), &[q_dim])?,
+                attn_k_bias: l.arch_only(arch.has_qkv_bias(), &n("attn_k.bias"), &[kv_dim])?,
+                attn_v_bias: l.arch_only(arch.has_qkv_bias(), &n("attn_v.bias"), &[kv_dim_v])?,
+                attn_q_norm: l.arch_only(arch.has_qk_norm(), &n("attn_q_norm.weight"), &[cfg.head_dim])?,
+                attn_k_norm: l.arch_only(arch.has_qk_norm(), &n("attn_k_norm.weight"), &[cfg.head_dim])?,
+                post_attention_norm: l.arch_only(arch.has_post_norms(), &n("post_attention_norm.weight"), &[dim])?,
+                post_ffw_norm: l.arch_only(arch.has_post_norms(), &n("post_ffw_norm.weight"), &[dim])?,
                 ffn_norm: l.req(&n("ffn_norm.weight"), &[dim])?,
-                ffn_gate: l.req(&n("ffn_gate.weight"), &[dim, hidden])?,
-                ffn_up: l.req(&n("ffn_up.weight"), &[dim, hidden])?,
+                ffn_gate: if fused_ffn { None } else { Some(l.req(&n("ffn_gate.weight"), &[dim, hidden])?) },
+                ffn_up: l.req(&n("ffn_up.weight"), &[dim, if fused_ffn { 2 * hidden } else { hidden }])?,
                 ffn_down: l.req(&n("ffn_down.weight"), &[hidden, dim])?,
             });
         }
@@ -206,6 +240,6 @@ impl<'a> ModelTensors<'a> {
         // Everything is claimed: prefault it all, turning a file truncated since open into an error.
         let infos: Vec<&TensorInfo> = f.tensors.iter().collect();
         f.populate(&infos)?;
-        Ok(ModelTensors { token_embd, output_norm, output, rope_freqs, layers })
+        Ok(ModelTensors { token_embd, output_norm, output, rope_freqs, rope_factors_long, rope_factors_short, layers })
     }
 }

@@ -644,7 +644,7 @@ fn corpus() -> Vec<Case> {
                 w.add_kv("general.architecture", Value::str("gpt2"));
             }),
             Stage::Config,
-            &["unsupported architecture 'gpt2' (supported: llama, qwen2, gemma3)"],
+            &["unsupported architecture 'gpt2' (supported: llama, qwen2, qwen3, gemma3, phi3, mistral3)"],
         ),
         case(
             "G39-arch-with-dot",

@@ -206,3 +206,64 @@ fn bad_rope_freqs_are_rejected_naming_the_tensor() {
     let e = load_err(&with_rope_freqs(&qwen, &[8], GgmlType::F32, f32_bytes(&[1.0; 8])));
     assert!(e.contains("tensor 'rope_freqs.weight': unexpected tensor for qwen2"), "{e}");
 }
+
+// ----------------------------------------------------------------------------
+// phi3: rope_factors_long.weight / rope_factors_short.weight (LongRoPE)
+// ----------------------------------------------------------------------------
+
+/// A tiny phi3 (rope_dim 16: 8 factors each) with the given LongRoPE tensors and original context of 512.
+fn phi3_with(tensors: &[(&str, &[u64], GgmlType, Vec<u8>)]) -> Vec<u8> {
+    let mut w = tiny_model(&TinySpec { arch: "phi3", ..TinySpec::default() }).unwrap();
+    w.add_kv("phi3.rope.scaling.original_context_length", host::gguf::Value::U32(512));
+    for (name, dims, ty, data) in tensors {
+        w.add_tensor(name, dims, *ty, data.clone()).unwrap();
+    }
+    w.to_bytes().unwrap()
+}
+
+#[test]
+fn phi3_long_and_short_factors_are_chosen_by_context_size() {
+    let (long, short): (Vec<f32>, Vec<f32>) = ((0..8).map(|i| 1.0 + i as f32).collect(), vec![1.5; 8]);
+    let bytes = phi3_with(&[
+        ("rope_factors_long.weight", &[8], GgmlType::F32, f32_bytes(&long)),
+        ("rope_factors_short.weight", &[8], GgmlType::F32, f32_bytes(&short)),
+    ]);
+    let f = GgufFile::from_bytes(&bytes, "phi3.gguf").unwrap();
+    let m = Model::load(&f).unwrap();
+    assert_eq!(m.config.rope_orig_ctx, 512);
+    // llama.cpp pads the context to 256 and takes the long factors past the original context
+    assert_eq!(m.rope_factors(256), Some(&short[..]));
+    assert_eq!(m.rope_factors(512), Some(&short[..]));
+    assert_eq!(m.rope_factors(513), Some(&long[..]));
+    assert_eq!(m.rope_factors(4096), Some(&long[..]));
+    // and the forward uses them: the same tokens in a long context give other logits past position 0
+    let logits = |ctx: usize| -> Vec<f32> {
+        let mut fwd = CpuForward::new(&m, ctx, CacheType::F32).unwrap();
+        fwd.forward(&[1, 5, 9, 13], 0).unwrap().to_vec()
+    };
+    let diff = logits(256).iter().zip(&logits(1024)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff > 1e-4, "long and short factors gave the same logits (max diff {diff})");
+}
+
+#[test]
+fn bad_phi3_rope_factors_are_rejected_naming_the_tensor() {
+    let ones = f32_bytes(&[1.0; 8]);
+    let e = load_err(&phi3_with(&[("rope_factors_long.weight", &[8], GgmlType::F32, ones.clone())]));
+    assert!(e.contains("tensor 'rope_factors_short.weight': missing while rope_factors_long.weight is present"), "{e}");
+    let f16: Vec<u8> = (0..8).flat_map(|_| half::f16::ONE.to_le_bytes()).collect();
+    let e = load_err(&phi3_with(&[
+        ("rope_factors_long.weight", &[8], GgmlType::F16, f16),
+        ("rope_factors_short.weight", &[8], GgmlType::F32, ones.clone()),
+    ]));
+    assert!(e.contains("tensor 'rope_factors_long.weight': type F16, expected F32"), "{e}");
+    let e = load_err(&phi3_with(&[
+        ("rope_factors_long.weight", &[8], GgmlType::F32, ones.clone()),
+        ("rope_factors_short.weight", &[7], GgmlType::F32, f32_bytes(&[1.0; 7])),
+    ]));
+    assert!(e.contains("tensor 'rope_factors_short.weight': wrong shape: expected [8], got [7]"), "{e}");
+    // llama does not read them
+    let mut w = tiny_model(&TinySpec::default()).unwrap();
+    w.add_tensor("rope_factors_long.weight", &[8], GgmlType::F32, ones).unwrap();
+    let e = load_err(&w.to_bytes().unwrap());
+    assert!(e.contains("tensor 'rope_factors_long.weight': unexpected tensor for llama"), "{e}");
+}

@@ -38,8 +38,8 @@ fn smollm2_config_and_tensors() {
     assert_eq!(w.token_embd.ggml_type, GgmlType::Q8_0);
     assert_eq!((w.token_embd.n_cols(), w.token_embd.n_rows()), (576, 49152));
     assert_eq!(w.output.name, "token_embd.weight"); // tied: the file has no output.weight
-    assert_eq!(w.layers[0].attn_k.dims, &[576, 192]);
-    assert_eq!(w.layers[0].attn_k.data.len(), 192 * (576 / 32) * 20); // Q4_1: 20 bytes per 32 weights
+    assert_eq!(w.layers[0].attn_k.unwrap().dims, &[576, 192]);
+    assert_eq!(w.layers[0].attn_k.unwrap().data.len(), 192 * (576 / 32) * 20); // Q4_1: 20 bytes per 32 weights
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn gemma3_config_and_tensors() {
     assert_eq!((c.rope_theta, c.rope_theta_local, c.sliding_window), (1e6, 10000.0, Some(512)));
     let w = ModelTensors::from_gguf(&f, &c).unwrap();
     assert_eq!(w.layers.len(), 18);
-    assert_eq!(w.layers[0].attn_q.dims, &[640, 1024]); // n_heads * head_dim = 4 * 256
+    assert_eq!(w.layers[0].attn_q.unwrap().dims, &[640, 1024]); // n_heads * head_dim = 4 * 256
     assert_eq!(w.layers[0].attn_q_norm.unwrap().dims, &[256]);
     assert!(w.layers[3].post_ffw_norm.is_some());
     assert_eq!(w.output.name, "token_embd.weight");

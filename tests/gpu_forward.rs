@@ -29,7 +29,15 @@ fn rope_matches_cpu() {
         [(RopePairing::Normal, 64, 64, 9), (RopePairing::Neox, 128, 128, 4), (RopePairing::Neox, 256, 128, 2)]
     {
         let (n_tok, pos0, ctx) = (5, 37, 64);
-        let p = RopeParams { head_dim, rope_dim, theta_base: 10000.0, freq_scale: 1.0, pairing, freq_factors: None };
+        let p = RopeParams {
+            head_dim,
+            rope_dim,
+            theta_base: 10000.0,
+            freq_scale: 1.0,
+            pairing,
+            freq_factors: None,
+            mscale: 1.0,
+        };
         let x = rng.vec(n_tok * n_heads * head_dim, -2.0, 2.0);
         let mut want = x.clone();
         cpu::rope(&mut want, n_heads, pos0, &p);
@@ -57,8 +65,15 @@ fn rope_store_equals_separate_ops() {
         (RopePairing::Neox, 8, 2, 128, 64, true),
     ] {
         let (pos, ctx) = (37usize, 64usize);
-        let p =
-            RopeParams { head_dim: hd, rope_dim, theta_base: 10000.0, freq_scale: 1.0, pairing, freq_factors: None };
+        let p = RopeParams {
+            head_dim: hd,
+            rope_dim,
+            theta_base: 10000.0,
+            freq_scale: 1.0,
+            pairing,
+            freq_factors: None,
+            mscale: 1.0,
+        };
         let (cos, sin) = cpu::rope_table(ctx, &p);
         let (dcos, dsin, dpos) =
             (gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap(), gpu.upload(&[pos as u32]).unwrap());

@@ -130,6 +130,8 @@ pub struct RopeParams<'a> {
     pub pairing: RopePairing,
     /// Per-pair divisors of the frequency (`rope_freqs.weight`, Llama 3.1), rope_dim / 2 of them.
     pub freq_factors: Option<&'a [f32]>,
+    /// cos and sin are multiplied by this (ggml's `attn_factor`; Phi-3 LongRoPE's attention factor), else 1.
+    pub mscale: f32,
 }
 
 /// RoPE in place over `n_tok` rows of `n_heads` heads: row t is at position `pos0 + t`.
@@ -176,7 +178,7 @@ pub fn rope_cos_sin(pos: usize, p: &RopeParams, cs: &mut [(f32, f32)]) {
     for (i, c) in cs.iter_mut().enumerate() {
         let ff = p.freq_factors.map_or(1.0, |f| f[i]);
         let angle = p.freq_scale * (theta / ff);
-        *c = (angle.cos(), angle.sin());
+        *c = (angle.cos() * p.mscale, angle.sin() * p.mscale);
         theta *= theta_scale;
     }
 }
@@ -620,6 +622,7 @@ mod tests {
             freq_scale: 1.0,
             pairing,
             freq_factors: None,
+            mscale: 1.0,
         }
     }
 

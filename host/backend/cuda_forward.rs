@@ -329,7 +329,8 @@ impl CudaForward {
             });
         }
 
-        // RoPE tables, one per distinct (base, scale)
+        // RoPE tables, one per distinct (base, scale), with the frequency divisors of this context size
+        let rope_factors = model.rope_factors(ctx_size);
         let mut rope_keys: Vec<(f32, f32)> = Vec::new();
         let mut rope = Vec::new();
         let mut layers = Vec::with_capacity(model.layers.len());
@@ -345,7 +346,8 @@ impl CudaForward {
                         theta_base: l.rope_theta,
                         freq_scale: l.rope_freq_scale,
                         pairing: model.rope_pairing,
-                        freq_factors: model.rope_freqs.as_deref(),
+                        freq_factors: rope_factors,
+                        mscale: c.rope_attn_factor,
                     };
                     let (cos, sin) = cpu::rope_table(ctx_size, &p);
                     rope.push(RopeTable { cos: gpu.upload(&cos)?, sin: gpu.upload(&sin)? });

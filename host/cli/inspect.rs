@@ -161,6 +161,8 @@ fn config_json(c: &ModelConfig) -> Json {
         },
         "sliding_window": c.sliding_window,
         "rope_theta_local": float_json(f64::from(c.rope_theta_local)),
+        "rope_orig_ctx": c.rope_orig_ctx,
+        "rope_attn_factor": float_json(f64::from(c.rope_attn_factor)),
     })
 }
 

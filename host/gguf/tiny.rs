@@ -8,7 +8,7 @@ use crate::Result;
 /// The shape of a tiny model. `Default` is a 2-layer llama with dim 64 and a 64-token vocabulary.
 #[derive(Debug, Clone)]
 pub struct TinySpec {
-    pub arch: &'static str, // "llama", "qwen2" or "gemma3"
+    pub arch: &'static str, // "llama", "qwen2", "qwen3", "gemma3", "phi3" or "mistral3"
     pub n_layers: usize,
     pub dim: usize,
     pub hidden_dim: usize,
@@ -148,24 +148,34 @@ pub fn tiny_model(s: &TinySpec) -> Result<GgufWriter> {
     for i in 0..s.n_layers {
         let n = |role: &str| format!("blk.{i}.{role}");
         add(&mut w, &n("attn_norm.weight"), &[dim], GgmlType::F32)?;
-        add(&mut w, &n("attn_q.weight"), &[dim, q_dim], wt)?;
-        add(&mut w, &n("attn_k.weight"), &[dim, kv_dim], wt)?;
-        add(&mut w, &n("attn_v.weight"), &[dim, kv_dim], wt)?;
+        if s.arch == "phi3" {
+            add(&mut w, &n("attn_qkv.weight"), &[dim, q_dim + 2 * kv_dim], wt)?;
+        } else {
+            add(&mut w, &n("attn_q.weight"), &[dim, q_dim], wt)?;
+            add(&mut w, &n("attn_k.weight"), &[dim, kv_dim], wt)?;
+            add(&mut w, &n("attn_v.weight"), &[dim, kv_dim], wt)?;
+        }
         add(&mut w, &n("attn_output.weight"), &[q_dim, dim], wt)?;
         if s.arch == "qwen2" {
             add(&mut w, &n("attn_q.bias"), &[q_dim], GgmlType::F32)?;
             add(&mut w, &n("attn_k.bias"), &[kv_dim], GgmlType::F32)?;
             add(&mut w, &n("attn_v.bias"), &[kv_dim], GgmlType::F32)?;
         }
-        if s.arch == "gemma3" {
+        if s.arch == "gemma3" || s.arch == "qwen3" {
             add(&mut w, &n("attn_q_norm.weight"), &[s.head_dim], GgmlType::F32)?;
             add(&mut w, &n("attn_k_norm.weight"), &[s.head_dim], GgmlType::F32)?;
+        }
+        if s.arch == "gemma3" {
             add(&mut w, &n("post_attention_norm.weight"), &[dim], GgmlType::F32)?;
             add(&mut w, &n("post_ffw_norm.weight"), &[dim], GgmlType::F32)?;
         }
         add(&mut w, &n("ffn_norm.weight"), &[dim], GgmlType::F32)?;
-        add(&mut w, &n("ffn_gate.weight"), &[dim, hid], wt)?;
-        add(&mut w, &n("ffn_up.weight"), &[dim, hid], wt)?;
+        if s.arch == "phi3" {
+            add(&mut w, &n("ffn_up.weight"), &[dim, 2 * hid], wt)?;
+        } else {
+            add(&mut w, &n("ffn_gate.weight"), &[dim, hid], wt)?;
+            add(&mut w, &n("ffn_up.weight"), &[dim, hid], wt)?;
+        }
         add(&mut w, &n("ffn_down.weight"), &[hid, dim], wt)?;
     }
     Ok(w)
@@ -180,7 +190,14 @@ mod tests {
 
     #[test]
     fn tiny_models_load_for_every_arch() {
-        for (arch, want) in [("llama", Arch::Llama), ("qwen2", Arch::Qwen2), ("gemma3", Arch::Gemma3)] {
+        for (arch, want) in [
+            ("llama", Arch::Llama),
+            ("qwen2", Arch::Qwen2),
+            ("qwen3", Arch::Qwen3),
+            ("gemma3", Arch::Gemma3),
+            ("phi3", Arch::Phi3),
+            ("mistral3", Arch::Mistral3),
+        ] {
             let spec = TinySpec { arch, tied: arch == "gemma3", ..TinySpec::default() };
             let bytes = tiny_model(&spec).unwrap().to_bytes().unwrap();
             let f = GgufFile::from_bytes(&bytes, "tiny.gguf").unwrap();
@@ -188,9 +205,19 @@ mod tests {
             assert_eq!((c.arch, c.n_layers, c.dim, c.vocab_size), (want, 2, 64, 64));
             let w = ModelTensors::from_gguf(&f, &c).unwrap();
             assert_eq!(w.layers[1].attn_q_bias.is_some(), arch == "qwen2");
-            assert_eq!(w.layers[1].attn_q_norm.is_some(), arch == "gemma3");
-            // Q8_0 attn_k: kv_dim rows of dim/32 blocks of 34 bytes
-            assert_eq!(w.layers[0].attn_k.data.len(), 32 * (64 / 32) * 34);
+            assert_eq!(w.layers[1].attn_q_norm.is_some(), arch == "gemma3" || arch == "qwen3");
+            assert_eq!(w.layers[1].attn_qkv.is_some(), arch == "phi3");
+            assert_eq!(w.layers[1].ffn_gate.is_none(), arch == "phi3");
+            // Q8_0 attn_k (or attn_qkv: 64 + 2 * 32 rows): kv_dim rows of dim/32 blocks of 34 bytes
+            match &w.layers[0].attn_k {
+                Some(k) => assert_eq!(k.data.len(), 32 * (64 / 32) * 34),
+                None => assert_eq!(w.layers[0].attn_qkv.unwrap().data.len(), 128 * (64 / 32) * 34),
+            }
+            // the model builds row views of the fused tensors with the same shapes as the separate ones
+            let m = crate::model::Model::load(&f).unwrap();
+            let l = &m.layers[0];
+            assert_eq!((l.wq.rows, l.wk.rows, l.wv.rows, l.w_gate.rows, l.w_up.rows), (64, 32, 32, 128, 128));
+            assert_eq!(l.wk.data.len(), 32 * (64 / 32) * 34);
         }
     }
 

@@ -11,6 +11,9 @@
 #                               1..9); run it with the portable ggml-cpu below on LD_LIBRARY_PATH
 #   flash_attn OUT_DIR          rewrites tests/fixtures/ggml_flash_attn (ggml-cpu flash attention, 4 threads: one query
 #                               split-KV or not, a few queries, 64+ queries tiled), same LD_LIBRARY_PATH
+#   arch_logits MODEL OUT.bin   rewrites tests/fixtures/{qwen3,phi3,mistral3}/llama_cpp.bin (teacher-forced logits of
+#                               prompts of 5, 70, 600 random ids plus decode steps, 4 threads, flash attention; the
+#                               models come from scripts/arch_fixtures.py)
 # then: python3 scripts/llama-cpp-greedy/compare.py MODEL.gguf ...   (our `host run --temp 0` vs gen, tokens agreed)
 #
 # The reference outputs (shared/reference/*_greedy.jsonl) are reproduced exactly only by ggml-cpu built without
@@ -26,7 +29,7 @@
 set -e
 L=${LLAMA_CPP:?set LLAMA_CPP to a built llama.cpp tree}
 cd "$(dirname "$0")"
-for p in gen tf mulmat flash_attn; do
+for p in gen tf mulmat flash_attn arch_logits; do
   g++ -O2 -std=c++17 $p.cpp -I$L/include -I$L/ggml/include -L$L/build/bin -lllama -lggml -lggml-base -lggml-cpu \
       -Wl,-rpath,$L/build/bin -o $p
 done
