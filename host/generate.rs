@@ -87,6 +87,9 @@ pub struct Generation {
     pub text: String,
     pub reason: StopReason,
     pub timings: Timings,
+    /// Positions in the KV cache at the end: the prompt and every sampled token but the last, which is evaluated
+    /// only when another token follows (`tokens` never holds the end-of-generation token).
+    pub n_past: usize,
 }
 
 /// Holds back text that may be the start of a stop string; says where a stop string completes.
@@ -149,21 +152,30 @@ pub fn prompt_tokens(tok: &Tokenizer, text: &str, chat: Option<Option<&str>>) ->
         Some(system) => {
             let mut msgs = Vec::new();
             if let Some(sys) = system {
-                msgs.push(ChatMessage {
-                    role: "system".into(),
-                    content: sys.to_string(),
-                });
+                msgs.push(ChatMessage::new("system", sys));
             }
-            msgs.push(ChatMessage {
-                role: "user".into(),
-                content: text.to_string(),
-            });
-            tok.apply_chat_template(&msgs, true)?
+            msgs.push(ChatMessage::new("user", text));
+            render_chat(tok, None, &msgs)?
         }
         None => text.to_string(),
     };
-    let mut ids = tok.encode(&text, true, true)?;
-    if let (Some(bos), true) = (tok.bos(), chat.is_some()) {
+    encode_prompt(tok, &text, chat.is_some())
+}
+
+/// The conversation `msgs` rendered with `template` (e.g. from `--chat-template FILE`), or the model's own chat
+/// template when None, followed by the header that opens the assistant's turn.
+pub fn render_chat(tok: &Tokenizer, template: Option<&str>, msgs: &[ChatMessage]) -> Result<String> {
+    match template {
+        Some(t) => tok.apply_template(t, msgs, true),
+        None => tok.apply_chat_template(msgs, true),
+    }
+}
+
+/// Token ids of prompt text: special tokens parsed, BOS added when the model asks for it; for text rendered by a
+/// chat template (`chat`) that already starts with BOS, the added one is dropped.
+pub fn encode_prompt(tok: &Tokenizer, text: &str, chat: bool) -> Result<Vec<u32>> {
+    let mut ids = tok.encode(text, true, true)?;
+    if let (Some(bos), true) = (tok.bos(), chat) {
         if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
             ids.remove(0);
         }
@@ -198,6 +210,25 @@ pub fn generate(
     out: &mut dyn Write,
     interrupt: &AtomicBool,
 ) -> Result<Generation> {
+    fwd.reset();
+    generate_cached(fwd, tok, sampler, prompt, 0, opts, out, interrupt)
+}
+
+/// `generate` on a cache that already holds the keys and values of `prompt[..n_cached]` at positions
+/// 0..n_cached (a conversation's earlier turns): only the rest of the prompt is evaluated. `n_cached` must be
+/// less than the prompt's length (the last prompt token is evaluated for its logits); 0 with a fresh cache is
+/// `generate`. Every prompt token enters the sampler's penalty history.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_cached(
+    fwd: &mut dyn Forward,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    n_cached: usize,
+    opts: &GenOptions,
+    out: &mut dyn Write,
+    interrupt: &AtomicBool,
+) -> Result<Generation> {
     let ctx = fwd.ctx_size();
     if prompt.is_empty() {
         return Err(Error::Generate("the prompt has no tokens".into()));
@@ -208,14 +239,19 @@ pub fn generate(
             prompt.len()
         )));
     }
-    fwd.reset();
+    if n_cached >= prompt.len() {
+        return Err(Error::Generate(format!(
+            "{n_cached} of the prompt's {} tokens are cached: at least the last one must be evaluated",
+            prompt.len()
+        )));
+    }
     for &t in prompt {
         sampler.accept(t);
     }
 
     let mut logits = Vec::new();
     let mut timings = Timings {
-        prompt_tokens: prompt.len(),
+        prompt_tokens: prompt.len() - n_cached,
         ..Timings::default()
     };
     let mut tokens = Vec::new();
@@ -237,14 +273,16 @@ pub fn generate(
     let device_argmax = sampler.is_plain_argmax();
     let device_sampling = !device_argmax && fwd.start_device_sampling(sampler.params(), prompt)?;
     let mut state = State::Prefill;
+    let mut n_past = n_cached;
     let reason = loop {
         state = match state {
             State::Prefill => {
                 let t0 = Instant::now();
                 logits.clear();
-                logits.extend_from_slice(fwd.forward(prompt, 0)?);
+                logits.extend_from_slice(fwd.forward(&prompt[n_cached..], n_cached)?);
                 let chosen = if device_sampling { fwd.sample_next()? } else { None };
                 timings.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+                n_past = prompt.len();
                 State::Sample { pos: prompt.len(), chosen }
             }
             State::Sample { pos, chosen } => {
@@ -297,6 +335,7 @@ pub fn generate(
                     }
                     timings.decode_ms += t0.elapsed().as_secs_f64() * 1e3;
                     timings.decode_runs += 1;
+                    n_past = pos + 1;
                     State::Sample { pos: pos + 1, chosen }
                 }
             }
@@ -314,6 +353,7 @@ pub fn generate(
         text,
         reason,
         timings,
+        n_past,
     })
 }
 

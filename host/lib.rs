@@ -15,6 +15,7 @@ pub mod sampler;
 pub mod generate;
 pub mod synth;
 pub mod rng;
+pub mod progress;
 pub mod cli;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::gguf::{align_up, Array, Encoder, GgmlType, GgufFile, Value, DEFAULT_ALIGNMENT};
+use crate::progress::{Progress, Unit};
 use crate::rng::SplitMix64 as Rng;
 use crate::{Error, Result};
 
@@ -533,6 +534,7 @@ pub fn write_model(path: &Path, spec: &SynthSpec, vocab: &Vocab) -> Result<Synth
     // tensor data: batches of chunks generated in parallel, written in order
     let batch_chunks = 2 * rayon::current_num_threads();
     let mut buf: Vec<u8> = Vec::new();
+    let mut bar = Progress::new(weight_bytes, "writing weights", Unit::Bytes);
     for (ti, t) in tensors.iter().enumerate() {
         let (bs, ts) = (t.ty.block_size() as u64, t.ty.type_size());
         let n_blocks = (t.n_bytes() / ts as u64) as usize;
@@ -549,6 +551,7 @@ pub fn write_model(path: &Path, spec: &SynthSpec, vocab: &Vocab) -> Result<Synth
                 fill(t.ty, t.fill, &patches, &mut rng, out);
             });
             f.write_all(&buf[..len]).map_err(io)?;
+            bar.inc(len as u64);
         }
         file_bytes += t.n_bytes();
         let padded = align_up(file_bytes, align).expect("file sizes fit in u64");
@@ -558,6 +561,7 @@ pub fn write_model(path: &Path, spec: &SynthSpec, vocab: &Vocab) -> Result<Synth
         }
     }
     f.sync_all().map_err(io)?;
+    bar.finish();
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     Ok(SynthSummary {

@@ -335,6 +335,8 @@ impl CudaForward {
         let mut rope = Vec::new();
         let mut layers = Vec::with_capacity(model.layers.len());
         let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+        let n_steps = model.layers.len() as u64 + 1; // the layers, then the embedding and the output head
+        let mut bar = crate::progress::Progress::new(n_steps, "uploading weights", crate::progress::Unit::Items);
         for l in &model.layers {
             let key = (l.rope_theta, l.rope_freq_scale);
             let ri = match rope_keys.iter().position(|k| *k == key) {
@@ -387,10 +389,12 @@ impl CudaForward {
                 k_cache: gpu.zeros(ctx_size * kv_dim)?,
                 v_cache: gpu.zeros(ctx_size * kv_dim_v)?,
             });
+            bar.inc(1);
         }
         let token_embd = DevMat::upload(&gpu, &model.token_embd)?;
         let tied = std::ptr::eq(model.output.data, model.token_embd.data);
         let output = if tied { None } else { Some(DevMat::upload(&gpu, &model.output)?) };
+        bar.finish();
 
         let n = MAX_BATCH;
         let n_vocab = model.n_vocab();

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::Result;
 
 pub mod bench;
+pub mod chat;
 pub mod devices;
 pub mod inspect;
 pub mod run;
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt.
     Run(run::RunArgs),
+    /// Chat with a model in the terminal (its chat template, the KV cache kept between turns).
+    Chat(chat::ChatArgs),
     /// Print a GGUF file's architecture, config, tokenizer and tensor table.
     Inspect(inspect::InspectArgs),
     /// Print the token ids of a prompt.
@@ -47,6 +50,7 @@ pub enum DeviceArg {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Devices => devices::run(),

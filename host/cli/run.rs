@@ -12,26 +12,60 @@ use crate::cli::DeviceArg;
 use crate::generate::{self, GenOptions};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheType, KvCache};
-use crate::model::Model;
+use crate::model::{Forward, Model};
 use crate::sampler::{Sampler, SamplingParams};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 use crate::{Error, Result};
 
 /// Context size when `--ctx-size` is not given: the model's, capped at this.
 const DEFAULT_CTX_CAP: usize = 4096;
 
+/// Tokens generated when `-n` is not given: enough for an answer of several paragraphs, a bound on a small model
+/// that repeats itself (llama.cpp's tools default to -1 and go on until the context is full).
+pub const DEFAULT_N_PREDICT: i64 = 512;
+
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Path to a .gguf model file.
     pub model: PathBuf,
-    /// The prompt ("-" reads standard input).
-    #[arg(short, long, value_parser = clap::value_parser!(OsString), conflicts_with = "file")]
+    /// The prompt ("-" reads standard input); text that starts with '-' is a prompt too.
+    #[arg(short, long, value_parser = clap::value_parser!(OsString), conflicts_with = "file", allow_hyphen_values = true)]
     pub prompt: Option<OsString>,
     /// Read the prompt from this file.
     #[arg(short, long)]
     pub file: Option<PathBuf>,
-    /// Tokens to generate (-1: until end of generation or the context is full).
-    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    /// Wrap the prompt in the model's chat template (system + user turn, generation prompt).
+    #[arg(long)]
+    pub chat: bool,
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    #[command(flatten)]
+    pub gen: GenArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// The chat template and what is printed of the prompt (`run` and `chat`).
+#[derive(clap::Args, Debug)]
+pub struct TemplateArgs {
+    /// System message (run: with --chat).
+    #[arg(long, allow_hyphen_values = true)]
+    pub system: Option<String>,
+    /// Render conversations with the Jinja chat template in this file instead of the model's
+    /// tokenizer.chat_template (run: implies --chat).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
+    /// Print the prompt as rendered and its tokens (stderr) before generating.
+    #[arg(long)]
+    pub verbose_prompt: bool,
+}
+
+/// Generation and sampling settings (`run` and `chat`).
+#[derive(clap::Args, Debug)]
+pub struct GenArgs {
+    /// Tokens to generate at most (chat: per reply); -1: until end of generation or the context is full
+    /// (llama.cpp's default).
+    #[arg(short = 'n', long = "n-predict", default_value_t = DEFAULT_N_PREDICT, allow_negative_numbers = true)]
     pub n_predict: i64,
     /// Temperature; 0 = greedy.
     #[arg(long, default_value_t = 0.8)]
@@ -63,6 +97,46 @@ pub struct RunArgs {
     /// Random seed (default: a random one).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop when the output contains this text (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub stop: Vec<String>,
+    /// Do not stop at end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl GenArgs {
+    /// The sampler settings, checked against the vocabulary.
+    pub fn sampling(&self, n_vocab: usize) -> Result<SamplingParams> {
+        let params = SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            typical_p: self.typical,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed.unwrap_or_else(crate::sampler::random_seed),
+            ..SamplingParams::default()
+        };
+        params.validate(n_vocab)?;
+        Ok(params)
+    }
+
+    pub fn options(&self) -> GenOptions {
+        GenOptions {
+            n_predict: usize::try_from(self.n_predict).ok(),
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+        }
+    }
+}
+
+/// Where and with how much context the model runs (`run` and `chat`).
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
     /// Context size in tokens (default: the model's, capped at 4096).
     #[arg(short, long)]
     pub ctx_size: Option<usize>,
@@ -75,18 +149,6 @@ pub struct RunArgs {
     /// CPU threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
-    /// Wrap the prompt in the model's chat template (system + user turn, generation prompt).
-    #[arg(long)]
-    pub chat: bool,
-    /// System message for --chat.
-    #[arg(long, requires = "chat")]
-    pub system: Option<String>,
-    /// Stop when the output contains this text (repeatable).
-    #[arg(long)]
-    pub stop: Vec<String>,
-    /// Do not stop at end-of-generation tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
 }
 
 /// Set by the first Ctrl-C: generation stops after the current token. A second Ctrl-C exits at once.
@@ -129,48 +191,9 @@ fn read_prompt(a: &RunArgs) -> Result<String> {
     }
 }
 
-/// Read every weight page once (the memory map loads lazily), with a progress bar on stderr when it is a terminal.
-fn prefault(model: &Model) {
-    use std::io::IsTerminal;
-    let tty = std::io::stderr().is_terminal();
-    let mut mats = vec![model.token_embd];
-    if !std::ptr::eq(model.output.data, model.token_embd.data) {
-        mats.push(model.output);
-    }
-    for l in &model.layers {
-        mats.extend([l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]);
-    }
-    let total: usize = mats.iter().map(|m| m.data.len()).sum::<usize>().max(1);
-    let (mut done, mut sink, mut drawn) = (0usize, 0u8, usize::MAX);
-    for m in &mats {
-        for chunk in m.data.chunks(1 << 20) {
-            sink ^= chunk.iter().step_by(4096).fold(0u8, |a, &b| a ^ b);
-            done += chunk.len();
-            let ticks = done * 40 / total;
-            if tty && ticks != drawn {
-                drawn = ticks;
-                eprint!(
-                    "\rloading [{:<40}] {:3}%",
-                    "=".repeat(ticks),
-                    done * 100 / total
-                );
-            }
-        }
-    }
-    std::hint::black_box(sink);
-    if tty {
-        eprintln!();
-    } else {
-        eprintln!(
-            "loaded {:.1} MiB of weights",
-            total as f64 / (1 << 20) as f64
-        );
-    }
-}
-
-pub fn run(a: RunArgs) -> Result<()> {
-    let text = read_prompt(&a)?;
-    if let Some(n) = a.threads {
+/// Applies `--threads` to the global pool.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
         if n == 0 {
             return Err(Error::Usage("--threads must be at least 1".into()));
         }
@@ -179,16 +202,15 @@ pub fn run(a: RunArgs) -> Result<()> {
             .num_threads(n)
             .build_global();
     }
-    let device = Device::select(a.device)?;
+    Ok(())
+}
 
-    let t_load = Instant::now();
-    let file = GgufFile::open(&a.model)?;
-    let tok = Tokenizer::from_gguf(&file)?;
-    let model = Model::load(&file)?;
+/// Prints the model's shape (stderr).
+pub fn describe_model(path: &std::path::Path, model: &Model) {
     let c = &model.config;
     eprintln!(
         "model: {} ({:?}), {} layers, dim {}, {} heads ({} kv), vocab {}, {:.1} MiB of weights",
-        a.model.display(),
+        path.display(),
         c.arch,
         c.n_layers,
         c.dim,
@@ -197,9 +219,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         model.n_vocab(),
         model.weight_bytes() as f64 / (1 << 20) as f64
     );
-    if device == Device::Cpu {
-        prefault(&model);
-    }
+}
+
+/// The forward pass of `model` on `device` with the context of `--ctx-size`: weights uploaded (GPU), KV cache
+/// allocated, sizes printed on stderr. (`Model::load` has read the weights from disk already.)
+pub fn open_forward<'a>(model: &'a Model, a: &LoadArgs, device: Device) -> Result<Box<dyn Forward + 'a>> {
+    let c = &model.config;
     let ctx_size = match a.ctx_size {
         Some(0) | None => c.context_len.clamp(1, DEFAULT_CTX_CAP),
         Some(n) => {
@@ -223,32 +248,62 @@ pub fn run(a: RunArgs) -> Result<()> {
         );
     }
     // the GPU keeps its KV cache in f16 and prints its memory plan
-    let mut fwd = device.open_forward(&model, ctx_size, a.cache_type)?;
+    device.open_forward(model, ctx_size, a.cache_type)
+}
+
+/// The text of `--chat-template FILE`.
+pub fn read_template(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    path.map(|p| std::fs::read_to_string(p).map_err(|e| Error::io(p, e))).transpose()
+}
+
+/// `--verbose-prompt`: the prompt text as the model gets it, its token count and its tokens, on stderr.
+pub fn print_prompt(tok: &Tokenizer, text: &str, ids: &[u32], n_cached: usize) {
+    let mut s = format!("prompt: '{text}'\nnumber of tokens in prompt = {}", ids.len());
+    if n_cached > 0 {
+        s += &format!(" ({n_cached} cached, {} new)", ids.len() - n_cached);
+    }
+    s.push('\n');
+    for &id in &ids[n_cached..] {
+        s += &format!("{id:6} -> '{}'\n", String::from_utf8_lossy(tok.token_bytes(id)).escape_debug());
+    }
+    eprint!("{s}");
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let text = read_prompt(&a)?;
+    let chat = a.chat || a.template.chat_template.is_some();
+    if a.template.system.is_some() && !chat {
+        return Err(Error::Usage("--system needs --chat (or --chat-template FILE)".into()));
+    }
+    let template = read_template(a.template.chat_template.as_deref())?;
+    set_threads(a.load.threads)?;
+    let device = Device::select(a.load.device)?;
+
+    let t_load = Instant::now();
+    let file = GgufFile::open(&a.model)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let model = Model::load(&file)?;
+    describe_model(&a.model, &model);
+    let params = a.gen.sampling(model.n_vocab())?;
+    let rendered = if chat {
+        let mut msgs = Vec::new();
+        if let Some(sys) = &a.template.system {
+            msgs.push(ChatMessage::new("system", sys.as_str()));
+        }
+        msgs.push(ChatMessage::new("user", text.as_str()));
+        generate::render_chat(&tok, template.as_deref(), &msgs)?
+    } else {
+        text
+    };
+    let prompt = generate::encode_prompt(&tok, &rendered, chat)?;
+    let mut fwd = open_forward(&model, &a.load, device)?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+    if a.template.verbose_prompt {
+        print_prompt(&tok, &rendered, &prompt, 0);
+    }
 
-    let chat = a.chat.then_some(a.system.as_deref());
-    let prompt = generate::prompt_tokens(&tok, &text, chat)?;
-    let params = SamplingParams {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        typical_p: a.typical,
-        repeat_penalty: a.repeat_penalty,
-        repeat_last_n: a.repeat_last_n,
-        frequency_penalty: a.frequency_penalty,
-        presence_penalty: a.presence_penalty,
-        seed: a.seed.unwrap_or_else(crate::sampler::random_seed),
-        ..SamplingParams::default()
-    };
-    params.validate(model.n_vocab())?;
     let mut sampler = Sampler::new(params);
-    let opts = GenOptions {
-        n_predict: usize::try_from(a.n_predict).ok(),
-        stop: a.stop.clone(),
-        ignore_eos: a.ignore_eos,
-    };
-
+    let opts = a.gen.options();
     install_ctrl_c();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

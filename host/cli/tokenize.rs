@@ -12,8 +12,8 @@ use crate::{Error, Result};
 pub struct TokenizeArgs {
     /// Path to a .gguf model file.
     pub model: std::path::PathBuf,
-    /// The text to tokenize.
-    #[arg(short, long, conflicts_with = "file")]
+    /// The text to tokenize (text that starts with '-' too).
+    #[arg(short, long, conflicts_with = "file", allow_hyphen_values = true)]
     pub prompt: Option<String>,
     /// Read the text to tokenize from this file.
     #[arg(short, long)]

@@ -395,6 +395,9 @@ impl GgufFile {
                 .map_or_else(String::new, |(t, (s, e))| format!("; tensor '{}' needs offsets {s}..{e}", t.name))
         };
         if use_madvise {
+            // on a cold page cache this reads the model from disk: the time a large model takes to load
+            let total = merged.iter().map(|r| r.1 - r.0).sum();
+            let mut bar = crate::progress::Progress::new(total, "reading weights", crate::progress::Unit::Bytes);
             'ranges: for &(start, end) in &merged {
                 // Chunks bound each syscall, so that a signal is seen between them on a slow disk.
                 let mut at = start;
@@ -402,7 +405,10 @@ impl GgufFile {
                     let len = (end - at).min(POPULATE_CHUNK);
                     // Ranges were checked against the map at open; madvise aligns the start down to a page.
                     match advise_populate(map, at as usize, len as usize) {
-                        Ok(()) => at += len,
+                        Ok(()) => {
+                            at += len;
+                            bar.inc(len);
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) if e.raw_os_error() == Some(EFAULT) => {
                             let now = self.current_len()?;
