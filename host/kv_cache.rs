@@ -13,6 +13,10 @@ pub enum CacheType {
     #[default]
     F16,
     F32,
+    /// Blocks of 32 with an f16 scale (llama.cpp's `-ctk q8_0 -ctv q8_0`), CPU only: a little over a quarter of
+    /// f32's memory; attended as ggml's CPU flash attention attends such a cache.
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 impl CacheType {
@@ -20,13 +24,16 @@ impl CacheType {
         match self {
             CacheType::F16 => "f16",
             CacheType::F32 => "f32",
+            CacheType::Q8_0 => "q8_0",
         }
     }
 
-    fn elem_bytes(self) -> usize {
+    /// Bytes of one position's `width` elements.
+    pub fn row_bytes(self, width: usize) -> usize {
         match self {
-            CacheType::F16 => 2,
-            CacheType::F32 => 4,
+            CacheType::F16 => 2 * width,
+            CacheType::F32 => 4 * width,
+            CacheType::Q8_0 => width.div_ceil(32) * 34,
         }
     }
 }
@@ -84,6 +91,9 @@ impl KvCache {
         let mut layers = Vec::with_capacity(n_layers);
         for _ in 0..n_layers {
             layers.push(match ty {
+                CacheType::Q8_0 => {
+                    return Err(Error::Generate("the q8_0 KV cache is the CPU's paged cache only".into()))
+                }
                 CacheType::F32 => LayerKv::F32 {
                     k: alloc_f32(ctx_size * kv_dim)?,
                     v: alloc_f32(ctx_size * kv_dim_v)?,
@@ -111,7 +121,7 @@ impl KvCache {
         kv_dim_v: usize,
         ty: CacheType,
     ) -> usize {
-        n_layers * ctx_size * (kv_dim + kv_dim_v) * ty.elem_bytes()
+        n_layers * ctx_size * (ty.row_bytes(kv_dim) + ty.row_bytes(kv_dim_v))
     }
 
     pub fn bytes(&self) -> usize {

@@ -3,7 +3,8 @@
 //!
 //! `Model` is the backend-independent part: the config, the weight tensors (still quantized, borrowed from the
 //! memory map) and what each layer needs beside them (norm weights and biases as f32, RoPE base and scale,
-//! attention window). `Forward` is implemented once per backend; `CpuForward` here is the reference.
+//! attention window). `Forward` is implemented once per backend; `CpuForward` here is the reference: one
+//! sequence of the CPU's batch forward (`batch::CpuBatchForward`, where the CPU layer is written).
 //!
 //! One layer, as llama.cpp builds it (`src/models/llama.cpp`, `qwen2.cpp`, `qwen3.cpp`, `gemma3.cpp`, `phi3.cpp`,
 //! `mistral3.cpp`):
@@ -16,10 +17,12 @@
 //! Its norm weights are used as stored: the GGUF converter already wrote (1 + w). Phi-3's fused `attn_qkv` and
 //! `ffn_up` (gate and up) become row views (`Mat`) of the fused tensor here at load, so the forward is unchanged.
 
-use crate::backend::cpu::{self, AttnParams, RopePairing, RopeParams};
+use crate::backend::cpu::RopePairing;
 use crate::config::{Arch, ModelConfig, RopeScaling, RopeStyle};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::batch::{Batch, BatchForward, CpuBatchForward};
 use crate::kv_cache::{CacheType, KvCache};
+use crate::kv_paged::{SeqId, DEFAULT_PAGE_SIZE};
 use crate::quant;
 use crate::weights::{ModelTensors, TensorRef};
 use crate::sampler::SamplingParams;
@@ -151,7 +154,7 @@ impl<'a> Mat<'a> {
         })
     }
 
-    fn row_bytes(&self) -> usize {
+    pub(crate) fn row_bytes(&self) -> usize {
         self.data.len() / self.rows
     }
 
@@ -160,6 +163,23 @@ impl<'a> Mat<'a> {
     fn rows_view(&self, start: usize, n: usize) -> Mat<'a> {
         let rb = self.row_bytes();
         Mat { rows: n, data: &self.data[start * rb..(start + n) * rb], ..*self }
+    }
+
+    /// `apply` to a batch of independent segments (`segs`: their row counts, in order): every segment's rows
+    /// come out bit-identical to `apply` on that segment alone; in llama rounding mode each weight row is decoded
+    /// once for the whole batch (`ggml_avx2::matmul_segments`).
+    pub(crate) fn apply_segments(&self, x: &[f32], y: &mut [f32], segs: &[usize], llama: bool) {
+        let n_tok: usize = segs.iter().sum();
+        if llama {
+            let (x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
+            quant::ggml_avx2::matmul_segments(self.ty, self.data, self.rows, self.cols, x, y, segs);
+            return;
+        }
+        let mut t0 = 0;
+        for &n in segs {
+            self.apply(&x[t0 * self.cols..], &mut y[t0 * self.rows..], n, false);
+            t0 += n;
+        }
     }
 
     /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores. `llama`: with the float
@@ -456,21 +476,21 @@ pub const MAX_BATCH: usize = 512;
 
 /// Activations of one batch, allocated for the largest batch seen and reused.
 #[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,    // (n, dim) residual stream
-    xb: Vec<f32>,   // (n, dim) normed input of a sub-block
-    q: Vec<f32>,    // (n, n_heads * head_dim)
-    k: Vec<f32>,    // (n, n_kv_heads * head_dim)
-    v: Vec<f32>,    // (n, n_kv_heads * head_dim_v)
-    att: Vec<f32>,  // (n, n_heads * head_dim_v)
-    o: Vec<f32>,    // (n, dim) output of a sub-block
-    gate: Vec<f32>, // (n, hidden_dim)
-    up: Vec<f32>,   // (n, hidden_dim)
-    act: Vec<f32>,  // (n, hidden_dim)
+pub(crate) struct Scratch {
+    pub(crate) x: Vec<f32>,    // (n, dim) residual stream
+    pub(crate) xb: Vec<f32>,   // (n, dim) normed input of a sub-block
+    pub(crate) q: Vec<f32>,    // (n, n_heads * head_dim)
+    pub(crate) k: Vec<f32>,    // (n, n_kv_heads * head_dim)
+    pub(crate) v: Vec<f32>,    // (n, n_kv_heads * head_dim_v)
+    pub(crate) att: Vec<f32>,  // (n, n_heads * head_dim_v)
+    pub(crate) o: Vec<f32>,    // (n, dim) output of a sub-block
+    pub(crate) gate: Vec<f32>, // (n, hidden_dim)
+    pub(crate) up: Vec<f32>,   // (n, hidden_dim)
+    pub(crate) act: Vec<f32>,  // (n, hidden_dim)
 }
 
 impl Scratch {
-    fn fit(&mut self, c: &ModelConfig, n: usize) {
+    pub(crate) fn fit(&mut self, c: &ModelConfig, n: usize) {
         let fit = |v: &mut Vec<f32>, len: usize| {
             if v.len() < len {
                 v.resize(len, 0.0)
@@ -489,261 +509,89 @@ impl Scratch {
     }
 }
 
+/// The single-sequence forward on the CPU: sequence 0 of a `CpuBatchForward` (the one CPU layer), fed in
+/// chunks of at most `MAX_BATCH` tokens. With llama.cpp's numerics (default) its logits are bit-identical to
+/// llama.cpp's CPU build.
 pub struct CpuForward<'a> {
-    model: &'a Model<'a>,
-    cache: KvCache,
-    s: Scratch,
+    inner: CpuBatchForward<'a>,
     logits: Vec<f32>, // (n_vocab,) of the last token
-    /// Positions 0..n_past hold keys and values.
-    n_past: usize,
-    /// Round activations as llama.cpp does before each projection (default); off = exact f32 products.
-    llama_rounding: bool,
-    /// The RoPE frequency divisors for this context size (`Model::rope_factors`).
-    rope_factors: Option<&'a [f32]>,
+    batch: Batch,
 }
 
-/// Which logits a batch computes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Logits {
-    Last,
-    All,
-}
+/// The sequence id `CpuForward` runs.
+const SEQ: SeqId = 0;
 
 impl<'a> CpuForward<'a> {
-    pub fn new(
-        model: &'a Model<'a>,
-        ctx_size: usize,
-        cache_type: CacheType,
-    ) -> Result<CpuForward<'a>> {
-        Ok(CpuForward {
-            cache: model.new_cache(ctx_size, cache_type)?,
-            model,
-            s: Scratch::default(),
-            logits: vec![0.0; model.n_vocab()],
-            n_past: 0,
-            llama_rounding: true,
-            rope_factors: model.rope_factors(ctx_size),
-        })
+    pub fn new(model: &'a Model<'a>, ctx_size: usize, cache_type: CacheType) -> Result<CpuForward<'a>> {
+        let page = DEFAULT_PAGE_SIZE;
+        let mut inner = CpuBatchForward::new(model, ctx_size.max(1).next_multiple_of(page), page, ctx_size, cache_type)?;
+        inner.add_seq(SEQ)?;
+        Ok(CpuForward { inner, logits: vec![0.0; model.n_vocab()], batch: Batch::new() })
     }
 
     /// Round activations like llama.cpp's CPU backend before each projection (on by default), or compute exact
     /// f32 products.
     pub fn set_llama_rounding(&mut self, on: bool) {
-        self.llama_rounding = on;
+        self.inner.set_llama_rounding(on);
     }
 
-    pub fn cache(&self) -> &KvCache {
-        &self.cache
+    /// Positions cached.
+    pub fn n_past(&self) -> usize {
+        self.inner.seq_len(SEQ).unwrap_or(0)
     }
 
-    /// Check that `tokens` fit the context at `pos` and are in the vocabulary.
-    fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
-        check_batch(tokens, pos, self.cache.ctx_size(), self.n_past, self.model.token_embd.rows)
-    }
-
-    /// Run one batch of at most MAX_BATCH tokens through every layer; the final norm's input stays in `s.x`.
-    /// `last_only`: only the last row's output is needed (llama rounding mode skips the other rows' last
-    /// feed-forward, as llama.cpp does).
-    fn layers(&mut self, tokens: &[u32], pos: usize, last_only: bool) -> Result<()> {
-        let m = self.model;
-        let c = &m.config;
-        let n = tokens.len();
-        self.s.fit(c, n);
-        let s = &mut self.s;
-        let round = self.llama_rounding;
-        let dim = c.dim;
-
-        // token embedding (dequantized rows), Gemma: times sqrt(dim)
-        let rb = m.token_embd.row_bytes();
-        for (t, &id) in tokens.iter().enumerate() {
-            let row = &m.token_embd.data[id as usize * rb..][..rb];
-            cpu::embedding_row(m.token_embd.ty, row, &mut s.x[t * dim..(t + 1) * dim])?;
+    /// `tokens` at `pos` (the cache cut back to `pos` first), in chunks; `all`: every token's logits returned,
+    /// else only the last one's, kept in `self.logits`.
+    fn run(&mut self, tokens: &[u32], pos: usize, all: bool) -> Result<Vec<f32>> {
+        let n_past = self.n_past();
+        check_batch(tokens, pos, self.inner.ctx_size(), n_past, self.logits.len())?;
+        if pos < n_past {
+            self.inner.truncate_seq(SEQ, pos)?;
         }
-        if let Some(e) = m.embd_scale {
-            cpu::scale(&mut s.x[..n * dim], e);
-        }
-
-        let (q_dim, kv_dim, kv_dim_v) = (
-            c.n_heads * c.head_dim,
-            c.n_kv_heads * c.head_dim,
-            c.n_kv_heads * c.head_dim_v,
-        );
-        let att_dim = c.n_heads * c.head_dim_v;
-        for (il, l) in m.layers.iter().enumerate() {
-            // ---- attention ----
-            cpu::rmsnorm(
-                &mut s.xb[..n * dim],
-                &s.x[..n * dim],
-                &l.attn_norm,
-                dim,
-                c.rms_eps,
-            );
-            l.wq.apply(&s.xb, &mut s.q, n, round);
-            l.wk.apply(&s.xb, &mut s.k, n, round);
-            l.wv.apply(&s.xb, &mut s.v, n, round);
-            let (q, k, v) = (
-                &mut s.q[..n * q_dim],
-                &mut s.k[..n * kv_dim],
-                &mut s.v[..n * kv_dim_v],
-            );
-            if let Some(b) = &l.q_bias {
-                cpu::add_bias(q, b);
-            }
-            if let Some(b) = &l.k_bias {
-                cpu::add_bias(k, b);
-            }
-            if let Some(b) = &l.v_bias {
-                cpu::add_bias(v, b);
-            }
-            if let Some(w) = &l.q_norm {
-                cpu::rmsnorm_inplace(q, w, c.head_dim, c.rms_eps);
-            }
-            if let Some(w) = &l.k_norm {
-                cpu::rmsnorm_inplace(k, w, c.head_dim, c.rms_eps);
-            }
-            let rp = RopeParams {
-                head_dim: c.head_dim,
-                rope_dim: c.rope_dim,
-                theta_base: l.rope_theta,
-                freq_scale: l.rope_freq_scale,
-                pairing: m.rope_pairing,
-                freq_factors: self.rope_factors,
-                mscale: c.rope_attn_factor,
-            };
-            let mut scale = m.attn_scale;
-            if round {
-                cpu::rope_ggml(q, c.n_heads, pos, &rp);
-                cpu::rope_ggml(k, c.n_kv_heads, pos, &rp);
-                if m.q_prescale {
-                    // llama.cpp's gemma3 and phi3 scale q before attention, which then scales by 1
-                    cpu::scale(q, scale);
-                    scale = 1.0;
-                }
-            } else {
-                cpu::rope(q, c.n_heads, pos, &rp);
-                cpu::rope(k, c.n_kv_heads, pos, &rp);
-            }
-            self.cache.write(il, pos, k, v)?;
-            let ap = AttnParams {
-                n_tok: n,
-                pos0: pos,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: c.head_dim,
-                head_dim_v: c.head_dim_v,
-                scale,
-                window: l.window,
-                round_like_cache: round,
-            };
-            self.cache.attend(il, &mut s.att[..n * att_dim], q, &ap);
-            l.wo.apply(&s.att, &mut s.o, n, round);
-            if let Some(w) = &l.post_attn_norm {
-                cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
-            }
-            cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
-
-            // ---- feed-forward ----
-            // llama.cpp runs the last layer's feed-forward only on the rows whose logits are wanted, and a
-            // single row takes other kernels than a batch: with `last_only` do the same (rows before stay stale).
-            let r0 = if last_only && il + 1 == m.layers.len() {
-                n - 1
-            } else {
-                0
-            };
-            let nf = n - r0;
-            let x = &mut s.x[r0 * dim..n * dim];
-            cpu::rmsnorm(&mut s.xb[..nf * dim], x, &l.ffn_norm, dim, c.rms_eps);
-            l.w_gate.apply(&s.xb, &mut s.gate, nf, round);
-            l.w_up.apply(&s.xb, &mut s.up, nf, round);
-            let hn = nf * c.hidden_dim;
-            let (act, gate, up) = (&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]);
-            match (m.activation, round) {
-                (Activation::SwiGlu, false) => cpu::swiglu(act, gate, up),
-                (Activation::SwiGlu, true) => cpu::swiglu_ggml(act, gate, up),
-                (Activation::GeluTanh, false) => cpu::gelu_tanh_mul(act, gate, up),
-                (Activation::GeluTanh, true) => cpu::geglu_ggml(act, gate, up),
-            }
-            l.w_down.apply(&s.act, &mut s.o, nf, round);
-            if let Some(w) = &l.post_ffw_norm {
-                cpu::rmsnorm_inplace(&mut s.o[..nf * dim], w, dim, c.rms_eps);
-            }
-            cpu::add_inplace(x, &s.o[..nf * dim]);
-        }
-        Ok(())
-    }
-
-    /// Final norm and output projection of rows `rows` of `s.x` into `out` (rows.len(), n_vocab).
-    fn head(&mut self, rows: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
-        let m = self.model;
-        let dim = m.config.dim;
-        let x = &mut self.s.x[rows.start * dim..rows.end * dim];
-        cpu::rmsnorm_inplace(x, &m.output_norm, dim, m.config.rms_eps);
-        m.output.apply(x, out, rows.len(), self.llama_rounding);
-        match m.final_softcap {
-            // ggml: scale by 1 / cap, tanh, scale by cap
-            Some(cap) if self.llama_rounding => {
-                for v in out.iter_mut() {
-                    *v = (*v * (1.0 / cap)).tanh() * cap;
-                }
-            }
-            Some(cap) => cpu::softcap(out, cap),
-            None => {}
-        }
-        Ok(())
-    }
-
-    fn run(&mut self, tokens: &[u32], pos: usize, which: Logits) -> Result<Vec<f32>> {
-        self.check(tokens, pos)?;
-        let n_vocab = self.model.n_vocab();
-        let mut all = Vec::new();
-        if which == Logits::All {
-            all.try_reserve_exact(tokens.len() * n_vocab).map_err(|_| {
-                Error::Generate(format!(
-                    "cannot allocate logits for {} positions",
-                    tokens.len()
-                ))
+        let n_vocab = self.logits.len();
+        let mut out = Vec::new();
+        if all {
+            out.try_reserve_exact(tokens.len() * n_vocab).map_err(|_| {
+                Error::Generate(format!("cannot allocate logits for {} positions", tokens.len()))
             })?;
         }
         let mut p = pos;
         for chunk in tokens.chunks(MAX_BATCH) {
-            self.layers(chunk, p, which == Logits::Last && self.llama_rounding)?;
-            p += chunk.len();
-            self.n_past = p;
-            match which {
-                Logits::All => {
-                    let start = all.len();
-                    all.resize(start + chunk.len() * n_vocab, 0.0);
-                    self.head(0..chunk.len(), &mut all[start..])?;
-                }
-                Logits::Last if p == pos + tokens.len() => {
-                    let mut logits = std::mem::take(&mut self.logits);
-                    let r = self.head(chunk.len() - 1..chunk.len(), &mut logits);
-                    self.logits = logits;
-                    r?;
-                }
-                Logits::Last => {}
+            let last_chunk = p + chunk.len() == pos + tokens.len();
+            self.batch.clear();
+            for (i, &t) in chunk.iter().enumerate() {
+                self.batch.add(SEQ, t, p + i, all || (last_chunk && i + 1 == chunk.len()));
             }
+            self.inner.decode(&self.batch)?;
+            if all {
+                for i in 0..chunk.len() {
+                    out.extend_from_slice(self.inner.logits(i).expect("every row asked for logits"));
+                }
+            } else if last_chunk {
+                self.logits.copy_from_slice(self.inner.logits(chunk.len() - 1).expect("the last row has logits"));
+            }
+            p += chunk.len();
         }
-        Ok(all)
+        Ok(out)
     }
 }
 
 impl Forward for CpuForward<'_> {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32]> {
-        self.run(tokens, pos, Logits::Last)?;
+        self.run(tokens, pos, false)?;
         Ok(&self.logits)
     }
 
     fn forward_all(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
-        self.run(tokens, pos, Logits::All)
+        self.run(tokens, pos, true)
     }
 
     fn reset(&mut self) {
-        // positions are written before they are read (`check` refuses gaps), so forgetting them needs no clearing
-        self.n_past = 0;
+        // positions are written before they are read (`check_batch` refuses gaps): forgetting them frees them
+        let _ = self.inner.truncate_seq(SEQ, 0);
     }
 
     fn ctx_size(&self) -> usize {
-        self.cache.ctx_size()
+        self.inner.ctx_size()
     }
 }

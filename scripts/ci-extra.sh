@@ -42,6 +42,14 @@ assert r["test"] == "pp16" and r["n_prompt"] == 16 and r["n_gen"] == 0 and r["ba
 assert len(r["samples_ts"]) == 3 and len(r["samples_ns"]) == 3 and r["avg_ts"] > 0, r
 EOF
 
+# --- bench --parallel: one row per batch size, positive prompt, generation and per-sequence t/s ---
+"$bin" bench "$tmp/tiny-Q4_0.gguf" --parallel 1,8,32 -p 16 -n 8 -r 1 --device cpu | tee "$tmp/parallel.md"
+head -1 "$tmp/parallel.md" | grep -Eq '^\| model +\| +B \| +PP \| +TG \| +N_KV \| +T_PP s \| +S_PP t/s \| +T_TG s \| +S_TG t/s \| +S_TG/seq t/s \|$' \
+    || fail "parallel table header"
+prows=$(awk -F'|' 'NR > 2 { b = $3 + 0; if ($4 + 0 == 16 && $5 + 0 == 8 && $6 + 0 == b * 24 && $8 + 0 > 0 && $10 + 0 > 0 && $11 + 0 > 0) print b }' \
+        "$tmp/parallel.md" | tr '\n' ' ')
+[ "$prows" = "1 8 32 " ] || fail "parallel rows: expected B = 1 8 32 with positive t/s, got '$prows'"
+
 # --- a real model, when fetched ---
 smollm2=models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$smollm2" ]; then
@@ -51,3 +59,31 @@ else
     echo "ci-extra: $smollm2 absent, skipping its bench"
 fi
 echo "ci-extra: synth and bench OK"
+
+# --- serve: Chromium for tests/server_page.rs, the official Python client, the comparison script ---
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "ci-extra: installing chromium (tests/server_page.rs drives the chat page with it)"
+    as_root=""; [ "$(id -u)" -eq 0 ] || as_root="sudo"
+    { $as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -q --no-install-recommends chromium; } \
+        || echo "ci-extra: warning: chromium could not be installed; the chat page test will skip"
+fi
+python3 -c 'import openai' 2>/dev/null || python3 -m pip install -q openai
+serve_model=("$tmp/tiny-Q8_0.gguf" --chat-template "$tmp/chat.jinja")
+"$bin" synth "$tmp/tiny-Q8_0.gguf" --preset tiny --type Q8_0 --seed 7
+printf '%s' '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}' > "$tmp/chat.jinja"
+[ -f "$smollm2" ] && serve_model=("$smollm2")
+"$bin" serve "${serve_model[@]}" --port 0 --parallel 4 --ctx-size 1024 2> "$tmp/serve.log" &
+serve_pid=$!
+trap 'kill "$serve_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+url=""
+for _ in $(seq 100); do
+    url=$(sed -n 's/^listening on //p' "$tmp/serve.log")
+    [ -n "$url" ] && python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1] + '/health')" "$url" 2>/dev/null && break
+    sleep 0.2
+done
+[ -n "$url" ] || fail "host serve did not start: $(cat "$tmp/serve.log")"
+scripts/openai-client-check.py "$url" || fail "the OpenAI Python client check"
+scripts/serve-compare.py --ours "$url" --clients 4 --requests 8 --max-tokens 16 || fail "serve-compare"
+kill -TERM "$serve_pid"
+wait "$serve_pid" || fail "host serve did not exit 0 on SIGTERM"
+echo "ci-extra: serve OK"

@@ -228,6 +228,58 @@ impl KvElem for half::f16 {
     }
 }
 
+/// Keys or values of a cache read by position: row j holds position j's n_kv_heads * head_dim(_v) elements.
+pub trait KvRows<T>: Sync {
+    /// Positions that can be read.
+    fn n_pos(&self) -> usize;
+    fn row(&self, j: usize) -> &[T];
+}
+
+/// A contiguous cache: position j at data[j * width..].
+pub struct Contig<'a, T> {
+    pub data: &'a [T],
+    pub width: usize,
+}
+
+impl<'a, T> Contig<'a, T> {
+    pub fn keys(data: &'a [T], p: &AttnParams) -> Self {
+        Contig { data, width: p.n_kv_heads * p.head_dim }
+    }
+    pub fn values(data: &'a [T], p: &AttnParams) -> Self {
+        Contig { data, width: p.n_kv_heads * p.head_dim_v }
+    }
+}
+
+impl<T: Sync> KvRows<T> for Contig<'_, T> {
+    fn n_pos(&self) -> usize {
+        self.data.len() / self.width
+    }
+    #[inline(always)]
+    fn row(&self, j: usize) -> &[T] {
+        &self.data[j * self.width..][..self.width]
+    }
+}
+
+/// A paged cache: position j in page pages[j / page_size], slot j % page_size, of a pool of rows of `width`.
+pub struct Paged<'a, T> {
+    pub data: &'a [T],
+    pub pages: &'a [u32],
+    pub page_size: usize,
+    pub width: usize,
+    pub n_pos: usize,
+}
+
+impl<T: Sync> KvRows<T> for Paged<'_, T> {
+    fn n_pos(&self) -> usize {
+        self.n_pos
+    }
+    #[inline(always)]
+    fn row(&self, j: usize) -> &[T] {
+        let slot = self.pages[j / self.page_size] as usize * self.page_size + j % self.page_size;
+        &self.data[slot * self.width..][..self.width]
+    }
+}
+
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnParams {
@@ -253,9 +305,14 @@ pub struct AttnParams {
 /// out: (n_tok, n_heads * head_dim_v); q: (n_tok, n_heads * head_dim);
 /// k: (positions, n_kv_heads * head_dim); v: (positions, n_kv_heads * head_dim_v).
 pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &AttnParams) {
+    let (kr, vr) = (Contig::keys(k, p), Contig::values(v, p));
+    attention_rows(out, q, &kr, &vr, p);
+}
+
+/// `attention` over keys and values read by position (`KvRows`: a contiguous cache or pages).
+pub fn attention_rows<T: KvElem>(out: &mut [f32], q: &[f32], k: &impl KvRows<T>, v: &impl KvRows<T>, p: &AttnParams) {
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
-    let (k_stride, v_stride) = (p.n_kv_heads * hd, p.n_kv_heads * hdv);
     let one_head = |idx: usize, o: &mut [f32], scores: &mut Vec<f32>| {
         let (t, h) = (idx / p.n_heads, idx % p.n_heads);
         let kvh = h / group;
@@ -280,7 +337,7 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         scores.clear();
         let mut max = f32::NEG_INFINITY;
         for j in first..=pos {
-            let kr = &k[j * k_stride + kvh * hd..][..hd];
+            let kr = &k.row(j)[kvh * hd..][..hd];
             let s = qh
                 .iter()
                 .zip(kr)
@@ -298,14 +355,14 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
         let inv = 1.0 / sum;
         o.fill(0.0);
         for (j, &s) in (first..=pos).zip(scores.iter()) {
-            let vr = &v[j * v_stride + kvh * hdv..][..hdv];
+            let vr = &v.row(j)[kvh * hdv..][..hdv];
             let w = round(s * inv);
             for (ov, &vv) in o.iter_mut().zip(vr) {
                 *ov += w * vv.to_f32();
             }
         }
     };
-    each_head(out, q.len(), k.len(), v.len(), p, one_head);
+    each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
 }
 
 /// Checks that the buffers of an attention call hold the shapes of `p`, then runs `one_head(idx, out_row, scratch)`
@@ -314,8 +371,8 @@ pub fn attention<T: KvElem>(out: &mut [f32], q: &[f32], k: &[T], v: &[T], p: &At
 fn each_head(
     out: &mut [f32],
     q_len: usize,
-    k_len: usize,
-    v_len: usize,
+    k_pos: usize,
+    v_pos: usize,
     p: &AttnParams,
     one_head: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
 ) {
@@ -323,7 +380,7 @@ fn each_head(
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let n_kv = p.pos0 + p.n_tok;
     assert!(q_len >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
-    assert!(k_len >= n_kv * p.n_kv_heads * hd && v_len >= n_kv * p.n_kv_heads * hdv);
+    assert!(k_pos >= n_kv && v_pos >= n_kv, "attention over {n_kv} positions, the cache holds {k_pos}");
     let out = &mut out[..p.n_tok * p.n_heads * hdv];
     if p.n_tok * p.n_heads * n_kv < 4096 {
         crate::quant::simd_dispatch(|| {
@@ -451,9 +508,20 @@ pub fn attention_ggml(
     v: &[half::f16],
     p: &AttnParams,
 ) {
+    let (kr, vr) = (Contig::keys(k, p), Contig::values(v, p));
+    attention_ggml_rows(out, q, &kr, &vr, p);
+}
+
+/// `attention_ggml` over keys and values read by position (`KvRows`: a contiguous cache or pages).
+pub fn attention_ggml_rows(
+    out: &mut [f32],
+    q: &[f32],
+    k: &impl KvRows<half::f16>,
+    v: &impl KvRows<half::f16>,
+    p: &AttnParams,
+) {
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
-    let (k_stride, v_stride) = (p.n_kv_heads * hd, p.n_kv_heads * hdv);
     let tiled = p.n_tok >= FA_TILE_Q;
     let r16 = |x: f32| half::f16::from_f32(x).to_f32();
     let one_head = |idx: usize, o: &mut [f32], buf: &mut Vec<f32>| {
@@ -462,8 +530,8 @@ pub fn attention_ggml(
         let pos = p.pos0 + t;
         let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let qh = &q[(t * p.n_heads + h) * hd..][..hd];
-        let krow = |j: usize| &k[j * k_stride + kvh * hd..][..hd];
-        let vrow = |j: usize| &v[j * v_stride + kvh * hdv..][..hdv];
+        let krow = |j: usize| &k.row(j)[kvh * hd..][..hd];
+        let vrow = |j: usize| &v.row(j)[kvh * hdv..][..hdv];
         // ggml's `one_chunk` over the keys lo..hi (masked ones skipped): online softmax with the V sum held in f16;
         // returns the running max and sum, vkq left unnormalised
         let one_chunk = |lo: usize, hi: usize, qh16: &[f32], vkq: &mut [f32]| -> (f32, f32) {
@@ -584,7 +652,65 @@ pub fn attention_ggml(
             *x *= inv;
         }
     };
-    each_head(out, q.len(), k.len(), v.len(), p, one_head);
+    each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
+}
+
+/// Attention over a q8_0 cache as ggml-cpu's `flash_attn_ext` computes it (its one-chunk path, the only one it
+/// takes for a quantized cache: no split-KV, no tiles): q quantized to q8_0 (`quantize_row_q8_0`, AVX2), q.k by
+/// `ggml_vec_dot_q8_0_q8_0`, online softmax with libm expf, V rows dequantized to f32 (q * d) and accumulated
+/// in f32 by `ggml_vec_mad_f32` (fma), rescaled by `ggml_vec_scale_f32`, divided by the sum at the end. Rows hold
+/// n_kv_heads * head_dim / 32 blocks (keys) and n_kv_heads * head_dim_v / 32 (values); head dims multiples of 32.
+pub fn attention_q8_0_rows(
+    out: &mut [f32],
+    q: &[f32],
+    k: &impl KvRows<crate::quant::blocks::BlockQ8_0>,
+    v: &impl KvRows<crate::quant::blocks::BlockQ8_0>,
+    p: &AttnParams,
+) {
+    use crate::quant::ggml_avx2::{dot_q8_0_q8_0, q8_0_block_avx};
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    assert!(hd.is_multiple_of(32) && hdv.is_multiple_of(32), "q8_0 cache: head dims {hd}, {hdv} must be multiples of 32");
+    let group = p.n_heads / p.n_kv_heads;
+    let (kb, vb) = (hd / 32, hdv / 32);
+    let one_head = |idx: usize, vkq: &mut [f32], v32: &mut Vec<f32>| {
+        let (t, h) = (idx / p.n_heads, idx % p.n_heads);
+        let kvh = h / group;
+        let pos = p.pos0 + t;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let qb: Vec<_> = q[(t * p.n_heads + h) * hd..][..hd].chunks_exact(32).map(q8_0_block_avx).collect();
+        v32.resize(hdv, 0.0);
+        vkq.fill(0.0);
+        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+        for j in first..=pos {
+            let score = dot_q8_0_q8_0(&k.row(j)[kvh * kb..][..kb], &qb) * p.scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if score > m {
+                let old = m;
+                m = score;
+                ms = (old - m).exp();
+                for x in vkq.iter_mut() {
+                    *x *= ms;
+                }
+            } else {
+                vs = (score - m).exp();
+            }
+            for (blk, o) in v.row(j)[kvh * vb..][..vb].iter().zip(v32.chunks_exact_mut(32)) {
+                let d = half::f16::from_bits(blk.d).to_f32();
+                for (x, &qv) in o.iter_mut().zip(&blk.qs) {
+                    *x = qv as f32 * d;
+                }
+            }
+            for (x, &vv) in vkq.iter_mut().zip(v32.iter()) {
+                *x = vv.mul_add(vs, *x);
+            }
+            s = s.mul_add(ms, vs);
+        }
+        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+        for x in vkq.iter_mut() {
+            *x *= inv;
+        }
+    };
+    each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
 }
 
 #[cfg(test)]
@@ -813,6 +939,44 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
             assert!(err < 5e-3, "f16 cache: max err {err}");
+        }
+    }
+
+    #[test]
+    fn q8_0_attention_matches_naive_on_the_quantized_values() {
+        use crate::quant::ggml_avx2::q8_0_block_avx;
+        let deq = |x: &[f32]| -> (Vec<crate::quant::blocks::BlockQ8_0>, Vec<f32>) {
+            let b: Vec<_> = x.chunks_exact(32).map(q8_0_block_avx).collect();
+            let d = b
+                .iter()
+                .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * half::f16::from_bits(b.d).to_f32()))
+                .collect();
+            (b, d)
+        };
+        for (window, pos0, n_tok) in [(None, 0, 5), (None, 9, 3), (Some(4), 6, 2)] {
+            let p = AttnParams {
+                n_tok,
+                pos0,
+                n_heads: 4,
+                n_kv_heads: 2,
+                head_dim: 64,
+                head_dim_v: 32,
+                scale: 0.125,
+                window,
+                round_like_cache: true,
+            };
+            let n_kv = pos0 + n_tok;
+            let q = rand_vec(n_tok * 4 * 64, 50 + n_tok as u64);
+            let (kb, kd) = deq(&rand_vec(n_kv * 2 * 64, 51));
+            let (vb, vd) = deq(&rand_vec(n_kv * 2 * 32, 52));
+            // the naive reference sees q as the q8_0 blocks the kernel makes of it
+            let (_, qd) = deq(&q);
+            let want = naive_attention(&qd, &kd, &vd, &p);
+            let mut got = vec![0.0; want.len()];
+            let (kr, vr) = (Contig { data: &kb[..], width: 4 }, Contig { data: &vb[..], width: 2 });
+            attention_q8_0_rows(&mut got, &q, &kr, &vr, &p);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(err < 2e-6, "window {window:?} pos0 {pos0}: max err {err}");
         }
     }
 

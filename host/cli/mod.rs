@@ -9,6 +9,7 @@ pub mod chat;
 pub mod devices;
 pub mod inspect;
 pub mod run;
+pub mod serve;
 pub mod synth;
 pub mod tokenize;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write a random-weight model of a preset shape (for benchmarks).
     Synth(synth::SynthArgs),
+    /// Serve the model over HTTP with the OpenAI API (chat and text completions), a chat page and metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Where computation runs (`--device`).
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices => devices::run(),
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

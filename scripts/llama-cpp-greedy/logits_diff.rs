@@ -1,5 +1,5 @@
 //! Dev aid: compare our teacher-forced logits with llama.cpp's (scripts/llama-cpp-greedy/tf output + dump).
-//! usage: logits_diff MODEL TF_STDOUT TF_DUMP [exact]
+//! usage: logits_diff MODEL TF_STDOUT TF_DUMP [exact]   (KV=q8_0: a q8_0 cache, as tf with KV=q8_0)
 //! Not built by default: `mkdir -p examples && cp scripts/llama-cpp-greedy/logits_diff.rs examples/ &&
 //! cargo build --release --example logits_diff`.
 use host::gguf::GgufFile;
@@ -24,7 +24,8 @@ fn main() {
     let dump = std::fs::read(&a[3]).unwrap();
     let theirs: Vec<f32> = dump.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     let nv = model.n_vocab();
-    let mut fwd = CpuForward::new(&model, 4096, CacheType::F16).unwrap();
+    let ct = if std::env::var("KV").as_deref() == Ok("q8_0") { CacheType::Q8_0 } else { CacheType::F16 };
+    let mut fwd = CpuForward::new(&model, 4096, ct).unwrap();
     if a.len() > 4 {
         fwd.set_llama_rounding(false);
     }

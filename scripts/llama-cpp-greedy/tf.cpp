@@ -56,6 +56,8 @@ int main(int argc, char ** argv) {
     if (fa == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     if (fa == 1) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     if (getenv("DUMP")) { cp.cb_eval = dump_cb; cp.cb_eval_user_data = nullptr; }
+    // KV=q8_0: llama.cpp's -ctk q8_0 -ctv q8_0 (needs flash attention, FA 1)
+    if (getenv("KV") && strcmp(getenv("KV"), "q8_0") == 0) { cp.type_k = GGML_TYPE_Q8_0; cp.type_v = GGML_TYPE_Q8_0; }
     llama_context * ctx = llama_init_from_model(model, cp);
     int nv = llama_vocab_n_tokens(vocab);
     printf("prompt ids");

@@ -1,0 +1,12 @@
+//! `host serve`: an OpenAI-compatible HTTP server.
+//!
+//! ```text
+//! client --HTTP--> http (axum: routes, auth, limits, wire format) --Job--> engine (worker thread, N sequences)
+//!        <--JSON / SSE-- http <--Event (tokens, done, failed)----------------- engine
+//! ```
+//! `engine` is the interface a batched many-sequence engine replaces later; `api` holds the request and
+//! response bodies; `chat.html` is the chat page served at `/`.
+
+pub mod api;
+pub mod engine;
+pub mod http;
