@@ -305,7 +305,8 @@ fn fused_matvec_equals_separate_ops() {
 }
 
 /// The prologue made once (`act_prologue`, any width) and the plain mat-vec with `accumulate` against the fused
-/// kernel that makes the activations in every block: the same activation bytes, hence bit-identical outputs; the
+/// kernel that makes the activations in every block: the same activation bytes, hence bit-identical outputs (the
+/// RMSNorm prologue within MATVEC_TOL: its sum of squares is reduced over blocks of another size); the
 /// prologue's bytes equal the separate norm / gating then `quantize_act`, also past the fused kernel's width
 /// limit (11008 columns, Llama-7B's feed-forward).
 #[test]
@@ -340,10 +341,15 @@ fn prologue_once_equals_fused_matvec() {
                 assert!(got[n_rows].is_nan(), "{ty} {name}: wrote past n_rows");
                 let want_acc: Vec<f32> = y0.iter().zip(&got).map(|(a, b)| a + b).collect();
                 assert_eq!(got_acc, want_acc, "{ty} {n_rows}x{n_cols} {name}: accumulate");
+                let exact = !matches!(pro, Prologue::RmsNorm(..));
                 if supports_fused(ty, n_cols) {
                     let mut yf = cuda.zeros::<f32>(n_rows).unwrap();
                     cuda.matvec_q8_fused(ty, &wd, n_rows, n_cols, &sd, pro, &mut yf, false).unwrap();
-                    assert_eq!(cuda.download(&yf).unwrap(), got[..n_rows], "{ty} {n_rows}x{n_cols} {name}: vs fused");
+                    let fused = cuda.download(&yf).unwrap();
+                    // the norm's sum of squares is reduced over blocks of another size: equal within rounding
+                    let err = rel_err(&fused, &got[..n_rows]);
+                    assert!(if exact { fused[..] == got[..n_rows] } else { err <= MATVEC_TOL },
+                            "{ty} {n_rows}x{n_cols} {name}: vs fused (rel err {err})");
                 }
                 // the separate ops: gating is the same formula (equal bytes); the norm's sum runs in another order
                 let up = host::backend::cuda::At(&sd, n_cols);
