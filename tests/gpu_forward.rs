@@ -113,6 +113,59 @@ fn rope_store_equals_separate_ops() {
     }
 }
 
+/// One decode token's attention (the flash-decoding kernels `attention_decode_g*`, or the general kernel where
+/// a shape does not fit them) against the CPU twin, at positions 0..8191 of a graph-sized context (splits over
+/// all 8192 positions, so most chunks are idle), GQA groups 1, 3, 4 and 8, head dims 64, 128 and 256, with and
+/// without a sliding window; the counters are reset for the next launch.
+#[test]
+fn decode_attention_matches_cpu_at_every_depth() {
+    let Some(gpu) = cuda_or_skip("decode_attention_matches_cpu_at_every_depth") else { return };
+    let mut rng = Rng::new(13);
+    let ctx = 8192usize;
+    let splits = ctx / 256;
+    // (n_heads, n_kv_heads, head_dim)
+    for (n_heads, n_kv, hd) in [(8, 8, 128), (9, 3, 64), (8, 2, 256), (32, 4, 128), (16, 2, 64), (12, 4, 128), (8, 1, 256)] {
+        let k: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
+        let v: Vec<f16> = rng.vec(ctx * n_kv * hd, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
+        let bits = |x: &[f16]| x.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
+        let (dk, dv) = (gpu.upload(&bits(&k)).unwrap(), gpu.upload(&bits(&v)).unwrap());
+        let scale = 1.0 / (hd as f32).sqrt();
+        for window in [0usize, 512] {
+            let s = AttnShape { n_tok: 1, n_heads, n_kv_heads: n_kv, head_dim: hd, head_dim_v: hd, scale, window };
+            let mut scratch = AttnScratch::new(&gpu, &s, splits).unwrap();
+            let mut worst = 0.0f32;
+            for pos in [0usize, 1, 7, 255, 256, 300, 511, 1023, 2049, 4095, 4096, 6000, 8191] {
+                // scores of a few units so the softmax is not flat
+                let q: Vec<f32> = rng.vec(n_heads * hd, -3.0, 3.0);
+                let p = AttnParams {
+                    n_tok: 1,
+                    pos0: pos,
+                    n_heads,
+                    n_kv_heads: n_kv,
+                    head_dim: hd,
+                    head_dim_v: hd,
+                    scale,
+                    window: (window > 0).then_some(window),
+                    round_like_cache: false,
+                };
+                let n_keys = pos + 1;
+                let mut want = vec![0.0; n_heads * hd];
+                cpu::attention(&mut want, &q, &k[..n_keys * n_kv * hd], &v[..n_keys * n_kv * hd], &p);
+                let dq = gpu.upload(&q).unwrap();
+                let dpos = gpu.upload(&[pos as u32]).unwrap();
+                let mut out = gpu.upload(&vec![f32::NAN; want.len()]).unwrap();
+                gpu.attention_rows(&mut out, &dq, &dk, &dv, &mut scratch, &s, splits, &dpos, pos).unwrap();
+                let got = gpu.download(&out).unwrap();
+                assert!(gpu.download(&scratch.counters).unwrap().iter().all(|&c| c == 0), "counters not reset");
+                let err = max_rel_err(&got, &want, 1e-2);
+                assert!(err <= ATTN_TOL, "heads {n_heads}/{n_kv} hd {hd} window {window} pos {pos}: rel err {err}");
+                worst = worst.max(err);
+            }
+            println!("decode attention heads={n_heads}/{n_kv} hd={hd} window={window}: max rel err {worst:.2e} over 13 depths");
+        }
+    }
+}
+
 #[test]
 fn attention_matches_cpu() {
     let Some(gpu) = cuda_or_skip("attention_matches_cpu") else { return };

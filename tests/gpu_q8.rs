@@ -303,3 +303,83 @@ fn fused_matvec_equals_separate_ops() {
         println!("fused mat-vec {ty:5}: equals the separate ops");
     }
 }
+
+/// The prologue made once (`act_prologue`, any width) and the plain mat-vec with `accumulate` against the fused
+/// kernel that makes the activations in every block: the same activation bytes, hence bit-identical outputs (the
+/// RMSNorm prologue within MATVEC_TOL: its sum of squares is reduced over blocks of another size); the
+/// prologue's bytes equal the separate norm / gating then `quantize_act`, also past the fused kernel's width
+/// limit (11008 columns, Llama-7B's feed-forward).
+#[test]
+fn prologue_once_equals_fused_matvec() {
+    use host::backend::cuda_q8::{supports_fused, Prologue};
+    let Some(cuda) = cuda_or_skip("prologue_once_equals_fused_matvec") else { return };
+    let mut rng = Rng::new(22);
+    for ty in Q8_TYPES {
+        for (n_rows, n_cols) in [(67usize, 256usize), (1000, 4096), (300, 11008)] {
+            let w = random_weights(ty, n_rows, n_cols, &mut rng);
+            let wd = cuda.upload(&w).unwrap();
+            let src = activations(&mut rng, 2 * n_cols);
+            let nw: Vec<f32> = rng.vec_f32(n_cols).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let (sd, nwd) = (cuda.upload(&src).unwrap(), cuda.upload(&nw).unwrap());
+            let y0: Vec<f32> = rng.vec_f32(n_rows);
+            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            let mut xq_sep = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            let mut tmp = cuda.zeros::<f32>(n_cols).unwrap();
+            for (name, pro) in [
+                ("quantize", Prologue::Quantize),
+                ("rmsnorm", Prologue::RmsNorm(&nwd, 1e-5)),
+                ("swiglu", Prologue::SwiGlu),
+                ("gelu", Prologue::GeluTanh),
+            ] {
+                cuda.act_prologue(&sd, pro, n_cols, &mut xq).unwrap();
+                let mut ya = cuda.upload(&y0).unwrap();
+                cuda.matvec_q8_acc(ty, &wd, n_rows, n_cols, &xq, &mut ya, true).unwrap();
+                let got_acc = cuda.download(&ya).unwrap();
+                let mut yd = cuda.upload(&vec![f32::NAN; n_rows + 1]).unwrap();
+                cuda.matvec_q8_acc(ty, &wd, n_rows, n_cols, &xq, &mut yd, false).unwrap();
+                let got = cuda.download(&yd).unwrap();
+                assert!(got[n_rows].is_nan(), "{ty} {name}: wrote past n_rows");
+                let want_acc: Vec<f32> = y0.iter().zip(&got).map(|(a, b)| a + b).collect();
+                assert_eq!(got_acc, want_acc, "{ty} {n_rows}x{n_cols} {name}: accumulate");
+                let exact = !matches!(pro, Prologue::RmsNorm(..));
+                if supports_fused(ty, n_cols) {
+                    let mut yf = cuda.zeros::<f32>(n_rows).unwrap();
+                    cuda.matvec_q8_fused(ty, &wd, n_rows, n_cols, &sd, pro, &mut yf, false).unwrap();
+                    let fused = cuda.download(&yf).unwrap();
+                    // the norm's sum of squares is reduced over blocks of another size: equal within rounding
+                    let err = rel_err(&fused, &got[..n_rows]);
+                    assert!(if exact { fused[..] == got[..n_rows] } else { err <= MATVEC_TOL },
+                            "{ty} {n_rows}x{n_cols} {name}: vs fused (rel err {err})");
+                }
+                // the separate ops: gating is the same formula (equal bytes); the norm's sum runs in another order
+                let up = host::backend::cuda::At(&sd, n_cols);
+                let x_in = match pro {
+                    Prologue::Quantize => &sd,
+                    Prologue::RmsNorm(..) => {
+                        cuda.rmsnorm_rows(&mut tmp, &sd, &nwd, 1, n_cols, 1e-5).unwrap();
+                        &tmp
+                    }
+                    Prologue::SwiGlu => {
+                        cuda.swiglu_rows(&mut tmp, &sd, &up, n_cols).unwrap();
+                        &tmp
+                    }
+                    Prologue::GeluTanh => {
+                        cuda.gelu_tanh_mul_rows(&mut tmp, &sd, &up, n_cols).unwrap();
+                        &tmp
+                    }
+                };
+                cuda.quantize_act(x_in, 1, n_cols, &mut xq_sep).unwrap();
+                let (a, b) = (cuda.download(&xq).unwrap(), cuda.download(&xq_sep).unwrap());
+                if !matches!(pro, Prologue::RmsNorm(..)) {
+                    assert!(a == b, "{ty} {n_cols} {name}: prologue bytes differ from the separate ops");
+                } else {
+                    let mut ys = cuda.zeros::<f32>(n_rows).unwrap();
+                    cuda.matvec_q8(ty, &wd, n_rows, n_cols, &xq_sep, &mut ys).unwrap();
+                    let err = rel_err(&got[..n_rows], &cuda.download(&ys).unwrap());
+                    assert!(err <= MATVEC_TOL, "{ty} {n_rows}x{n_cols} rmsnorm: rel err {err}");
+                }
+            }
+        }
+        println!("prologue once {ty:5}: equals the fused kernel and the separate ops");
+    }
+}

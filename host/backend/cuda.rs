@@ -294,6 +294,30 @@ pub const ATTN_CHUNK: usize = 256;
 /// Largest head dimension the attention kernel holds in registers (8 values per lane).
 pub const ATTN_MAX_HEAD_DIM: usize = 256;
 
+/// Whether `HOST_GPU_OFF` (a comma-separated list of kernel paths to leave out, for comparisons) names `path`.
+pub(crate) fn gpu_off(path: &str) -> bool {
+    std::env::var("HOST_GPU_OFF").is_ok_and(|v| v.split(',').any(|p| p.trim() == path))
+}
+
+/// The decode-attention kernel (`attention_decode_g{1,2,4,8}`: a block per KV head and chunk serving the query
+/// group) for one token of shape `s`, when one fits: head dims powers of two from 32 to 256, groups of up to 8
+/// heads whose q and v rows fit its shared memory (group x head dim <= 1024).
+fn decode_kernel(s: &AttnShape) -> Option<&'static str> {
+    let grp = (s.n_heads / s.n_kv_heads).next_power_of_two();
+    let max_dim = if grp * 256 <= 1024 { 256 } else { 1024 / grp.max(1) };
+    let fits = |d: usize| d.is_power_of_two() && (32..=max_dim).contains(&d);
+    if s.n_tok != 1 || !fits(s.head_dim) || !fits(s.head_dim_v) {
+        return None;
+    }
+    Some(match grp {
+        1 => "attention_decode_g1",
+        2 => "attention_decode_g2",
+        4 => "attention_decode_g4",
+        8 => "attention_decode_g8",
+        _ => return None,
+    })
+}
+
 /// Shapes of one attention call (the GPU twin of `cpu::AttnParams`, without the positions, which live on the
 /// device).
 #[derive(Debug, Clone, Copy)]
@@ -515,13 +539,16 @@ impl Cuda {
         check_min(K, "counters", scratch.counters.len(), s.n_tok * s.n_heads)?;
         let (nh, nkv, hd, hdv, w, ns) =
             (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32, s.head_dim_v as u32, s.window as u32, n_splits as u32);
-        let f = self.func(K)?;
-        let cfg = LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let (kernel, cfg) = match decode_kernel(s).filter(|_| !gpu_off("flashdec")) {
+            Some(dk) => (dk, LaunchConfig { grid_dim: (nkv, ns, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }),
+            None => (K, LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 }),
+        };
+        let f = self.func(kernel)?;
         let mut b = self.args(&f);
         let qp = q.addr(self);
         b.arg(out).arg(&scratch.part).arg(&scratch.counters).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd)
             .arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
-        self.go(K, b, cfg, || format!("{s:?} splits={n_splits}"))
+        self.go(kernel, b, cfg, || format!("{s:?} splits={n_splits}"))
     }
 
     fn gated(&self, kernel: &'static str, out: &mut CudaSlice<f32>, gate: &impl Dev<f32>, up: &impl Dev<f32>, n: usize) -> Result<()> {

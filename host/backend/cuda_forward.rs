@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaGraph, CudaSlice};
 
 use crate::backend::cpu::{self, RopeParams};
-use crate::backend::cuda::{cuda_err, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
+use crate::backend::cuda::{cuda_err, gpu_off, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
 use crate::backend::cuda_mmq::supports_mmq;
 use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
 use crate::backend::cuda_sample::GpuSampler;
@@ -91,6 +91,55 @@ impl DevMat {
     /// y (+)= W act(src) for one decode token in one launch (`Cuda::matvec_q8_fused`).
     fn fused(&self, gpu: &Cuda, src: &CudaSlice<f32>, pro: Prologue, y: &mut CudaSlice<f32>, accumulate: bool) -> Result<()> {
         gpu.matvec_q8_fused(self.ty, &self.w(), self.rows, self.cols, src, pro, y, accumulate)
+    }
+
+    /// y (+)= W act(src) for one decode token on 8-bit activations (the type has a q8 kernel): one fused launch
+    /// whose every block makes the activations itself, or, as `mode` decides for this weight, the activations
+    /// made once by `act_prologue` into `xq` and then the plain mat-vec. Same numbers either way.
+    #[allow(clippy::too_many_arguments)]
+    fn project(&self, gpu: &Cuda, mode: MvPrologue, src: &CudaSlice<f32>, pro: Prologue, y: &mut CudaSlice<f32>,
+               accumulate: bool, xq: &mut CudaSlice<u8>) -> Result<()> {
+        if self.fusable() && !mode.once(self) {
+            return self.fused(gpu, src, pro, y, accumulate);
+        }
+        gpu.act_prologue(src, pro, self.cols, xq)?;
+        gpu.matvec_q8_acc(self.ty, &self.w(), self.rows, self.cols, xq, y, accumulate)
+    }
+
+    fn bytes(&self) -> usize {
+        self.rows * self.ty.row_bytes(self.cols as u64).unwrap_or(0) as usize
+    }
+}
+
+/// Where a decode mat-vec's 8-bit activations are made (`HOST_DECODE_PROLOGUE=fused|once|auto`, default auto):
+/// by every block of the fused kernel (one launch; the norm is recomputed per block, which costs L2 reads that
+/// grow with the grid), or once by `act_prologue` before the plain mat-vec (one more launch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MvPrologue {
+    Fused,
+    Once,
+    /// Once for weights over `ONCE_ABOVE_BYTES`, fused below.
+    Auto,
+}
+
+/// Auto: weights larger than this make their activations once.
+const ONCE_ABOVE_BYTES: usize = 2 << 20;
+
+impl MvPrologue {
+    fn from_env() -> MvPrologue {
+        match std::env::var("HOST_DECODE_PROLOGUE").as_deref() {
+            Ok("fused") => MvPrologue::Fused,
+            Ok("once") => MvPrologue::Once,
+            _ => MvPrologue::Auto,
+        }
+    }
+
+    fn once(self, w: &DevMat) -> bool {
+        match self {
+            MvPrologue::Fused => false,
+            MvPrologue::Once => true,
+            MvPrologue::Auto => w.bytes() > ONCE_ABOVE_BYTES,
+        }
     }
 }
 
@@ -245,11 +294,7 @@ pub struct CudaForward {
     /// (else one op per launch) and the tensor-core prefill mat-mul (else the f32 one).
     fused_decode: bool,
     mmq: bool,
-}
-
-/// Whether `HOST_GPU_OFF` (a comma-separated list) names `path`.
-fn gpu_off(path: &str) -> bool {
-    std::env::var("HOST_GPU_OFF").is_ok_and(|v| v.split(',').any(|p| p.trim() == path))
+    prologue: MvPrologue,
 }
 
 /// `DevMat::concat` of a fixed number of matrices.
@@ -394,6 +439,7 @@ impl CudaForward {
             q8_activations: true,
             fused_decode: !gpu_off("fused"),
             mmq: !gpu_off("mmq"),
+            prologue: MvPrologue::from_env(),
             graph_next: None,
             config: c,
             gpu,
@@ -437,6 +483,7 @@ impl CudaForward {
             activation: self.activation,
             q8: self.q8_activations,
             mmq: self.mmq,
+            prologue: self.prologue,
         };
         for l in &mut self.layers {
             let rt = &self.rope[l.rope];
@@ -454,8 +501,9 @@ impl CudaForward {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
         let dim = c.dim;
         let out = self.output.as_ref().unwrap_or(&self.token_embd);
-        if (first, rows, self.q8_activations, out.fusable()) == (0, 1, true, true) {
-            out.fused(g, &s.x, Prologue::RmsNorm(&self.output_norm, c.rms_eps), &mut s.logits, false)?;
+        if (first, rows, self.q8_activations, supports_q8(out.ty)) == (0, 1, true, true) {
+            let pro = Prologue::RmsNorm(&self.output_norm, c.rms_eps);
+            out.project(g, self.prologue, &s.x, pro, &mut s.logits, false, &mut s.xq)?;
         } else {
             g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
             g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
@@ -577,6 +625,7 @@ struct LayerCtx<'a> {
     q8: bool,
     /// Batches may use the int8 tensor-core mat-mul (with q8).
     mmq: bool,
+    prologue: MvPrologue,
 }
 
 impl LayerCtx<'_> {
@@ -643,16 +692,11 @@ fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, 
 /// take goes through the separate ops.
 fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable) -> Result<()> {
     let (g, c) = (x.g, x.c);
-    let (dim, eps) = (c.dim, c.rms_eps);
+    let eps = c.rms_eps;
     let (wqkv, wgu) = (l.wqkv.as_ref().expect("checked by caller"), l.w_gate_up.as_ref().expect("checked by caller"));
 
     // ---- attention ----
-    if wqkv.fusable() {
-        wqkv.fused(g, &s.x, Prologue::RmsNorm(&l.attn_norm, eps), &mut s.qkv, false)?;
-    } else {
-        g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, 1, dim, eps)?;
-        wqkv.apply(g, &s.xb, &mut s.qkv, 1, Some(&mut s.xq))?;
-    }
+    norm_proj(x, s, wqkv, &l.attn_norm, Out::Qkv)?;
     if let Some(b) = &l.qkv_bias {
         g.add_bias_rows(&mut s.qkv, b, 1)?;
     }
@@ -660,16 +704,34 @@ fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable)
     g.rope_store_decode(&s.qkv, &mut l.k_cache, &mut l.v_cache, &shape, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos,
                         x.pos_host, l.q_norm.as_ref(), l.k_norm.as_ref(), eps)?;
     g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
-    residual_proj(g, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s, eps)?;
+    residual_proj(x, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s)?;
 
     // ---- feed-forward ----
-    if wgu.fusable() {
-        wgu.fused(g, &s.x, Prologue::RmsNorm(&l.ffn_norm, eps), &mut s.gate_up, false)?;
-    } else {
-        g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, 1, dim, eps)?;
-        wgu.apply(g, &s.xb, &mut s.gate_up, 1, Some(&mut s.xq))?;
+    norm_proj(x, s, wgu, &l.ffn_norm, Out::GateUp)?;
+    residual_proj(x, &l.w_down, ProjInput::Gated(x.activation), l.post_ffw_norm.as_ref(), s)
+}
+
+/// Which scratch vector a normed projection writes.
+#[derive(Clone, Copy)]
+enum Out {
+    Qkv,
+    GateUp,
+}
+
+/// out = W (nw * rmsnorm(x)) for one decode token: on 8-bit activations where the type has a kernel for them
+/// (`DevMat::project`), else through the separate norm and the f32 mat-vec.
+fn norm_proj(x: &LayerCtx, s: &mut Scratch, w: &DevMat, nw: &CudaSlice<f32>, out: Out) -> Result<()> {
+    let (g, eps) = (x.g, x.c.rms_eps);
+    let Scratch { x: res, xb, xq, qkv, gate_up, .. } = s;
+    let y = match out {
+        Out::Qkv => qkv,
+        Out::GateUp => gate_up,
+    };
+    if supports_q8(w.ty) {
+        return w.project(g, x.prologue, res, Prologue::RmsNorm(nw, eps), y, false, xq);
     }
-    residual_proj(g, &l.w_down, ProjInput::Gated(x.activation), l.post_ffw_norm.as_ref(), s, eps)
+    g.rmsnorm_rows(xb, res, nw, 1, x.c.dim, eps)?;
+    w.apply(g, xb, y, 1, Some(xq))
 }
 
 /// The input of a projection that ends in the residual stream.
@@ -681,22 +743,24 @@ enum ProjInput {
     Gated(Activation),
 }
 
-/// x += [post_norm](W input) for one decode token: one fused launch when the weight allows and no norm
-/// follows, else through `s.o` (and `s.act` for the gated input).
-fn residual_proj(g: &Cuda, w: &DevMat, input: ProjInput, post_norm: Option<&CudaSlice<f32>>, s: &mut Scratch,
-                 eps: f32) -> Result<()> {
-    let Scratch { x, o, act, xq, att, gate_up, .. } = s;
+/// x += [post_norm](W input) for one decode token: the activation made and the sum added by the mat-vec itself
+/// where the type has an 8-bit kernel and no norm follows (`DevMat::project`), else through `s.o` (and `s.act`
+/// for the gated input).
+fn residual_proj(x: &LayerCtx, w: &DevMat, input: ProjInput, post_norm: Option<&CudaSlice<f32>>, s: &mut Scratch)
+                 -> Result<()> {
+    let (g, eps) = (x.g, x.c.rms_eps);
+    let Scratch { x: res, o, act, xq, att, gate_up, .. } = s;
     let (src, pro) = match input {
         ProjInput::Attention => (&*att, Prologue::Quantize),
         ProjInput::Gated(Activation::SwiGlu) => (&*gate_up, Prologue::SwiGlu),
         ProjInput::Gated(Activation::GeluTanh) => (&*gate_up, Prologue::GeluTanh),
     };
     let dim = w.rows;
-    if w.fusable() {
+    if supports_q8(w.ty) {
         if post_norm.is_none() {
-            return w.fused(g, src, pro, x, true);
+            return w.project(g, x.prologue, src, pro, res, true, xq);
         }
-        w.fused(g, src, pro, o, false)?;
+        w.project(g, x.prologue, src, pro, o, false, xq)?;
     } else {
         let input = match input {
             ProjInput::Gated(a) => {
@@ -714,7 +778,7 @@ fn residual_proj(g: &Cuda, w: &DevMat, input: ProjInput, post_norm: Option<&Cuda
     if let Some(nw) = post_norm {
         g.rmsnorm_inplace_rows(&*o, nw, 1, dim, eps)?;
     }
-    g.add_inplace_rows(x, o, dim)
+    g.add_inplace_rows(res, o, dim)
 }
 
 fn gib(b: usize) -> f64 {

@@ -133,9 +133,24 @@ impl Cuda {
         xq: &CudaSlice<u8>,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.matvec_q8_acc(ty, w, n_rows, n_cols, xq, y, false)
+    }
+
+    /// `matvec_q8`, or y += W x with `accumulate` (a residual add in the same launch).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_q8_acc(
+        &self,
+        ty: GgmlType,
+        w: &impl Dev<u8>,
+        n_rows: usize,
+        n_cols: usize,
+        xq: &CudaSlice<u8>,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
         let (kernel, _, g) =
             kernel_of(ty).ok_or_else(|| err("matvec_q8", format!("type {ty} has no 8-bit-activation kernel")))?;
-        self.matvec_q8_with(kernel, g, ty, w, n_rows, n_cols, xq, y)
+        self.launch_mmvq(kernel, g, ty, w, n_rows, n_cols, xq, y, accumulate)
     }
 
     /// `matvec_q8` through a named kernel of geometry `g` (the benchmark's alternatives in `layout::MQ_VARIANTS`).
@@ -152,6 +167,22 @@ impl Cuda {
         xq: &CudaSlice<u8>,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.launch_mmvq(kernel, g, ty, w, n_rows, n_cols, xq, y, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_mmvq(
+        &self,
+        kernel: &'static str,
+        g: MqGeom,
+        ty: GgmlType,
+        w: &impl Dev<u8>,
+        n_rows: usize,
+        n_cols: usize,
+        xq: &CudaSlice<u8>,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
         check_cols(kernel, n_cols)?;
         check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
         check_len(kernel, "xq", xq.len(), act_row_bytes(n_cols))?;
@@ -162,12 +193,49 @@ impl Cuda {
         let f = self.func(kernel)?;
         let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
-        let (nr, nc, wp) = (n_rows as u32, n_cols as u32, w.addr(self));
+        let (nr, nc, acc, wp) = (n_rows as u32, n_cols as u32, accumulate as u32, w.addr(self));
         let mut b = self.args(&f);
-        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc);
+        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&acc);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
         Ok(())
+    }
+
+    /// xq = quantize(act(src)) for one token of `n_cols` columns, `act` as `pro` says (the fused mat-vec's
+    /// prologue, once, for the plain mat-vecs that read `xq`): `src` holds n_cols floats (twice that for the
+    /// gated prologues); bytes equal to the separate norm / gating kernel followed by `quantize_act`.
+    pub fn act_prologue(&self, src: &CudaSlice<f32>, pro: Prologue, n_cols: usize, xq: &mut CudaSlice<u8>) -> Result<()> {
+        const K: &str = "act_prologue_q8";
+        check_cols(K, n_cols)?;
+        check_len(K, "xq", xq.len(), act_row_bytes(n_cols))?;
+        let (mode, nw, eps, src_len) = self.prologue_args(K, pro, n_cols)?;
+        check_len(K, "src", src.len(), src_len)?;
+        let f = self.func(K)?;
+        let per_block = 256 * layout::PA_WARPS as usize;
+        let cfg = LaunchConfig {
+            grid_dim: (n_cols.div_ceil(per_block) as u32, 1, 1),
+            block_dim: (32 * layout::PA_WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let n = n_cols as u32;
+        let mut b = self.args(&f);
+        b.arg(src).arg(&nw).arg(&eps).arg(&mode).arg(xq).arg(&n);
+        // SAFETY: argument order and types match the kernel; lengths checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {K} n_cols={n_cols}")))?;
+        Ok(())
+    }
+
+    /// The kernel arguments of a prologue: (mode, norm weights' address or 0, epsilon, floats read from src).
+    fn prologue_args(&self, kernel: &str, pro: Prologue, n_cols: usize) -> Result<(u32, u64, f32, usize)> {
+        Ok(match pro {
+            Prologue::Quantize => (layout::PRO_QUANT, 0u64, 0.0f32, n_cols),
+            Prologue::RmsNorm(nw, eps) => {
+                check_len(kernel, "norm weights", nw.len(), n_cols)?;
+                (layout::PRO_RMSNORM, self.ptr(nw, 0), eps, n_cols)
+            }
+            Prologue::SwiGlu => (layout::PRO_SWIGLU, 0, 0.0, 2 * n_cols),
+            Prologue::GeluTanh => (layout::PRO_GELU, 0, 0.0, 2 * n_cols),
+        })
     }
 
     /// y = W act(src), or y += W act(src) with `accumulate` (a residual add), for one token in one launch: the
@@ -193,15 +261,7 @@ impl Cuda {
         }
         check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
         check_len(kernel, "y", y.len(), n_rows)?;
-        let (mode, nw, eps, src_len) = match pro {
-            Prologue::Quantize => (layout::PRO_QUANT, 0u64, 0.0f32, n_cols),
-            Prologue::RmsNorm(nw, eps) => {
-                check_len(kernel, "norm weights", nw.len(), n_cols)?;
-                (layout::PRO_RMSNORM, self.ptr(nw, 0), eps, n_cols)
-            }
-            Prologue::SwiGlu => (layout::PRO_SWIGLU, 0, 0.0, 2 * n_cols),
-            Prologue::GeluTanh => (layout::PRO_GELU, 0, 0.0, 2 * n_cols),
-        };
+        let (mode, nw, eps, src_len) = self.prologue_args(kernel, pro, n_cols)?;
         check_len(kernel, "src", src.len(), src_len)?;
         if n_rows == 0 {
             return Ok(());

@@ -779,7 +779,17 @@ impl Fused {
 #[inline(always)]
 unsafe fn prologue(f: &Fused, n: u32) -> *const u8 {
     let dst = shared_ptr(f.act);
-    let (lane, warp, nwarps) = (tid() & 31, tid() >> 5, ntid() >> 5);
+    make_act(f, n, dst, tid() >> 5, ntid() >> 5);
+    sync_threads();
+    dst
+}
+
+/// The activation groups gw0, gw0 + gstride, .. (256 columns each, a warp per group) of the row `dst` (generic
+/// address, global or shared) made from `f.src` as `f.mode` says and quantized as `quantize_group` does. The
+/// RMSNorm scale is computed over the whole row by every block. Called by the whole block.
+#[inline(always)]
+unsafe fn make_act(f: &Fused, n: u32, dst: *mut u8, gw0: u32, gstride: u32) {
+    let lane = tid() & 31;
     let mut scale = 1.0f32;
     if f.mode == lay::PRO_RMSNORM {
         let mut ss = 0.0f32;
@@ -791,7 +801,7 @@ unsafe fn prologue(f: &Fused, n: u32) -> *const u8 {
         }
         scale = 1.0 / sqrt(block_sum(ss) / n as f32 + f.eps);
     }
-    let mut gw = warp;
+    let mut gw = gw0;
     while gw * 256 < n {
         let c0 = gw * 256 + lane * 8;
         let active = c0 < n;
@@ -819,10 +829,29 @@ unsafe fn prologue(f: &Fused, n: u32) -> *const u8 {
             }
         }
         quantize_group(v, active, lane, gw, dst, n);
-        gw += nwarps;
+        gw += gstride;
     }
-    sync_threads();
-    dst
+}
+
+/// The fused prologue as a kernel of its own: xq = quantize(act(src)) for one token, `act` as `mode` says
+/// (`q8_layout::PRO_*`), in the `quantize_q8_act` layout, any width (a multiple of 32). Its output feeds the
+/// plain mat-vecs: one launch makes the activations that every block of the mat-vec would otherwise remake.
+///
+/// Launch: grid = (ceil(n / (256 `PA_WARPS`)), 1, 1), block = (32 `PA_WARPS`, 1, 1): a warp per 256 columns.
+/// Traffic: src (n or 2n floats; with RMSNorm every block reads the whole row once more for the norm) and nw
+/// read, ~2.6 bytes per column written.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn act_prologue_q8(
+    src: *const f32, /* (n,) or gate then up (2n,) */
+    nw: *const f32,  /* (n,) RMSNorm weights, PRO_RMSNORM */
+    eps: f32,
+    mode: u32,
+    xq: *mut u8, /* row_bytes(n) */
+    n: u32,
+) {
+    crate::common::pdl_enter();
+    let f = Fused { src, nw, eps, mode, act: 0, accumulate: false };
+    make_act(&f, n, xq, bid() * (ntid() >> 5) + (tid() >> 5), nctaid() * (ntid() >> 5));
 }
 
 // ----------------------------------------------------------------------------
@@ -1014,17 +1043,19 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
 
 macro_rules! mmvq_kernels {
     ($($name:ident: $ty:ty, $g:expr;)*) => {$(
-        /// y = W x_q; see [`mmvq`] for the launch shape (geometry in `q8_layout.rs`) and traffic.
+        /// y (+)= W x_q; see [`mmvq`] for the launch shape (geometry in `q8_layout.rs`) and traffic.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
                                                 xq: *const u8 /* row_bytes(n_cols), quantize_q8_act */,
-                                                y: *mut f32 /* (n_rows,) */, n_rows: u32, n_cols: u32) {
+                                                y: *mut f32 /* (n_rows,) */, n_rows: u32, n_cols: u32,
+                                                accumulate: u32 /* 1: y += W x_q (a residual add) */) {
             const G: MqGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
             crate::launch_bounds!(G.warps * 32, G.min_blocks);
             let smem = crate::shared_array!("mq_smem", SMEM);
+            let fused = Fused { accumulate: accumulate != 0, ..Fused::NONE };
             mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
-                smem, w, xq, y, n_rows, n_cols, Fused::NONE)
+                smem, w, xq, y, n_rows, n_cols, fused)
         }
     )*};
 }

@@ -74,6 +74,9 @@ pub const fn row_bytes(n: u32) -> u32 {
 /// `row_bytes(n) <= FUSED_ACT_BYTES` (n up to 4608) go through it, wider ones through `quantize_q8_act`.
 pub const FUSED_ACT_BYTES: u32 = 12288;
 
+/// Warps per block of `act_prologue_q8` (one per 256 columns).
+pub const PA_WARPS: u32 = 4;
+
 /// How a fused mat-vec makes its activations from f32 values `src` (see `q8.rs`, `prologue`).
 pub const PRO_QUANT: u32 = 1; // src
 pub const PRO_RMSNORM: u32 = 2; // nw * rmsnorm(src)
