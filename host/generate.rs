@@ -357,6 +357,179 @@ pub fn generate_cached(
     })
 }
 
+// ----------------------------------------------------------------------------
+// Many prompts at once over a batch forward
+// ----------------------------------------------------------------------------
+
+/// One prompt's result of `generate_parallel`.
+#[derive(Debug, Clone)]
+pub struct SeqOutput {
+    /// Index of the prompt in the list given.
+    pub index: usize,
+    pub prompt_tokens: usize,
+    /// Sampled tokens, the end-of-generation token excluded.
+    pub tokens: Vec<u32>,
+    /// The text (stop string excluded).
+    pub text: String,
+    pub reason: StopReason,
+}
+
+/// A running sequence of `generate_parallel`: its own sampler (parameters, RNG, penalty history), decoder and
+/// stop filter.
+struct Slot<'s> {
+    index: usize,
+    sampler: Sampler,
+    /// Prompt tokens not yet evaluated, from `fed` on.
+    fed: usize,
+    /// The token to evaluate next (sampled, not yet in the cache).
+    next: Option<u32>,
+    tokens: Vec<u32>,
+    text: String,
+    decoder: StreamDecoder,
+    filter: StopFilter<'s>,
+}
+
+/// Generate for every prompt of `prompts`, at most `n_slots` sequences at once through `bf` (continuous
+/// batching: a prompt takes the place of one that finished, its prompt chunk going through the same forward
+/// calls as the others' decode steps). Sequence `i` samples with `params` and seed `params.seed + i`, on the
+/// host after each forward. `on_done` gets each result as its sequence ends; the results come back in prompt
+/// order.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_parallel(
+    bf: &mut dyn crate::batch::BatchForward,
+    tok: &Tokenizer,
+    params: &crate::sampler::SamplingParams,
+    prompts: &[Vec<u32>],
+    n_slots: usize,
+    opts: &GenOptions,
+    on_done: &mut dyn FnMut(&SeqOutput) -> Result<()>,
+    interrupt: &AtomicBool,
+) -> Result<Vec<SeqOutput>> {
+    use crate::batch::Batch;
+    use crate::kv_paged::SeqId;
+    let ctx = bf.ctx_size();
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() || p.len() > ctx {
+            return Err(Error::Generate(format!(
+                "prompt {i} has {} tokens: it must have 1 to {ctx} (the context size per sequence)",
+                p.len()
+            )));
+        }
+    }
+    let n_slots = n_slots.max(1);
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut waiting = 0..prompts.len();
+    let mut results: Vec<Option<SeqOutput>> = vec![None; prompts.len()];
+    let mut batch = Batch::new();
+    loop {
+        while slots.len() < n_slots {
+            let Some(index) = waiting.next() else { break };
+            bf.add_seq(index as SeqId)?;
+            let mut sampler = Sampler::new(crate::sampler::SamplingParams {
+                seed: params.seed.wrapping_add(index as u64),
+                ..params.clone()
+            });
+            for &t in &prompts[index] {
+                sampler.accept(t);
+            }
+            slots.push(Slot {
+                index,
+                sampler,
+                fed: 0,
+                next: None,
+                tokens: Vec::new(),
+                text: String::new(),
+                decoder: StreamDecoder::new(),
+                filter: StopFilter::new(&opts.stop),
+            });
+        }
+        if slots.is_empty() {
+            break;
+        }
+        // one entry per running sequence, or a prompt chunk
+        batch.clear();
+        let mut last_entry = Vec::with_capacity(slots.len());
+        for sl in &mut slots {
+            let (seq, p) = (sl.index as SeqId, &prompts[sl.index]);
+            let pos = bf.seq_len(seq).unwrap_or(0);
+            if sl.fed < p.len() {
+                let end = (sl.fed + crate::model::MAX_BATCH).min(p.len());
+                for (k, &t) in p[sl.fed..end].iter().enumerate() {
+                    batch.add(seq, t, pos + k, end == p.len() && sl.fed + k + 1 == end);
+                }
+                sl.fed = end;
+            } else if let Some(t) = sl.next.take() {
+                batch.add(seq, t, pos, true);
+            }
+            last_entry.push(batch.len() - 1);
+        }
+        bf.decode(&batch)?;
+        let stopped = interrupt.load(Ordering::Relaxed);
+        let mut finished = Vec::new();
+        for (k, sl) in slots.iter_mut().enumerate() {
+            let Some(logits) = bf.logits(last_entry[k]) else { continue };
+            let mut logits = logits.to_vec();
+            let reason = if stopped {
+                Some(StopReason::Interrupted)
+            } else {
+                let token = sl.sampler.sample(&mut logits);
+                sl.sampler.accept(token);
+                if tok.is_eog(token) && !opts.ignore_eos {
+                    Some(StopReason::EndOfGeneration)
+                } else {
+                    sl.tokens.push(token);
+                    let piece = sl.decoder.push(tok.token_bytes(token));
+                    let (printable, stop) = sl.filter.push(&piece);
+                    sl.text.push_str(&printable);
+                    if stop {
+                        Some(StopReason::StopString)
+                    } else if opts.n_predict.is_some_and(|n| sl.tokens.len() >= n) {
+                        Some(StopReason::MaxTokens)
+                    } else if bf.seq_len(sl.index as SeqId).unwrap_or(0) >= ctx {
+                        Some(StopReason::ContextFull)
+                    } else {
+                        sl.next = Some(token);
+                        None
+                    }
+                }
+            };
+            if let Some(r) = reason {
+                finished.push((k, r));
+            }
+        }
+        let mut done = Vec::with_capacity(finished.len());
+        for &(k, reason) in finished.iter().rev() {
+            let mut sl = slots.remove(k);
+            bf.remove_seq(sl.index as SeqId)?;
+            if reason != StopReason::StopString {
+                let mut rest = std::mem::replace(&mut sl.filter, StopFilter::new(&[])).finish();
+                rest.push_str(&std::mem::take(&mut sl.decoder).finish());
+                sl.text.push_str(&rest);
+            }
+            done.push(SeqOutput {
+                index: sl.index,
+                prompt_tokens: prompts[sl.index].len(),
+                tokens: sl.tokens,
+                text: sl.text,
+                reason,
+            });
+        }
+        // those ending in the same step in prompt order
+        for out in done.into_iter().rev() {
+            on_done(&out)?;
+            let i = out.index;
+            results[i] = Some(out);
+        }
+        if stopped {
+            for sl in slots.drain(..) {
+                bf.remove_seq(sl.index as SeqId)?;
+            }
+            break;
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,7 +151,7 @@ impl<'a> Mat<'a> {
         })
     }
 
-    fn row_bytes(&self) -> usize {
+    pub(crate) fn row_bytes(&self) -> usize {
         self.data.len() / self.rows
     }
 
@@ -160,6 +160,23 @@ impl<'a> Mat<'a> {
     fn rows_view(&self, start: usize, n: usize) -> Mat<'a> {
         let rb = self.row_bytes();
         Mat { rows: n, data: &self.data[start * rb..(start + n) * rb], ..*self }
+    }
+
+    /// `apply` to a batch of independent segments (`segs`: their row counts, in order): every segment's rows
+    /// come out bit-identical to `apply` on that segment alone; in llama rounding mode each weight row is decoded
+    /// once for the whole batch (`ggml_avx2::matmul_segments`).
+    pub(crate) fn apply_segments(&self, x: &[f32], y: &mut [f32], segs: &[usize], llama: bool) {
+        let n_tok: usize = segs.iter().sum();
+        if llama {
+            let (x, y) = (&x[..n_tok * self.cols], &mut y[..n_tok * self.rows]);
+            quant::ggml_avx2::matmul_segments(self.ty, self.data, self.rows, self.cols, x, y, segs);
+            return;
+        }
+        let mut t0 = 0;
+        for &n in segs {
+            self.apply(&x[t0 * self.cols..], &mut y[t0 * self.rows..], n, false);
+            t0 += n;
+        }
     }
 
     /// y = W x for `n_tok` rows of x: x (n_tok, cols) -> y (n_tok, rows), on all cores. `llama`: with the float
@@ -456,21 +473,21 @@ pub const MAX_BATCH: usize = 512;
 
 /// Activations of one batch, allocated for the largest batch seen and reused.
 #[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,    // (n, dim) residual stream
-    xb: Vec<f32>,   // (n, dim) normed input of a sub-block
-    q: Vec<f32>,    // (n, n_heads * head_dim)
-    k: Vec<f32>,    // (n, n_kv_heads * head_dim)
-    v: Vec<f32>,    // (n, n_kv_heads * head_dim_v)
-    att: Vec<f32>,  // (n, n_heads * head_dim_v)
-    o: Vec<f32>,    // (n, dim) output of a sub-block
-    gate: Vec<f32>, // (n, hidden_dim)
-    up: Vec<f32>,   // (n, hidden_dim)
-    act: Vec<f32>,  // (n, hidden_dim)
+pub(crate) struct Scratch {
+    pub(crate) x: Vec<f32>,    // (n, dim) residual stream
+    pub(crate) xb: Vec<f32>,   // (n, dim) normed input of a sub-block
+    pub(crate) q: Vec<f32>,    // (n, n_heads * head_dim)
+    pub(crate) k: Vec<f32>,    // (n, n_kv_heads * head_dim)
+    pub(crate) v: Vec<f32>,    // (n, n_kv_heads * head_dim_v)
+    pub(crate) att: Vec<f32>,  // (n, n_heads * head_dim_v)
+    pub(crate) o: Vec<f32>,    // (n, dim) output of a sub-block
+    pub(crate) gate: Vec<f32>, // (n, hidden_dim)
+    pub(crate) up: Vec<f32>,   // (n, hidden_dim)
+    pub(crate) act: Vec<f32>,  // (n, hidden_dim)
 }
 
 impl Scratch {
-    fn fit(&mut self, c: &ModelConfig, n: usize) {
+    pub(crate) fn fit(&mut self, c: &ModelConfig, n: usize) {
         let fit = |v: &mut Vec<f32>, len: usize| {
             if v.len() < len {
                 v.resize(len, 0.0)

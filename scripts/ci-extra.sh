@@ -42,6 +42,14 @@ assert r["test"] == "pp16" and r["n_prompt"] == 16 and r["n_gen"] == 0 and r["ba
 assert len(r["samples_ts"]) == 3 and len(r["samples_ns"]) == 3 and r["avg_ts"] > 0, r
 EOF
 
+# --- bench --parallel: one row per batch size, positive prompt, generation and per-sequence t/s ---
+"$bin" bench "$tmp/tiny-Q4_0.gguf" --parallel 1,8,32 -p 16 -n 8 -r 1 --device cpu | tee "$tmp/parallel.md"
+head -1 "$tmp/parallel.md" | grep -Eq '^\| model +\| +B \| +PP \| +TG \| +N_KV \| +T_PP s \| +S_PP t/s \| +T_TG s \| +S_TG t/s \| +S_TG/seq t/s \|$' \
+    || fail "parallel table header"
+prows=$(awk -F'|' 'NR > 2 { b = $3 + 0; if ($4 + 0 == 16 && $5 + 0 == 8 && $6 + 0 == b * 24 && $8 + 0 > 0 && $10 + 0 > 0 && $11 + 0 > 0) print b }' \
+        "$tmp/parallel.md" | tr '\n' ' ')
+[ "$prows" = "1 8 32 " ] || fail "parallel rows: expected B = 1 8 32 with positive t/s, got '$prows'"
+
 # --- a real model, when fetched ---
 smollm2=models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$smollm2" ]; then

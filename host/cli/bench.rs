@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::Device;
+use crate::batch::{Batch, BatchForward, CpuBatchForward};
+use crate::kv_paged::{SeqId, DEFAULT_PAGE_SIZE};
 use crate::cli::DeviceArg;
 use crate::gguf::{GgmlType, GgufFile};
 use crate::kv_cache::CacheType;
@@ -49,6 +51,11 @@ pub struct BenchArgs {
     /// Skip the warm-up runs.
     #[arg(long)]
     pub no_warmup: bool,
+    /// Batched bench (CPU), as llama-batched-bench: for each count B of this comma-separated list, B sequences
+    /// each with a -p token prompt (all prompts in one batch) and -n generated tokens (one batch of B per step);
+    /// prints prompt and aggregate generation t/s, and generation t/s per sequence.
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Vec<usize>,
 }
 
 impl BenchArgs {
@@ -64,6 +71,7 @@ impl BenchArgs {
             threads: None,
             json: false,
             no_warmup: false,
+            parallel: Vec::new(),
         }
     }
 }
@@ -461,6 +469,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         // fails only when the pool was already built: keep the existing one
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
+    if !a.parallel.is_empty() {
+        return run_parallel(&a);
+    }
     if !a.json {
         println!("{}", table_header());
     }
@@ -473,6 +484,179 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     for path in &a.models {
         bench_model(path, &a, &mut print)?;
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------
+// --parallel: many sequences through the batch forward
+// ----------------------------------------------------------------------------
+
+/// One row of the batched bench: `n_seq` sequences of `n_prompt` prompt and `n_gen` generated tokens; mean
+/// seconds of the prompt batch and of the generation steps over the repetitions.
+#[derive(Debug, Clone)]
+pub struct ParallelResult {
+    pub model: ModelInfo,
+    pub n_seq: usize,
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub t_prompt: f64,
+    pub t_gen: f64,
+}
+
+impl ParallelResult {
+    /// Prompt tokens per second over all sequences.
+    pub fn prompt_ts(&self) -> f64 {
+        (self.n_seq * self.n_prompt) as f64 / self.t_prompt
+    }
+
+    /// Generated tokens per second over all sequences.
+    pub fn gen_ts(&self) -> f64 {
+        (self.n_seq * self.n_gen) as f64 / self.t_gen
+    }
+
+    /// Generated tokens per second of each sequence.
+    pub fn gen_ts_per_seq(&self) -> f64 {
+        self.n_gen as f64 / self.t_gen
+    }
+
+    pub fn table_row(&self) -> String {
+        let f = |x: f64| if x.is_finite() { format!("{x:.2}") } else { "-".into() };
+        format!(
+            "| {:<30} | {:>4} | {:>5} | {:>5} | {:>6} | {:>8.3} | {:>10} | {:>8.3} | {:>10} | {:>12} |",
+            self.model.label,
+            self.n_seq,
+            self.n_prompt,
+            self.n_gen,
+            self.n_seq * (self.n_prompt + self.n_gen),
+            self.t_prompt,
+            f(self.prompt_ts()),
+            self.t_gen,
+            f(self.gen_ts()),
+            f(self.gen_ts_per_seq()),
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.model.label, "n_seq": self.n_seq, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
+            "t_prompt_s": self.t_prompt, "prompt_ts": self.prompt_ts(), "t_gen_s": self.t_gen,
+            "gen_ts": self.gen_ts(), "gen_ts_per_seq": self.gen_ts_per_seq(),
+        })
+    }
+}
+
+pub fn parallel_header() -> String {
+    format!(
+        "| {:<30} | {:>4} | {:>5} | {:>5} | {:>6} | {:>8} | {:>10} | {:>8} | {:>10} | {:>12} |\n|{}|{}:|{}:|{}:|{}:|{}:|{}:|{}:|{}:|{}:|",
+        "model", "B", "PP", "TG", "N_KV", "T_PP s", "S_PP t/s", "T_TG s", "S_TG t/s", "S_TG/seq t/s",
+        "-".repeat(32), "-".repeat(5), "-".repeat(6), "-".repeat(6), "-".repeat(7), "-".repeat(9), "-".repeat(11),
+        "-".repeat(9), "-".repeat(11), "-".repeat(13),
+    )
+}
+
+/// One timed run of `prompts.len()` sequences: (prompt seconds, generation seconds).
+fn parallel_run(bf: &mut CpuBatchForward, prompts: &[Vec<u32>], first: u32, n_gen: usize) -> Result<(f64, f64)> {
+    let n_seq = prompts.len();
+    for s in 0..n_seq as SeqId {
+        if bf.seq_len(s).is_some() {
+            bf.remove_seq(s)?;
+        }
+        bf.add_seq(s)?;
+    }
+    let argmax = |x: &[f32]| x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b }) as u32;
+    let mut batch = Batch::new();
+    let mut next = vec![first; n_seq];
+    let t0 = Instant::now();
+    if !prompts[0].is_empty() {
+        for (s, p) in prompts.iter().enumerate() {
+            batch.add_tokens(s as SeqId, p, 0);
+        }
+        bf.decode(&batch)?;
+        let mut i = 0;
+        for (s, p) in prompts.iter().enumerate() {
+            i += p.len();
+            next[s] = argmax(bf.logits(i - 1).expect("last prompt token has logits"));
+        }
+    }
+    let t_prompt = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..n_gen {
+        batch.clear();
+        for (s, &t) in next.iter().enumerate() {
+            batch.add(s as SeqId, t, bf.seq_len(s as SeqId).unwrap_or(0), true);
+        }
+        bf.decode(&batch)?;
+        for (s, t) in next.iter_mut().enumerate() {
+            *t = argmax(bf.logits(s).expect("every decode entry has logits"));
+        }
+    }
+    Ok((t_prompt, t1.elapsed().as_secs_f64()))
+}
+
+/// The batched bench of one model on the CPU, one result per count of sequences.
+pub fn bench_parallel(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&ParallelResult)) -> Result<Vec<ParallelResult>> {
+    check_args(a)?;
+    if a.device == DeviceArg::Cuda {
+        return Err(Error::Usage("bench --parallel runs on the CPU for now: use --device cpu or auto".into()));
+    }
+    if a.parallel.contains(&0) {
+        return Err(Error::Usage("bench --parallel: every count of sequences must be at least 1".into()));
+    }
+    let file = GgufFile::open(path)?;
+    let model = Model::load(&file)?;
+    let info = ModelInfo::of(&file);
+    let mut toks = Tokens::new(&file, model.n_vocab());
+    let ctx = a.n_prompt + a.n_gen;
+    let mut out = Vec::new();
+    for &n_seq in &a.parallel {
+        // whole pages per sequence
+        let capacity = n_seq * ctx.next_multiple_of(DEFAULT_PAGE_SIZE);
+        let mut bf = CpuBatchForward::new(&model, capacity, DEFAULT_PAGE_SIZE, ctx, CacheType::F16)?;
+        eprintln!(
+            "bench: {n_seq} sequences, kv cache of {} positions in pages of {} ({:.2} MiB)",
+            bf.capacity(),
+            DEFAULT_PAGE_SIZE,
+            bf.cache().bytes() as f64 / (1 << 20) as f64
+        );
+        let prompts: Vec<Vec<u32>> = (0..n_seq).map(|_| toks.prompt(a.n_prompt)).collect();
+        let first = toks.first();
+        if !a.no_warmup {
+            parallel_run(&mut bf, &prompts, first, a.n_gen.min(1))?;
+        }
+        let (mut tp, mut tg) = (0.0, 0.0);
+        for _ in 0..a.reps {
+            let (p, g) = parallel_run(&mut bf, &prompts, first, a.n_gen)?;
+            tp += p;
+            tg += g;
+        }
+        let r = ParallelResult {
+            model: info.clone(),
+            n_seq,
+            n_prompt: a.n_prompt,
+            n_gen: a.n_gen,
+            t_prompt: tp / a.reps as f64,
+            t_gen: tg / a.reps as f64,
+        };
+        on_result(&r);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn run_parallel(a: &BenchArgs) -> Result<()> {
+    if !a.json {
+        println!("{}", parallel_header());
+    }
+    let mut print = |r: &ParallelResult| {
+        if a.json {
+            println!("{}", r.to_json());
+        } else {
+            println!("{}", r.table_row());
+        }
+    };
+    for path in &a.models {
+        bench_parallel(path, a, &mut print)?;
     }
     Ok(())
 }

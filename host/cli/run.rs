@@ -31,9 +31,14 @@ pub struct RunArgs {
     /// The prompt ("-" reads standard input); text that starts with '-' is a prompt too.
     #[arg(short, long, value_parser = clap::value_parser!(OsString), conflicts_with = "file", allow_hyphen_values = true)]
     pub prompt: Option<OsString>,
-    /// Read the prompt from this file.
+    /// Read the prompt from this file (with --parallel: one prompt per non-empty line).
     #[arg(short, long)]
     pub file: Option<PathBuf>,
+    /// Generate for many prompts at once on the CPU, at most N sequences in each forward call (continuous
+    /// batching): the lines of --file, or N copies of --prompt (sequence i samples with seed + i). Each output
+    /// is printed, labelled, when its sequence ends.
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
     /// Wrap the prompt in the model's chat template (system + user turn, generation prompt).
     #[arg(long)]
     pub chat: bool,
@@ -270,6 +275,9 @@ pub fn print_prompt(tok: &Tokenizer, text: &str, ids: &[u32], n_cached: usize) {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    if a.parallel.is_some() {
+        return run_parallel(a);
+    }
     let text = read_prompt(&a)?;
     let chat = a.chat || a.template.chat_template.is_some();
     if a.template.system.is_some() && !chat {
@@ -324,5 +332,102 @@ pub fn run(a: RunArgs) -> Result<()> {
     );
     eprintln!("{:>12} = {:10.2} ms", "load time", load_ms);
     eprint!("{}", g.timings.report());
+    Ok(())
+}
+
+/// `host run --parallel N`: many prompts through the CPU batch forward.
+fn run_parallel(a: RunArgs) -> Result<()> {
+    let n_slots = a.parallel.unwrap_or(1);
+    if n_slots == 0 {
+        return Err(Error::Usage("--parallel must be at least 1".into()));
+    }
+    if a.load.device == DeviceArg::Cuda {
+        return Err(Error::Usage("run --parallel runs on the CPU for now: use --device cpu or auto".into()));
+    }
+    let text = read_prompt(&a)?;
+    let texts: Vec<String> = if a.file.is_some() {
+        text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
+    } else {
+        vec![text; n_slots]
+    };
+    if texts.is_empty() {
+        return Err(Error::Usage("--parallel: the file holds no prompt (one per non-empty line)".into()));
+    }
+    let chat = a.chat || a.template.chat_template.is_some();
+    if a.template.system.is_some() && !chat {
+        return Err(Error::Usage("--system needs --chat (or --chat-template FILE)".into()));
+    }
+    let template = read_template(a.template.chat_template.as_deref())?;
+    set_threads(a.load.threads)?;
+    let file = GgufFile::open(&a.model)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let model = Model::load(&file)?;
+    describe_model(&a.model, &model);
+    let params = a.gen.sampling(model.n_vocab())?;
+    let mut prompts = Vec::with_capacity(texts.len());
+    for t in &texts {
+        let rendered = if chat {
+            let mut msgs = Vec::new();
+            if let Some(sys) = &a.template.system {
+                msgs.push(ChatMessage::new("system", sys.as_str()));
+            }
+            msgs.push(ChatMessage::new("user", t.as_str()));
+            generate::render_chat(&tok, template.as_deref(), &msgs)?
+        } else {
+            t.clone()
+        };
+        let ids = generate::encode_prompt(&tok, &rendered, chat)?;
+        if a.template.verbose_prompt {
+            print_prompt(&tok, &rendered, &ids, 0);
+        }
+        prompts.push(ids);
+    }
+    let ctx_size = match a.load.ctx_size {
+        Some(0) | None => model.config.context_len.clamp(1, DEFAULT_CTX_CAP),
+        Some(n) => n,
+    };
+    let page = crate::kv_paged::DEFAULT_PAGE_SIZE;
+    let capacity = n_slots.min(prompts.len()) * ctx_size.next_multiple_of(page);
+    let mut bf = crate::batch::CpuBatchForward::new(&model, capacity, page, ctx_size, a.load.cache_type)?;
+    eprintln!(
+        "kv cache: {} positions in pages of {page} ({} per sequence, {} sequences at once), {}, {:.1} MiB; {} prompts; \
+         device: cpu, {} threads",
+        bf.cache().capacity(),
+        ctx_size,
+        n_slots.min(prompts.len()),
+        a.load.cache_type.name(),
+        bf.cache().bytes() as f64 / (1 << 20) as f64,
+        prompts.len(),
+        rayon::current_num_threads()
+    );
+    install_ctrl_c();
+    let opts = a.gen.options();
+    let t0 = Instant::now();
+    let mut print = |o: &generate::SeqOutput| -> Result<()> {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "--- [{}] {:?} ({} prompt tokens, {} generated, stopped: {}) ---\n{}",
+            o.index,
+            texts[o.index],
+            o.prompt_tokens,
+            o.tokens.len(),
+            o.reason.describe(),
+            o.text
+        )
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Generate(format!("cannot write the output: {e}")))
+    };
+    let outs = generate::generate_parallel(&mut bf, &tok, &params, &prompts, n_slots, &opts, &mut print, &INTERRUPTED)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n_prompt: usize = outs.iter().map(|o| o.prompt_tokens).sum();
+    let n_gen: usize = outs.iter().map(|o| o.tokens.len()).sum();
+    eprintln!(
+        "{} sequences: {n_prompt} prompt tokens, {n_gen} generated in {:.2} s ({:.2} tokens per second in all)",
+        outs.len(),
+        secs,
+        (n_prompt + n_gen) as f64 / secs
+    );
     Ok(())
 }

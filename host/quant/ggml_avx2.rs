@@ -509,6 +509,131 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     }
 }
 
+/// The kernel ggml picks for token `t` of a mat-mul of `n_tok` tokens over `n_rows` rows of `ty` (`matmul`).
+fn kernel_for(ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize, t: usize) -> Kernel {
+    let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
+    let tiny_blas = ty == GgmlType::F16 && n_tok >= 2 && n_cols.is_multiple_of(8);
+    let tiled = !repacked
+        && n_tok >= TILED_MIN_TOKENS
+        && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    match (repacked, t < n_tok - n_tok % 4) {
+        _ if tiny_blas => Kernel::Gemm,
+        _ if tiled => Kernel::Tiled,
+        (false, _) => Kernel::VecDot,
+        (true, false) => Kernel::Gemv,
+        (true, true) => Kernel::Gemm,
+    }
+}
+
+/// The q8 activations of several tokens for legacy weights, scales as f32: (d, s, quants) per block, tokens
+/// one after the other (`nb` blocks each).
+struct LegacyActs {
+    nb: usize,
+    blocks: Vec<(f32, f32, [i8; 32])>,
+}
+
+impl LegacyActs {
+    fn of(acts: &[Acts]) -> Option<LegacyActs> {
+        let mut blocks = Vec::new();
+        let mut nb = None;
+        for a in acts {
+            let n0 = blocks.len();
+            match a {
+                Acts::Q8_0(ys) => blocks.extend(ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
+                Acts::Q8_1(ys) => blocks.extend(ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
+                _ => return None,
+            }
+            nb = Some(blocks.len() - n0);
+        }
+        Some(LegacyActs { nb: nb?, blocks })
+    }
+}
+
+/// One legacy weight row (VecDot kernel) times every token of `acts` into `out`: the row decoded once into `q`,
+/// tokens taken four at a time over each block (four independent fma chains), each token's float operations
+/// those of `dot_legacy` in the same order (bit-identical to `dot_row`).
+#[inline(always)]
+fn legacy_multi(ty: GgmlType, row: &[u8], q: &mut Vec<([i8; 32], f32, f32)>, acts: &LegacyActs, out: &mut [f32]) {
+    let (nb, ts) = (acts.nb, ty.type_size());
+    q.resize(nb, ([0; 32], 0.0, 0.0));
+    for (i, (qi, d, m)) in q.iter_mut().enumerate() {
+        (*d, *m) = legacy_quants(ty, &row[i * ts..(i + 1) * ts], qi);
+    }
+    let tok = |t: usize| &acts.blocks[t * nb..(t + 1) * nb];
+    let n = out.len();
+    let mut t = 0;
+    while t + 4 <= n {
+        let a = [tok(t), tok(t + 1), tok(t + 2), tok(t + 3)];
+        let mut acc = [[0.0f32; 8]; 4];
+        let mut summs = [0.0f32; 4];
+        for (i, (qi, dx, m)) in q.iter().enumerate() {
+            for u in 0..4 {
+                let (dy, sy, qy) = &a[u][i];
+                fma_lanes(&mut acc[u], dx * dy, lanes4(qi, qy));
+                summs[u] = m.mul_add(*sy, summs[u]);
+            }
+        }
+        for u in 0..4 {
+            out[t + u] = hsum8(&acc[u]) + summs[u];
+        }
+        t += 4;
+    }
+    for (t, o) in out.iter_mut().enumerate().skip(t) {
+        let mut acc = [0.0f32; 8];
+        let mut summs = 0.0f32;
+        for ((qi, dx, m), (dy, sy, qy)) in q.iter().zip(tok(t)) {
+            fma_lanes(&mut acc, dx * dy, lanes4(qi, qy));
+            summs = m.mul_add(*sy, summs);
+        }
+        *o = hsum8(&acc) + summs;
+    }
+}
+
+/// `matmul` over a batch made of independent segments (one per sequence: `segs` holds their row counts, in
+/// order, summing to the rows of x): each weight row is decoded once for the whole batch, but every segment's
+/// products use the kernels `matmul` would pick for that segment alone, so a sequence's results do not depend
+/// on what else is in the batch (bit for bit).
+pub fn matmul_segments(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y: &mut [f32], segs: &[usize]) {
+    use rayon::prelude::*;
+    let rb = super::check_mat(ty, w, n_rows, n_cols);
+    let n_tok = x.len() / n_cols;
+    assert_eq!(segs.iter().sum::<usize>(), n_tok, "matmul_segments: segments cover the batch");
+    let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
+    let kernels: Vec<Kernel> = segs
+        .iter()
+        .flat_map(|&n| (0..n).map(move |t| kernel_for(ty, n_rows, n_cols, n, t)))
+        .collect();
+    if n_tok == 1 {
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernels[0]));
+        return;
+    }
+    let mut yt = vec![0.0f32; n_rows * n_tok];
+    let legacy = LegacyActs::of(&acts).filter(|_| kernels.iter().all(|&k| k == Kernel::VecDot));
+    yt.par_chunks_mut(super::ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
+        super::simd_dispatch(|| {
+            let mut dec = Decoded::default();
+            let mut lq: Vec<([i8; 32], f32, f32)> = Vec::new();
+            for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                let r = ci * super::ROWS_PER_TASK + i;
+                let row = &w[r * rb..(r + 1) * rb];
+                if let Some(la) = &legacy {
+                    legacy_multi(ty, row, &mut lq, la, out);
+                    continue;
+                }
+                dec.decode(ty, row);
+                for ((o, a), &k) in out.iter_mut().zip(&acts).zip(&kernels) {
+                    *o = dot_blocks(ty, row, &dec, a, k);
+                }
+            }
+        })
+    });
+    for t in 0..n_tok {
+        for r in 0..n_rows {
+            y[t * n_rows + r] = yt[r * n_tok + t];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
