@@ -277,6 +277,14 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
         "KV cache positions holding a busy sequence's tokens or a reusable prompt"
     );
     describe_gauge!("host_kv_positions_total", "KV cache positions of all sequences");
+    describe_counter!("host_forward_calls_total", Unit::Count, "Forward calls (batches) of the CPU batched engine");
+    describe_counter!(
+        "host_forward_sequences_total",
+        Unit::Count,
+        "Sequences summed over the forward calls (divided by the calls: the mean batch size)"
+    );
+    describe_counter!("host_forward_tokens_total", Unit::Count, "Batch entries (prompt and decode tokens) computed");
+    describe_gauge!("host_batch_sequences_max", "Most sequences in one forward call so far");
     Ok(handle)
 }
 
@@ -384,7 +392,7 @@ async fn serve(
         info.summary,
         info.parallel,
         info.ctx_size,
-        info.parallel * info.ctx_size
+        info.kv_positions
     );
 
     shutdown_signal().await;
