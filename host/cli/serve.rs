@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free one, printed at start) [default: 8080].
     #[arg(long, env = "HOST_PORT")]
     pub port: Option<u16>,
-    /// Sequences served at once, each with its own KV cache of --ctx-size positions [default: 4; 1 on a GPU].
+    /// Sequences served at once (batched together on the CPU), each may hold --ctx-size positions [default: 4; 1 on
+    /// a GPU].
     #[arg(long, env = "HOST_PARALLEL")]
     pub parallel: Option<usize>,
     /// Requests that may wait for a free sequence; more get 503 [default: 64].

@@ -94,7 +94,7 @@ pub(super) fn serve(
                     let Some((i, reuse)) = pick_slot(free, &job, chunk) else { continue };
                     bf.truncate_seq(i as SeqId, reuse)?;
                     slots[i].cached.truncate(reuse);
-                    slots[i].active = Some(Active::new(job, reuse));
+                    slots[i].active = Some(Active::new(*job, reuse));
                     publish_occupancy(&slots, &bf);
                 }
                 Intake::Again => continue,

@@ -353,7 +353,7 @@ impl Worker {
                             slot.fwd.reset();
                         }
                         slot.cached.truncate(reuse);
-                        slot.active = Some(Active::new(job, reuse));
+                        slot.active = Some(Active::new(*job, reuse));
                         publish_occupancy(&slots);
                     }
                     Intake::Again => continue,
@@ -397,7 +397,7 @@ impl Worker {
 
 /// What the job channel gave.
 pub(super) enum Intake {
-    Job(Job),
+    Job(Box<Job>),
     /// Nothing came within the idle wait: ask again.
     Again,
     /// Nothing waiting (the worker has work of its own).
@@ -429,7 +429,7 @@ impl Worker {
             fail(job, FailKind::Shutdown, "the server is shutting down".into());
             return Intake::Again;
         }
-        Intake::Job(job)
+        Intake::Job(Box::new(job))
     }
 
     /// Whether the grace period of a shutdown is over (running requests are then cancelled).
