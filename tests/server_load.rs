@@ -148,3 +148,75 @@ fn clients_that_leave_free_their_sequence() {
     assert!(log.matches(", cancelled").count() >= 3, "{log}");
     assert!(log.contains("cancelled in the queue"), "{log}");
 }
+
+/// Concurrent requests on the CPU go through one forward call together (continuous batching): with four
+/// requests open at once the batch reaches four sequences (`host_batch_sequences_max`, 1 while they ran one
+/// after the other), and each streamed greedy answer, log-probabilities included, equals the same request alone.
+fn check_batched_like_alone(model: &std::path::Path, extra: &[&str], prompts: &[&str]) {
+    let mut args = vec!["--parallel", "4", "--queue", "8", "--prompt-chunk", "16", "--step-delay-ms", "5"];
+    args.extend_from_slice(extra);
+    let s = Server::start(model, &args);
+    let body = |p: &str, stream: bool| {
+        json!({"messages": [{"role": "user", "content": p}], "temperature": 0, "max_tokens": 40, "ignore_eos": true,
+               "logprobs": true, "top_logprobs": 2, "stream": stream})
+    };
+    let alone: Vec<(String, Value)> = prompts
+        .iter()
+        .map(|p| {
+            let r = s.post("/v1/chat/completions", &body(p, false));
+            assert_eq!(r.status, 200, "{}", r.text());
+            let c = &r.json()["choices"][0];
+            (c["message"]["content"].as_str().unwrap().to_string(), c["logprobs"]["content"].clone())
+        })
+        .collect();
+    assert_eq!(s.metric("host_batch_sequences_max"), 1.0, "one request at a time ran in a batch of several");
+    let calls_alone = s.metric("host_forward_calls_total");
+
+    // all open at once: each has sent a token before any can have finished (40 steps of >= 5 ms)
+    let mut streams: Vec<OpenStream> =
+        prompts.iter().map(|p| OpenStream::start(&s.addr, "/v1/chat/completions", &body(p, true))).collect();
+    let mut events: Vec<Vec<String>> = streams.iter_mut().map(|st| st.read_data_events(2)).collect();
+    for (ev, st) in events.iter_mut().zip(&mut streams) {
+        ev.extend(st.read_data_events(10_000));
+    }
+    for (i, ev) in events.iter().enumerate() {
+        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "request {i}");
+        let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+        let text: String =
+            chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+        let logprobs: Vec<Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array())
+            .flatten()
+            .cloned()
+            .collect();
+        assert_eq!(alone[i].1.as_array().map(Vec::len), Some(40), "request {i}: {}", alone[i].1);
+        assert_eq!(text, alone[i].0, "request {i}: batched answer differs from its answer alone");
+        assert_eq!(Value::Array(logprobs), alone[i].1, "request {i}: batched log-probabilities differ");
+    }
+    let max = s.metric("host_batch_sequences_max");
+    assert_eq!(max, prompts.len() as f64, "the concurrent requests never shared a forward call");
+    // together they took fewer forward calls than one after the other
+    let calls_together = s.metric("host_forward_calls_total") - calls_alone;
+    assert!(calls_together < calls_alone, "{calls_together} forward calls together, {calls_alone} alone");
+    assert!(s.log_text().contains("continuous batching"), "{}", s.log_text());
+}
+
+#[test]
+fn concurrent_requests_share_a_batch_and_match_alone_tiny() {
+    let (model, tmpl) = tiny_model();
+    let p = ["request number one", "two", "a somewhat longer third request, over one prompt chunk", "4"];
+    check_batched_like_alone(&model, &["--chat-template", tmpl.to_str().unwrap()], &p);
+}
+
+#[test]
+fn concurrent_requests_share_a_batch_and_match_alone_smollm2() {
+    let Some(model) = smollm2_or_skip("concurrent_requests_share_a_batch_and_match_alone_smollm2") else { return };
+    let p = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "List three prime numbers and explain why each of them is prime, in full sentences please.",
+        "Hi",
+    ];
+    check_batched_like_alone(&model, &["--ctx-size", "512"], &p);
+}

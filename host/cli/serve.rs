@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free one, printed at start) [default: 8080].
     #[arg(long, env = "HOST_PORT")]
     pub port: Option<u16>,
-    /// Sequences served at once, each with its own KV cache of --ctx-size positions [default: 4; 1 on a GPU].
+    /// Sequences served at once (batched together on the CPU), each may hold --ctx-size positions [default: 4; 1 on
+    /// a GPU].
     #[arg(long, env = "HOST_PARALLEL")]
     pub parallel: Option<usize>,
     /// Requests that may wait for a free sequence; more get 503 [default: 64].
@@ -277,6 +278,14 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
         "KV cache positions holding a busy sequence's tokens or a reusable prompt"
     );
     describe_gauge!("host_kv_positions_total", "KV cache positions of all sequences");
+    describe_counter!("host_forward_calls_total", Unit::Count, "Forward calls (batches) of the CPU batched engine");
+    describe_counter!(
+        "host_forward_sequences_total",
+        Unit::Count,
+        "Sequences summed over the forward calls (divided by the calls: the mean batch size)"
+    );
+    describe_counter!("host_forward_tokens_total", Unit::Count, "Batch entries (prompt and decode tokens) computed");
+    describe_gauge!("host_batch_sequences_max", "Most sequences in one forward call so far");
     Ok(handle)
 }
 
@@ -384,7 +393,7 @@ async fn serve(
         info.summary,
         info.parallel,
         info.ctx_size,
-        info.parallel * info.ctx_size
+        info.kv_positions
     );
 
     shutdown_signal().await;

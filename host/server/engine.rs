@@ -5,19 +5,21 @@
 //!      ^                                                                                 |  N slots, each a
 //!      +---------------- Event::Token ... Event::Done / Event::Failed <------------------+  Forward + KV cache
 //! ```
-//! The worker thread owns the model and `parallel` slots. Each slot is one sequence: its own `Forward` (and so its
-//! own KV cache of `ctx_size` positions). Slots are stepped round-robin, one unit of work each: a chunk of
-//! `prompt_chunk` prompt positions, or one generated token. Before each unit the worker checks that the
-//! request's receiver is still there (the client has not gone) and that its deadline has not passed, so a
-//! request that goes away frees its slot within one step, during prompt processing too.
+//! The worker thread owns the model and `parallel` slots, each serving one request (one sequence) at a time.
+//! On the CPU the slots are sequences of one batched forward (`super::batched`): every step runs one forward
+//! call holding the next prompt chunk of each sequence still reading its prompt and one token of each
+//! generating sequence (continuous batching: a request joins at the next step, and leaves, its pages freed, in
+//! the step it ends). On a GPU each slot has its own `Forward` and KV cache of `ctx_size` positions and the slots
+//! are stepped round-robin, one unit of work each (a prompt chunk or one token). Either way the worker checks
+//! before each step that the request's receiver is still there (the client has not gone) and that its deadline
+//! has not passed, so a request that goes away frees its slot within one step, during prompt processing too.
 //!
 //! Prefix reuse: a slot remembers the prompt tokens whose keys and values it holds. A new request goes to the
 //! free slot sharing the longest prefix with its prompt and skips those positions. Prompt chunks always start
 //! at multiples of `prompt_chunk` and only whole chunks are remembered, so every position is computed by the
-//! same batch it would be in a cold run: greedy output with a reused prefix is bit-identical to a cold one.
+//! same mat-mul shapes as in a cold run (on the CPU a sequence's rows use the kernels of its own row count,
+//! whatever else is in the batch): greedy output with a reused prefix is bit-identical to a cold one.
 //! Generated tokens (computed one at a time) are never reused.
-//!
-//! A batched many-sequence engine can replace `worker` behind the same `Engine` / `Job` / `Event` interface.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,6 +66,8 @@ pub struct EngineInfo {
     /// Positions one sequence may hold.
     pub ctx_size: usize,
     pub parallel: usize,
+    /// KV cache positions of all sequences together (fixed at start).
+    pub kv_positions: usize,
     pub n_vocab: usize,
     pub device: Device,
     /// One line: architecture, layers, dim, weights.
@@ -264,7 +268,7 @@ impl Engine {
 // The worker: slots stepped round-robin
 // ----------------------------------------------------------------------------
 
-struct Worker {
+pub(super) struct Worker {
     queued: Arc<AtomicUsize>,
     draining: Arc<AtomicBool>,
     /// When a draining worker cancels what is still running.
@@ -280,21 +284,30 @@ struct Slot<'m> {
 }
 
 /// A request being served.
-struct Active {
-    job: Job,
+pub(super) struct Active {
+    pub(super) job: Job,
     /// Next prompt position to compute; == prompt.len() once the prompt is done.
-    prompt_pos: usize,
+    pub(super) prompt_pos: usize,
     /// Positions in the cache (prompt + evaluated generated tokens).
-    n_past: usize,
-    cached_tokens: usize,
+    pub(super) n_past: usize,
+    pub(super) cached_tokens: usize,
     sampler: Sampler,
     decoder: StreamDecoder,
     stop_pending: String,
-    logits: Vec<f32>,
+    /// The logits of position n_past - 1, which pick the next token.
+    pub(super) logits: Vec<f32>,
+    /// A sampled token not yet evaluated (the batched worker evaluates it in its next step).
+    pub(super) pending: Option<u32>,
     generated: usize,
     started: Instant,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
+}
+
+/// What sampling a position's logits gave: the token to evaluate next, or the end of the request.
+pub(super) enum Sampled {
+    Next(u32),
+    Finished(FinishReason),
 }
 
 enum Step {
@@ -307,11 +320,13 @@ impl Worker {
         let file = GgufFile::open(&cfg.model)?;
         let tok = Arc::new(Tokenizer::from_gguf(&file)?);
         let model = Model::load(&file)?;
-        let c = &model.config;
         let ctx_size = match cfg.ctx_size {
-            0 => c.context_len.clamp(1, DEFAULT_CTX_CAP),
+            0 => model.config.context_len.clamp(1, DEFAULT_CTX_CAP),
             n => n,
         };
+        if cfg.device == Device::Cpu {
+            return super::batched::serve(&self, &cfg, &rx, status, &model, &tok, ctx_size);
+        }
         let mut slots = Vec::with_capacity(cfg.parallel);
         for _ in 0..cfg.parallel {
             slots.push(Slot {
@@ -320,25 +335,7 @@ impl Worker {
                 active: None,
             });
         }
-        let info = EngineInfo {
-            tokenizer: tok.clone(),
-            ctx_size,
-            parallel: cfg.parallel,
-            n_vocab: model.n_vocab(),
-            device: cfg.device,
-            summary: format!(
-                "{:?}, {} layers, dim {}, {} heads ({} kv), vocab {}, {:.1} MiB of weights",
-                c.arch,
-                c.n_layers,
-                c.dim,
-                c.n_heads,
-                c.n_kv_heads,
-                model.n_vocab(),
-                model.weight_bytes() as f64 / (1 << 20) as f64
-            ),
-        };
-        metrics::gauge!("host_sequences_total").set(cfg.parallel as f64);
-        metrics::gauge!("host_kv_positions_total").set((cfg.parallel * ctx_size) as f64);
+        let info = engine_info(&cfg, &model, &tok, ctx_size, cfg.parallel * ctx_size);
         let _ = status.send(Status::Ready(Arc::new(info)));
 
         let mut open = true; // the job channel still has senders
@@ -347,49 +344,34 @@ impl Worker {
             // admit waiting jobs into free slots
             while open && slots.iter().any(|s| s.active.is_none()) {
                 let busy = slots.iter().any(|s| s.active.is_some());
-                let job = if busy {
-                    match rx.try_recv() {
-                        Ok(j) => j,
-                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
+                match self.next_job(&rx, busy) {
+                    Intake::Job(job) => {
+                        let free = slots.iter().map(|s| (&s.cached, s.active.is_none()));
+                        let Some((i, reuse)) = pick_slot(free, &job, cfg.prompt_chunk) else { continue };
+                        let slot = &mut slots[i];
+                        if reuse == 0 {
+                            slot.fwd.reset();
                         }
+                        slot.cached.truncate(reuse);
+                        slot.active = Some(Active::new(*job, reuse));
+                        publish_occupancy(&slots);
                     }
-                } else {
-                    match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(j) => j,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                };
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                metrics::gauge!("host_queue_length").set(self.queued.load(Ordering::SeqCst) as f64);
-                if self.draining.load(Ordering::SeqCst) {
-                    fail(job, FailKind::Shutdown, "the server is shutting down".into());
-                    continue;
+                    Intake::Again => continue,
+                    Intake::Empty => break,
+                    Intake::Closed => open = false,
                 }
-                admit(&mut slots, job, cfg.prompt_chunk);
-                publish_occupancy(&slots);
             }
             if !open && slots.iter().all(|s| s.active.is_none()) {
                 return Ok(());
             }
-            let drain_over = self.drain_deadline.lock().unwrap().is_some_and(|d| Instant::now() >= d);
+            let drain_over = self.drain_over();
             // one unit of work per busy slot
             for k in 0..slots.len() {
                 let i = (next + k) % slots.len();
                 let slot = &mut slots[i];
                 let Some(a) = slot.active.as_mut() else { continue };
-                let outcome = if drain_over {
-                    Err((FailKind::Shutdown, "the server is shutting down (grace period over)".to_string()))
-                } else if a.job.events.is_closed() {
-                    Err((FailKind::Internal, String::new())) // the client left: no one to tell
-                } else if a.job.deadline.is_some_and(|d| Instant::now() >= d) {
-                    Err((FailKind::Timeout, "the request timed out".to_string()))
+                let outcome = if let Some(why) = a.must_stop(drain_over) {
+                    Err(why)
                 } else {
                     if !cfg.step_delay.is_zero() {
                         std::thread::sleep(cfg.step_delay);
@@ -399,35 +381,8 @@ impl Worker {
                 let a = slot.active.as_ref().unwrap();
                 match outcome {
                     Ok(Step::Continue) => continue,
-                    Ok(Step::Finished(reason)) => {
-                        let f = Finish {
-                            reason,
-                            prompt_tokens: a.job.prompt.len(),
-                            cached_tokens: a.cached_tokens,
-                            completion_tokens: a.generated,
-                        };
-                        log_done(a, if reason == FinishReason::Stop { "stop" } else { "length" });
-                        metrics::counter!("host_requests_total", "endpoint" => a.job.endpoint, "outcome" => "ok")
-                            .increment(1);
-                        let _ = a.job.events.send(Event::Done(f));
-                    }
-                    Err((kind, message)) => {
-                        let gone = a.job.events.is_closed();
-                        let outcome = match kind {
-                            _ if gone => "cancelled",
-                            FailKind::Timeout => "timeout",
-                            FailKind::Shutdown => "shutdown",
-                            FailKind::Internal => "error",
-                        };
-                        if gone {
-                            let phase = if a.prompt_pos < a.job.prompt.len() { "prompt" } else { "generation" };
-                            metrics::counter!("host_cancelled_total", "phase" => phase).increment(1);
-                        }
-                        log_done(a, outcome);
-                        metrics::counter!("host_requests_total", "endpoint" => a.job.endpoint, "outcome" => outcome)
-                            .increment(1);
-                        let _ = a.job.events.send(Event::Failed { message, kind });
-                    }
+                    Ok(Step::Finished(reason)) => finish_ok(a, reason),
+                    Err((kind, message)) => finish_err(a, kind, message),
                 }
                 // the slot keeps the whole prompt chunks it computed for the next request
                 let a = slot.active.take().unwrap();
@@ -440,56 +395,183 @@ impl Worker {
     }
 }
 
-/// Put `job` into the free slot whose cached prompt shares the longest prefix with it.
-fn admit(slots: &mut [Slot], job: Job, chunk: usize) {
+/// What the job channel gave.
+pub(super) enum Intake {
+    Job(Box<Job>),
+    /// Nothing came within the idle wait: ask again.
+    Again,
+    /// Nothing waiting (the worker has work of its own).
+    Empty,
+    /// Every sender is gone (shutting down).
+    Closed,
+}
+
+impl Worker {
+    /// The next queued job: waited for (up to 200 ms) when `busy` is false, else only if one is there. A job
+    /// that comes while draining is refused here and reported as `Again`.
+    pub(super) fn next_job(&self, rx: &Receiver<Job>, busy: bool) -> Intake {
+        let job = if busy {
+            match rx.try_recv() {
+                Ok(j) => j,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Intake::Empty,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return Intake::Closed,
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(j) => j,
+                Err(RecvTimeoutError::Timeout) => return Intake::Again,
+                Err(RecvTimeoutError::Disconnected) => return Intake::Closed,
+            }
+        };
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("host_queue_length").set(self.queued.load(Ordering::SeqCst) as f64);
+        if self.draining.load(Ordering::SeqCst) {
+            fail(job, FailKind::Shutdown, "the server is shutting down".into());
+            return Intake::Again;
+        }
+        Intake::Job(Box::new(job))
+    }
+
+    /// Whether the grace period of a shutdown is over (running requests are then cancelled).
+    pub(super) fn drain_over(&self) -> bool {
+        self.drain_deadline.lock().unwrap().is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// What the HTTP side is told once the model is loaded.
+pub(super) fn engine_info(
+    cfg: &EngineConfig,
+    model: &Model,
+    tok: &Arc<Tokenizer>,
+    ctx_size: usize,
+    kv_positions: usize,
+) -> EngineInfo {
+    let c = &model.config;
+    EngineInfo {
+        tokenizer: tok.clone(),
+        ctx_size,
+        parallel: cfg.parallel,
+        kv_positions,
+        n_vocab: model.n_vocab(),
+        device: cfg.device,
+        summary: format!(
+            "{:?}, {} layers, dim {}, {} heads ({} kv), vocab {}, {:.1} MiB of weights",
+            c.arch,
+            c.n_layers,
+            c.dim,
+            c.n_heads,
+            c.n_kv_heads,
+            model.n_vocab(),
+            model.weight_bytes() as f64 / (1 << 20) as f64
+        ),
+    }
+}
+
+/// The free slot (of `slots`: cached prompt tokens, free) whose cached prompt shares the longest prefix with
+/// `job`'s, and how many of those positions it reuses (whole chunks, the last prompt position never: its logits
+/// pick the first token). None when the job is already over (its client left, or its deadline passed in the
+/// queue): then it has been answered and counted.
+pub(super) fn pick_slot<'s>(
+    slots: impl Iterator<Item = (&'s Vec<u32>, bool)>,
+    job: &Job,
+    chunk: usize,
+) -> Option<(usize, usize)> {
     if job.events.is_closed() {
         // the client left while the job waited in the queue
         metrics::counter!("host_cancelled_total", "phase" => "queue").increment(1);
         metrics::counter!("host_requests_total", "endpoint" => job.endpoint, "outcome" => "cancelled").increment(1);
         eprintln!("req {} {}: cancelled in the queue", job.id, job.endpoint);
-        return;
+        return None;
     }
     if job.deadline.is_some_and(|d| Instant::now() >= d) {
         metrics::counter!("host_requests_total", "endpoint" => job.endpoint, "outcome" => "timeout").increment(1);
         eprintln!("req {} {}: timed out in the queue", job.id, job.endpoint);
-        fail(job, FailKind::Timeout, "the request timed out while waiting in the queue".into());
-        return;
+        let _ = job.events.send(Event::Failed {
+            message: "the request timed out while waiting in the queue".into(),
+            kind: FailKind::Timeout,
+        });
+        return None;
     }
-    let common = |s: &Slot| s.cached.iter().zip(&job.prompt).take_while(|(a, b)| a == b).count();
+    let common = |c: &Vec<u32>| c.iter().zip(&job.prompt).take_while(|(a, b)| a == b).count();
     let (i, lcp) = slots
-        .iter()
         .enumerate()
-        .filter(|(_, s)| s.active.is_none())
-        .map(|(i, s)| (i, common(s)))
+        .filter(|(_, (_, free))| *free)
+        .map(|(i, (c, _))| (i, common(c)))
         .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
-        .expect("admit is called with a free slot");
-    // at least the last prompt position is computed (its logits pick the first token); chunk-aligned
-    let reuse = lcp.min(job.prompt.len() - 1) / chunk * chunk;
-    let slot = &mut slots[i];
-    if reuse == 0 {
-        slot.fwd.reset();
+        .expect("pick_slot is called with a free slot");
+    Some((i, lcp.min(job.prompt.len() - 1) / chunk * chunk))
+}
+
+impl Active {
+    /// A request starting at prompt position `reuse` (the positions before are in its sequence's cache).
+    pub(super) fn new(job: Job, reuse: usize) -> Active {
+        let mut sampler = Sampler::new(job.params.clone());
+        for &t in &job.prompt {
+            sampler.accept(t);
+        }
+        metrics::counter!("host_prompt_tokens_total").increment(job.prompt.len() as u64);
+        metrics::counter!("host_prompt_tokens_cached_total").increment(reuse as u64);
+        Active {
+            job,
+            prompt_pos: reuse,
+            n_past: reuse,
+            cached_tokens: reuse,
+            sampler,
+            decoder: StreamDecoder::new(),
+            stop_pending: String::new(),
+            logits: Vec::new(),
+            pending: None,
+            generated: 0,
+            started: Instant::now(),
+            first_token: None,
+            last_token: None,
+        }
     }
-    slot.cached.truncate(reuse);
-    let mut sampler = Sampler::new(job.params.clone());
-    for &t in &job.prompt {
-        sampler.accept(t);
+
+    /// Why this request must stop before its next step, if it must: the shutdown's grace period is over, the
+    /// client left (no one to tell: empty message) or the deadline passed.
+    pub(super) fn must_stop(&self, drain_over: bool) -> Option<(FailKind, String)> {
+        if drain_over {
+            Some((FailKind::Shutdown, "the server is shutting down (grace period over)".to_string()))
+        } else if self.job.events.is_closed() {
+            Some((FailKind::Internal, String::new()))
+        } else if self.job.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some((FailKind::Timeout, "the request timed out".to_string()))
+        } else {
+            None
+        }
     }
-    metrics::counter!("host_prompt_tokens_total").increment(job.prompt.len() as u64);
-    metrics::counter!("host_prompt_tokens_cached_total").increment(reuse as u64);
-    slot.active = Some(Active {
-        job,
-        prompt_pos: reuse,
-        n_past: reuse,
-        cached_tokens: reuse,
-        sampler,
-        decoder: StreamDecoder::new(),
-        stop_pending: String::new(),
-        logits: Vec::new(),
-        generated: 0,
-        started: Instant::now(),
-        first_token: None,
-        last_token: None,
-    });
+}
+
+/// A request that ended normally: log line, metrics, `Done`.
+pub(super) fn finish_ok(a: &Active, reason: FinishReason) {
+    let f = Finish {
+        reason,
+        prompt_tokens: a.job.prompt.len(),
+        cached_tokens: a.cached_tokens,
+        completion_tokens: a.generated,
+    };
+    log_done(a, if reason == FinishReason::Stop { "stop" } else { "length" });
+    metrics::counter!("host_requests_total", "endpoint" => a.job.endpoint, "outcome" => "ok").increment(1);
+    let _ = a.job.events.send(Event::Done(f));
+}
+
+/// A request that failed or whose client left: log line, metrics, `Failed` (unheard when the client left).
+pub(super) fn finish_err(a: &Active, kind: FailKind, message: String) {
+    let gone = a.job.events.is_closed();
+    let outcome = match kind {
+        _ if gone => "cancelled",
+        FailKind::Timeout => "timeout",
+        FailKind::Shutdown => "shutdown",
+        FailKind::Internal => "error",
+    };
+    if gone {
+        let phase = if a.prompt_pos < a.job.prompt.len() { "prompt" } else { "generation" };
+        metrics::counter!("host_cancelled_total", "phase" => phase).increment(1);
+    }
+    log_done(a, outcome);
+    metrics::counter!("host_requests_total", "endpoint" => a.job.endpoint, "outcome" => outcome).increment(1);
+    let _ = a.job.events.send(Event::Failed { message, kind });
 }
 
 /// One unit of work for a busy slot: a prompt chunk, or sampling one token and evaluating it.
@@ -509,15 +591,29 @@ fn step(slot: &mut Slot, tok: &Tokenizer, chunk: usize) -> Result<Step> {
         return Ok(Step::Continue);
     }
 
-    // the logits of position n_past - 1 are ready: pick the next token (log-probabilities from the raw logits,
-    // which the sampler changes in place)
+    match sample(a, tok, slot.fwd.ctx_size()) {
+        Sampled::Finished(reason) => Ok(Step::Finished(reason)),
+        Sampled::Next(token) => {
+            let logits = slot.fwd.forward(&[token], a.n_past)?;
+            a.logits.clear();
+            a.logits.extend_from_slice(logits);
+            a.n_past += 1;
+            Ok(Step::Continue)
+        }
+    }
+}
+
+/// The logits of position n_past - 1 (`a.logits`, changed in place) are ready: pick the next token, send it
+/// (log-probabilities from the raw logits) and say whether the request goes on with it or ends (`ctx`: the
+/// positions its sequence may hold).
+pub(super) fn sample(a: &mut Active, tok: &Tokenizer, ctx: usize) -> Sampled {
     let raw = a.job.logprobs.map(|k| (top_logprobs(&a.logits, k), a.logits.clone()));
     let token = a.sampler.sample(&mut a.logits);
     a.sampler.accept(token);
     let logprob = raw.map(|((lse, top), raw)| TokenLogprob { token, logprob: raw[token as usize] - lse, top });
     if tok.is_eog(token) && !a.job.ignore_eos {
         flush(a);
-        return Ok(Step::Finished(FinishReason::Stop));
+        return Sampled::Finished(FinishReason::Stop);
     }
     a.generated += 1;
     metrics::counter!("host_generated_tokens_total").increment(1);
@@ -538,19 +634,14 @@ fn step(slot: &mut Slot, tok: &Tokenizer, chunk: usize) -> Result<Step> {
     a.stop_pending = filter.finish();
     let _ = a.job.events.send(Event::Token { token: Some(token), text, logprob });
     if stopped {
-        return Ok(Step::Finished(FinishReason::Stop));
+        return Sampled::Finished(FinishReason::Stop);
     }
-    let ctx = slot.fwd.ctx_size();
     if a.generated >= a.job.max_tokens || a.n_past >= ctx {
         // the last token is not evaluated: nothing would read its logits
         flush(a);
-        return Ok(Step::Finished(FinishReason::Length));
+        return Sampled::Finished(FinishReason::Length);
     }
-    let logits = slot.fwd.forward(&[token], a.n_past)?;
-    a.logits.clear();
-    a.logits.extend_from_slice(logits);
-    a.n_past += 1;
-    Ok(Step::Continue)
+    Sampled::Next(token)
 }
 
 /// log-sum-exp of the logits and the `k` most likely tokens with their log-probabilities, best first (equal
@@ -579,12 +670,12 @@ fn flush(a: &mut Active) {
     }
 }
 
-fn fail(job: Job, kind: FailKind, message: String) {
+pub(super) fn fail(job: Job, kind: FailKind, message: String) {
     let _ = job.events.send(Event::Failed { message, kind });
 }
 
 /// One line per finished request: id, tokens, timings, outcome (never the prompt text).
-fn log_done(a: &Active, outcome: &str) {
+pub(super) fn log_done(a: &Active, outcome: &str) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let now = Instant::now();
     let ttft = a.first_token.map_or("-".to_string(), |t| format!("{:.1}", ms(t - a.job.received)));
