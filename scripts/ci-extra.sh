@@ -74,7 +74,7 @@ printf '%s' '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{
 [ -f "$smollm2" ] && serve_model=("$smollm2")
 "$bin" serve "${serve_model[@]}" --port 0 --parallel 4 --ctx-size 1024 2> "$tmp/serve.log" &
 serve_pid=$!
-trap 'kill "$serve_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill "$serve_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 url=""
 for _ in $(seq 100); do
     url=$(sed -n 's/^listening on //p' "$tmp/serve.log")
