@@ -23,31 +23,11 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType as Q
 
+from qwen2_reference import vocab  # the same minimal GPT-2-style vocabulary as the qwen2 fixture
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 N_POS = 32
 SEED = 4321
-
-
-def bytes_to_unicode():
-    """GPT-2's byte -> printable character table (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
-def vocab():
-    """256 byte tokens, three merges, one control token: a minimal but valid GPT-2-style vocabulary."""
-    byte_tokens = [bytes_to_unicode()[b] for b in range(256)]
-    merges = ["Ġ t", "h e", "Ġt he"]
-    tokens = byte_tokens + ["Ġt", "he", "Ġthe", "<|endoftext|>"]
-    types = [gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL]
-    return tokens, types, merges
 
 
 def permute(rows: np.ndarray, n_head: int) -> np.ndarray:
