@@ -494,6 +494,18 @@ const FA_SPLIT_KV_MIN: usize = 512;
 /// `llama-simple`, the reference generator, runs with.
 const GGML_THREADS: usize = 4;
 
+/// One key of ggml's online softmax: a score above the running max `m` becomes the max, and the accumulated V sum
+/// is to be scaled by `ms` = e^(old - new max) (the new key's weight `vs` is then 1); else `ms` = 1 and `vs` =
+/// e^(score - m). Returns (ms, vs).
+fn online_softmax_step(m: &mut f32, score: f32) -> (f32, f32) {
+    if score > *m {
+        let old = std::mem::replace(m, score);
+        ((old - score).exp(), 1.0)
+    } else {
+        (1.0, (score - *m).exp())
+    }
+}
+
 /// Attention over an f16 cache as ggml-cpu's `flash_attn_ext` computes it (llama.cpp's default on the CPU).
 /// Batches of fewer than 64 queries (decode included), one query at a time: q rounded to f16, q.k by
 /// `ggml_vec_dot_f16`, online softmax with libm expf and the V sum accumulated in f16 (rounded after every
@@ -540,16 +552,11 @@ pub fn attention_ggml_rows(
             for j in lo.max(first)..hi.min(pos + 1) {
                 let kr = krow(j);
                 let score = crate::quant::ggml_avx2::dot_f16(qh16, |d| kr[d].to_f32()) * p.scale;
-                let (mut ms, mut vs) = (1.0f32, 1.0f32);
-                if score > m {
-                    let old = m;
-                    m = score;
-                    ms = (old - m).exp();
+                let (ms, vs) = online_softmax_step(&mut m, score);
+                if ms != 1.0 {
                     for x in vkq.iter_mut() {
                         *x = r16(*x * ms);
                     }
-                } else {
-                    vs = (score - m).exp();
                 }
                 for (x, &vv) in vkq.iter_mut().zip(vrow(j)) {
                     *x = r16(vv.to_f32().mul_add(vs, *x));
@@ -683,16 +690,11 @@ pub fn attention_q8_0_rows(
         let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
         for j in first..=pos {
             let score = dot_q8_0_q8_0(&k.row(j)[kvh * kb..][..kb], &qb) * p.scale;
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            if score > m {
-                let old = m;
-                m = score;
-                ms = (old - m).exp();
+            let (ms, vs) = online_softmax_step(&mut m, score);
+            if ms != 1.0 {
                 for x in vkq.iter_mut() {
                     *x *= ms;
                 }
-            } else {
-                vs = (score - m).exp();
             }
             for (blk, o) in v.row(j)[kvh * vb..][..vb].iter().zip(v32.chunks_exact_mut(32)) {
                 let d = half::f16::from_bits(blk.d).to_f32();
