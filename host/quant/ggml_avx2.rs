@@ -268,6 +268,12 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
             }
         }
     }
+    dot_f16_reduce(&sum, x, np, y)
+}
+
+/// `dot_f16`'s reduction of its 4 x 8 accumulators and its f64 leftovers from `np` on.
+#[inline(always)]
+fn dot_f16_reduce(sum: &[[f32; 8]; 4], x: &[f32], np: usize, y: impl Fn(usize) -> f32) -> f32 {
     let t: [f32; 8] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
     // t0 = lo + hi; hadd twice: (t0_0 + t0_1) + (t0_2 + t0_3)
     let t0 = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
@@ -276,6 +282,37 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
         sumf += (xv * y(k)) as f64;
     }
     sumf as f32
+}
+
+/// `dot_f16` of `x` with a row of f16 (`y.len() >= x.len()`), 8 elements converted at a time.
+#[inline(always)]
+pub fn dot_f16_row(x: &[f32], y: &[half::f16]) -> f32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    {
+        use std::arch::x86_64::*;
+        let n = x.len();
+        let np = n & !31;
+        assert!(y.len() >= n);
+        let mut sum = [[0.0f32; 8]; 4];
+        // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above); every load reads elements below
+        // np <= n of x and y (checked above).
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..np).step_by(32) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * j));
+                    let yv = _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr().add(i + 8 * j) as *const __m128i));
+                    *a = _mm256_fmadd_ps(xv, yv, *a);
+                }
+            }
+            for (s, a) in sum.iter_mut().zip(acc) {
+                _mm256_storeu_ps(s.as_mut_ptr(), a);
+            }
+        }
+        dot_f16_reduce(&sum, x, np, |k| y[k].to_f32())
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
+    dot_f16(x, |k| y[k].to_f32())
 }
 
 /// Q4_0 weights repacked for ggml's x86 gemv/gemm (`q4_0_8x8`, used when the row count is a multiple of 8):
