@@ -88,7 +88,7 @@ fn matmul_segments_is_bit_identical_to_ggml_cpu() {
     for path in &files {
         let c = read_case(path);
         let legacy = matches!(c.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
-        let one_each = legacy && !(c.ty == GgmlType::Q4_0 && c.rows % 8 == 0);
+        let one_each = legacy && !(c.ty == GgmlType::Q4_0 && c.rows.is_multiple_of(8));
         for (n_tok, want) in &c.batches {
             let mut segs = vec![vec![*n_tok]];
             if one_each {
