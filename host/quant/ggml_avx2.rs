@@ -704,7 +704,13 @@ mod legacy_avx2 {
 
     /// Tokens t0..t0 + N of the row (N <= 8).
     #[inline(always)]
-    unsafe fn row_n<const K: u8, const N: usize>(row: &[u8], ts: usize, a: &LegacyActs, t0: usize, out: &mut [f32]) {
+    unsafe fn row_n<const K: u8, const N: usize, const VNNI: bool>(
+        row: &[u8],
+        ts: usize,
+        a: &LegacyActs,
+        t0: usize,
+        out: &mut [f32],
+    ) {
         let signed = matches!(K, Q4_0 | Q5_0 | Q8_0);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); N];
@@ -723,7 +729,12 @@ mod legacy_avx2 {
             for (u, acc) in acc.iter_mut().enumerate() {
                 let y = _mm256_loadu_si256(a.qs.as_ptr().add(k + u) as *const __m256i);
                 let y = if signed { _mm256_sign_epi8(y, w) } else { y };
-                let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones);
+                // lane L = the 4 products of elements 4L..4L + 3, exact either way
+                let lanes = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, y)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones)
+                };
                 *acc = _mm256_fmadd_ps(_mm256_set1_ps(dd[u]), _mm256_cvtepi32_ps(lanes), *acc);
             }
         }
@@ -737,15 +748,15 @@ mod legacy_avx2 {
     }
 
     #[inline(always)]
-    unsafe fn row_k<const K: u8>(row: &[u8], ts: usize, a: &LegacyActs, t0: usize, out: &mut [f32]) {
+    unsafe fn row_k<const K: u8, const VNNI: bool>(row: &[u8], ts: usize, a: &LegacyActs, t0: usize, out: &mut [f32]) {
         let mut t = 0;
         while t < out.len() {
             let n = out.len() - t;
             let o = &mut out[t..];
             match n {
-                8.. => row_n::<K, 8>(row, ts, a, t0 + t, &mut o[..8]),
-                4..=7 => row_n::<K, 4>(row, ts, a, t0 + t, &mut o[..4]),
-                _ => row_n::<K, 1>(row, ts, a, t0 + t, &mut o[..1]),
+                8.. => row_n::<K, 8, VNNI>(row, ts, a, t0 + t, &mut o[..8]),
+                4..=7 => row_n::<K, 4, VNNI>(row, ts, a, t0 + t, &mut o[..4]),
+                _ => row_n::<K, 1, VNNI>(row, ts, a, t0 + t, &mut o[..1]),
             }
             t += match n {
                 8.. => 8,
@@ -755,19 +766,47 @@ mod legacy_avx2 {
         }
     }
 
+    #[inline(always)]
+    unsafe fn row_ty<const VNNI: bool>(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        let ts = ty.type_size();
+        match ty {
+            GgmlType::Q4_0 => row_k::<Q4_0, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q4_1 => row_k::<Q4_1, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q5_0 => row_k::<Q5_0, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q5_1 => row_k::<Q5_1, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q8_0 => row_k::<Q8_0, VNNI>(row, ts, acts, t0, out),
+            other => unreachable!("legacy_row: {other}"),
+        }
+    }
+
+    /// The kernel with AVX-512 VNNI's `vpdpbusd` making each lane's 4-product sum in one instruction (the same
+    /// integers as maddubs + madd).
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn row_vnni(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        row_ty::<true>(ty, row, acts, t0, out)
+    }
+
+    /// Whether the CPU has AVX-512 VNNI on 256-bit registers (checked once).
+    pub(super) fn has_vnni() -> bool {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"))
+    }
+
     /// One legacy weight row (VecDot kernel) times tokens `t0..t0 + out.len()` of `acts` (see `dot_legacy`).
     pub(super) fn legacy_row(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
-        let ts = ty.type_size();
-        // SAFETY: AVX2 and FMA are enabled at compile time (cfg above); `row_n` checks that the row holds `nb`
-        // blocks and that the activation reads (8 tokens from t0 in every block) stay inside the arrays.
+        legacy_row_with(has_vnni(), ty, row, acts, t0, out)
+    }
+
+    /// `legacy_row` with or without VNNI (`vnni` only where `has_vnni`).
+    pub(super) fn legacy_row_with(vnni: bool, ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA are enabled at compile time (cfg above), VNNI is used only where detected; `row_n`
+        // checks that the row holds `nb` blocks and that the activation reads (8 tokens from t0 in every block)
+        // stay inside the arrays.
         unsafe {
-            match ty {
-                GgmlType::Q4_0 => row_k::<Q4_0>(row, ts, acts, t0, out),
-                GgmlType::Q4_1 => row_k::<Q4_1>(row, ts, acts, t0, out),
-                GgmlType::Q5_0 => row_k::<Q5_0>(row, ts, acts, t0, out),
-                GgmlType::Q5_1 => row_k::<Q5_1>(row, ts, acts, t0, out),
-                GgmlType::Q8_0 => row_k::<Q8_0>(row, ts, acts, t0, out),
-                other => unreachable!("legacy_row: {other}"),
+            if vnni && has_vnni() {
+                row_vnni(ty, row, acts, t0, out)
+            } else {
+                row_ty::<false>(ty, row, acts, t0, out)
             }
         }
     }
@@ -861,6 +900,38 @@ mod tests {
         let got = dot_row(GgmlType::Q8_0, &wq, &acts, Kernel::VecDot);
         let want: f32 = wd.iter().map(|v| v * v).sum();
         assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[test]
+    fn legacy_row_vnni_equals_maddubs() {
+        if !legacy_avx2::has_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let n_cols = 96;
+        let mut rng = crate::rng::SplitMix64(7);
+        let x = rng.vec_f32(11 * n_cols);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+            // random quants, d (and m) small f16 values
+            let mut row: Vec<u8> = (0..ty.row_bytes(n_cols as u64).unwrap()).map(|_| rng.next_u64() as u8).collect();
+            for blk in row.chunks_exact_mut(ty.type_size()) {
+                let [d, m] = rng.two_f32();
+                blk[..2].copy_from_slice(&f16_bits(d * 0.01).to_le_bytes());
+                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    blk[2..4].copy_from_slice(&f16_bits(m * 0.01).to_le_bytes());
+                }
+            }
+            let acts = LegacyActs::new(ty, &x, n_cols).unwrap();
+            let (mut a, mut b) = (vec![0.0f32; 11], vec![0.0f32; 11]);
+            legacy_avx2::legacy_row_with(false, ty, &row, &acts, 0, &mut a);
+            legacy_avx2::legacy_row_with(true, ty, &row, &acts, 0, &mut b);
+            let want: Vec<f32> =
+                x.chunks_exact(n_cols).map(|xr| dot_row(ty, &row, &Acts::new(ty, xr), Kernel::VecDot)).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&want), "{ty} without VNNI");
+            assert_eq!(bits(&b), bits(&want), "{ty} with VNNI");
+        }
     }
 
     #[test]
