@@ -472,7 +472,9 @@ impl BatchForward for CpuBatchForward<'_> {
 
     fn decode(&mut self, batch: &Batch) -> Result<()> {
         self.logit_row.clear();
-        self.run(batch)
+        // the whole step on a thread of the pool: each of its ~15 parallel operations per layer then starts on
+        // this thread at once instead of waking the pool's threads and putting the caller to sleep
+        rayon::scope(|_| self.run(batch))
     }
 
     fn logits(&self, i: usize) -> Option<&[f32]> {

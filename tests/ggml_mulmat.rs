@@ -73,3 +73,38 @@ fn matmul_is_bit_identical_to_ggml_cpu() {
     }
     assert!(failures.is_empty(), "differences from ggml-cpu:\n{}", failures.join("\n"));
 }
+
+/// `matmul_segments` (the batch forward's mat-mul) against the same outputs: one segment of n tokens is ggml's
+/// batch of n; and for the types ggml runs through `vec_dot` at every batch size (legacy blocks, Q4_0 when its rows
+/// are not repacked), n one-token segments give each token's output of that batch, as llama.cpp computes it for a
+/// sequence decoding alone.
+#[test]
+fn matmul_segments_is_bit_identical_to_ggml_cpu() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_mulmat"));
+    let mut files: Vec<_> = std::fs::read_dir(dir).expect("fixture dir").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut failures = Vec::new();
+    let mut singles = 0;
+    for path in &files {
+        let c = read_case(path);
+        let legacy = matches!(c.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
+        let one_each = legacy && !(c.ty == GgmlType::Q4_0 && c.rows.is_multiple_of(8));
+        for (n_tok, want) in &c.batches {
+            let mut segs = vec![vec![*n_tok]];
+            if one_each {
+                segs.push(vec![1; *n_tok]);
+                singles += 1;
+            }
+            for seg in segs {
+                let mut got = vec![0.0f32; n_tok * c.rows];
+                ggml_avx2::matmul_segments(c.ty, &c.weights, c.rows, c.cols, &c.acts[..n_tok * c.cols], &mut got, &seg);
+                let differ = got.iter().zip(want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                if differ > 0 {
+                    failures.push(format!("{} rows {} segments {seg:?}: {differ}/{} outputs differ", c.ty, c.rows, got.len()));
+                }
+            }
+        }
+    }
+    assert!(singles >= 5 * 5, "expected the legacy types' batches to be checked one token a segment, got {singles}");
+    assert!(failures.is_empty(), "differences from ggml-cpu:\n{}", failures.join("\n"));
+}

@@ -506,6 +506,60 @@ fn online_softmax_step(m: &mut f32, score: f32) -> (f32, f32) {
     }
 }
 
+/// x = f16(x * s) element-wise (x holds f16 values as f32), 8 at a time where F16C is compiled in.
+#[inline(always)]
+fn scale_round_f16(x: &mut [f32], s: f32) {
+    let r16 = |v: f32| half::f16::from_f32(v).to_f32();
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
+    let done = {
+        use std::arch::x86_64::*;
+        let n8 = x.len() & !7;
+        // SAFETY: AVX2 and F16C are enabled at compile time (cfg above); the accesses stay below n8 <= x.len().
+        unsafe {
+            for i in (0..n8).step_by(8) {
+                let p = x.as_mut_ptr().add(i);
+                let v = _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_set1_ps(s));
+                _mm256_storeu_ps(p, _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)));
+            }
+        }
+        n8
+    };
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c")))]
+    let done = 0;
+    for v in &mut x[done..] {
+        *v = r16(*v * s);
+    }
+}
+
+/// x = f16(fma(v, s, x)) element-wise (x holds f16 values as f32; `v.len() >= x.len()`), 8 at a time where F16C is
+/// compiled in.
+#[inline(always)]
+fn mad_round_f16(x: &mut [f32], v: &[half::f16], s: f32) {
+    let r16 = |v: f32| half::f16::from_f32(v).to_f32();
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    let done = {
+        use std::arch::x86_64::*;
+        let n8 = x.len() & !7;
+        assert!(v.len() >= x.len());
+        // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above); the accesses stay below
+        // n8 <= x.len() <= v.len().
+        unsafe {
+            for i in (0..n8).step_by(8) {
+                let p = x.as_mut_ptr().add(i);
+                let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
+                let r = _mm256_fmadd_ps(vv, _mm256_set1_ps(s), _mm256_loadu_ps(p));
+                _mm256_storeu_ps(p, _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r)));
+            }
+        }
+        n8
+    };
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
+    let done = 0;
+    for (x, &vv) in x[done..].iter_mut().zip(&v[done..]) {
+        *x = r16(vv.to_f32().mul_add(s, *x));
+    }
+}
+
 /// Attention over an f16 cache as ggml-cpu's `flash_attn_ext` computes it (llama.cpp's default on the CPU).
 /// Batches of fewer than 64 queries (decode included), one query at a time: q rounded to f16, q.k by
 /// `ggml_vec_dot_f16`, online softmax with libm expf and the V sum accumulated in f16 (rounded after every
@@ -551,16 +605,12 @@ pub fn attention_ggml_rows(
             vkq.fill(0.0);
             for j in lo.max(first)..hi.min(pos + 1) {
                 let kr = krow(j);
-                let score = crate::quant::ggml_avx2::dot_f16(qh16, |d| kr[d].to_f32()) * p.scale;
+                let score = crate::quant::ggml_avx2::dot_f16_row(qh16, kr) * p.scale;
                 let (ms, vs) = online_softmax_step(&mut m, score);
                 if ms != 1.0 {
-                    for x in vkq.iter_mut() {
-                        *x = r16(*x * ms);
-                    }
+                    scale_round_f16(vkq, ms);
                 }
-                for (x, &vv) in vkq.iter_mut().zip(vrow(j)) {
-                    *x = r16(vv.to_f32().mul_add(vs, *x));
-                }
+                mad_round_f16(vkq, vrow(j), vs);
                 s = s.mul_add(ms, vs);
             }
             (m, s)

@@ -268,6 +268,12 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
             }
         }
     }
+    dot_f16_reduce(&sum, x, np, y)
+}
+
+/// `dot_f16`'s reduction of its 4 x 8 accumulators and its f64 leftovers from `np` on.
+#[inline(always)]
+fn dot_f16_reduce(sum: &[[f32; 8]; 4], x: &[f32], np: usize, y: impl Fn(usize) -> f32) -> f32 {
     let t: [f32; 8] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
     // t0 = lo + hi; hadd twice: (t0_0 + t0_1) + (t0_2 + t0_3)
     let t0 = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
@@ -276,6 +282,37 @@ pub fn dot_f16(x: &[f32], y: impl Fn(usize) -> f32) -> f32 {
         sumf += (xv * y(k)) as f64;
     }
     sumf as f32
+}
+
+/// `dot_f16` of `x` with a row of f16 (`y.len() >= x.len()`), 8 elements converted at a time.
+#[inline(always)]
+pub fn dot_f16_row(x: &[f32], y: &[half::f16]) -> f32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    {
+        use std::arch::x86_64::*;
+        let n = x.len();
+        let np = n & !31;
+        assert!(y.len() >= n);
+        let mut sum = [[0.0f32; 8]; 4];
+        // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above); every load reads elements below
+        // np <= n of x and y (checked above).
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..np).step_by(32) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * j));
+                    let yv = _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr().add(i + 8 * j) as *const __m128i));
+                    *a = _mm256_fmadd_ps(xv, yv, *a);
+                }
+            }
+            for (s, a) in sum.iter_mut().zip(acc) {
+                _mm256_storeu_ps(s.as_mut_ptr(), a);
+            }
+        }
+        dot_f16_reduce(&sum, x, np, |k| y[k].to_f32())
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
+    dot_f16(x, |k| y[k].to_f32())
 }
 
 /// Q4_0 weights repacked for ggml's x86 gemv/gemm (`q4_0_8x8`, used when the row count is a multiple of 8):
@@ -534,67 +571,244 @@ fn kernel_for(ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize, t: usize
     }
 }
 
-/// The q8 activations of several tokens for legacy weights, scales as f32: (d, s, quants) per block, tokens
-/// one after the other (`nb` blocks each).
+/// The q8 activations of several tokens for legacy weights, block-major so that one weight block meets every
+/// token's block in turn: block `i` of token `t` at `i * stride + t` (`stride`: the token count rounded up to 8,
+/// the padding zero), its quants, d and s (q8_1; 0 for q8_0) as f32.
 struct LegacyActs {
     nb: usize,
-    blocks: Vec<(f32, f32, [i8; 32])>,
+    stride: usize,
+    qs: Vec<[i8; 32]>,
+    d: Vec<f32>,
+    s: Vec<f32>,
 }
 
 impl LegacyActs {
-    fn of(acts: &[Acts]) -> Option<LegacyActs> {
-        let mut blocks = Vec::new();
-        let mut nb = None;
-        for a in acts {
-            let n0 = blocks.len();
-            match a {
-                Acts::Q8_0(ys) => blocks.extend(ys.iter().map(|y| (f16(y.d), 0.0, y.qs))),
-                Acts::Q8_1(ys) => blocks.extend(ys.iter().map(|y| (f16(y.d), f16(y.s), y.qs))),
-                _ => return None,
+    /// The activations `x` (rows of `n_cols`) quantized for legacy weights of `ty` (None: not a legacy type).
+    fn new(ty: GgmlType, x: &[f32], n_cols: usize) -> Option<LegacyActs> {
+        use rayon::prelude::*;
+        let q8_1 = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => false,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => true,
+            _ => return None,
+        };
+        let (n_tok, nb) = (x.len() / n_cols, n_cols / QK8_0);
+        let stride = n_tok.next_multiple_of(8);
+        let mut a = LegacyActs {
+            nb,
+            stride,
+            // 8 more: a kernel reads 8 tokens' d and s from any token of the last block
+            qs: vec![[0; 32]; nb * stride],
+            d: vec![0.0; nb * stride + 8],
+            s: vec![0.0; nb * stride + 8],
+        };
+        let quant = |xr: &[f32]| -> Vec<(f32, f32, [i8; 32])> {
+            xr.chunks_exact(QK8_0)
+                .map(|b| {
+                    if q8_1 {
+                        let y = q8_1_block_avx(b);
+                        (f16(y.d), f16(y.s), y.qs)
+                    } else {
+                        let y = q8_0_block_avx(b);
+                        (f16(y.d), 0.0, y.qs)
+                    }
+                })
+                .collect()
+        };
+        // one token's quantization is a few microseconds: threads only for prompt-sized batches
+        let toks: Vec<Vec<(f32, f32, [i8; 32])>> = if n_tok >= 32 {
+            x.par_chunks_exact(n_cols).map(quant).collect()
+        } else {
+            x.chunks_exact(n_cols).map(quant).collect()
+        };
+        for (t, blocks) in toks.iter().enumerate() {
+            for (i, &(d, s, qs)) in blocks.iter().enumerate() {
+                let k = i * stride + t;
+                (a.qs[k], a.d[k], a.s[k]) = (qs, d, s);
             }
-            nb = Some(blocks.len() - n0);
         }
-        Some(LegacyActs { nb: nb?, blocks })
+        Some(a)
     }
 }
 
-/// One legacy weight row (VecDot kernel) times every token of `acts` into `out`: the row decoded once into `q`,
-/// tokens taken four at a time over each block (four independent fma chains), each token's float operations
-/// those of `dot_legacy` in the same order (bit-identical to `dot_row`).
-#[inline(always)]
-fn legacy_multi(ty: GgmlType, row: &[u8], q: &mut Vec<([i8; 32], f32, f32)>, acts: &LegacyActs, out: &mut [f32]) {
-    let (nb, ts) = (acts.nb, ty.type_size());
-    q.resize(nb, ([0; 32], 0.0, 0.0));
-    for (i, (qi, d, m)) in q.iter_mut().enumerate() {
-        (*d, *m) = legacy_quants(ty, &row[i * ts..(i + 1) * ts], qi);
-    }
-    let tok = |t: usize| &acts.blocks[t * nb..(t + 1) * nb];
-    let n = out.len();
-    let mut t = 0;
-    while t + 4 <= n {
-        let a = [tok(t), tok(t + 1), tok(t + 2), tok(t + 3)];
-        let mut acc = [[0.0f32; 8]; 4];
-        let mut summs = [0.0f32; 4];
-        for (i, (qi, dx, m)) in q.iter().enumerate() {
-            for u in 0..4 {
-                let (dy, sy, qy) = &a[u][i];
-                fma_lanes(&mut acc[u], dx * dy, lanes4(qi, qy));
-                summs[u] = m.mul_add(*sy, summs[u]);
-            }
-        }
-        for u in 0..4 {
-            out[t + u] = hsum8(&acc[u]) + summs[u];
-        }
-        t += 4;
-    }
-    for (t, o) in out.iter_mut().enumerate().skip(t) {
+/// One legacy weight row (VecDot kernel) times tokens `t0..t0 + out.len()` of `acts`: each token's float
+/// operations those of `dot_legacy` in the same order (bit-identical to `dot_row`).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+fn legacy_row(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+    let ts = ty.type_size();
+    for (u, o) in out.iter_mut().enumerate() {
         let mut acc = [0.0f32; 8];
         let mut summs = 0.0f32;
-        for ((qi, dx, m), (dy, sy, qy)) in q.iter().zip(tok(t)) {
-            fma_lanes(&mut acc, dx * dy, lanes4(qi, qy));
-            summs = m.mul_add(*sy, summs);
+        for i in 0..acts.nb {
+            let mut q = [0i8; 32];
+            let (dx, m) = legacy_quants(ty, &row[i * ts..(i + 1) * ts], &mut q);
+            let k = i * acts.stride + t0 + u;
+            fma_lanes(&mut acc, dx * acts.d[k], lanes4(&q, &acts.qs[k]));
+            summs = m.mul_add(acts.s[k], summs);
         }
         *o = hsum8(&acc) + summs;
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+use legacy_avx2::legacy_row;
+
+/// The AVX2 legacy-row kernel: a weight block is unpacked into one register once and meets up to 8 tokens, each
+/// token's 8 lane sums and fma chain in a register of its own; the d_x * d_y of 8 tokens are one vector multiply
+/// and their min terms one vector fma (lane = token), each lane the same f32 operation `dot_legacy` does.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+mod legacy_avx2 {
+    use super::{f16, hsum8, LegacyActs};
+    use crate::gguf::GgmlType;
+    use std::arch::x86_64::*;
+
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q5_0: u8 = 2;
+    const Q5_1: u8 = 3;
+    const Q8_0: u8 = 4;
+
+    /// 16 bytes of nibbles: low nibbles are elements 0..15, high nibbles 16..31.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let t = _mm_loadu_si128(p as *const __m128i);
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F))
+    }
+
+    /// Bit e of the 32-bit `qh` at p as 0x10 in byte e.
+    #[inline(always)]
+    unsafe fn high_bits(p: *const u8) -> __m256i {
+        let qh = (p as *const i32).read_unaligned();
+        // byte e takes byte e / 8 of qh, then its bit e % 8
+        let idx = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), idx);
+        let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// Block at `b` of type K: its quants in element order (signed for Q4_0, Q5_0, Q8_0), d and m.
+    #[inline(always)]
+    unsafe fn unpack<const K: u8>(b: *const u8) -> (__m256i, f32, f32) {
+        let h = |o: usize| f16((b.add(o) as *const u16).read_unaligned());
+        match K {
+            Q4_0 => (_mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8)), h(0), 0.0),
+            Q4_1 => (nibbles(b.add(4)), h(0), h(2)),
+            Q5_0 => {
+                let q = _mm256_or_si256(nibbles(b.add(6)), high_bits(b.add(2)));
+                (_mm256_sub_epi8(q, _mm256_set1_epi8(16)), h(0), 0.0)
+            }
+            Q5_1 => (_mm256_or_si256(nibbles(b.add(8)), high_bits(b.add(4))), h(0), h(2)),
+            _ => (_mm256_loadu_si256(b.add(2) as *const __m256i), h(0), 0.0),
+        }
+    }
+
+    /// Tokens t0..t0 + N of the row (N <= 8).
+    #[inline(always)]
+    unsafe fn row_n<const K: u8, const N: usize, const VNNI: bool>(
+        row: &[u8],
+        ts: usize,
+        a: &LegacyActs,
+        t0: usize,
+        out: &mut [f32],
+    ) {
+        let signed = matches!(K, Q4_0 | Q5_0 | Q8_0);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut summs = _mm256_setzero_ps();
+        let mut dd = [0.0f32; 8];
+        assert!(row.len() >= a.nb * ts && a.nb * a.stride + 8 <= a.d.len().min(a.s.len()) && t0 + N <= a.stride);
+        for i in 0..a.nb {
+            let (w, dx, m) = unpack::<K>(row.as_ptr().add(i * ts));
+            let k = i * a.stride + t0;
+            _mm256_storeu_ps(dd.as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(a.d.as_ptr().add(k))));
+            if matches!(K, Q4_1 | Q5_1) {
+                summs = _mm256_fmadd_ps(_mm256_set1_ps(m), _mm256_loadu_ps(a.s.as_ptr().add(k)), summs);
+            }
+            // maddubs wants its first operand unsigned: |w| and y carrying w's sign for the signed types
+            let aw = if signed { _mm256_sign_epi8(w, w) } else { w };
+            for (u, acc) in acc.iter_mut().enumerate() {
+                let y = _mm256_loadu_si256(a.qs.as_ptr().add(k + u) as *const __m256i);
+                let y = if signed { _mm256_sign_epi8(y, w) } else { y };
+                // lane L = the 4 products of elements 4L..4L + 3, exact either way
+                let lanes = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, y)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones)
+                };
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dd[u]), _mm256_cvtepi32_ps(lanes), *acc);
+            }
+        }
+        let mut sm = [0.0f32; 8];
+        _mm256_storeu_ps(sm.as_mut_ptr(), summs);
+        for (u, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
+            let mut l = [0.0f32; 8];
+            _mm256_storeu_ps(l.as_mut_ptr(), acc);
+            *o = hsum8(&l) + sm[u];
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn row_k<const K: u8, const VNNI: bool>(row: &[u8], ts: usize, a: &LegacyActs, t0: usize, out: &mut [f32]) {
+        let mut t = 0;
+        while t < out.len() {
+            let n = out.len() - t;
+            let o = &mut out[t..];
+            match n {
+                8.. => row_n::<K, 8, VNNI>(row, ts, a, t0 + t, &mut o[..8]),
+                4..=7 => row_n::<K, 4, VNNI>(row, ts, a, t0 + t, &mut o[..4]),
+                _ => row_n::<K, 1, VNNI>(row, ts, a, t0 + t, &mut o[..1]),
+            }
+            t += match n {
+                8.. => 8,
+                4..=7 => 4,
+                _ => 1,
+            };
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn row_ty<const VNNI: bool>(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        let ts = ty.type_size();
+        match ty {
+            GgmlType::Q4_0 => row_k::<Q4_0, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q4_1 => row_k::<Q4_1, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q5_0 => row_k::<Q5_0, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q5_1 => row_k::<Q5_1, VNNI>(row, ts, acts, t0, out),
+            GgmlType::Q8_0 => row_k::<Q8_0, VNNI>(row, ts, acts, t0, out),
+            other => unreachable!("legacy_row: {other}"),
+        }
+    }
+
+    /// The kernel with AVX-512 VNNI's `vpdpbusd` making each lane's 4-product sum in one instruction (the same
+    /// integers as maddubs + madd).
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn row_vnni(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        row_ty::<true>(ty, row, acts, t0, out)
+    }
+
+    /// Whether the CPU has AVX-512 VNNI on 256-bit registers (checked once).
+    pub(super) fn has_vnni() -> bool {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"))
+    }
+
+    /// One legacy weight row (VecDot kernel) times tokens `t0..t0 + out.len()` of `acts` (see `dot_legacy`).
+    pub(super) fn legacy_row(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        legacy_row_with(has_vnni(), ty, row, acts, t0, out)
+    }
+
+    /// `legacy_row` with or without VNNI (`vnni` only where `has_vnni`).
+    pub(super) fn legacy_row_with(vnni: bool, ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA are enabled at compile time (cfg above), VNNI is used only where detected; `row_n`
+        // checks that the row holds `nb` blocks and that the activation reads (8 tokens from t0 in every block)
+        // stay inside the arrays.
+        unsafe {
+            if vnni && has_vnni() {
+                row_vnni(ty, row, acts, t0, out)
+            } else {
+                row_ty::<false>(ty, row, acts, t0, out)
+            }
+        }
     }
 }
 
@@ -607,28 +821,41 @@ pub fn matmul_segments(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: 
     let rb = super::check_mat(ty, w, n_rows, n_cols);
     let n_tok = x.len() / n_cols;
     assert_eq!(segs.iter().sum::<usize>(), n_tok, "matmul_segments: segments cover the batch");
-    let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
     let kernels: Vec<Kernel> = segs
         .iter()
         .flat_map(|&n| (0..n).map(move |t| kernel_for(ty, n_rows, n_cols, n, t)))
         .collect();
+    let legacy = if kernels.iter().all(|&k| k == Kernel::VecDot) { LegacyActs::new(ty, x, n_cols) } else { None };
     if n_tok == 1 {
-        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernels[0]));
+        if let Some(la) = &legacy {
+            super::par_rows(w, rb, &mut y[..n_rows], |row, out| legacy_row(ty, row, la, 0, std::slice::from_mut(out)));
+        } else {
+            let acts = Acts::new(ty, x);
+            super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts, kernels[0]));
+        }
         return;
     }
+    let acts: Vec<Acts> = match legacy {
+        Some(_) => Vec::new(),
+        None => x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect(),
+    };
     let mut yt = vec![0.0f32; n_rows * n_tok];
-    let legacy = LegacyActs::of(&acts).filter(|_| kernels.iter().all(|&k| k == Kernel::VecDot));
     yt.par_chunks_mut(super::ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
+        let r0 = ci * super::ROWS_PER_TASK;
+        if let Some(la) = &legacy {
+            // 8 tokens at a time over the task's rows, so their activations stay in L1 across the rows
+            for t0 in (0..n_tok).step_by(8) {
+                let t1 = (t0 + 8).min(n_tok);
+                for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                    legacy_row(ty, &w[(r0 + i) * rb..(r0 + i + 1) * rb], la, t0, &mut out[t0..t1]);
+                }
+            }
+            return;
+        }
         super::simd_dispatch(|| {
             let mut dec = Decoded::default();
-            let mut lq: Vec<([i8; 32], f32, f32)> = Vec::new();
             for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
-                let r = ci * super::ROWS_PER_TASK + i;
-                let row = &w[r * rb..(r + 1) * rb];
-                if let Some(la) = &legacy {
-                    legacy_multi(ty, row, &mut lq, la, out);
-                    continue;
-                }
+                let row = &w[(r0 + i) * rb..(r0 + i + 1) * rb];
                 dec.decode(ty, row);
                 for ((o, a), &k) in out.iter_mut().zip(&acts).zip(&kernels) {
                     *o = dot_blocks(ty, row, &dec, a, k);
@@ -673,6 +900,38 @@ mod tests {
         let got = dot_row(GgmlType::Q8_0, &wq, &acts, Kernel::VecDot);
         let want: f32 = wd.iter().map(|v| v * v).sum();
         assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[test]
+    fn legacy_row_vnni_equals_maddubs() {
+        if !legacy_avx2::has_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let n_cols = 96;
+        let mut rng = crate::rng::SplitMix64(7);
+        let x = rng.vec_f32(11 * n_cols);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+            // random quants, d (and m) small f16 values
+            let mut row: Vec<u8> = (0..ty.row_bytes(n_cols as u64).unwrap()).map(|_| rng.next_u64() as u8).collect();
+            for blk in row.chunks_exact_mut(ty.type_size()) {
+                let [d, m] = rng.two_f32();
+                blk[..2].copy_from_slice(&f16_bits(d * 0.01).to_le_bytes());
+                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    blk[2..4].copy_from_slice(&f16_bits(m * 0.01).to_le_bytes());
+                }
+            }
+            let acts = LegacyActs::new(ty, &x, n_cols).unwrap();
+            let (mut a, mut b) = (vec![0.0f32; 11], vec![0.0f32; 11]);
+            legacy_avx2::legacy_row_with(false, ty, &row, &acts, 0, &mut a);
+            legacy_avx2::legacy_row_with(true, ty, &row, &acts, 0, &mut b);
+            let want: Vec<f32> =
+                x.chunks_exact(n_cols).map(|xr| dot_row(ty, &row, &Acts::new(ty, xr), Kernel::VecDot)).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&want), "{ty} without VNNI");
+            assert_eq!(bits(&b), bits(&want), "{ty} with VNNI");
+        }
     }
 
     #[test]
