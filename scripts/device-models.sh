@@ -7,7 +7,14 @@ mkdir -p /tmp/models
 for first in /tmp/parts/*.part00; do
     [ -e "$first" ] || continue
     name=$(basename "$first" .part00)
-    [ -s "/tmp/models/$name" ] || cat /tmp/parts/"$name".part* > "/tmp/models/$name"
+    [ -s "/tmp/models/$name" ] && continue
+    have=$(cat /tmp/parts/"$name".part* | wc -c)
+    want=$(cat "/tmp/parts/$name.size" 2>/dev/null || echo "$have")
+    if [ "$have" != "$want" ]; then
+        echo "$name: $have of $want bytes uploaded so far; not joined" >&2
+        continue
+    fi
+    cat /tmp/parts/"$name".part* > "/tmp/models/$name"
 done
 rm -rf models && ln -s /tmp/models models
 ls -l /tmp/models
