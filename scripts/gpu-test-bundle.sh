@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the GPU test binaries and the host binary (release, with the kernels), strip and xz each, into two
 # git-ignored folders sized for the device machine's 64 MiB per call beside one 48 MiB model part each:
-#   dist-ga/  every tests/gpu_*.rs binary            (carry with dist-p00; run scripts/device-gpu-tests.sh dist-ga)
-#   dist-gb/  host + the tests that read SmolLM2      (carry with dist-p01; then the model tests and `host bench`)
+#   dist-ga/  the tests/gpu_*.rs binaries that read no model file (carry with dist-p00)
+#   dist-gb/  host + the ones that do (gpu_forward, gpu_batch) (carry with dist-p01, once dist-p00 is there)
 # Usage: scripts/gpu-test-bundle.sh    (then scripts/model-parts.sh for the dist-pNN model parts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,11 +24,13 @@ for line in open(sys.argv[1]):
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["target"]["name"], m["executable"])
 ' "$json" | while read -r name exe; do
-    pack "$exe" "$name" dist-ga
-    case " $model_tests " in *" $name "*) pack "$exe" "$name" dist-gb ;; esac
+    case " $model_tests " in
+        *" $name "*) pack "$exe" "$name" dist-gb ;;
+        *) pack "$exe" "$name" dist-ga ;;
+    esac
 done
 pack target/release/host host dist-gb
 rm -f "$json"
 du -sh dist-ga dist-gb >&2
 echo "call 1: carry [\"dist-p00\", \"dist-ga\"], command: scripts/device-gpu-tests.sh dist-ga" >&2
-echo "call 2: carry [\"dist-p01\", \"dist-gb\"], command: scripts/device-models.sh && scripts/device-gpu-tests.sh dist-gb smollm2" >&2
+echo "call 2: carry [\"dist-p01\", \"dist-gb\"], command: scripts/device-gpu-tests.sh dist-gb" >&2
