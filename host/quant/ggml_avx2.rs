@@ -653,8 +653,9 @@ fn legacy_row(ty: GgmlType, row: &[u8], acts: &LegacyActs, t0: usize, out: &mut 
 use legacy_avx2::legacy_row;
 
 /// The AVX2 legacy-row kernel: a weight block is unpacked into one register once and meets up to 8 tokens, each
-/// token's 8 lane sums and fma chain in a register of its own; the d_x * d_y of 8 tokens are one vector multiply
-/// and their min terms one vector fma (lane = token), each lane the same f32 operation `dot_legacy` does.
+/// token's 8 lane sums and fma chain in a register of its own; each token's d_x * d_y is a scalar product
+/// broadcast from a register and the 8 tokens' min terms one vector fma (lane = token), each the same f32
+/// operation `dot_legacy` does.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 mod legacy_avx2 {
     use super::{f16, hsum8, LegacyActs};
@@ -715,12 +716,10 @@ mod legacy_avx2 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); N];
         let mut summs = _mm256_setzero_ps();
-        let mut dd = [0.0f32; 8];
         assert!(row.len() >= a.nb * ts && a.nb * a.stride + 8 <= a.d.len().min(a.s.len()) && t0 + N <= a.stride);
         for i in 0..a.nb {
             let (w, dx, m) = unpack::<K>(row.as_ptr().add(i * ts));
             let k = i * a.stride + t0;
-            _mm256_storeu_ps(dd.as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(a.d.as_ptr().add(k))));
             if matches!(K, Q4_1 | Q5_1) {
                 summs = _mm256_fmadd_ps(_mm256_set1_ps(m), _mm256_loadu_ps(a.s.as_ptr().add(k)), summs);
             }
@@ -735,7 +734,10 @@ mod legacy_avx2 {
                 } else {
                     _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones)
                 };
-                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dd[u]), _mm256_cvtepi32_ps(lanes), *acc);
+                // d_x * d_y as a scalar broadcast from a register (a vector of the 8 products stored and read back
+                // lane by lane stalls on store forwarding on some CPUs); the same f32 product either way
+                let dd = dx * *a.d.get_unchecked(k + u);
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(lanes), *acc);
             }
         }
         let mut sm = [0.0f32; 8];
