@@ -8,7 +8,7 @@ for first in /tmp/parts/*.part00; do
     [ -e "$first" ] || continue
     name=$(basename "$first" .part00)
     [ -s "/tmp/models/$name" ] && continue
-    have=$(cat /tmp/parts/"$name".part* | wc -c)
+    have=$(stat -c %s /tmp/parts/"$name".part* | awk '{ s += $1 } END { print s }')
     want=$(cat "/tmp/parts/$name.size" 2>/dev/null || echo "$have")
     if [ "$have" != "$want" ]; then
         echo "$name: $have of $want bytes uploaded so far; not joined" >&2

@@ -506,10 +506,15 @@ fn online_softmax_step(m: &mut f32, score: f32) -> (f32, f32) {
     }
 }
 
+/// v rounded to f16 (round to nearest even), as f32.
+#[inline(always)]
+fn round_f16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
 /// x = f16(x * s) element-wise (x holds f16 values as f32), 8 at a time where F16C is compiled in.
 #[inline(always)]
 fn scale_round_f16(x: &mut [f32], s: f32) {
-    let r16 = |v: f32| half::f16::from_f32(v).to_f32();
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
     let done = {
         use std::arch::x86_64::*;
@@ -527,7 +532,7 @@ fn scale_round_f16(x: &mut [f32], s: f32) {
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c")))]
     let done = 0;
     for v in &mut x[done..] {
-        *v = r16(*v * s);
+        *v = round_f16(*v * s);
     }
 }
 
@@ -535,7 +540,6 @@ fn scale_round_f16(x: &mut [f32], s: f32) {
 /// compiled in.
 #[inline(always)]
 fn mad_round_f16(x: &mut [f32], v: &[half::f16], s: f32) {
-    let r16 = |v: f32| half::f16::from_f32(v).to_f32();
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     let done = {
         use std::arch::x86_64::*;
@@ -556,7 +560,7 @@ fn mad_round_f16(x: &mut [f32], v: &[half::f16], s: f32) {
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
     let done = 0;
     for (x, &vv) in x[done..].iter_mut().zip(&v[done..]) {
-        *x = r16(vv.to_f32().mul_add(s, *x));
+        *x = round_f16(vv.to_f32().mul_add(s, *x));
     }
 }
 
@@ -589,7 +593,6 @@ pub fn attention_ggml_rows(
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
     let tiled = p.n_tok >= FA_TILE_Q;
-    let r16 = |x: f32| half::f16::from_f32(x).to_f32();
     let one_head = |idx: usize, o: &mut [f32], buf: &mut Vec<f32>| {
         let (t, h) = (idx / p.n_heads, idx % p.n_heads);
         let kvh = h / group;
@@ -617,7 +620,7 @@ pub fn attention_ggml_rows(
         };
         if !tiled {
             buf.clear();
-            buf.extend(qh.iter().map(|&x| r16(x)));
+            buf.extend(qh.iter().map(|&x| round_f16(x)));
             let vkq = o;
             let n_pad = (pos + 1).next_multiple_of(FA_KV_PAD);
             let s = if p.n_tok == 1 && n_pad >= FA_SPLIT_KV_MIN {

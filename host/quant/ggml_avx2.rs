@@ -753,17 +753,20 @@ mod legacy_avx2 {
     unsafe fn row_k<const K: u8, const VNNI: bool>(row: &[u8], ts: usize, a: &LegacyActs, t0: usize, out: &mut [f32]) {
         let mut t = 0;
         while t < out.len() {
-            let n = out.len() - t;
             let o = &mut out[t..];
-            match n {
-                8.. => row_n::<K, 8, VNNI>(row, ts, a, t0 + t, &mut o[..8]),
-                4..=7 => row_n::<K, 4, VNNI>(row, ts, a, t0 + t, &mut o[..4]),
-                _ => row_n::<K, 1, VNNI>(row, ts, a, t0 + t, &mut o[..1]),
-            }
-            t += match n {
-                8.. => 8,
-                4..=7 => 4,
-                _ => 1,
+            t += match o.len() {
+                8.. => {
+                    row_n::<K, 8, VNNI>(row, ts, a, t0 + t, &mut o[..8]);
+                    8
+                }
+                4..=7 => {
+                    row_n::<K, 4, VNNI>(row, ts, a, t0 + t, &mut o[..4]);
+                    4
+                }
+                _ => {
+                    row_n::<K, 1, VNNI>(row, ts, a, t0 + t, &mut o[..1]);
+                    1
+                }
             };
         }
     }
