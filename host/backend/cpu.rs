@@ -582,6 +582,68 @@ pub fn attention_ggml(
     attention_ggml_rows(out, q, &kr, &vr, p);
 }
 
+/// The keys and values of the tiled path in f32, converted once per call rather than once per query: each KV
+/// head's keys in groups of 8 positions with element d of the 8 keys side by side (`kt`, zero past the last
+/// position), so that one vector fma advances 8 keys' dot products; the values row by row (`vf`, as the cache).
+struct TileKv {
+    kt: Vec<f32>,
+    vf: Vec<f32>,
+    n_grp: usize,
+    hd: usize,
+    hdv: usize,
+    n_kv_heads: usize,
+}
+
+impl TileKv {
+    fn new(k: &impl KvRows<half::f16>, v: &impl KvRows<half::f16>, p: &AttnParams) -> TileKv {
+        use rayon::prelude::*;
+        let (hd, hdv, nkv) = (p.head_dim, p.head_dim_v, p.n_kv_heads);
+        let n = p.pos0 + p.n_tok;
+        assert!(
+            k.n_pos() >= n && v.n_pos() >= n,
+            "attention over {n} positions, the cache holds {}",
+            k.n_pos().min(v.n_pos())
+        );
+        let n_grp = n.div_ceil(8);
+        let mut kt = vec![0.0f32; nkv * n_grp * hd * 8];
+        kt.par_chunks_mut(hd * 8).enumerate().for_each(|(i, c)| {
+            let (kvh, g) = (i / n_grp, i % n_grp);
+            for u in 0..8.min(n - g * 8) {
+                for (d, x) in k.row(g * 8 + u)[kvh * hd..][..hd].iter().enumerate() {
+                    c[d * 8 + u] = x.to_f32();
+                }
+            }
+        });
+        let mut vf = vec![0.0f32; n * nkv * hdv];
+        vf.par_chunks_mut(nkv * hdv).enumerate().for_each(|(j, c)| {
+            for (o, x) in c.iter_mut().zip(v.row(j)) {
+                *o = x.to_f32();
+            }
+        });
+        TileKv { kt, vf, n_grp, hd, hdv, n_kv_heads: nkv }
+    }
+
+    /// q . k of keys 8g..8g + 7 of KV head `kvh`, each lane one fma chain over d in order (0 past the last group).
+    #[inline(always)]
+    fn dot8(&self, kvh: usize, g: usize, q: &[f32]) -> [f32; 8] {
+        let mut acc = [0.0f32; 8];
+        if g < self.n_grp {
+            for (kd, &qv) in self.kt[(kvh * self.n_grp + g) * self.hd * 8..][..self.hd * 8].chunks_exact(8).zip(q) {
+                for (a, &kv) in acc.iter_mut().zip(kd) {
+                    *a = kv.mul_add(qv, *a);
+                }
+            }
+        }
+        acc
+    }
+
+    /// The value row of position j, KV head `kvh`.
+    #[inline(always)]
+    fn value(&self, j: usize, kvh: usize) -> &[f32] {
+        &self.vf[(j * self.n_kv_heads + kvh) * self.hdv..][..self.hdv]
+    }
+}
+
 /// `attention_ggml` over keys and values read by position (`KvRows`: a contiguous cache or pages).
 pub fn attention_ggml_rows(
     out: &mut [f32],
@@ -593,6 +655,7 @@ pub fn attention_ggml_rows(
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
     let tiled = p.n_tok >= FA_TILE_Q;
+    let tile_kv = tiled.then(|| TileKv::new(k, v, p));
     let one_head = |idx: usize, o: &mut [f32], buf: &mut Vec<f32>| {
         let (t, h) = (idx / p.n_heads, idx % p.n_heads);
         let kvh = h / group;
@@ -652,6 +715,7 @@ pub fn attention_ggml_rows(
             }
             return;
         }
+        let tk = tile_kv.as_ref().expect("tiled path: keys and values in f32");
         let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
         let vkq = o;
         vkq.fill(0.0);
@@ -662,16 +726,10 @@ pub fn attention_ggml_rows(
             if end <= first {
                 continue; // every key of the tile is masked for this query
             }
-            // q.k of 8 keys at a time: 8 independent fma chains, each over d in order (masked keys read a valid
-            // row and are overwritten)
+            // q.k of 8 keys at a time: 8 independent fma chains (one lane each), each over d in order; masked keys
+            // are overwritten
             for (g, e8) in kq.chunks_exact_mut(8).enumerate() {
-                let js: [usize; 8] = std::array::from_fn(|u| (start + 8 * g + u).clamp(first, pos));
-                let mut acc = [0.0f32; 8];
-                for (d, &qv) in qh.iter().enumerate() {
-                    for (a, &j) in acc.iter_mut().zip(&js) {
-                        *a = krow(j)[d].to_f32().mul_add(qv, *a);
-                    }
-                }
+                let acc = tk.dot8(kvh, start / 8 + g, qh);
                 for (u, (e, a)) in e8.iter_mut().zip(acc).enumerate() {
                     let j = start + 8 * g + u;
                     *e = if j >= first && j <= pos { a * p.scale } else { f32::NEG_INFINITY };
@@ -698,11 +756,11 @@ pub fn attention_ggml_rows(
             }
             s = (s as f64 + sum) as f32;
             // each vkq[d] an fma chain over the tile's keys in order
-            for (tk, &w) in kq.iter().enumerate() {
-                let j = start + tk;
+            for (i, &w) in kq.iter().enumerate() {
+                let j = start + i;
                 if j >= first && j <= pos {
-                    for (x, &vv) in vkq.iter_mut().zip(vrow(j)) {
-                        *x = vv.to_f32().mul_add(w, *x);
+                    for (x, &vv) in vkq.iter_mut().zip(tk.value(j, kvh)) {
+                        *x = vv.mul_add(w, *x);
                     }
                 }
             }
