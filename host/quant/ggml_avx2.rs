@@ -539,11 +539,7 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
             }
         })
     });
-    for t in 0..n_tok {
-        for r in 0..n_rows {
-            y[t * n_rows + r] = yt[r * n_tok + t];
-        }
-    }
+    super::untranspose(&yt, y, n_rows, n_tok);
 }
 
 /// ggml `ggml_vec_dot_q8_0_q8_0` (AVX2): x . y over blocks of q8_0, as a Q8_0 weight row times q8_0 activations.
@@ -868,11 +864,7 @@ pub fn matmul_segments(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: 
             }
         })
     });
-    for t in 0..n_tok {
-        for r in 0..n_rows {
-            y[t * n_rows + r] = yt[r * n_tok + t];
-        }
-    }
+    super::untranspose(&yt, y, n_rows, n_tok);
 }
 
 #[cfg(test)]

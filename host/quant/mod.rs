@@ -99,6 +99,21 @@ pub(crate) fn par_rows(w: &[u8], rb: usize, y: &mut [f32], f: impl Fn(&[u8], &mu
     });
 }
 
+/// y (n_tok, n_rows) = yt (n_rows, n_tok) transposed, as the row-parallel mat-muls leave it: blocks of 8 tokens in
+/// parallel, each reading yt row by row (8 contiguous values) and writing 8 streams, instead of one strided pass over
+/// all of yt per token.
+pub(crate) fn untranspose(yt: &[f32], y: &mut [f32], n_rows: usize, n_tok: usize) {
+    const TB: usize = 8;
+    y[..n_rows * n_tok].par_chunks_mut(n_rows * TB).enumerate().for_each(|(b, ys)| {
+        let nt = ys.len() / n_rows;
+        for r in 0..n_rows {
+            for (u, &v) in yt[r * n_tok + b * TB..][..nt].iter().enumerate() {
+                ys[u * n_rows + r] = v;
+            }
+        }
+    });
+}
+
 /// Call `f` inside a function compiled for AVX2 + FMA when the CPU has them (the closure is inlined into it,
 /// so its loops vectorise with 256-bit registers), else directly.
 #[inline(always)]
@@ -140,11 +155,7 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
             })
         },
     );
-    for t in 0..n_tok {
-        for r in 0..n_rows {
-            y[t * n_rows + r] = yt[r * n_tok + t];
-        }
-    }
+    untranspose(&yt, y, n_rows, n_tok);
 }
 
 /// y = W x with llama.cpp's CPU numerics (x quantized to the type's vec-dot format). All cores.
@@ -168,11 +179,7 @@ pub fn matmul_q8(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32]
             }
         })
     });
-    for t in 0..n_tok {
-        for r in 0..n_rows {
-            y[t * n_rows + r] = yt[r * n_tok + t];
-        }
-    }
+    untranspose(&yt, y, n_rows, n_tok);
 }
 
 /// Quantize f32 `src` (whole blocks) into `dst` as `ty`: Q8_0, Q8_1, Q4_0, Q4_1, Q8_K, F32, F16, BF16.
