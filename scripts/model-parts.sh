@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU machine takes at most 64 MiB per call, and the real models are larger: split every models/*.gguf into
-# 48 MiB parts (PART_MB to change it), one git-ignored folder per part (dist-p00, dist-p01, ...), to carry one per call while the machine
-# is warm. On the machine, after the uploads: scripts/device-models.sh (joins them under /tmp/models, links models/).
+# 48 MiB parts (PART_MB sets another size), one git-ignored folder per part (dist-p00, dist-p01, ...), to carry one
+# per call while the machine is warm. On the machine, after the uploads: scripts/device-models.sh (joins them under
+# /tmp/models, links models/).
 # Usage: scripts/model-parts.sh [MODEL.gguf ...]   (default: every models/*.gguf; prints one upload command per folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
