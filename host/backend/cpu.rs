@@ -365,6 +365,12 @@ pub fn attention_rows<T: KvElem>(out: &mut [f32], q: &[f32], k: &impl KvRows<T>,
     each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
 }
 
+/// Panics unless the keys (`k_pos` positions) and values (`v_pos`) hold every position the batch attends to.
+fn assert_cache_holds(k_pos: usize, v_pos: usize, p: &AttnParams) {
+    let n_kv = p.pos0 + p.n_tok;
+    assert!(k_pos >= n_kv && v_pos >= n_kv, "attention over {n_kv} positions, the cache holds {k_pos}");
+}
+
 /// Checks that the buffers of an attention call hold the shapes of `p`, then runs `one_head(idx, out_row, scratch)`
 /// for every (token, head) output row idx = token * n_heads + head: serially when the call is small, else in
 /// parallel tasks of 4 heads, each task with its own scratch; AVX2-compiled where the CPU has it.
@@ -380,7 +386,7 @@ fn each_head(
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let n_kv = p.pos0 + p.n_tok;
     assert!(q_len >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
-    assert!(k_pos >= n_kv && v_pos >= n_kv, "attention over {n_kv} positions, the cache holds {k_pos}");
+    assert_cache_holds(k_pos, v_pos, p);
     let out = &mut out[..p.n_tok * p.n_heads * hdv];
     if p.n_tok * p.n_heads * n_kv < 4096 {
         crate::quant::simd_dispatch(|| {
@@ -599,11 +605,7 @@ impl TileKv {
         use rayon::prelude::*;
         let (hd, hdv, nkv) = (p.head_dim, p.head_dim_v, p.n_kv_heads);
         let n = p.pos0 + p.n_tok;
-        assert!(
-            k.n_pos() >= n && v.n_pos() >= n,
-            "attention over {n} positions, the cache holds {}",
-            k.n_pos().min(v.n_pos())
-        );
+        assert_cache_holds(k.n_pos(), v.n_pos(), p);
         let n_grp = n.div_ceil(8);
         let mut kt = vec![0.0f32; nkv * n_grp * hd * 8];
         kt.par_chunks_mut(hd * 8).enumerate().for_each(|(i, c)| {

@@ -509,20 +509,9 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
     let rb = super::check_mat(ty, w, n_rows, n_cols);
     let n_tok = x.len() / n_cols;
     let acts: Vec<Acts> = x.par_chunks_exact(n_cols).map(|xr| Acts::new(ty, xr)).collect();
-    let repacked = n_rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K);
-    let tiny_blas = ty == GgmlType::F16 && n_tok >= 2 && n_cols.is_multiple_of(8);
-    let tiled = !repacked
-        && n_tok >= TILED_MIN_TOKENS
-        && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
-    let kernel = |t: usize| match (repacked, t < n_tok - n_tok % 4) {
-        _ if tiny_blas => Kernel::Gemm,
-        _ if tiled => Kernel::Tiled,
-        (false, _) => Kernel::VecDot,
-        (true, false) => Kernel::Gemv,
-        (true, true) => Kernel::Gemm,
-    };
+    let kernels: Vec<Kernel> = (0..n_tok).map(|t| kernel_for(ty, n_rows, n_cols, n_tok, t)).collect();
     if n_tok == 1 {
-        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernel(0)));
+        super::par_rows(w, rb, &mut y[..n_rows], |row, out| *out = dot_row(ty, row, &acts[0], kernels[0]));
         return;
     }
     let mut yt = vec![0.0f32; n_rows * n_tok];
@@ -533,8 +522,8 @@ pub fn matmul(ty: GgmlType, w: &[u8], n_rows: usize, n_cols: usize, x: &[f32], y
                 let r = ci * super::ROWS_PER_TASK + i;
                 let row = &w[r * rb..(r + 1) * rb];
                 dec.decode(ty, row);
-                for (t, (o, a)) in out.iter_mut().zip(&acts).enumerate() {
-                    *o = dot_blocks(ty, row, &dec, a, kernel(t));
+                for ((o, a), &k) in out.iter_mut().zip(&acts).zip(&kernels) {
+                    *o = dot_blocks(ty, row, &dec, a, k);
                 }
             }
         })
