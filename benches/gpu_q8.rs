@@ -6,7 +6,14 @@
 //! does not serve the reads; each figure is the median over 7 repetitions of 60 back-to-back launches on one
 //! stream, timed with device events (so it includes the launch gaps between kernels, about 1 us).
 //!
-//! Usage: gpu_q8 [TYPE,TYPE,..] [--no-f32] [--no-variants] [--no-probe]   (types as ggml names, default all supported)
+//! Usage: gpu_q8 [TYPE,TYPE,..] [--no-f32] [--no-variants] [--no-probe] [--no-cols] [--cols-only]
+//! (types as ggml names, default all supported).
+//!
+//! Multi-column mat-vec (`Cuda::matvec_q8_cols`, the decode of n sequences at once; `--cols-only` runs just this
+//! part): Q4_0 and Q4_K (or the named types) on 4096x4096, 4096x11008 and 11008x4096, n = 1, 2, 4, 8 activation
+//! rows: time, effective weight bandwidth (weight bytes / time: what one read of the weight costs), and the same
+//! n rows as n launches of the single-column kernel and as the int8 tensor-core mat-mul (`matmul_q8`, which
+//! batches of 2..8 rows took before), plus the multi-column geometry variants of `MQ_VARIANTS`.
 //!
 //! Notes (H100 80GB HBM3, driver 580, 2026-11-23). `stream_probe`, a pure 16-byte-load read of the same rotating
 //! buffers, takes 11.1-11.7 us for 25.4 MB (2.18-2.27 TB/s): about 2.6 us per launch beyond 3 TB/s of streaming
@@ -25,7 +32,8 @@
 mod quant_data;
 
 use host::backend::cuda::{availability, Cuda};
-use host::backend::cuda_q8::{act_row_bytes, layout::MQ_VARIANTS, supports_q8};
+use host::backend::cuda_mmq::supports_mmq;
+use host::backend::cuda_q8::{act_row_bytes, layout::MQ_VARIANTS, supports_q8, MvOpts};
 use host::gguf::GgmlType;
 use quant_data::{random_weights, Rng, TYPES};
 
@@ -74,22 +82,21 @@ fn main() -> Res<()> {
     println!("device: {}", cuda.ctx.name()?);
 
     let mut rng = Rng::new(42);
+    if !flag("--no-cols") {
+        let named: Vec<GgmlType> = if filter.is_empty() { vec![GgmlType::Q4_0, GgmlType::Q4_K] } else { types.clone() };
+        cols_section(&cuda, &mut rng, &named)?;
+    }
+    if flag("--cols-only") {
+        return Ok(());
+    }
     let mut rows = Vec::new();
     let mut variants = Vec::new();
     let mut quant_us = Vec::new();
     let mut probe = Vec::new();
     for &ty in &types {
         for (n_rows, n_cols) in SHAPES {
-            let w = random_weights(ty, n_rows, n_cols, &mut rng);
-            let bytes = w.len();
-            let copies = ROTATE_BYTES.div_ceil(bytes).clamp(2, 64);
-            let mut ws = vec![cuda.upload(&w)?];
-            drop(w);
-            for _ in 1..copies {
-                let mut c = cuda.zeros::<u8>(bytes)?;
-                cuda.stream.memcpy_dtod(&ws[0], &mut c)?;
-                ws.push(c);
-            }
+            let (ws, bytes) = rotating_copies(&cuda, ty, n_rows, n_cols, &mut rng)?;
+            let copies = ws.len();
             let x = cuda.upload(&rng.vec_f32(n_cols))?;
             let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols))?;
             let mut y = cuda.zeros::<f32>(n_rows)?;
@@ -111,10 +118,9 @@ fn main() -> Res<()> {
                 Some(time_us(&cuda, |i| cuda.matvec(ty, &ws[i % copies], n_rows, n_cols, &x, &mut y))?)
             };
             if !flag("--no-variants") {
-                for &(name, _, g) in MQ_VARIANTS.iter().filter(|v| v.1 == ty.id()) {
-                    let us = time_us(&cuda, |i| {
-                        cuda.matvec_q8_with(name, g, ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y)
-                    })?;
+                for &(name, _, g) in MQ_VARIANTS.iter().filter(|v| v.1 == ty.id() && v.2.cols == 1) {
+                    let opts = MvOpts { kernel: Some((name, g)), ..MvOpts::ONE };
+                    let us = time_us(&cuda, |i| cuda.matvec_q8_opt(ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y, opts))?;
                     let regs = cuda.func(name)?.num_regs()?;
                     variants.push((name, (n_rows, n_cols), bytes as f64 / us / 1e3, us, regs));
                 }
@@ -157,6 +163,65 @@ fn main() -> Res<()> {
             bytes as f64 / 1e6,
             bytes as f64 / us / 1e3
         );
+    }
+    Ok(())
+}
+
+/// Copies of a random (n_rows, n_cols) weight of type `ty`: enough copies (>= ROTATE_BYTES in all)
+/// that launches cycling through them read the weight from DRAM, not L2.
+fn rotating_copies(cuda: &Cuda, ty: GgmlType, n_rows: usize, n_cols: usize, rng: &mut Rng)
+                   -> Res<(Vec<cudarc::driver::CudaSlice<u8>>, usize)> {
+    let w = random_weights(ty, n_rows, n_cols, rng);
+    let bytes = w.len();
+    let copies = ROTATE_BYTES.div_ceil(bytes).clamp(2, 64);
+    let mut ws = vec![cuda.upload(&w)?];
+    for _ in 1..copies {
+        let mut c = cuda.zeros::<u8>(bytes)?;
+        cuda.stream.memcpy_dtod(&ws[0], &mut c)?;
+        ws.push(c);
+    }
+    Ok((ws, bytes))
+}
+
+/// The multi-column mat-vec table (see the module doc).
+fn cols_section(cuda: &Cuda, rng: &mut Rng, types: &[GgmlType]) -> Res<()> {
+    const N: [usize; 4] = [1, 2, 4, 8];
+    let mut out = Vec::new();
+    for &ty in types.iter().filter(|&&t| supports_q8(t)) {
+        for (n_rows, n_cols) in [(4096, 4096), (4096, 11008), (11008, 4096)] {
+            let (ws, bytes) = rotating_copies(cuda, ty, n_rows, n_cols, rng)?;
+            let copies = ws.len();
+            let rb = act_row_bytes(n_cols);
+            let x = cuda.upload(&rng.vec_f32(8 * n_cols))?;
+            let mut xq = cuda.zeros::<u8>(8 * rb)?;
+            cuda.quantize_act(&x, 8, n_cols, &mut xq)?;
+            let mut y = cuda.zeros::<f32>(8 * n_rows)?;
+            let one = time_us(cuda, |i| cuda.matvec_q8(ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y))?;
+            for n in N {
+                let us = time_us(cuda, |i| cuda.matvec_q8_cols(ty, &ws[i % copies], n_rows, n_cols, &xq, n, &mut y))?;
+                let mmq = if n > 1 && supports_mmq(ty) {
+                    Some(time_us(cuda, |i| cuda.matmul_q8(ty, &ws[i % copies], n_rows, n_cols, &xq, n, &mut y))?)
+                } else {
+                    None
+                };
+                out.push((ty.name().to_string(), (n_rows, n_cols), bytes, n, us, one, mmq));
+                eprintln!("{:5} {n_rows}x{n_cols} n={n}: {us:.1} us", ty.name());
+            }
+            for &(name, _, g) in MQ_VARIANTS.iter().filter(|v| v.1 == ty.id() && v.2.cols > 1) {
+                let (n, opts) = (g.cols as usize, MvOpts { n: g.cols as usize, kernel: Some((name, g)), ..MvOpts::ONE });
+                let us = time_us(cuda, |i| cuda.matvec_q8_opt(ty, &ws[i % copies], n_rows, n_cols, &xq, &mut y, opts))?;
+                let regs = cuda.func(name)?.num_regs()?;
+                out.push((format!("{} {name} ({regs} regs)", ty.name()), (n_rows, n_cols), bytes, n, us, one, None));
+            }
+        }
+    }
+    println!("\nmulti-column mat-vec (matvec_q8_cols), n activation rows per weight read; TB/s = weight bytes / time:");
+    println!("| type | rows x cols | n | us | weight TB/s | n x matvec_q8 us | speed-up | matmul_q8 (mmq) us |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (ty, (r, c), bytes, n, us, one, mmq) in out {
+        let tbs = bytes as f64 / us / 1e6;
+        let m = mmq.map_or("-".into(), |t| format!("{t:.1}"));
+        println!("| {ty} | {r}x{c} | {n} | {us:.1} | {tbs:.2} | {:.1} | {:.2}x | {m} |", n as f64 * one, n as f64 * one / us);
     }
     Ok(())
 }

@@ -16,7 +16,8 @@
 use crate::backend::cpu::{self, AttnParams, RopeParams};
 use crate::kv_cache::CacheType;
 use crate::kv_paged::{PagedKvCache, SeqId};
-use crate::model::{Activation, Mat, Model, Scratch, MAX_BATCH};
+use crate::layer::{self, Buf, LayerOps, Part, Proj};
+use crate::model::{Activation, Layer, Mat, Model, Scratch, MAX_BATCH};
 use crate::{Error, Result};
 
 /// One entry of a batch: `token` of sequence `seq` at position `pos`; `logits`: its logits are wanted.
@@ -85,6 +86,19 @@ pub trait BatchForward {
     fn capacity(&self) -> usize;
     /// Positions one sequence may reach.
     fn ctx_size(&self) -> usize;
+    /// Bytes of the KV cache (host or device memory).
+    fn kv_bytes(&self) -> usize;
+    /// Run one batch and give, for each entry, its greedy token (argmax of its logits, the lowest id on ties) if
+    /// it asked for logits. A backend may choose on the device and not keep the logits (`logits` then gives None).
+    fn decode_greedy(&mut self, batch: &Batch) -> Result<Vec<Option<u32>>> {
+        self.decode(batch)?;
+        Ok((0..batch.len()).map(|i| self.logits(i).map(argmax)).collect())
+    }
+}
+
+/// The index of the largest value, the lowest among equal ones.
+pub fn argmax(x: &[f32]) -> u32 {
+    x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b }) as u32
 }
 
 /// The float numerics of the CPU layer's operations: `LlamaCpp` (the operations of llama.cpp's x86 CPU build, in
@@ -168,17 +182,73 @@ pub struct CpuBatchForward<'a> {
 
 /// A batch's entries grouped by sequence: the order of rows (entry indices, each sequence's contiguous), and
 /// each sequence's segment.
-struct Plan {
-    rows: Vec<usize>,
-    segs: Vec<Seg>,
+pub(crate) struct Plan {
+    pub(crate) rows: Vec<usize>,
+    pub(crate) segs: Vec<Seg>,
 }
 
-struct Seg {
-    seq: SeqId,
+pub(crate) struct Seg {
+    pub(crate) seq: SeqId,
     /// First row in the reordered batch, number of rows, position of the first.
-    row0: usize,
-    n: usize,
-    pos0: usize,
+    pub(crate) row0: usize,
+    pub(crate) n: usize,
+    pub(crate) pos0: usize,
+}
+
+/// Check `batch` against the vocabulary (`n_vocab`), the sequences (`seq_len`: the positions each holds) and the
+/// context (`ctx_size` positions per sequence, at most `max_per_seq` entries of one sequence per call); group its
+/// entries by sequence, in the order the sequences first appear. Shared by the CPU and GPU batch forwards.
+pub(crate) fn plan_batch(batch: &Batch, n_vocab: usize, ctx_size: usize, max_per_seq: usize,
+                         seq_len: impl Fn(SeqId) -> Option<usize>) -> Result<Plan> {
+    if batch.is_empty() {
+        return Err(Error::Generate("batch: no entries".into()));
+    }
+    let mut order: Vec<SeqId> = Vec::new();
+    let mut by_seq: std::collections::HashMap<SeqId, Vec<usize>> = Default::default();
+    for (i, e) in batch.entries.iter().enumerate() {
+        if e.token as usize >= n_vocab {
+            return Err(Error::Generate(format!(
+                "batch entry {i}: token id {} of sequence {} is out of the vocabulary of {n_vocab} tokens",
+                e.token, e.seq
+            )));
+        }
+        by_seq
+            .entry(e.seq)
+            .or_insert_with(|| {
+                order.push(e.seq);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let (mut rows, mut segs) = (Vec::with_capacity(batch.len()), Vec::with_capacity(order.len()));
+    for seq in order {
+        let idx = &by_seq[&seq];
+        let len = seq_len(seq).ok_or_else(|| Error::Generate(format!("batch: sequence {seq} does not exist")))?;
+        for (k, &i) in idx.iter().enumerate() {
+            if batch.entries[i].pos != len + k {
+                return Err(Error::Generate(format!(
+                    "batch entry {i}: sequence {seq} at position {}, expected {} (it holds {len} positions)",
+                    batch.entries[i].pos,
+                    len + k
+                )));
+            }
+        }
+        if idx.len() > max_per_seq {
+            return Err(Error::Generate(format!(
+                "batch: sequence {seq} has {} entries, at most {max_per_seq} per call",
+                idx.len()
+            )));
+        }
+        if len + idx.len() > ctx_size {
+            return Err(Error::Generate(format!(
+                "sequence {seq}: positions {len}..{} exceed the context size of {ctx_size} tokens",
+                len + idx.len(),
+            )));
+        }
+        segs.push(Seg { seq, row0: rows.len(), n: idx.len(), pos0: len });
+        rows.extend_from_slice(idx);
+    }
+    Ok(Plan { rows, segs })
 }
 
 impl<'a> CpuBatchForward<'a> {
@@ -228,57 +298,7 @@ impl<'a> CpuBatchForward<'a> {
 
     /// Check `batch` against the vocabulary, the sequences and the context; group its entries by sequence.
     fn plan(&self, batch: &Batch) -> Result<Plan> {
-        if batch.is_empty() {
-            return Err(Error::Generate("batch: no entries".into()));
-        }
-        let n_vocab = self.model.n_vocab();
-        let mut order: Vec<SeqId> = Vec::new();
-        let mut by_seq: std::collections::HashMap<SeqId, Vec<usize>> = Default::default();
-        for (i, e) in batch.entries.iter().enumerate() {
-            if e.token as usize >= n_vocab {
-                return Err(Error::Generate(format!(
-                    "batch entry {i}: token id {} of sequence {} is out of the vocabulary of {n_vocab} tokens",
-                    e.token, e.seq
-                )));
-            }
-            by_seq
-                .entry(e.seq)
-                .or_insert_with(|| {
-                    order.push(e.seq);
-                    Vec::new()
-                })
-                .push(i);
-        }
-        let (mut rows, mut segs) = (Vec::with_capacity(batch.len()), Vec::with_capacity(order.len()));
-        for seq in order {
-            let idx = &by_seq[&seq];
-            let len = self.cache.seq_len(seq).ok_or_else(|| Error::Generate(format!("batch: sequence {seq} does not exist")))?;
-            for (k, &i) in idx.iter().enumerate() {
-                if batch.entries[i].pos != len + k {
-                    return Err(Error::Generate(format!(
-                        "batch entry {i}: sequence {seq} at position {}, expected {} (it holds {len} positions)",
-                        batch.entries[i].pos,
-                        len + k
-                    )));
-                }
-            }
-            if idx.len() > MAX_BATCH {
-                return Err(Error::Generate(format!(
-                    "batch: sequence {seq} has {} entries, at most {MAX_BATCH} per call",
-                    idx.len()
-                )));
-            }
-            if len + idx.len() > self.ctx_size {
-                return Err(Error::Generate(format!(
-                    "sequence {seq}: positions {len}..{} exceed the context size of {} tokens",
-                    len + idx.len(),
-                    self.ctx_size
-                )));
-            }
-            segs.push(Seg { seq, row0: rows.len(), n: idx.len(), pos0: len });
-            rows.extend_from_slice(idx);
-        }
-        Ok(Plan { rows, segs })
+        plan_batch(batch, self.model.n_vocab(), self.ctx_size, MAX_BATCH, |s| self.cache.seq_len(s))
     }
 
     fn run(&mut self, batch: &Batch) -> Result<()> {
@@ -304,8 +324,6 @@ impl<'a> CpuBatchForward<'a> {
         if let Some(e) = m.embd_scale {
             cpu::scale(&mut s.x[..n * dim], e);
         }
-        let (q_dim, kv_dim, kv_dim_v) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
-        let att_dim = c.n_heads * c.head_dim_v;
         // rows whose logits are wanted (row order), and their count per segment
         let sel: Vec<usize> = (0..n).filter(|&r| batch.entries[plan.rows[r]].logits).collect();
         let sel_n: Vec<usize> = plan
@@ -315,112 +333,20 @@ impl<'a> CpuBatchForward<'a> {
             .collect();
         let sel_segs: Vec<usize> = sel_n.iter().copied().filter(|&k| k > 0).collect();
 
+        let mut ops = CpuOps {
+            m,
+            s: &mut *s,
+            cache: &mut self.cache,
+            num,
+            rope_factors: self.rope_factors,
+            segs: &plan.segs,
+            seg_n: &seg_n,
+            sel: &sel,
+            sel_segs: &sel_segs,
+            narrowed: false,
+        };
         for (il, l) in m.layers.iter().enumerate() {
-            // ---- attention ----
-            cpu::rmsnorm(&mut s.xb[..n * dim], &s.x[..n * dim], &l.attn_norm, dim, c.rms_eps);
-            num.project(&l.wq, &s.xb, &mut s.q, &seg_n);
-            num.project(&l.wk, &s.xb, &mut s.k, &seg_n);
-            num.project(&l.wv, &s.xb, &mut s.v, &seg_n);
-            let (q, k, v) = (&mut s.q[..n * q_dim], &mut s.k[..n * kv_dim], &mut s.v[..n * kv_dim_v]);
-            if let Some(b) = &l.q_bias {
-                cpu::add_bias(q, b);
-            }
-            if let Some(b) = &l.k_bias {
-                cpu::add_bias(k, b);
-            }
-            if let Some(b) = &l.v_bias {
-                cpu::add_bias(v, b);
-            }
-            if let Some(w) = &l.q_norm {
-                cpu::rmsnorm_inplace(q, w, c.head_dim, c.rms_eps);
-            }
-            if let Some(w) = &l.k_norm {
-                cpu::rmsnorm_inplace(k, w, c.head_dim, c.rms_eps);
-            }
-            let rp = RopeParams {
-                head_dim: c.head_dim,
-                rope_dim: c.rope_dim,
-                theta_base: l.rope_theta,
-                freq_scale: l.rope_freq_scale,
-                pairing: m.rope_pairing,
-                freq_factors: self.rope_factors,
-                mscale: c.rope_attn_factor,
-            };
-            let mut scale = m.attn_scale;
-            for g in &plan.segs {
-                let (qs, ks) = (&mut q[g.row0 * q_dim..(g.row0 + g.n) * q_dim], &mut k[g.row0 * kv_dim..(g.row0 + g.n) * kv_dim]);
-                num.rope(qs, c.n_heads, g.pos0, &rp);
-                num.rope(ks, c.n_kv_heads, g.pos0, &rp);
-                for t in 0..g.n {
-                    let r = g.row0 + t;
-                    self.cache.write(il, g.seq, g.pos0 + t, &k[r * kv_dim..(r + 1) * kv_dim], &v[r * kv_dim_v..(r + 1) * kv_dim_v])?;
-                }
-            }
-            if round && m.q_prescale {
-                // llama.cpp's gemma3 and phi3 scale q before attention, which then scales by 1
-                cpu::scale(q, scale);
-                scale = 1.0;
-            }
-            {
-                use rayon::prelude::*;
-                let cache = &self.cache;
-                let q = &*q;
-                // each sequence's attention over its own keys, the sequences in parallel
-                let mut outs: Vec<(&Seg, &mut [f32])> = Vec::with_capacity(plan.segs.len());
-                let mut rest = &mut s.att[..n * att_dim];
-                for g in &plan.segs {
-                    let (a, b) = rest.split_at_mut(g.n * att_dim);
-                    outs.push((g, a));
-                    rest = b;
-                }
-                outs.into_par_iter().try_for_each(|(g, out)| {
-                    let ap = AttnParams {
-                        n_tok: g.n,
-                        pos0: g.pos0,
-                        n_heads: c.n_heads,
-                        n_kv_heads: c.n_kv_heads,
-                        head_dim: c.head_dim,
-                        head_dim_v: c.head_dim_v,
-                        scale,
-                        window: l.window,
-                        round_like_cache: round,
-                    };
-                    cache.attend(il, g.seq, out, &q[g.row0 * q_dim..(g.row0 + g.n) * q_dim], &ap)
-                })?;
-            }
-            num.project(&l.wo, &s.att, &mut s.o, &seg_n);
-            if let Some(w) = &l.post_attn_norm {
-                cpu::rmsnorm_inplace(&mut s.o[..n * dim], w, dim, c.rms_eps);
-            }
-            cpu::add_inplace(&mut s.x[..n * dim], &s.o[..n * dim]);
-
-            // ---- feed-forward ----
-            // llama.cpp (and `CpuForward`) run the last layer's feed-forward only on the rows whose logits are
-            // wanted: move them to the front, in order, and run it on them alone
-            let last = il + 1 == m.layers.len();
-            let (nf, segs_f): (usize, &[usize]) = if last && round {
-                for (k, &r) in sel.iter().enumerate() {
-                    s.x.copy_within(r * dim..(r + 1) * dim, k * dim);
-                }
-                (sel.len(), &sel_segs)
-            } else {
-                (n, &seg_n)
-            };
-            if nf == 0 {
-                continue;
-            }
-            let x = &mut s.x[..nf * dim];
-            cpu::rmsnorm(&mut s.xb[..nf * dim], x, &l.ffn_norm, dim, c.rms_eps);
-            num.project(&l.w_gate, &s.xb, &mut s.gate, segs_f);
-            num.project(&l.w_up, &s.xb, &mut s.up, segs_f);
-            let hn = nf * c.hidden_dim;
-            let (act, gate, up) = (&mut s.act[..hn], &s.gate[..hn], &s.up[..hn]);
-            num.glu(m.activation, act, gate, up);
-            num.project(&l.w_down, &s.act, &mut s.o, segs_f);
-            if let Some(w) = &l.post_ffw_norm {
-                cpu::rmsnorm_inplace(&mut s.o[..nf * dim], w, dim, c.rms_eps);
-            }
-            cpu::add_inplace(x, &s.o[..nf * dim]);
+            layer::layer(&mut ops, l, il, m.activation, n)?;
         }
         if !round {
             for (k, &r) in sel.iter().enumerate() {
@@ -446,6 +372,157 @@ impl<'a> CpuBatchForward<'a> {
             self.logit_row[plan.rows[r]] = Some(k);
         }
         Ok(())
+    }
+}
+
+/// The CPU's steps of `layer::layer` over one batch: its scratch, cache and numerics, and the batch's segments
+/// (the rows of each sequence, for the mat-muls and the attention).
+struct CpuOps<'r, 'a> {
+    m: &'a Model<'a>,
+    s: &'r mut Scratch,
+    cache: &'r mut PagedKvCache,
+    num: &'static dyn CpuNumerics,
+    rope_factors: Option<&'a [f32]>,
+    segs: &'r [Seg],
+    /// Rows per segment; after `ffn_rows` narrowed them (`narrowed`), the wanted rows per segment instead.
+    seg_n: &'r [usize],
+    sel: &'r [usize],
+    sel_segs: &'r [usize],
+    narrowed: bool,
+}
+
+impl CpuOps<'_, '_> {
+    /// The scratch's activation buffers in `Buf` order.
+    fn bufs(&mut self) -> [&mut Vec<f32>; 10] {
+        let s = &mut *self.s;
+        [&mut s.x, &mut s.xb, &mut s.q, &mut s.k, &mut s.v, &mut s.att, &mut s.o, &mut s.gate, &mut s.up, &mut s.act]
+    }
+
+    fn buf(&mut self, b: Buf) -> &mut Vec<f32> {
+        self.bufs().into_iter().nth(b as usize).expect("ten buffers")
+    }
+}
+
+impl<'a> LayerOps for CpuOps<'_, 'a> {
+    type Layer = Layer<'a>;
+
+    fn has(&self, l: &Layer<'a>, p: Part) -> bool {
+        l.w.part(p).is_some()
+    }
+
+    fn rmsnorm(&mut self, l: &Layer<'a>, p: Part, dst: Buf, src: Buf, rows: usize) -> Result<()> {
+        let c = &self.m.config;
+        let (eps, dim) = (c.rms_eps, c.dim);
+        let w = l.w.part(p).expect("the layer asked has() first");
+        if matches!(p, Part::QNorm | Part::KNorm) {
+            let len = rows * dst.width(&self.m.config);
+            cpu::rmsnorm_inplace(&mut self.buf(dst)[..len], w, c.head_dim, eps);
+        } else if dst == src {
+            cpu::rmsnorm_inplace(&mut self.buf(dst)[..rows * dim], w, dim, eps);
+        } else {
+            let (d, s) = layer::pair(self.bufs(), dst, src);
+            cpu::rmsnorm(&mut d[..rows * dim], &s[..rows * dim], w, dim, eps);
+        }
+        Ok(())
+    }
+
+    fn project(&mut self, l: &Layer<'a>, w: Proj, src: Buf, dst: Buf, _rows: usize) -> Result<()> {
+        let (num, segs) = (self.num, if self.narrowed { self.sel_segs } else { self.seg_n });
+        let (d, s) = layer::pair(self.bufs(), dst, src);
+        num.project(l.w.mat(w), s, d, segs);
+        Ok(())
+    }
+
+    fn add_bias(&mut self, l: &Layer<'a>, p: Part, dst: Buf, rows: usize) -> Result<()> {
+        let len = rows * dst.width(&self.m.config);
+        cpu::add_bias(&mut self.buf(dst)[..len], l.w.part(p).expect("the layer asked has() first"));
+        Ok(())
+    }
+
+    fn attend(&mut self, l: &Layer<'a>, il: usize, rows: usize) -> Result<()> {
+        let (m, num) = (self.m, self.num);
+        let c = &m.config;
+        let round = num.like_llama_cpp();
+        let (q_dim, kv_dim, kv_dim_v) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+        let att_dim = c.n_heads * c.head_dim_v;
+        let s = &mut *self.s;
+        let (q, k, v) = (&mut s.q[..rows * q_dim], &mut s.k[..rows * kv_dim], &s.v[..rows * kv_dim_v]);
+        let rp = RopeParams {
+            head_dim: c.head_dim,
+            rope_dim: c.rope_dim,
+            theta_base: l.rope_theta,
+            freq_scale: l.rope_freq_scale,
+            pairing: m.rope_pairing,
+            freq_factors: self.rope_factors,
+            mscale: c.rope_attn_factor,
+        };
+        let mut scale = m.attn_scale;
+        for g in self.segs {
+            let (qs, ks) = (&mut q[g.row0 * q_dim..(g.row0 + g.n) * q_dim], &mut k[g.row0 * kv_dim..(g.row0 + g.n) * kv_dim]);
+            num.rope(qs, c.n_heads, g.pos0, &rp);
+            num.rope(ks, c.n_kv_heads, g.pos0, &rp);
+            for t in 0..g.n {
+                let r = g.row0 + t;
+                self.cache.write(il, g.seq, g.pos0 + t, &k[r * kv_dim..(r + 1) * kv_dim], &v[r * kv_dim_v..(r + 1) * kv_dim_v])?;
+            }
+        }
+        if round && m.q_prescale {
+            // llama.cpp's gemma3 and phi3 scale q before attention, which then scales by 1
+            cpu::scale(q, scale);
+            scale = 1.0;
+        }
+        use rayon::prelude::*;
+        let cache = &*self.cache;
+        let q = &*q;
+        // each sequence's attention over its own keys, the sequences in parallel
+        let mut outs: Vec<(&Seg, &mut [f32])> = Vec::with_capacity(self.segs.len());
+        let mut rest = &mut s.att[..rows * att_dim];
+        for g in self.segs {
+            let (a, b) = rest.split_at_mut(g.n * att_dim);
+            outs.push((g, a));
+            rest = b;
+        }
+        outs.into_par_iter().try_for_each(|(g, out)| {
+            let ap = AttnParams {
+                n_tok: g.n,
+                pos0: g.pos0,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                head_dim_v: c.head_dim_v,
+                scale,
+                window: l.window,
+                round_like_cache: round,
+            };
+            cache.attend(il, g.seq, out, &q[g.row0 * q_dim..(g.row0 + g.n) * q_dim], &ap)
+        })
+    }
+
+    fn glu(&mut self, act: Activation, rows: usize) -> Result<()> {
+        let hn = rows * self.m.config.hidden_dim;
+        let s = &mut *self.s;
+        self.num.glu(act, &mut s.act[..hn], &s.gate[..hn], &s.up[..hn]);
+        Ok(())
+    }
+
+    fn add_residual(&mut self, rows: usize) -> Result<()> {
+        let n = rows * self.m.config.dim;
+        cpu::add_inplace(&mut self.s.x[..n], &self.s.o[..n]);
+        Ok(())
+    }
+
+    /// llama.cpp (and `CpuForward`) run the last layer's feed-forward only on the rows whose logits are wanted:
+    /// they move to the front, in order, and the mat-muls take their segments.
+    fn ffn_rows(&mut self, il: usize, rows: usize) -> Result<usize> {
+        if il + 1 < self.m.layers.len() || !self.num.like_llama_cpp() {
+            return Ok(rows);
+        }
+        let dim = self.m.config.dim;
+        for (k, &r) in self.sel.iter().enumerate() {
+            self.s.x.copy_within(r * dim..(r + 1) * dim, k * dim);
+        }
+        self.narrowed = true;
+        Ok(self.sel.len())
     }
 }
 
@@ -488,5 +565,9 @@ impl BatchForward for CpuBatchForward<'_> {
 
     fn ctx_size(&self) -> usize {
         self.ctx_size
+    }
+
+    fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 }

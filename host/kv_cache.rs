@@ -13,8 +13,9 @@ pub enum CacheType {
     #[default]
     F16,
     F32,
-    /// Blocks of 32 with an f16 scale (llama.cpp's `-ctk q8_0 -ctv q8_0`), CPU only: a little over a quarter of
-    /// f32's memory; attended as ggml's CPU flash attention attends such a cache.
+    /// Blocks of 32 with an f16 scale (llama.cpp's `-ctk q8_0 -ctv q8_0`): a little over a quarter of f32's
+    /// memory; attended as ggml's CPU flash attention attends such a cache (on the GPU too, in its own layout:
+    /// `backend::cuda::kv_layout`). Head dims must be multiples of 32.
     #[value(name = "q8_0")]
     Q8_0,
 }

@@ -3,7 +3,8 @@
 //! sequence references its parent's pages, so a shared prompt prefix is stored once; the first write into a
 //! shared, partly filled last page copies it first (copy on write). Positions of a sequence are appended in
 //! order (a sequence may also be cut back to a shorter length). The capacity in positions is fixed at creation; a
-//! sequence that does not fit is refused with an error naming it, and nothing is truncated.
+//! sequence that does not fit is refused with an error naming it, and nothing is truncated. The bookkeeping
+//! (`PageAllocator`) knows nothing of the storage; the GPU cache (`backend::cuda_batch`) uses it too.
 
 use std::collections::BTreeMap;
 
@@ -35,13 +36,15 @@ struct SeqKv {
     len: usize,
 }
 
-pub struct PagedKvCache {
-    layers: Vec<PagedLayer>,
-    ty: CacheType,
+/// The page bookkeeping of a paged KV cache, whatever holds the pages (host memory here, device memory in
+/// `backend::cuda_batch`): a pool of `n_pages` pages of `page_size` positions, a page table and length per
+/// sequence, a reference count per page (0: free), fork (pages shared by reference), copy on write of a shared,
+/// partly filled last page (through the storage's own copy), truncate and remove. Written once for every
+/// storage.
+#[derive(Debug, Clone)]
+pub struct PageAllocator {
     page_size: usize,
     n_pages: usize,
-    kv_dim: usize,
-    kv_dim_v: usize,
     /// References to each page (0: free).
     refs: Vec<u32>,
     /// Free pages, taken from the end.
@@ -49,7 +52,15 @@ pub struct PagedKvCache {
     seqs: BTreeMap<SeqId, SeqKv>,
 }
 
-fn alloc<T: Clone>(n: usize, zero: T, bytes: usize, capacity: usize) -> Result<Vec<T>> {
+pub struct PagedKvCache {
+    layers: Vec<PagedLayer>,
+    ty: CacheType,
+    kv_dim: usize,
+    kv_dim_v: usize,
+    alloc: PageAllocator,
+}
+
+fn alloc_vec<T: Clone>(n: usize, zero: T, bytes: usize, capacity: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
         Error::Generate(format!("kv cache of {capacity} positions needs {bytes} bytes: out of memory"))
@@ -58,63 +69,25 @@ fn alloc<T: Clone>(n: usize, zero: T, bytes: usize, capacity: usize) -> Result<V
     Ok(v)
 }
 
-impl PagedKvCache {
-    /// A cache of `capacity` positions (rounded up to whole pages of `page_size`) for `n_layers` layers.
-    pub fn new(
-        n_layers: usize,
-        capacity: usize,
-        page_size: usize,
-        kv_dim: usize,
-        kv_dim_v: usize,
-        ty: CacheType,
-    ) -> Result<PagedKvCache> {
+impl PageAllocator {
+    /// Bookkeeping for `capacity` positions, rounded up to whole pages of `page_size`.
+    pub fn new(capacity: usize, page_size: usize) -> Result<PageAllocator> {
         if page_size == 0 || capacity == 0 {
             return Err(Error::Generate(format!(
                 "kv cache: capacity {capacity} and page size {page_size} must be positive"
             )));
         }
-        if ty == CacheType::Q8_0 && (!kv_dim.is_multiple_of(32) || !kv_dim_v.is_multiple_of(32)) {
-            return Err(Error::Generate(format!(
-                "kv cache: q8_0 needs key and value widths that are multiples of 32, not {kv_dim} and {kv_dim_v}"
-            )));
-        }
         let n_pages = capacity.div_ceil(page_size);
-        let positions = n_pages * page_size;
-        let bytes = crate::kv_cache::KvCache::bytes_for(n_layers, positions, kv_dim, kv_dim_v, ty);
-        let mut layers = Vec::with_capacity(n_layers);
-        for _ in 0..n_layers {
-            layers.push(match ty {
-                CacheType::F32 => PagedLayer::F32 {
-                    k: alloc(positions * kv_dim, 0.0, bytes, positions)?,
-                    v: alloc(positions * kv_dim_v, 0.0, bytes, positions)?,
-                },
-                CacheType::F16 => PagedLayer::F16 {
-                    k: alloc(positions * kv_dim, f16::ZERO, bytes, positions)?,
-                    v: alloc(positions * kv_dim_v, f16::ZERO, bytes, positions)?,
-                },
-                CacheType::Q8_0 => {
-                    let zero = BlockQ8_0 { d: 0, qs: [0; 32] };
-                    PagedLayer::Q8_0 {
-                        k: alloc(positions * kv_dim / 32, zero, bytes, positions)?,
-                        v: alloc(positions * kv_dim_v / 32, zero, bytes, positions)?,
-                    }
-                }
-            });
-        }
-        Ok(PagedKvCache {
-            layers,
-            ty,
+        Ok(PageAllocator {
             page_size,
             n_pages,
-            kv_dim,
-            kv_dim_v,
             refs: vec![0; n_pages],
             free: (0..n_pages as u32).rev().collect(),
             seqs: BTreeMap::new(),
         })
     }
 
-    /// Positions the cache holds in all (whole pages).
+    /// Positions the pool holds in all (whole pages).
     pub fn capacity(&self) -> usize {
         self.n_pages * self.page_size
     }
@@ -123,16 +96,12 @@ impl PagedKvCache {
         self.page_size
     }
 
+    pub fn n_pages(&self) -> usize {
+        self.n_pages
+    }
+
     pub fn free_pages(&self) -> usize {
         self.free.len()
-    }
-
-    pub fn cache_type(&self) -> CacheType {
-        self.ty
-    }
-
-    pub fn bytes(&self) -> usize {
-        crate::kv_cache::KvCache::bytes_for(self.layers.len(), self.capacity(), self.kv_dim, self.kv_dim_v, self.ty)
     }
 
     /// Positions cached for `seq`, None when there is no such sequence.
@@ -144,7 +113,7 @@ impl PagedKvCache {
         self.seqs.keys().copied().collect()
     }
 
-    /// The pages of `seq` in order (for tests: a forked prefix shows the same page numbers).
+    /// The pages of `seq` in order (a forked prefix shows the same page numbers).
     pub fn seq_pages(&self, seq: SeqId) -> Option<&[u32]> {
         self.seqs.get(&seq).map(|s| &s.pages[..])
     }
@@ -232,8 +201,9 @@ impl PagedKvCache {
 
     /// Make room to append `n` positions to each `(seq, n)`, all or nothing: every sequence exists and the free
     /// pages suffice for all of them, else an error naming the sequence that does not fit (nothing changes).
-    /// Then the shared last pages are copied and new pages taken, and each length grows by its `n`.
-    pub fn append(&mut self, wants: &[(SeqId, usize)]) -> Result<()> {
+    /// Then the shared last pages are copied (`copy_page(from, to)`: the storage copies page `from` into page
+    /// `to`, in every layer) and new pages taken, and each length grows by its `n`.
+    pub fn append(&mut self, wants: &[(SeqId, usize)], mut copy_page: impl FnMut(u32, u32) -> Result<()>) -> Result<()> {
         let mut total = 0;
         for &(seq, n) in wants {
             let s = self.seqs.get(&seq).ok_or_else(|| Self::no_seq(seq))?;
@@ -263,7 +233,11 @@ impl PagedKvCache {
                 let old = s.pages[last];
                 if self.refs[old as usize] > 1 {
                     let new = self.free.pop().expect("counted above");
-                    self.copy_page(old, new);
+                    if let Err(e) = copy_page(old, new) {
+                        self.free.push(new);
+                        self.seqs.insert(seq, s);
+                        return Err(e);
+                    }
                     self.refs[new as usize] = 1;
                     self.unref(old);
                     s.pages[last] = new;
@@ -280,31 +254,9 @@ impl PagedKvCache {
         Ok(())
     }
 
-    fn copy_page(&mut self, from: u32, to: u32) {
-        let ps = self.page_size;
-        let (kd, vd) = (self.kv_dim, self.kv_dim_v);
-        let (f, t) = (from as usize * ps, to as usize * ps);
-        for l in &mut self.layers {
-            match l {
-                PagedLayer::F32 { k, v } => {
-                    k.copy_within(f * kd..(f + ps) * kd, t * kd);
-                    v.copy_within(f * vd..(f + ps) * vd, t * vd);
-                }
-                PagedLayer::F16 { k, v } => {
-                    k.copy_within(f * kd..(f + ps) * kd, t * kd);
-                    v.copy_within(f * vd..(f + ps) * vd, t * vd);
-                }
-                PagedLayer::Q8_0 { k, v } => {
-                    let (kb, vb) = (kd / 32, vd / 32);
-                    k.copy_within(f * kb..(f + ps) * kb, t * kb);
-                    v.copy_within(f * vb..(f + ps) * vb, t * vb);
-                }
-            }
-        }
-    }
-
-    /// The slot (row of the pool) of position `pos` of `seq`, which `append` made room for.
-    fn slot(&self, seq: SeqId, pos: usize) -> Result<usize> {
+    /// The slot (row of the pool: page * page_size + offset) of position `pos` of `seq`, which `append` made
+    /// room for.
+    pub fn slot(&self, seq: SeqId, pos: usize) -> Result<usize> {
         let s = self.seqs.get(&seq).ok_or_else(|| Self::no_seq(seq))?;
         if pos >= s.len {
             return Err(Error::Generate(format!(
@@ -315,11 +267,139 @@ impl PagedKvCache {
         Ok(s.pages[pos / self.page_size] as usize * self.page_size + pos % self.page_size)
     }
 
+    /// The pages of `seq` that hold its positions 0..n, checked to be appended.
+    pub fn pages_for(&self, seq: SeqId, n: usize) -> Result<&[u32]> {
+        let s = self.seqs.get(&seq).ok_or_else(|| Self::no_seq(seq))?;
+        if n > s.len {
+            return Err(Error::Generate(format!(
+                "kv cache: attention of sequence {seq} over {n} positions, it holds {}",
+                s.len
+            )));
+        }
+        Ok(&s.pages[..n.div_ceil(self.page_size)])
+    }
+}
+
+impl PagedKvCache {
+    /// A cache of `capacity` positions (rounded up to whole pages of `page_size`) for `n_layers` layers.
+    pub fn new(
+        n_layers: usize,
+        capacity: usize,
+        page_size: usize,
+        kv_dim: usize,
+        kv_dim_v: usize,
+        ty: CacheType,
+    ) -> Result<PagedKvCache> {
+        let alloc = PageAllocator::new(capacity, page_size)?;
+        if ty == CacheType::Q8_0 && (!kv_dim.is_multiple_of(32) || !kv_dim_v.is_multiple_of(32)) {
+            return Err(Error::Generate(format!(
+                "kv cache: q8_0 needs key and value widths that are multiples of 32, not {kv_dim} and {kv_dim_v}"
+            )));
+        }
+        let positions = alloc.capacity();
+        let bytes = crate::kv_cache::KvCache::bytes_for(n_layers, positions, kv_dim, kv_dim_v, ty);
+        let mut layers = Vec::with_capacity(n_layers);
+        for _ in 0..n_layers {
+            layers.push(match ty {
+                CacheType::F32 => PagedLayer::F32 {
+                    k: alloc_vec(positions * kv_dim, 0.0, bytes, positions)?,
+                    v: alloc_vec(positions * kv_dim_v, 0.0, bytes, positions)?,
+                },
+                CacheType::F16 => PagedLayer::F16 {
+                    k: alloc_vec(positions * kv_dim, f16::ZERO, bytes, positions)?,
+                    v: alloc_vec(positions * kv_dim_v, f16::ZERO, bytes, positions)?,
+                },
+                CacheType::Q8_0 => {
+                    let zero = BlockQ8_0 { d: 0, qs: [0; 32] };
+                    PagedLayer::Q8_0 {
+                        k: alloc_vec(positions * kv_dim / 32, zero, bytes, positions)?,
+                        v: alloc_vec(positions * kv_dim_v / 32, zero, bytes, positions)?,
+                    }
+                }
+            });
+        }
+        Ok(PagedKvCache { layers, ty, kv_dim, kv_dim_v, alloc })
+    }
+
+    /// The page bookkeeping.
+    pub fn pages(&self) -> &PageAllocator {
+        &self.alloc
+    }
+
+    /// Positions the cache holds in all (whole pages).
+    pub fn capacity(&self) -> usize {
+        self.alloc.capacity()
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.alloc.page_size()
+    }
+
+    pub fn free_pages(&self) -> usize {
+        self.alloc.free_pages()
+    }
+
+    pub fn cache_type(&self) -> CacheType {
+        self.ty
+    }
+
+    pub fn bytes(&self) -> usize {
+        crate::kv_cache::KvCache::bytes_for(self.layers.len(), self.capacity(), self.kv_dim, self.kv_dim_v, self.ty)
+    }
+
+    /// Positions cached for `seq`, None when there is no such sequence.
+    pub fn seq_len(&self, seq: SeqId) -> Option<usize> {
+        self.alloc.seq_len(seq)
+    }
+
+    pub fn seq_ids(&self) -> Vec<SeqId> {
+        self.alloc.seq_ids()
+    }
+
+    /// The pages of `seq` in order (for tests: a forked prefix shows the same page numbers).
+    pub fn seq_pages(&self, seq: SeqId) -> Option<&[u32]> {
+        self.alloc.seq_pages(seq)
+    }
+
+    /// References held on `page`.
+    pub fn page_refs(&self, page: u32) -> u32 {
+        self.alloc.page_refs(page)
+    }
+
+    /// A new, empty sequence.
+    pub fn add_seq(&mut self, seq: SeqId) -> Result<()> {
+        self.alloc.add_seq(seq)
+    }
+
+    /// Drop `seq`, freeing the pages no other sequence references.
+    pub fn remove_seq(&mut self, seq: SeqId) -> Result<()> {
+        self.alloc.remove_seq(seq)
+    }
+
+    /// A new sequence `dst` holding the first `len` positions of `src` (all of them: None), sharing its pages.
+    pub fn fork_seq(&mut self, src: SeqId, dst: SeqId, len: Option<usize>) -> Result<()> {
+        self.alloc.fork_seq(src, dst, len)
+    }
+
+    /// Cut `seq` back to its first `len` positions (a shorter length only), freeing pages past them.
+    pub fn truncate_seq(&mut self, seq: SeqId, len: usize) -> Result<()> {
+        self.alloc.truncate_seq(seq, len)
+    }
+
+    /// `PageAllocator::append`, a shared last page copied in host memory.
+    pub fn append(&mut self, wants: &[(SeqId, usize)]) -> Result<()> {
+        let (layers, ps, kd, vd) = (&mut self.layers, self.alloc.page_size(), self.kv_dim, self.kv_dim_v);
+        self.alloc.append(wants, |from, to| {
+            copy_page(layers, ps, kd, vd, from, to);
+            Ok(())
+        })
+    }
+
     /// Store one position's key (kv_dim) and value (kv_dim_v) at `layer`. The page must be the sequence's own
     /// (`append` copied a shared one).
     pub fn write(&mut self, layer: usize, seq: SeqId, pos: usize, k: &[f32], v: &[f32]) -> Result<()> {
-        let slot = self.slot(seq, pos)?;
-        debug_assert_eq!(self.refs[slot / self.page_size], 1, "write into a shared page");
+        let slot = self.alloc.slot(seq, pos)?;
+        debug_assert_eq!(self.alloc.page_refs((slot / self.page_size()) as u32), 1, "write into a shared page");
         let (kd, vd) = (self.kv_dim, self.kv_dim_v);
         fn store<T: KvElem>(dst: &mut [T], src: &[f32]) {
             for (d, &s) in dst.iter_mut().zip(src) {
@@ -352,7 +432,7 @@ impl PagedKvCache {
     /// Positions 0..n of `seq` at `layer` copied out contiguously (keys, values).
     #[cfg(test)]
     fn gather<T: Copy>(&self, s: &SeqKv, n: usize, kc: &[T], vc: &[T], k: &mut Vec<T>, v: &mut Vec<T>) {
-        let (ps, kd, vd) = (self.page_size, self.kv_dim, self.kv_dim_v);
+        let (ps, kd, vd) = (self.page_size(), self.kv_dim, self.kv_dim_v);
         k.clear();
         v.clear();
         for (i, &p) in s.pages.iter().enumerate() {
@@ -370,18 +450,12 @@ impl PagedKvCache {
     /// computes it over a contiguous cache (the same float operations, the keys and values read through the
     /// page table: `cpu::Paged`).
     pub fn attend(&self, layer: usize, seq: SeqId, out: &mut [f32], q: &[f32], p: &AttnParams) -> Result<()> {
-        let s = self.seqs.get(&seq).ok_or_else(|| Self::no_seq(seq))?;
         let n = p.pos0 + p.n_tok;
-        if n > s.len {
-            return Err(Error::Generate(format!(
-                "kv cache: attention of sequence {seq} over {n} positions, it holds {}",
-                s.len
-            )));
-        }
+        let pages = self.alloc.pages_for(seq, n)?;
         fn paged<'a, T>(data: &'a [T], width: usize, pages: &'a [u32], page_size: usize, n_pos: usize) -> cpu::Paged<'a, T> {
             cpu::Paged { data, pages, page_size, width, n_pos }
         }
-        let (pages, ps) = (&s.pages[..], self.page_size);
+        let ps = self.page_size();
         match &self.layers[layer] {
             PagedLayer::F32 { k, v } => {
                 cpu::attention_rows(out, q, &paged(k, self.kv_dim, pages, ps, n), &paged(v, self.kv_dim_v, pages, ps, n), p)
@@ -407,6 +481,28 @@ impl PagedKvCache {
     }
 }
 
+/// Copy page `from` into page `to` in every layer of a host-memory pool.
+fn copy_page(layers: &mut [PagedLayer], ps: usize, kd: usize, vd: usize, from: u32, to: u32) {
+    let (f, t) = (from as usize * ps, to as usize * ps);
+    for l in layers {
+        match l {
+            PagedLayer::F32 { k, v } => {
+                k.copy_within(f * kd..(f + ps) * kd, t * kd);
+                v.copy_within(f * vd..(f + ps) * vd, t * vd);
+            }
+            PagedLayer::F16 { k, v } => {
+                k.copy_within(f * kd..(f + ps) * kd, t * kd);
+                v.copy_within(f * vd..(f + ps) * vd, t * vd);
+            }
+            PagedLayer::Q8_0 { k, v } => {
+                let (kb, vb) = (kd / 32, vd / 32);
+                k.copy_within(f * kb..(f + ps) * kb, t * kb);
+                v.copy_within(f * vb..(f + ps) * vb, t * vb);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,7 +523,7 @@ mod tests {
 
     /// Keys of `seq` at layer 0 (first element of each position).
     fn keys(c: &PagedKvCache, seq: SeqId) -> Vec<f32> {
-        let s = &c.seqs[&seq];
+        let s = &c.alloc.seqs[&seq];
         let PagedLayer::F32 { k: kc, v: vc } = &c.layers[0] else { unreachable!() };
         let (mut k, mut v) = (Vec::new(), Vec::new());
         c.gather(s, s.len, kc, vc, &mut k, &mut v);
@@ -501,7 +597,7 @@ mod tests {
             c.remove_seq(s).unwrap();
         }
         assert_eq!(c.free_pages(), 8);
-        assert!(c.refs.iter().all(|&r| r == 0));
+        assert!(c.alloc.refs.iter().all(|&r| r == 0));
     }
 
     #[test]

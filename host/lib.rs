@@ -12,6 +12,7 @@ pub mod tokenizer;
 pub mod backend;
 pub mod kv_cache;
 pub mod kv_paged;
+pub mod layer;
 pub mod model;
 pub mod batch;
 pub mod sampler;

@@ -23,6 +23,7 @@ use crate::gguf::{GgmlType, GgufFile};
 use crate::batch::{Batch, BatchForward, CpuBatchForward};
 use crate::kv_cache::{CacheType, KvCache};
 use crate::kv_paged::{SeqId, DEFAULT_PAGE_SIZE};
+use crate::layer::LayerWeights;
 use crate::quant;
 use crate::weights::{ModelTensors, TensorRef};
 use crate::sampler::SamplingParams;
@@ -223,22 +224,8 @@ fn opt_vector(t: &Option<TensorRef>, len: usize) -> Result<Option<Vec<f32>>> {
 
 /// One layer's weights and parameters.
 pub struct Layer<'a> {
-    pub attn_norm: Vec<f32>,              // (dim,)
-    pub wq: Mat<'a>,                      // (n_heads * head_dim, dim)
-    pub wk: Mat<'a>,                      // (n_kv_heads * head_dim, dim)
-    pub wv: Mat<'a>,                      // (n_kv_heads * head_dim_v, dim)
-    pub wo: Mat<'a>,                      // (dim, n_heads * head_dim_v)
-    pub q_bias: Option<Vec<f32>>,         // (n_heads * head_dim,) qwen2
-    pub k_bias: Option<Vec<f32>>,         // (n_kv_heads * head_dim,)
-    pub v_bias: Option<Vec<f32>>,         // (n_kv_heads * head_dim_v,)
-    pub q_norm: Option<Vec<f32>>,         // (head_dim,) gemma3
-    pub k_norm: Option<Vec<f32>>,         // (head_dim,)
-    pub post_attn_norm: Option<Vec<f32>>, // (dim,) gemma3
-    pub ffn_norm: Vec<f32>,               // (dim,)
-    pub w_gate: Mat<'a>,                  // (hidden_dim, dim)
-    pub w_up: Mat<'a>,                    // (hidden_dim, dim)
-    pub w_down: Mat<'a>,                  // (dim, hidden_dim)
-    pub post_ffw_norm: Option<Vec<f32>>,  // (dim,) gemma3
+    /// Norms, biases and matrices (`LayerWeights`, shared with the device's `DevLayer`).
+    pub w: LayerWeights<Vec<f32>, Mat<'a>>,
     /// RoPE base of this layer (gemma3's sliding-window layers use their own).
     pub rope_theta: f32,
     /// Positions are multiplied by this (1 / linear scaling factor).
@@ -358,22 +345,24 @@ impl<'a> Model<'a> {
                 }
             };
             layers.push(Layer {
-                attn_norm: vector(&l.attn_norm, dim)?,
-                wq,
-                wk,
-                wv,
-                wo: Mat::new(&l.attn_output, att_dim, Some(dim))?,
-                q_bias: opt_vector(&l.attn_q_bias, q_dim)?,
-                k_bias: opt_vector(&l.attn_k_bias, kv_dim)?,
-                v_bias: opt_vector(&l.attn_v_bias, kv_dim_v)?,
-                q_norm: opt_vector(&l.attn_q_norm, c.head_dim)?,
-                k_norm: opt_vector(&l.attn_k_norm, c.head_dim)?,
-                post_attn_norm: opt_vector(&l.post_attention_norm, dim)?,
-                ffn_norm: vector(&l.ffn_norm, dim)?,
-                w_gate,
-                w_up,
-                w_down: Mat::new(&l.ffn_down, c.hidden_dim, Some(dim))?,
-                post_ffw_norm: opt_vector(&l.post_ffw_norm, dim)?,
+                w: LayerWeights {
+                    attn_norm: vector(&l.attn_norm, dim)?,
+                    wq,
+                    wk,
+                    wv,
+                    wo: Mat::new(&l.attn_output, att_dim, Some(dim))?,
+                    q_bias: opt_vector(&l.attn_q_bias, q_dim)?,
+                    k_bias: opt_vector(&l.attn_k_bias, kv_dim)?,
+                    v_bias: opt_vector(&l.attn_v_bias, kv_dim_v)?,
+                    q_norm: opt_vector(&l.attn_q_norm, c.head_dim)?,
+                    k_norm: opt_vector(&l.attn_k_norm, c.head_dim)?,
+                    post_attn_norm: opt_vector(&l.post_attention_norm, dim)?,
+                    ffn_norm: vector(&l.ffn_norm, dim)?,
+                    w_gate,
+                    w_up,
+                    w_down: Mat::new(&l.ffn_down, c.hidden_dim, Some(dim))?,
+                    post_ffw_norm: opt_vector(&l.post_ffw_norm, dim)?,
+                },
                 rope_theta: if sliding {
                     c.rope_theta_local
                 } else {
@@ -458,7 +447,7 @@ impl<'a> Model<'a> {
             n += self.output.data.len();
         }
         for l in &self.layers {
-            n += [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]
+            n += [l.w.wq, l.w.wk, l.w.wv, l.w.wo, l.w.w_gate, l.w.w_up, l.w.w_down]
                 .iter()
                 .map(|m| m.data.len())
                 .sum::<usize>();

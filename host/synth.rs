@@ -633,7 +633,7 @@ mod tests {
         let m = Model::load(&f).unwrap();
         assert_eq!((m.config.n_layers, m.config.dim, m.n_vocab()), (1, 256, 257));
         // biases are zero, kv_dim = 2 heads * 64
-        assert_eq!(m.layers[0].k_bias.as_deref(), Some(&[0.0f32; 128][..]));
+        assert_eq!(m.layers[0].w.k_bias.as_deref(), Some(&[0.0f32; 128][..]));
         std::fs::remove_file(&path).unwrap();
     }
 

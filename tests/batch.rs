@@ -6,41 +6,16 @@
 //! sequence. On the `tiny` synth model in several weight types, and on SmolLM2 and Gemma-3 when fetched; f16 and
 //! q8_0 caches.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{synth_tiny, tokens, TempFile};
 use host::batch::{Batch, BatchForward, CpuBatchForward};
 use host::gguf::{GgmlType, GgufFile};
 use host::kv_cache::CacheType;
 use host::kv_paged::SeqId;
 use host::model::{CpuForward, Forward, Model};
-use host::synth::{write_model, Preset, SynthSpec, Vocab};
-
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn synth_tiny(ty: GgmlType) -> TempFile {
-    let out = TempFile(std::env::temp_dir().join(format!("batch-{}-{ty}.gguf", std::process::id())));
-    write_model(&out.0, &SynthSpec::preset(Preset::Tiny, ty, 3), &Vocab::byte_level()).unwrap();
-    out
-}
-
-/// Pseudo-random token ids below `n_vocab`.
-fn tokens(n: usize, seed: u64, n_vocab: usize) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n_vocab as u64) as u32
-        })
-        .collect()
-}
 
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
@@ -103,7 +78,7 @@ fn tiny_alone_equals_beside_others_bit_for_bit() {
     // Q4_0: repacked gemv/gemm by row count; Q4_K: repacked, tiled from 8 rows; Q6_K: tiled; F16: gemm from 2
     // rows; Q8_0, Q4_1: vec_dot
     for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_1] {
-        let f = synth_tiny(ty);
+        let f = synth_tiny(ty, 3);
         let file = GgufFile::open(&f.0).unwrap();
         let model = Model::load(&file).unwrap();
         check_alone_vs_beside(&model, &schedule(), CacheType::F16, &format!("tiny {ty}"));
@@ -204,7 +179,7 @@ fn check_prefix_sharing(model: &Model, label: &str) {
 #[test]
 fn prefix_sharing_gives_the_same_greedy_tokens() {
     for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
-        let f = synth_tiny(ty);
+        let f = synth_tiny(ty, 3);
         let file = GgufFile::open(&f.0).unwrap();
         let model = Model::load(&file).unwrap();
         check_prefix_sharing(&model, &format!("tiny {ty}"));
@@ -218,7 +193,7 @@ fn prefix_sharing_gives_the_same_greedy_tokens() {
 
 #[test]
 fn batch_errors_name_the_sequence_and_change_nothing() {
-    let f = synth_tiny(GgmlType::Q8_0);
+    let f = synth_tiny(GgmlType::Q8_0, 3);
     let file = GgufFile::open(&f.0).unwrap();
     let model = Model::load(&file).unwrap();
     // 64 positions in pages of 16, 40 per sequence
@@ -272,7 +247,7 @@ fn host_run(args: &[&str]) -> String {
 /// `host run -p` of that prompt alone, greedy; with `--parallel 3 -p` all three copies are that output.
 fn check_run_parallel(model: &Path, n: &str) {
     let prompts = ["The capital of France is", "One, two, three,", "The sky is"];
-    let list = TempFile(std::env::temp_dir().join(format!("batch-prompts-{}.txt", std::process::id())));
+    let list = TempFile::new("prompts.txt");
     std::fs::write(&list.0, format!("{}\n\n{}\n{}\n", prompts[0], prompts[1], prompts[2])).unwrap();
     let m = model.to_str().unwrap();
     let common = ["--temp", "0", "-n", n, "--device", "cpu", "--ctx-size", "64"];
@@ -293,7 +268,7 @@ fn check_run_parallel(model: &Path, n: &str) {
 
 #[test]
 fn run_parallel_outputs_equal_runs_alone() {
-    let f = synth_tiny(GgmlType::Q4_K);
+    let f = synth_tiny(GgmlType::Q4_K, 3);
     check_run_parallel(&f.0, "10");
     if let Some(p) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {
         check_run_parallel(&p, "12");
@@ -317,7 +292,7 @@ fn check_q8_0_near_f16(model: &Model, label: &str) {
 
 #[test]
 fn q8_0_cache_is_near_f16() {
-    let f = synth_tiny(GgmlType::Q8_0);
+    let f = synth_tiny(GgmlType::Q8_0, 3);
     let file = GgufFile::open(&f.0).unwrap();
     check_q8_0_near_f16(&Model::load(&file).unwrap(), "tiny");
     if let Some(p) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {

@@ -2,9 +2,12 @@
 //! the same seed gives the same bytes, the vocabulary is copied, and the bench prints llama-bench's table (or
 //! JSON lines) with one parseable row per test. No timing is asserted.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{synth_tiny, TempFile};
 use host::cli::bench::{bench_model, format_params, format_size, BenchArgs, ModelInfo};
 use host::cli::DeviceArg;
 use host::config::Arch;
@@ -14,26 +17,6 @@ use host::model::{CpuForward, Forward, Model};
 use host::synth::{write_model, Preset, SynthSpec, Vocab, SYNTH_TYPES};
 
 /// A fresh path under the temp dir (removed by `Drop`).
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("bench_synth-{}-{name}", std::process::id())))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn synth_tiny(name: &str, ty: GgmlType, seed: u64) -> TempFile {
-    let out = TempFile::new(name);
-    write_model(&out.0, &SynthSpec::preset(Preset::Tiny, ty, seed), &Vocab::byte_level()).unwrap();
-    out
-}
-
 fn host(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host")).args(args).output().expect("run the host binary")
 }
@@ -55,7 +38,7 @@ const TINY_PARAMS: u64 = 2 * 590_336 + 2 * 257 * 256 + 256;
 #[test]
 fn synth_tiny_loads_with_the_preset_config_for_every_type() {
     for &ty in SYNTH_TYPES {
-        let f = synth_tiny(&format!("tiny-{ty}.gguf"), ty, 1);
+        let f = synth_tiny(ty, 1);
         let file = GgufFile::open(&f.0).unwrap();
         let model = Model::load(&file).unwrap();
         let c = &model.config;
@@ -73,7 +56,7 @@ fn synth_tiny_loads_with_the_preset_config_for_every_type() {
             assert_eq!(t.ggml_type, want, "{ty}: tensor {}", t.name);
         }
         assert!(model.output_norm.iter().all(|&w| w == 1.0));
-        assert!(model.layers.iter().all(|l| l.attn_norm.iter().chain(&l.ffn_norm).all(|&w| w == 1.0)));
+        assert!(model.layers.iter().all(|l| l.w.attn_norm.iter().chain(&l.w.ffn_norm).all(|&w| w == 1.0)));
 
         // random weights of small scale: a forward gives finite logits that are not all the same
         let mut fwd = CpuForward::new(&model, 8, CacheType::F16).unwrap();
@@ -87,9 +70,9 @@ fn synth_tiny_loads_with_the_preset_config_for_every_type() {
 
 #[test]
 fn synth_is_deterministic_per_seed() {
-    let a = synth_tiny("seed7a.gguf", GgmlType::Q4_K, 7);
-    let b = synth_tiny("seed7b.gguf", GgmlType::Q4_K, 7);
-    let c = synth_tiny("seed8.gguf", GgmlType::Q4_K, 8);
+    let a = synth_tiny(GgmlType::Q4_K, 7);
+    let b = synth_tiny(GgmlType::Q4_K, 7);
+    let c = synth_tiny(GgmlType::Q4_K, 8);
     let (ba, bb, bc) = (std::fs::read(&a.0).unwrap(), std::fs::read(&b.0).unwrap(), std::fs::read(&c.0).unwrap());
     assert!(ba == bb, "same seed, different bytes");
     // another seed: same layout and size, different weights in every matrix
@@ -175,7 +158,7 @@ fn parse_ts(cell: &str) -> (f64, f64) {
 
 #[test]
 fn bench_cli_prints_a_llama_bench_table() {
-    let f = synth_tiny("bench-table.gguf", GgmlType::Q4_0, 1);
+    let f = synth_tiny(GgmlType::Q4_0, 1);
     let out = stdout_of(&host(&["bench", f.0.to_str().unwrap(), "-p", "8", "-n", "4", "-r", "2", "--device", "cpu"]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
@@ -197,7 +180,7 @@ fn bench_cli_prints_a_llama_bench_table() {
 
 #[test]
 fn bench_json_has_one_object_per_test_and_p0_skips_pp() {
-    let f = synth_tiny("bench-json.gguf", GgmlType::Q8_0, 1);
+    let f = synth_tiny(GgmlType::Q8_0, 1);
     let out = stdout_of(&host(&[
         "bench",
         f.0.to_str().unwrap(),
@@ -225,11 +208,27 @@ fn bench_json_has_one_object_per_test_and_p0_skips_pp() {
     }
     let avg = r["avg_ts"].as_f64().unwrap();
     assert!((avg - ts.iter().sum::<f64>() / 3.0).abs() <= 1e-9 * avg);
+    assert_eq!((r["type_k"].as_str(), r["type_v"].as_str()), (Some("f16"), Some("f16")));
+}
+
+/// `--cache-type q8_0` reaches the forward pass (llama-bench's -ctk/-ctv q8_0): the table gains its type_k and
+/// type_v columns.
+#[test]
+fn bench_takes_the_cache_type() {
+    let f = synth_tiny(GgmlType::Q4_0, 1);
+    let out = stdout_of(&host(&[
+        "bench", f.0.to_str().unwrap(), "-p", "8", "-n", "2", "-r", "1", "--device", "cpu", "--cache-type", "q8_0",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let cells = |l: &str| l.split('|').map(str::trim).map(String::from).collect::<Vec<_>>();
+    assert_eq!(cells(lines[0])[5..7], ["type_k", "type_v"], "{out}");
+    assert_eq!(cells(lines[2])[5..8], ["q8_0", "q8_0", "pp8"], "{out}");
 }
 
 #[test]
 fn bench_library_runs_at_depth_and_refuses_bad_arguments() {
-    let f = synth_tiny("bench-lib.gguf", GgmlType::Q4_1, 1);
+    let f = synth_tiny(GgmlType::Q4_1, 1);
     let mut a = BenchArgs::new(vec![f.0.clone()]);
     (a.n_prompt, a.n_gen, a.n_depth, a.reps, a.device) = (4, 2, 6, 2, DeviceArg::Cpu);
     let mut seen = Vec::new();

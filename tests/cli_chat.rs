@@ -6,14 +6,17 @@
 //! random-weight model with a template file; the answers on SmolLM2 (skipped with a printed reason when
 //! models/ lacks it).
 
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::TempFile;
 use host::gguf::{GgmlType, GgufFile};
 use host::kv_cache::CacheType;
 use host::model::{CpuForward, Model};
@@ -27,23 +30,6 @@ const SMOLLM2: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const WAIT: Duration = Duration::from_secs(120);
 
 /// A file under the temp dir, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("cli_chat-{}-{name}", std::process::id())))
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The `tiny` preset with the byte-level vocabulary (no chat template of its own) and a ChatML-like template file.
 fn tiny_model(name: &str) -> (TempFile, TempFile) {
     let m = TempFile::new(&format!("{name}.gguf"));

@@ -4,9 +4,12 @@
 //! random-weight model written here (byte-level vocabulary: one token per byte); the SmolLM2 ones skip with a
 //! printed reason when models/ lacks it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::TempFile;
 use host::generate;
 use host::gguf::{GgmlType, GgufFile};
 use host::synth::{write_model, Preset, SynthSpec, Vocab};
@@ -15,20 +18,6 @@ use host::tokenizer::{ChatMessage, Tokenizer};
 const SMOLLM2: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// A file under the temp dir, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("cli_run-{}-{name}", std::process::id())))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The `tiny` preset (2 layers, dim 256) with the built-in 257-token byte vocabulary: about 1 MB.
 fn tiny_model(name: &str) -> TempFile {
     let f = TempFile::new(name);

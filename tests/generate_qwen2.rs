@@ -59,7 +59,7 @@ fn qwen2_batch_logits_match_transformers() {
     let file = GgufFile::open(fixture("qwen2-tiny.gguf")).unwrap();
     let model = Model::load(&file).unwrap();
     assert_eq!(model.n_vocab(), vocab);
-    assert!(model.layers[0].q_bias.is_some(), "qwen2 has q/k/v biases");
+    assert!(model.layers[0].w.q_bias.is_some(), "qwen2 has q/k/v biases");
     let mut fwd = CpuForward::new(&model, 64, CacheType::F32).unwrap();
     let got = fwd.forward_all(&tokens, 0).unwrap();
     let err = max_rel_err(&got, &want, vocab);

@@ -11,7 +11,8 @@ mod common;
 use common::cuda_or_skip;
 use common::quant_data::{random_weights, Rng};
 use half::f16;
-use host::backend::cuda_q8::{act_row_bytes, layout, supports_q8};
+use host::backend::cuda::Cuda;
+use host::backend::cuda_q8::{act_row_bytes, layout, supports_q8, MvOpts, MV_COLS_MAX};
 use host::gguf::GgmlType;
 use host::quant::{self, quantize};
 
@@ -214,28 +215,141 @@ fn matvec_q8_checks_arguments() {
     assert!(e.contains("n_cols 48"), "{e}");
 }
 
-/// The benchmark's alternative geometries compute the same function.
+/// The benchmark's alternative geometries compute the same function: within MATVEC_TOL of the CPU, and the
+/// multi-column ones (run on as many activation rows as they take) bit-identical to `matvec_q8` per row.
 #[test]
 fn matvec_q8_variants_match_cpu() {
     let Some(cuda) = cuda_or_skip("matvec_q8_variants_match_cpu") else { return };
     let mut rng = Rng::new(14);
     for &(name, id, g) in layout::MQ_VARIANTS {
         let ty = GgmlType::from_id(id).expect("variant of a known type");
+        let n = g.cols as usize;
         for (n_rows, n_cols) in [(37, 2560), (19, 11008)] {
-            let w = random_weights(ty, n_rows, n_cols, &mut rng);
-            let x = activations(&mut rng, n_cols);
-            let mut cpu = vec![0.0f32; n_rows];
-            quant::matvec_q8(ty, &w, n_rows, n_cols, &x, &mut cpu);
-            let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
-            let mut xq = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
-            cuda.quantize_act(&xd, 1, n_cols, &mut xq).unwrap();
-            let mut yd = cuda.upload(&vec![f32::NAN; n_rows]).unwrap();
-            cuda.matvec_q8_with(name, g, ty, &wd, n_rows, n_cols, &xq, &mut yd).unwrap();
-            let err = rel_err(&cuda.download(&yd).unwrap(), &cpu);
-            assert!(err <= MATVEC_TOL, "{name} {n_rows}x{n_cols}: rel err {err}");
+            let c = ColsCase::new(&cuda, ty, n_rows, n_cols, n, &mut rng);
+            let mut yd = cuda.upload(&vec![f32::NAN; n * n_rows]).unwrap();
+            let opts = MvOpts { n, kernel: Some((name, g)), ..MvOpts::ONE };
+            cuda.matvec_q8_opt(ty, &c.wd, n_rows, n_cols, &c.xq, &mut yd, opts).unwrap();
+            c.check(&cuda.download(&yd).unwrap(), n, name);
         }
         println!("{name}: ok");
     }
+}
+
+/// One multi-column case: a random weight, `n` activation rows quantized together (`xq`), and per row the
+/// single-column GPU result (`matvec_q8` on the row quantized alone) and the CPU twin's.
+struct ColsCase {
+    ty: GgmlType,
+    n_rows: usize,
+    n_cols: usize,
+    wd: cudarc::driver::CudaSlice<u8>,
+    xq: cudarc::driver::CudaSlice<u8>,
+    one: Vec<Vec<f32>>,
+    cpu: Vec<Vec<f32>>,
+}
+
+impl ColsCase {
+    fn new(cuda: &Cuda, ty: GgmlType, n_rows: usize, n_cols: usize, n: usize, rng: &mut Rng) -> ColsCase {
+        let w = random_weights(ty, n_rows, n_cols, rng);
+        let x: Vec<f32> = (0..n).flat_map(|_| activations(rng, n_cols)).collect();
+        let wd = cuda.upload(&w).unwrap();
+        let mut xq = cuda.zeros::<u8>(n * act_row_bytes(n_cols)).unwrap();
+        cuda.quantize_act(&cuda.upload(&x).unwrap(), n, n_cols, &mut xq).unwrap();
+        let (mut one, mut cpu) = (Vec::new(), Vec::new());
+        for xr in x.chunks_exact(n_cols) {
+            let mut y = vec![0.0f32; n_rows];
+            quant::matvec_q8(ty, &w, n_rows, n_cols, xr, &mut y);
+            assert!(max_abs(&y) > 0.0, "{ty}: degenerate test data");
+            cpu.push(y);
+            let mut xq1 = cuda.zeros::<u8>(act_row_bytes(n_cols)).unwrap();
+            cuda.quantize_act(&cuda.upload(xr).unwrap(), 1, n_cols, &mut xq1).unwrap();
+            let mut yd = cuda.upload(&vec![f32::NAN; n_rows]).unwrap();
+            cuda.matvec_q8(ty, &wd, n_rows, n_cols, &xq1, &mut yd).unwrap();
+            one.push(cuda.download(&yd).unwrap());
+        }
+        ColsCase { ty, n_rows, n_cols, wd, xq, one, cpu }
+    }
+
+    /// `got` holds, in its first n rows of n_rows, the single-column results' bits of the case's first n
+    /// activation rows, within MATVEC_TOL of the CPU's; anything past the n rows is still NaN.
+    fn check(&self, got: &[f32], n: usize, what: &str) {
+        let (ty, n_rows, n_cols) = (self.ty, self.n_rows, self.n_cols);
+        for (c, (one, cpu)) in self.one.iter().zip(&self.cpu).take(n).enumerate() {
+            let y = &got[c * n_rows..(c + 1) * n_rows];
+            if let Some(r) = (0..n_rows).find(|&r| y[r].to_bits() != one[r].to_bits()) {
+                panic!("{what} {ty} n={n} {n_rows}x{n_cols}: column {c} row {r}: {} vs matvec_q8 {}", y[r], one[r]);
+            }
+            let err = rel_err(y, cpu);
+            assert!(err <= MATVEC_TOL, "{what} {ty} n={n} {n_rows}x{n_cols}: column {c} rel err {err} vs the CPU");
+        }
+        assert!(got[n * n_rows..].iter().all(|v| v.is_nan()), "{what} {ty} n={n} {n_rows}x{n_cols}: wrote past n rows");
+    }
+}
+
+/// (n_rows, n_cols) for the multi-column kernels: rows that are no multiple of any kernel's rows per block (odd,
+/// prime), widths of one step, a partial step and many steps (a legacy step is 1024 columns; a K-quant step 1024
+/// or 2048).
+fn cols_shapes(ty: GgmlType) -> Vec<(usize, usize)> {
+    if ty.block_size() == 32 {
+        vec![(1, 32), (37, 1184), (13, 4096), (131, 11008)]
+    } else {
+        vec![(1, 256), (37, 2560), (13, 4096), (131, 11008)]
+    }
+}
+
+/// `matvec_q8_cols` on n = 1..=8 activation rows (the 2-, 4- and 8-row kernels, masked where n is less): each
+/// output row bit-identical to `matvec_q8` on that activation row alone (same item products, same order of f32
+/// sums: the batch-invariance of the GPU decode rests on it), within MATVEC_TOL of the CPU twin, nothing written
+/// past n rows of y, and `accumulate` adding onto y.
+#[test]
+fn matvec_q8_cols_equal_single_column() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_cols_equal_single_column") else { return };
+    let mut rng = Rng::new(15);
+    for ty in Q8_TYPES {
+        for (n_rows, n_cols) in cols_shapes(ty) {
+            let c = ColsCase::new(&cuda, ty, n_rows, n_cols, MV_COLS_MAX, &mut rng);
+            for n in 1..=MV_COLS_MAX {
+                // the case's first n activation rows (xq holds 8)
+                let mut yd = cuda.upload(&vec![f32::NAN; n * n_rows + 5]).unwrap();
+                cuda.matvec_q8_cols(ty, &c.wd, n_rows, n_cols, &c.xq, n, &mut yd).unwrap();
+                let got = cuda.download(&yd).unwrap();
+                c.check(&got, n, "matvec_q8_cols");
+                let y0 = rng.vec_f32(n * n_rows);
+                let mut ya = cuda.upload(&y0).unwrap();
+                let opts = MvOpts { n, accumulate: true, ..MvOpts::ONE };
+                cuda.matvec_q8_opt(ty, &c.wd, n_rows, n_cols, &c.xq, &mut ya, opts).unwrap();
+                let want: Vec<f32> = y0.iter().zip(&got).map(|(a, b)| a + b).collect();
+                assert_eq!(cuda.download(&ya).unwrap(), want, "{ty} n={n} {n_rows}x{n_cols}: accumulate");
+            }
+        }
+        println!("matvec_q8_cols {ty:5}: n = 1..{MV_COLS_MAX} bit-identical to matvec_q8 per row, within {MATVEC_TOL:e} of the CPU");
+    }
+}
+
+#[test]
+fn matvec_q8_cols_checks_arguments() {
+    let Some(cuda) = cuda_or_skip("matvec_q8_cols_checks_arguments") else { return };
+    let ty = GgmlType::Q4_0;
+    let w = cuda.zeros::<u8>(ty.row_bytes(64).unwrap() as usize * 3).unwrap();
+    let xq = cuda.zeros::<u8>(3 * act_row_bytes(64)).unwrap();
+    let mut y = cuda.zeros::<f32>(9).unwrap();
+    for n in [0, MV_COLS_MAX + 1] {
+        let e = cuda.matvec_q8_cols(ty, &w, 3, 64, &xq, n, &mut y).unwrap_err().to_string();
+        assert!(e.contains(&format!("{n} activation rows")), "{e}");
+    }
+    let e = cuda.matvec_q8_cols(ty, &w, 3, 64, &xq, 4, &mut y).unwrap_err().to_string();
+    assert!(e.contains("xq holds"), "{e}");
+    let e = cuda.matvec_q8_cols(ty, &w, 4, 64, &xq, 2, &mut y).unwrap_err().to_string();
+    assert!(e.contains("w holds"), "{e}");
+    let mut short = cuda.zeros::<f32>(8).unwrap();
+    let e = cuda.matvec_q8_cols(ty, &w, 3, 64, &xq, 3, &mut short).unwrap_err().to_string();
+    assert!(e.contains("y holds"), "{e}");
+    let e = cuda.matvec_q8_cols(GgmlType::F16, &w, 3, 64, &xq, 2, &mut y).unwrap_err().to_string();
+    assert!(e.contains("no 8-bit-activation kernel"), "{e}");
+    let (name, g) = ("mmvq_q4_0_c2", layout::MC_Q4_0[0]);
+    let opts = MvOpts { n: 3, kernel: Some((name, g)), ..MvOpts::ONE };
+    let e = cuda.matvec_q8_opt(ty, &w, 3, 64, &xq, &mut y, opts).unwrap_err().to_string();
+    assert!(e.contains("exceed the kernel's 2"), "{e}");
+    cuda.matvec_q8_cols(ty, &w, 3, 64, &xq, 3, &mut y).unwrap();
 }
 
 /// The fused mat-vec (`matvec_q8_fused`) against the separate launches it replaces, on the same device: plain

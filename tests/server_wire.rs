@@ -268,7 +268,9 @@ fn prefix_reuse_matches_a_cold_run_smollm2() {
     check_prefix_reuse(&model, &["--ctx-size", "512"]);
 }
 
-/// On a CUDA device (skips without one): one sequence, streamed equals non-streamed, prefix reuse as on the CPU.
+/// On a CUDA device (skips without one): the batched worker (`CudaBatchForward`, 4 sequences by default), streamed
+/// equals non-streamed, prefix reuse bit-identical to a cold run as on the CPU (whole aligned chunks: the same
+/// rows go through the same kernels).
 #[test]
 fn gpu_serve_smoke() {
     if let Err(why) = host::backend::cuda::availability() {
@@ -278,7 +280,7 @@ fn gpu_serve_smoke() {
     let Some(model) = smollm2_or_skip("gpu_serve_smoke") else { return };
     check_prefix_reuse(&model, &["--device", "cuda", "--ctx-size", "512"]);
     let s = Server::start(&model, &["--device", "cuda", "--ctx-size", "512"]);
-    assert_eq!(s.get("/v1/models").json()["data"][0]["meta"]["parallel"], 1);
+    assert_eq!(s.get("/v1/models").json()["data"][0]["meta"]["parallel"], 4);
     let msgs = json!([{"role": "user", "content": "What is the capital of France?"}]);
     let body = json!({"messages": msgs, "temperature": 0, "max_tokens": 32});
     let plain = s.post("/v1/chat/completions", &body).json();

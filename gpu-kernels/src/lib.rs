@@ -12,9 +12,13 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_paged;
 pub mod blocks;
 pub mod common;
 pub mod elementwise;
+pub mod flash_layout;
+pub mod kv;
+pub mod kv_layout;
 pub mod norm;
 pub mod rope;
 pub mod sample;

@@ -1,9 +1,10 @@
-//! Rotary position embedding and the KV-cache store. CPU twin: `host::backend::cpu::rope`.
+//! Rotary position embedding and the KV-cache store (f16 or q8_0, `kv.rs`). CPU twin: `host::backend::cpu::rope`.
 //!
 //! The angles come from a (ctx, rope_dim / 2) table of cos and sin that the host computes once with the CPU's
 //! own formula, so both backends rotate by bit-identical angles.
 
 use crate::common::*;
+use crate::kv::{row, KvType, F16, Q8_0};
 
 /// Rotate each head of x in place: row t is at position pos0 + t, with pos0 read from device memory (so a
 /// captured CUDA graph replays at the current position). Pair i of a head is (2i, 2i+1) (normal) or
@@ -17,9 +18,16 @@ pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head
                                            pos0: *const u32, n_heads: u32, head_dim: u32, rope_dim: u32, neox: u32) {
     crate::common::pdl_enter();
     let t = bid();
+    rope_row(x.add((t * n_heads * head_dim) as usize), cos, sin, *pos0 + t, n_heads, head_dim, rope_dim, neox);
+}
+
+/// Rotate the n_heads heads of one row at position `pos` (the block's threads over (head, pair)); shared by
+/// `rope_f32` and `attention_paged::rope_pos_f32`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn rope_row(row: *mut f32, cos: *const f32, sin: *const f32, pos: u32, n_heads: u32, head_dim: u32,
+                              rope_dim: u32, neox: u32) {
     let half = rope_dim / 2;
-    let pos = *pos0 + t;
-    let row = x.add((t * n_heads * head_dim) as usize);
     let (c, s) = (cos.add((pos * half) as usize), sin.add((pos * half) as usize));
     let mut k = tid();
     while k < n_heads * half {
@@ -34,46 +42,64 @@ pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head
     }
 }
 
-/// Store n_tok rows of x into the f16 cache at positions pos0.. (pos0 from device memory):
-/// cache[(pos0 + t) * row_len + i] = f16(x[t * row_len + i]).
+/// Store n_tok rows of x into the cache at positions pos0.. (pos0 from device memory): row pos0 + t of the cache
+/// gets x[t * row_len ..][..row_len], as f16 (`kv_store_f16`: f16(x), round to nearest even) or as q8_0 blocks
+/// (`kv_store_q8_0`, a warp per block of 32; row_len a multiple of 32).
 ///
-/// Launch: grid = (n_tok, 1, 1), block = (256, 1, 1). Traffic: 4 bytes read + 2 written per element.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn kv_store_f16(cache: *mut u16, x: *const f32, pos0: *const u32, row_len: u32) {
-    crate::common::pdl_enter();
+/// Launch: grid = (n_tok, 1, 1), block = (256, 1, 1). Traffic: 4 bytes read + 2 (q8_0: 34 / 32) written per
+/// element.
+#[inline(always)]
+unsafe fn kv_store<E: KvType>(cache: *mut u8, x: *const f32, pos0: *const u32, row_len: u32) {
     let t = bid();
-    let dst = cache.add(((*pos0 + t) * row_len) as usize);
+    let dst = row::<E>(cache, row_len, *pos0 + t) as *mut u8;
     let src = x.add((t * row_len) as usize);
     let mut i = tid();
     while i < row_len {
-        *dst.add(i as usize) = f32_to_f16(*src.add(i as usize));
+        E::store(dst, row_len, i, *src.add(i as usize));
         i += ntid();
     }
 }
 
+/// [`kv_store`] into an f16 cache.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn kv_store_f16(cache: *mut u8, x: *const f32, pos0: *const u32, row_len: u32) {
+    crate::common::pdl_enter();
+    kv_store::<F16>(cache, x, pos0, row_len)
+}
+
+/// [`kv_store`] into a q8_0 cache.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn kv_store_q8_0(cache: *mut u8, x: *const f32, pos0: *const u32, row_len: u32) {
+    crate::common::pdl_enter();
+    kv_store::<Q8_0>(cache, x, pos0, row_len)
+}
+
 /// One decode token's attention inputs in one launch: for the fused projection `qkv` = [q | k | v] (heads of
 /// `head_dim`, v heads of `head_dim_v`), RMS-normalise each q and k head (when `q_norm` / `k_norm` are not null,
-/// Gemma-3), rotate them by the angles of position pos0, and store k and v into the f16 caches at pos0: what
-/// `rmsnorm_f32` (per head), `rope_f32` and `kv_store_f16` do one launch each, with the same arithmetic (a head's
-/// sum of squares is reduced in the same order), so the results are bit-identical.
+/// Gemma-3), rotate them by the angles of position pos0, and store k and v into the caches at pos0 (f16:
+/// `rope_store_f16`, q8_0: `rope_store_q8_0`): what `rmsnorm_f32` (per head), `rope_f32` and `kv_store_*` do one
+/// launch each, with the same arithmetic (a head's sum of squares is reduced in the same order), so the results
+/// are bit-identical.
 ///
 /// Launch: grid = (n_heads + n_kv_heads + 1, 1, 1), block = (256, 1, 1): a block per q or k head, the last block
-/// stores v; head_dim % 4 == 0 and head_dim <= 1024. Traffic: one read and write of q and k, one read of v,
-/// 2 bytes per k and v element written to the caches.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn rope_store_f16(
-    qkv: *mut f32, k_cache: *mut u16, v_cache: *mut u16, cos: *const f32 /* (ctx, rope_dim / 2) */,
+/// stores v; head_dim % 4 == 0 (q8_0: head dims multiples of 32, so that each warp stores whole blocks) and
+/// head_dim <= 1024. Traffic: one read and write of q and k, one read of v, 2 bytes (q8_0: 34 / 32) per k and v
+/// element written to the caches.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rope_store<E: KvType>(
+    qkv: *mut f32, k_cache: *mut u8, v_cache: *mut u8, cos: *const f32 /* (ctx, rope_dim / 2) */,
     sin: *const f32, pos0: *const u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, head_dim_v: u32, rope_dim: u32,
     neox: u32, q_norm: *const f32, k_norm: *const f32, eps: f32,
 ) {
-    crate::common::pdl_enter();
     let (b, pos) = (bid(), *pos0);
     let (kv_dim, kv_dim_v) = (n_kv_heads * head_dim, n_kv_heads * head_dim_v);
     if b == n_heads + n_kv_heads {
-        let (src, dst) = (qkv.add(((n_heads + n_kv_heads) * head_dim) as usize), v_cache.add((pos * kv_dim_v) as usize));
+        let src = qkv.add(((n_heads + n_kv_heads) * head_dim) as usize);
+        let dst = row::<E>(v_cache, kv_dim_v, pos) as *mut u8;
         let mut i = tid();
         while i < kv_dim_v {
-            *dst.add(i as usize) = f32_to_f16(*src.add(i as usize));
+            E::store(dst, kv_dim_v, i, *src.add(i as usize));
             i += ntid();
         }
         return;
@@ -116,11 +142,35 @@ pub unsafe extern "ptx-kernel" fn rope_store_f16(
     // 3) k heads into the cache
     if is_k {
         sync_threads();
-        let dst = k_cache.add((pos * kv_dim + (b - n_heads) * head_dim) as usize);
+        let (dst, e0) = (row::<E>(k_cache, kv_dim, pos) as *mut u8, (b - n_heads) * head_dim);
         let mut i = tid();
         while i < head_dim {
-            *dst.add(i as usize) = f32_to_f16(*head.add(i as usize));
+            E::store(dst, kv_dim, e0 + i, *head.add(i as usize));
             i += ntid();
         }
     }
 }
+
+macro_rules! rope_store_kernels {
+    ($($name:ident: $ty:ty;)*) => {$(
+        /// [`rope_store`] into caches of
+        #[doc = stringify!($ty)]
+        /// elements.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(
+            qkv: *mut f32, k_cache: *mut u8, v_cache: *mut u8, cos: *const f32, sin: *const f32, pos0: *const u32,
+            n_heads: u32, n_kv_heads: u32, head_dim: u32, head_dim_v: u32, rope_dim: u32, neox: u32,
+            q_norm: *const f32, k_norm: *const f32, eps: f32,
+        ) {
+            crate::common::pdl_enter();
+            rope_store::<$ty>(qkv, k_cache, v_cache, cos, sin, pos0, n_heads, n_kv_heads, head_dim, head_dim_v,
+                              rope_dim, neox, q_norm, k_norm, eps)
+        }
+    )*};
+}
+
+rope_store_kernels! {
+    rope_store_f16: F16;
+    rope_store_q8_0: Q8_0;
+}
+

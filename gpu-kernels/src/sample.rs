@@ -8,12 +8,16 @@ use crate::common::*;
 use crate::sample_params::*;
 
 /// out[0] = argmax_i x[i], the lowest index among equal maxima; also writes it to `next_token` when that is
-/// not null (the input of the next decode step).
+/// not null (the input of the next decode step). With several blocks, block r does row r: x[r * n..], out[r],
+/// next_token[r] (the greedy tokens of a batch, `cuda_batch`).
 ///
-/// Launch: grid = (1, 1, 1), block = (1024, 1, 1). Traffic: one read of x.
+/// Launch: grid = (rows, 1, 1), block = (1024, 1, 1). Traffic: one read of x.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn argmax_f32(x: *const f32, n: u32, out: *mut u32, next_token: *mut u32) {
     crate::common::pdl_enter();
+    let r = bid() as usize;
+    let (x, out) = (x.add(r * n as usize), out.add(r));
+    let next_token = if next_token.is_null() { next_token } else { next_token.add(r) };
     let (mut best, mut best_i) = (f32::NEG_INFINITY, u32::MAX);
     let mut i = tid();
     while i < n {

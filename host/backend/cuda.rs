@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
 
+use crate::kv_cache::CacheType;
+use crate::quant::blocks::BlockQ8_0;
 use crate::{Error, Result};
 
 /// The PTX module built from `gpu-kernels/` (empty when built without the kernels).
@@ -299,23 +301,199 @@ pub(crate) fn gpu_off(path: &str) -> bool {
     std::env::var("HOST_GPU_OFF").is_ok_and(|v| v.split(',').any(|p| p.trim() == path))
 }
 
-/// The decode-attention kernel (`attention_decode_g{1,2,4,8}`: a block per KV head and chunk serving the query
-/// group) for one token of shape `s`, when one fits: head dims powers of two from 32 to 256, groups of up to 8
-/// heads whose q and v rows fit its shared memory (group x head dim <= 1024).
-fn decode_kernel(s: &AttnShape) -> Option<&'static str> {
+/// The decode-attention kernel (`attention_decode_g{1,2,4,8}`, `attention_decode_q8_0_g{1,2,4,8}`: a block per KV
+/// head and chunk serving the query group) for one token of shape `s` over a cache of `ty`, when one fits: head
+/// dims powers of two from 32 to 256, groups of up to 8 heads whose q and v rows fit its shared memory (group x
+/// head dim <= 1024).
+pub(crate) fn decode_kernel(s: &AttnShape, ty: CacheType) -> Option<&'static str> {
     let grp = (s.n_heads / s.n_kv_heads).next_power_of_two();
     let max_dim = if grp * 256 <= 1024 { 256 } else { 1024 / grp.max(1) };
     let fits = |d: usize| d.is_power_of_two() && (32..=max_dim).contains(&d);
     if s.n_tok != 1 || !fits(s.head_dim) || !fits(s.head_dim_v) {
         return None;
     }
-    Some(match grp {
-        1 => "attention_decode_g1",
-        2 => "attention_decode_g2",
-        4 => "attention_decode_g4",
-        8 => "attention_decode_g8",
+    Some(match (ty, grp) {
+        (CacheType::F16, 1) => "attention_decode_g1",
+        (CacheType::F16, 2) => "attention_decode_g2",
+        (CacheType::F16, 4) => "attention_decode_g4",
+        (CacheType::F16, 8) => "attention_decode_g8",
+        (CacheType::Q8_0, 1) => "attention_decode_q8_0_g1",
+        (CacheType::Q8_0, 2) => "attention_decode_q8_0_g2",
+        (CacheType::Q8_0, 4) => "attention_decode_q8_0_g4",
+        (CacheType::Q8_0, 8) => "attention_decode_q8_0_g8",
         _ => return None,
     })
+}
+
+/// The device layout of the KV cache, shared with the kernel crate.
+#[path = "../../gpu-kernels/src/kv_layout.rs"]
+pub mod kv_layout;
+
+/// Bytes of one device cache row (one position) of `width` elements of `ty` (`kv_layout`).
+pub fn kv_row_bytes(ty: CacheType, width: usize) -> usize {
+    match ty {
+        CacheType::F16 => 2 * width,
+        CacheType::F32 => 4 * width,
+        CacheType::Q8_0 => kv_layout::q8_0_row_bytes(width as u32) as usize,
+    }
+}
+
+/// Whether the GPU keeps a cache of `ty` for heads of `head_dim` and `head_dim_v`: f16 always, q8_0 when both
+/// are multiples of 32 (a block must not straddle two heads), f32 never. The error names the cache type and the
+/// way out.
+pub fn check_cache_type(ty: CacheType, head_dim: usize, head_dim_v: usize) -> Result<()> {
+    match ty {
+        CacheType::F16 => Ok(()),
+        CacheType::Q8_0 if head_dim.is_multiple_of(32) && head_dim_v.is_multiple_of(32) => Ok(()),
+        CacheType::Q8_0 => Err(Error::Usage(format!(
+            "--cache-type q8_0 needs head dimensions that are multiples of 32 (blocks of 32 per head); this model's \
+             are {head_dim} (keys) and {head_dim_v} (values): use --cache-type f16"
+        ))),
+        CacheType::F32 => Err(Error::Usage(
+            "the GPU keeps its KV cache as f16 or q8_0, not f32: use --cache-type f16|q8_0, or --device cpu".into(),
+        )),
+    }
+}
+
+/// One layer's keys or values in device memory as the launchers take them (`kv_layout`): a plain f16 buffer
+/// (`CudaSlice<u16>`, `width` halves per position) or a [`DevKv`] of either type.
+pub trait KvDev {
+    fn cache_type(&self) -> CacheType;
+    fn addr(&self, gpu: &Cuda) -> u64;
+    fn bytes(&self) -> usize;
+}
+
+impl KvDev for CudaSlice<u16> {
+    fn cache_type(&self) -> CacheType {
+        CacheType::F16
+    }
+    fn addr(&self, gpu: &Cuda) -> u64 {
+        gpu.ptr(self, 0)
+    }
+    fn bytes(&self) -> usize {
+        2 * self.len()
+    }
+}
+
+/// A device KV cache buffer (one layer's keys or values) of the element type chosen at load.
+pub enum DevKv {
+    F16(CudaSlice<u16>),
+    /// Rows of `kv_layout::q8_0_row_bytes(width)` bytes.
+    Q8_0(CudaSlice<u8>),
+}
+
+impl DevKv {
+    /// Zeroed room for `positions` rows of `width` elements of `ty` (f16, or q8_0 with `width` a multiple of 32).
+    pub fn new(gpu: &Cuda, ty: CacheType, positions: usize, width: usize) -> Result<DevKv> {
+        match ty {
+            CacheType::F16 => Ok(DevKv::F16(gpu.zeros(positions * width)?)),
+            CacheType::Q8_0 if width.is_multiple_of(32) => {
+                Ok(DevKv::Q8_0(gpu.zeros(positions * kv_row_bytes(ty, width))?))
+            }
+            _ => Err(Error::Usage(format!("no GPU KV cache of {} for rows of {width}", ty.name()))),
+        }
+    }
+
+    /// A q8_0 cache holding `blocks`, rows of `width / 32` blocks as the CPU's cache stores them, in the device
+    /// layout.
+    pub fn upload_q8_0(gpu: &Cuda, blocks: &[BlockQ8_0], width: usize) -> Result<DevKv> {
+        Ok(DevKv::Q8_0(gpu.upload(&q8_0_to_device(blocks, width)?)?))
+    }
+
+    /// The blocks of every row of a q8_0 cache of `width`-element rows, as the CPU's cache stores them.
+    pub fn download_q8_0(&self, gpu: &Cuda, width: usize) -> Result<Vec<BlockQ8_0>> {
+        match self {
+            DevKv::Q8_0(buf) => q8_0_from_device(&gpu.download(buf)?, width),
+            DevKv::F16(_) => Err(Error::Usage("download_q8_0 of an f16 cache".into())),
+        }
+    }
+}
+
+/// Rows of `width / 32` q8_0 blocks (the CPU cache's form) in the device layout of `kv_layout`.
+pub fn q8_0_to_device(blocks: &[BlockQ8_0], width: usize) -> Result<Vec<u8>> {
+    let (nb, rb) = (width / 32, kv_row_bytes(CacheType::Q8_0, width));
+    if width == 0 || !width.is_multiple_of(32) || !blocks.len().is_multiple_of(nb) {
+        return Err(Error::Usage(format!("q8_0 cache: {} blocks are not whole rows of {width}", blocks.len())));
+    }
+    let mut bytes = vec![0u8; blocks.len() / nb * rb];
+    for (row, dst) in blocks.chunks_exact(nb).zip(bytes.chunks_exact_mut(rb)) {
+        for (b, blk) in row.iter().enumerate() {
+            for (d, &q) in dst[32 * b..][..32].iter_mut().zip(&blk.qs) {
+                *d = q as u8;
+            }
+            dst[width + 2 * b..][..2].copy_from_slice(&blk.d.to_le_bytes());
+        }
+    }
+    Ok(bytes)
+}
+
+/// The inverse of `q8_0_to_device`: the blocks of every whole row in `bytes`.
+pub fn q8_0_from_device(bytes: &[u8], width: usize) -> Result<Vec<BlockQ8_0>> {
+    let (nb, rb) = (width / 32, kv_row_bytes(CacheType::Q8_0, width));
+    if width == 0 || !width.is_multiple_of(32) || !bytes.len().is_multiple_of(rb) {
+        return Err(Error::Usage(format!("q8_0 cache: {} bytes are not whole rows of {width}", bytes.len())));
+    }
+    let mut out = Vec::with_capacity(bytes.len() / rb * nb);
+    for row in bytes.chunks_exact(rb) {
+        for b in 0..nb {
+            let mut qs = [0i8; 32];
+            for (q, &x) in qs.iter_mut().zip(&row[32 * b..][..32]) {
+                *q = x as i8;
+            }
+            out.push(BlockQ8_0 { d: u16::from_le_bytes([row[width + 2 * b], row[width + 2 * b + 1]]), qs });
+        }
+    }
+    Ok(out)
+}
+
+impl KvDev for DevKv {
+    fn cache_type(&self) -> CacheType {
+        match self {
+            DevKv::F16(_) => CacheType::F16,
+            DevKv::Q8_0(_) => CacheType::Q8_0,
+        }
+    }
+    fn addr(&self, gpu: &Cuda) -> u64 {
+        match self {
+            DevKv::F16(b) => gpu.ptr(b, 0),
+            DevKv::Q8_0(b) => gpu.ptr(b, 0),
+        }
+    }
+    fn bytes(&self) -> usize {
+        match self {
+            DevKv::F16(b) => 2 * b.len(),
+            DevKv::Q8_0(b) => b.len(),
+        }
+    }
+}
+
+/// The cache type of a K/V pair, which must agree, and the kernel of `names` (f16, q8_0) for it.
+fn kv_kernel(k: &impl KvDev, v: &impl KvDev, names: [&'static str; 2]) -> Result<(CacheType, &'static str)> {
+    let ty = k.cache_type();
+    if v.cache_type() != ty {
+        return Err(Error::Cuda { op: names[0].into(), msg: format!(
+            "keys cached as {} but values as {}", ty.name(), v.cache_type().name()) });
+    }
+    match ty {
+        CacheType::F16 => Ok((ty, names[0])),
+        CacheType::Q8_0 => Ok((ty, names[1])),
+        CacheType::F32 => Err(Error::Cuda { op: names[0].into(), msg: "no f32 cache on the GPU".into() }),
+    }
+}
+
+/// `cache` must hold at least `n_pos` rows of `width` elements (a q8_0 cache: whole blocks).
+fn check_rows(kernel: &str, what: &str, cache: &impl KvDev, n_pos: usize, width: usize) -> Result<()> {
+    let ty = cache.cache_type();
+    if ty == CacheType::Q8_0 && !width.is_multiple_of(32) {
+        let msg = format!("{what}: q8_0 rows of {width} are not whole blocks of 32");
+        return Err(Error::Cuda { op: kernel.into(), msg });
+    }
+    let need = n_pos * kv_row_bytes(ty, width);
+    if cache.bytes() < need {
+        let msg = format!("{what} holds {} bytes, needs {need}", cache.bytes());
+        return Err(Error::Cuda { op: kernel.into(), msg });
+    }
+    Ok(())
 }
 
 /// Shapes of one attention call (the GPU twin of `cpu::AttnParams`, without the positions, which live on the
@@ -359,7 +537,7 @@ impl AttnScratch {
 }
 
 /// `buf` must hold at least `need` elements.
-fn check_min(kernel: &str, what: &str, have: usize, need: usize) -> Result<()> {
+pub(crate) fn check_min(kernel: &str, what: &str, have: usize, need: usize) -> Result<()> {
     if have < need {
         return Err(Error::Cuda { op: kernel.into(), msg: format!("{what} holds {have} elements, needs {need}") });
     }
@@ -370,7 +548,7 @@ fn grid_1d(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: ((n as u32).div_ceil(EW1_BLOCK).max(1), 1, 1), block_dim: (EW1_BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 
-fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
+pub(crate) fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
@@ -416,7 +594,7 @@ impl Cuda {
         Launch { gpu: self, f: f.clone(), vals: Vec::with_capacity(16) }
     }
 
-    fn go(&self, kernel: &str, mut b: Launch, cfg: LaunchConfig, detail: impl FnOnce() -> String) -> Result<()> {
+    pub(crate) fn go(&self, kernel: &str, mut b: Launch, cfg: LaunchConfig, detail: impl FnOnce() -> String) -> Result<()> {
         // SAFETY: every launcher pushes the kernel's arguments in order with matching types and checks sizes
         // before calling this.
         unsafe { b.launch(cfg) }.map_err(|e| Error::Cuda { op: format!("launch {kernel} {}", detail()), msg: e.to_string() })
@@ -467,59 +645,81 @@ impl Cuda {
         self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} n_heads={n_heads}"))
     }
 
-    /// One decode token's q/k head norms (when given), RoPE of q and k, and store of k and v into the f16 caches
-    /// at position pos0, in one launch on the fused projection `qkv` = [q | k | v]; bit-identical to
+    /// One decode token's q/k head norms (when given), RoPE of q and k, and store of k and v into the caches
+    /// (f16 or q8_0) at position pos0, in one launch on the fused projection `qkv` = [q | k | v]; bit-identical to
     /// `rmsnorm_inplace_rows` per head, `rope_rows` and `kv_store_rows`.
     #[allow(clippy::too_many_arguments)]
-    pub fn rope_store_decode(&self, qkv: &CudaSlice<f32>, k_cache: &mut CudaSlice<u16>, v_cache: &mut CudaSlice<u16>,
+    pub fn rope_store_decode(&self, qkv: &CudaSlice<f32>, k_cache: &mut impl KvDev, v_cache: &mut impl KvDev,
                              s: &AttnShape, rope_dim: usize, neox: bool, cos: &CudaSlice<f32>, sin: &CudaSlice<f32>,
                              pos0: &CudaSlice<u32>, pos_host: usize, q_norm: Option<&CudaSlice<f32>>,
                              k_norm: Option<&CudaSlice<f32>>, eps: f32) -> Result<()> {
-        const K: &str = "rope_store_f16";
+        let (_, kname) = kv_kernel(k_cache, v_cache, ["rope_store_f16", "rope_store_q8_0"])?;
         let (hd, hdv, nh, nkv) = (s.head_dim, s.head_dim_v, s.n_heads, s.n_kv_heads);
         if !hd.is_multiple_of(4) || hd > 1024 || rope_dim > hd || !rope_dim.is_multiple_of(2) || cos.len() != sin.len()
             || (pos_host + 1) * (rope_dim / 2) > cos.len() {
-            return Err(Error::Cuda { op: K.into(), msg: format!(
+            return Err(Error::Cuda { op: kname.into(), msg: format!(
                 "head_dim {hd}, rope_dim {rope_dim} or position {pos_host} outside the {}-entry table", cos.len()) });
         }
-        check_min(K, "qkv", qkv.len(), nh * hd + nkv * (hd + hdv))?;
-        check_min(K, "k cache", k_cache.len(), (pos_host + 1) * nkv * hd)?;
-        check_min(K, "v cache", v_cache.len(), (pos_host + 1) * nkv * hdv)?;
+        check_min(kname, "qkv", qkv.len(), nh * hd + nkv * (hd + hdv))?;
+        if k_cache.cache_type() == CacheType::Q8_0 && (!hd.is_multiple_of(32) || !hdv.is_multiple_of(32)) {
+            let msg = format!("q8_0 cache: head dims {hd}/{hdv} must be multiples of 32");
+            return Err(Error::Cuda { op: kname.into(), msg });
+        }
+        check_rows(kname, "k cache", k_cache, pos_host + 1, nkv * hd)?;
+        check_rows(kname, "v cache", v_cache, pos_host + 1, nkv * hdv)?;
         for w in [q_norm, k_norm].into_iter().flatten() {
-            check_min(K, "head norm weights", w.len(), hd)?;
+            check_min(kname, "head norm weights", w.len(), hd)?;
         }
         let opt = |w: Option<&CudaSlice<f32>>| w.map_or(0u64, |w| self.ptr(w, 0));
-        let (qn, kn) = (opt(q_norm), opt(k_norm));
+        let (qn, knw) = (opt(q_norm), opt(k_norm));
         let (nh32, nkv32, hd32, hdv32, rd, nx) = (nh as u32, nkv as u32, hd as u32, hdv as u32, rope_dim as u32, neox as u32);
-        let f = self.func(K)?;
+        let (kp, vp) = (k_cache.addr(self), v_cache.addr(self));
+        let f = self.func(kname)?;
         let mut b = self.args(&f);
-        b.arg(qkv).arg(k_cache).arg(v_cache).arg(cos).arg(sin).arg(pos0).arg(&nh32).arg(&nkv32).arg(&hd32).arg(&hdv32)
-            .arg(&rd).arg(&nx).arg(&qn).arg(&kn).arg(&eps);
-        self.go(K, b, rows_cfg(nh + nkv + 1, ROW_BLOCK), || format!("{s:?}"))
+        b.arg(qkv).arg(&kp).arg(&vp).arg(cos).arg(sin).arg(pos0).arg(&nh32).arg(&nkv32).arg(&hd32).arg(&hdv32)
+            .arg(&rd).arg(&nx).arg(&qn).arg(&knw).arg(&eps);
+        self.go(kname, b, rows_cfg(nh + nkv + 1, ROW_BLOCK), || format!("{s:?}"))
     }
 
-    /// Store n_tok rows of `row_len` floats into the f16 cache at positions pos0.. (pos0 on the device).
-    pub fn kv_store_rows(&self, cache: &mut CudaSlice<u16>, x: &impl Dev<f32>, n_tok: usize, row_len: usize,
+    /// Store n_tok rows of `row_len` floats into the cache (f16, or q8_0 blocks with `row_len` a multiple of 32)
+    /// at positions pos0.. (pos0 on the device).
+    pub fn kv_store_rows(&self, cache: &mut impl KvDev, x: &impl Dev<f32>, n_tok: usize, row_len: usize,
                          pos0: &CudaSlice<u32>, pos_host: usize) -> Result<()> {
-        const K: &str = "kv_store_f16";
-        check_min(K, "x", x.elems(), n_tok * row_len)?;
-        check_min(K, "cache", cache.len(), (pos_host + n_tok) * row_len)?;
-        let f = self.func(K)?;
-        let (rl, xp) = (row_len as u32, x.addr(self));
+        let (_, kname) = kv_kernel(cache, cache, ["kv_store_f16", "kv_store_q8_0"])?;
+        check_min(kname, "x", x.elems(), n_tok * row_len)?;
+        check_rows(kname, "cache", cache, pos_host + n_tok, row_len)?;
+        let f = self.func(kname)?;
+        let (rl, xp, cp) = (row_len as u32, x.addr(self), cache.addr(self));
         let mut b = self.args(&f);
-        b.arg(cache).arg(&xp).arg(pos0).arg(&rl);
-        self.go(K, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} row_len={row_len}"))
+        b.arg(&cp).arg(&xp).arg(pos0).arg(&rl);
+        self.go(kname, b, rows_cfg(n_tok, EW1_BLOCK), || format!("n_tok={n_tok} row_len={row_len}"))
     }
 
-    /// Causal GQA attention of q (n_tok rows at positions pos0..) over the f16 caches, in `n_splits` chunks of
-    /// `ATTN_CHUNK` keys combined by online softmax, in one launch; twin of `cpu::attention`. `scratch` holds the
-    /// split partials and the arrival counters; `n_splits * ATTN_CHUNK` must cover every key position used.
+    /// Causal GQA attention of q (n_tok rows at positions pos0..) over the caches (f16 or q8_0); twin of
+    /// `cpu::attention` (f16) and `cpu::attention_q8_0_rows` (q8_0). More than one query over an f16 cache goes to
+    /// the tensor-core flash attention (`attention_flash`) when the shape has a kernel and a grid worth it
+    /// (`cuda_flash::flash_preferred`) and `HOST_GPU_OFF` does not name `fa`; everything else to `attention_split`.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &impl Dev<f32>, k: &CudaSlice<u16>, v: &CudaSlice<u16>,
+    pub fn attention_rows(&self, out: &mut CudaSlice<f32>, q: &impl Dev<f32>, k: &impl KvDev, v: &impl KvDev,
                           scratch: &mut AttnScratch, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
                           pos_host: usize) -> Result<()> {
-        const K: &str = "attention_f16";
-        let bad = |msg: String| Err(Error::Cuda { op: K.into(), msg });
+        use super::cuda_flash::{flash_heads_per_block, flash_preferred};
+        if k.cache_type() == CacheType::F16 && flash_preferred(s, pos_host) && q.addr(self).is_multiple_of(16)
+            && !gpu_off("fa") {
+            return self.attention_flash(out, q, k, v, s, flash_heads_per_block(s), pos0, pos_host);
+        }
+        self.attention_split(out, q, k, v, scratch, s, n_splits, pos0, pos_host)
+    }
+
+    /// `attention_rows` on the CUDA cores: in `n_splits` chunks of `ATTN_CHUNK` keys combined by online softmax,
+    /// in one launch (for one query the flash-decoding kernels where the shape fits them). `scratch` holds the
+    /// split partials and the arrival counters; `n_splits * ATTN_CHUNK` must cover every key position used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split(&self, out: &mut CudaSlice<f32>, q: &impl Dev<f32>, k: &impl KvDev, v: &impl KvDev,
+                           scratch: &mut AttnScratch, s: &AttnShape, n_splits: usize, pos0: &CudaSlice<u32>,
+                           pos_host: usize) -> Result<()> {
+        let (ty, kname) = kv_kernel(k, v, ["attention_f16", "attention_q8_0"])?;
+        let bad = |msg: String| Err(Error::Cuda { op: kname.into(), msg });
         if !s.head_dim.is_multiple_of(32) || !s.head_dim_v.is_multiple_of(32) || s.head_dim > ATTN_MAX_HEAD_DIM
             || s.head_dim_v > ATTN_MAX_HEAD_DIM {
             return bad(format!("head dims {}/{} must be multiples of 32 up to {ATTN_MAX_HEAD_DIM}", s.head_dim, s.head_dim_v));
@@ -531,22 +731,22 @@ impl Cuda {
         if n_splits == 0 || n_splits * ATTN_CHUNK < n_keys {
             return bad(format!("{n_splits} splits of {ATTN_CHUNK} cannot cover {n_keys} keys"));
         }
-        check_min(K, "k cache", k.len(), n_keys * s.n_kv_heads * s.head_dim)?;
-        check_min(K, "v cache", v.len(), n_keys * s.n_kv_heads * s.head_dim_v)?;
-        check_min(K, "q", q.elems(), s.n_tok * s.n_heads * s.head_dim)?;
-        check_min(K, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
-        check_min(K, "partials", scratch.part.len(), s.part_len(n_splits))?;
-        check_min(K, "counters", scratch.counters.len(), s.n_tok * s.n_heads)?;
+        check_rows(kname, "k cache", k, n_keys, s.n_kv_heads * s.head_dim)?;
+        check_rows(kname, "v cache", v, n_keys, s.n_kv_heads * s.head_dim_v)?;
+        check_min(kname, "q", q.elems(), s.n_tok * s.n_heads * s.head_dim)?;
+        check_min(kname, "out", out.len(), s.n_tok * s.n_heads * s.head_dim_v)?;
+        check_min(kname, "partials", scratch.part.len(), s.part_len(n_splits))?;
+        check_min(kname, "counters", scratch.counters.len(), s.n_tok * s.n_heads)?;
         let (nh, nkv, hd, hdv, w, ns) =
             (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32, s.head_dim_v as u32, s.window as u32, n_splits as u32);
-        let (kernel, cfg) = match decode_kernel(s).filter(|_| !gpu_off("flashdec")) {
+        let (kernel, cfg) = match decode_kernel(s, ty).filter(|_| !gpu_off("flashdec")) {
             Some(dk) => (dk, LaunchConfig { grid_dim: (nkv, ns, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }),
-            None => (K, LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 }),
+            None => (kname, LaunchConfig { grid_dim: (nh, s.n_tok as u32, ns), block_dim: (128, 1, 1), shared_mem_bytes: 0 }),
         };
         let f = self.func(kernel)?;
         let mut b = self.args(&f);
-        let qp = q.addr(self);
-        b.arg(out).arg(&scratch.part).arg(&scratch.counters).arg(&qp).arg(k).arg(v).arg(pos0).arg(&nh).arg(&nkv).arg(&hd)
+        let (qp, kp, vp) = (q.addr(self), k.addr(self), v.addr(self));
+        b.arg(out).arg(&scratch.part).arg(&scratch.counters).arg(&qp).arg(&kp).arg(&vp).arg(pos0).arg(&nh).arg(&nkv).arg(&hd)
             .arg(&hdv).arg(&s.scale).arg(&w).arg(&ns);
         self.go(kernel, b, cfg, || format!("{s:?} splits={n_splits}"))
     }
@@ -639,6 +839,18 @@ impl Cuda {
         self.go(K, l, rows_cfg(1, 1024), || format!("n={n}"))
     }
 
+    /// out[r] = argmax(x[r * n..(r + 1) * n]) for rows 0..rows (lowest id on ties), one block per row.
+    pub fn argmax_rows(&self, x: &CudaSlice<f32>, n: usize, rows: usize, out: &mut CudaSlice<u32>) -> Result<()> {
+        const K: &str = "argmax_f32";
+        check_min(K, "x", x.len(), (n * rows).max(1))?;
+        check_min(K, "out", out.len(), rows)?;
+        let (n32, next) = (n as u32, 0u64);
+        let f = self.func(K)?;
+        let mut l = self.args(&f);
+        l.arg(x).arg(&n32).arg(out).arg(&next);
+        self.go(K, l, rows_cfg(rows, 1024), || format!("n={n} rows={rows}"))
+    }
+
     /// pos[0] += 1 on the device (the last launch of a captured decode step).
     pub fn advance_pos(&self, pos: &mut CudaSlice<u32>) -> Result<()> {
         const K: &str = "advance_pos";
@@ -646,5 +858,50 @@ impl Cuda {
         let mut l = self.args(&f);
         l.arg(pos);
         self.go(K, l, rows_cfg(1, 1), String::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::ggml_avx2::q8_0_block_avx;
+
+    #[test]
+    fn q8_0_rows_are_16_byte_aligned_and_hold_the_blocks() {
+        // quants, then one f16 scale per block, padded to 16 bytes: SmolLM2's 192 (6 blocks) -> 192 + 12 -> 208
+        assert_eq!(kv_row_bytes(CacheType::Q8_0, 192), 208);
+        assert_eq!(kv_row_bytes(CacheType::Q8_0, 64), 80);
+        assert_eq!(kv_row_bytes(CacheType::Q8_0, 4096), 4352); // 7B: exactly ggml's 34 bytes per block
+        assert_eq!(kv_row_bytes(CacheType::F16, 192), 384);
+        for w in (32..=8192).step_by(32) {
+            let rb = kv_row_bytes(CacheType::Q8_0, w);
+            assert!(rb.is_multiple_of(16) && rb >= w / 32 * 34 && rb < w / 32 * 34 + 16, "width {w}: {rb}");
+        }
+    }
+
+    #[test]
+    fn q8_0_device_layout_round_trips() {
+        let width = 96;
+        let x: Vec<f32> = (0..2 * width).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let blocks: Vec<BlockQ8_0> = x.chunks_exact(32).map(q8_0_block_avx).collect();
+        let bytes = q8_0_to_device(&blocks, width).unwrap();
+        assert_eq!(bytes.len(), 2 * kv_row_bytes(CacheType::Q8_0, width));
+        // row 1, block 2: quants at 32 * 2 of the row, its scale at width + 2 * 2
+        let (row1, b) = (&bytes[kv_row_bytes(CacheType::Q8_0, width)..], &blocks[3 + 2]);
+        assert_eq!(row1[64..96].iter().map(|&q| q as i8).collect::<Vec<_>>(), b.qs);
+        assert_eq!(u16::from_le_bytes([row1[width + 4], row1[width + 5]]), b.d);
+        let back = q8_0_from_device(&bytes, width).unwrap();
+        assert!(back.iter().zip(&blocks).all(|(a, b)| a.d == b.d && a.qs == b.qs) && back.len() == blocks.len());
+        assert!(q8_0_to_device(&blocks[..5], width).is_err(), "5 blocks are not whole rows of 3");
+    }
+
+    #[test]
+    fn the_gpu_cache_types_are_checked_by_name() {
+        assert!(check_cache_type(CacheType::F16, 48, 48).is_ok());
+        assert!(check_cache_type(CacheType::Q8_0, 64, 128).is_ok());
+        let e = check_cache_type(CacheType::Q8_0, 48, 48).unwrap_err().to_string();
+        assert!(e.contains("q8_0") && e.contains("48") && e.contains("--cache-type f16"), "{e}");
+        let e = check_cache_type(CacheType::F32, 64, 64).unwrap_err().to_string();
+        assert!(e.contains("f32") && e.contains("--device cpu"), "{e}");
     }
 }

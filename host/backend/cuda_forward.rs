@@ -1,5 +1,6 @@
 //! The whole forward pass on the GPU: weights uploaded once in their file format, the KV cache in device memory
-//! (f16), every activation on the device. Mirrors `model::CpuForward` op for op, so the CPU path is its oracle.
+//! (f16, or q8_0 blocks: `--cache-type`), every activation on the device. Mirrors `model::CpuForward` op for op,
+//! so the CPU path is its oracle.
 //!
 //! Decode steps read the token and its position from device memory, so one step can be captured into a CUDA
 //! graph and replayed; with device-side greedy selection only the chosen token id crosses to the host.
@@ -8,194 +9,66 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaGraph, CudaSlice};
 
-use crate::backend::cpu::{self, RopeParams};
-use crate::backend::cuda::{cuda_err, gpu_off, At, AttnScratch, AttnShape, Cuda, ATTN_CHUNK};
-use crate::backend::cuda_mmq::supports_mmq;
-use crate::backend::cuda_q8::{act_row_bytes, supports_fused, supports_q8, Prologue};
+use crate::backend::cuda::{check_cache_type, cuda_err, gpu_off, kv_row_bytes, At, AttnScratch, AttnShape, Cuda, DevKv,
+                           ATTN_CHUNK};
+use crate::backend::cuda_q8::{act_row_bytes, supports_q8, Prologue};
+use crate::backend::cuda_weights::{DevLayer, DevMat, DevWeights, MvPrologue, RopeTable};
 use crate::backend::cuda_sample::GpuSampler;
 use crate::sampler::SamplingParams;
 use crate::config::ModelConfig;
-use crate::gguf::GgmlType;
-use crate::model::{check_batch, Activation, Forward, Mat, Model, MAX_BATCH};
+use crate::kv_cache::CacheType;
+use crate::layer::{self, steps, Buf, LayerOps, Part, Proj};
+use crate::model::{check_batch, Activation, Forward, Model, MAX_BATCH};
 use crate::{Error, Result};
 
-/// A weight matrix in device memory, still in its file format: its own buffer, or rows of a buffer it shares
-/// with the matrices concatenated with it.
-struct DevMat {
-    ty: GgmlType,
-    rows: usize, // output features
-    cols: usize, // input features
-    data: Arc<CudaSlice<u8>>,
-    offset: usize, // bytes
+/// One layer's KV cache (f16 or q8_0, contiguous).
+struct LayerKv {
+    k_cache: DevKv, // (ctx, n_kv_heads * head_dim) f16 or q8_0
+    v_cache: DevKv, // (ctx, n_kv_heads * head_dim_v) f16 or q8_0
 }
 
-impl DevMat {
-    fn upload(gpu: &Cuda, m: &Mat) -> Result<DevMat> {
-        Ok(DevMat { ty: m.ty, rows: m.rows, cols: m.cols, data: Arc::new(gpu.upload(m.data)?), offset: 0 })
-    }
-
-    /// `mats` as one matrix (their rows back to back: one mat-vec launch computes all their outputs) and as views
-    /// into it, uploaded once; each on its own when they differ in type or width, or a part would start at an
-    /// address that is not 16-byte aligned (the kernels' vector loads need it).
-    fn concat(gpu: &Cuda, mats: &[&Mat]) -> Result<(Option<DevMat>, Vec<DevMat>)> {
-        let (ty, cols) = (mats[0].ty, mats[0].cols);
-        if mats.iter().any(|m| m.ty != ty || m.cols != cols || !m.data.len().is_multiple_of(16)) {
-            return Ok((None, mats.iter().map(|m| DevMat::upload(gpu, m)).collect::<Result<_>>()?));
-        }
-        let bytes: Vec<u8> = mats.iter().flat_map(|m| m.data.iter().copied()).collect();
-        let data = Arc::new(gpu.upload(&bytes)?);
-        let mut offset = 0;
-        let parts = mats
-            .iter()
-            .map(|m| {
-                let d = DevMat { ty, rows: m.rows, cols, data: data.clone(), offset };
-                offset += m.data.len();
-                d
-            })
-            .collect();
-        let rows = mats.iter().map(|m| m.rows).sum();
-        Ok((Some(DevMat { ty, rows, cols, data, offset: 0 }), parts))
-    }
-
-    /// The weight bytes as the launchers take them.
-    fn w(&self) -> At<'_, u8> {
-        At(&self.data, self.offset)
-    }
-
-    /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for n_tok quantized rows),
-    /// the activations are quantized as llama.cpp quantizes them, so the GPU's numerics follow the CPU forward's:
-    /// a single token goes through the `dp4a` mat-vec, a batch through the int8 tensor-core mat-mul, where the
-    /// type has one; without `xq`, exact f32 products.
-    fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
-             xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
-        let (w, ty) = (&self.w(), self.ty);
-        match (n_tok, xq) {
-            (1, Some(xq)) if supports_q8(ty) => {
-                gpu.quantize_act(x, 1, self.cols, xq)?;
-                gpu.matvec_q8(ty, w, self.rows, self.cols, xq, y)
-            }
-            (1, _) => gpu.matvec(ty, w, self.rows, self.cols, x, y),
-            (_, Some(xq)) if supports_mmq(ty) => {
-                gpu.quantize_act(x, n_tok, self.cols, xq)?;
-                gpu.matmul_q8(ty, w, self.rows, self.cols, xq, n_tok, y)
-            }
-            _ => gpu.matmul(ty, w, self.rows, self.cols, x, n_tok, y),
-        }
-    }
-
-    /// Whether one decode token can go through `matvec_q8_fused`.
-    fn fusable(&self) -> bool {
-        supports_fused(self.ty, self.cols)
-    }
-
-    /// y (+)= W act(src) for one decode token in one launch (`Cuda::matvec_q8_fused`).
-    fn fused(&self, gpu: &Cuda, src: &CudaSlice<f32>, pro: Prologue, y: &mut CudaSlice<f32>, accumulate: bool) -> Result<()> {
-        gpu.matvec_q8_fused(self.ty, &self.w(), self.rows, self.cols, src, pro, y, accumulate)
-    }
-
-    /// y (+)= W act(src) for one decode token on 8-bit activations (the type has a q8 kernel): one fused launch
-    /// whose every block makes the activations itself, or, as `mode` decides for this weight, the activations
-    /// made once by `act_prologue` into `xq` and then the plain mat-vec. Same numbers either way.
-    #[allow(clippy::too_many_arguments)]
-    fn project(&self, gpu: &Cuda, mode: MvPrologue, src: &CudaSlice<f32>, pro: Prologue, y: &mut CudaSlice<f32>,
-               accumulate: bool, xq: &mut CudaSlice<u8>) -> Result<()> {
-        if self.fusable() && !mode.once(self) {
-            return self.fused(gpu, src, pro, y, accumulate);
-        }
-        gpu.act_prologue(src, pro, self.cols, xq)?;
-        gpu.matvec_q8_acc(self.ty, &self.w(), self.rows, self.cols, xq, y, accumulate)
-    }
-
-    fn bytes(&self) -> usize {
-        self.rows * self.ty.row_bytes(self.cols as u64).unwrap_or(0) as usize
-    }
+/// Activations of one batch of up to MAX_BATCH tokens (of `CudaForward`; `CudaBatchForward` sizes its own).
+pub(crate) struct Scratch {
+    pub(crate) x: CudaSlice<f32>,    // (n, dim) residual stream
+    pub(crate) xb: CudaSlice<f32>,   // (n, dim)
+    pub(crate) q: CudaSlice<f32>,    // (n, n_heads * head_dim)
+    pub(crate) k: CudaSlice<f32>,    // (n, n_kv_heads * head_dim)
+    pub(crate) v: CudaSlice<f32>,    // (n, n_kv_heads * head_dim_v)
+    pub(crate) att: CudaSlice<f32>,  // (n, n_heads * head_dim_v)
+    pub(crate) o: CudaSlice<f32>,    // (n, dim)
+    pub(crate) gate: CudaSlice<f32>, // (n, hidden_dim)
+    pub(crate) up: CudaSlice<f32>,   // (n, hidden_dim)
+    pub(crate) act: CudaSlice<f32>,  // (n, hidden_dim)
+    pub(crate) attn: AttnScratch,    // attention split partials and counters
+    pub(crate) qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
+    pub(crate) gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
+    pub(crate) xq: CudaSlice<u8>,       // (n, act_row_bytes(widest input)) quantized activation rows
+    pub(crate) logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
 }
 
-/// Where a decode mat-vec's 8-bit activations are made (`HOST_DECODE_PROLOGUE=fused|once|auto`, default auto):
-/// by every block of the fused kernel (one launch; the norm is recomputed per block, which costs L2 reads that
-/// grow with the grid), or once by `act_prologue` before the plain mat-vec (one more launch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MvPrologue {
-    Fused,
-    Once,
-    /// Once for weights over `ONCE_ABOVE_BYTES`, fused below.
-    Auto,
-}
-
-/// Auto: weights larger than this make their activations once.
-const ONCE_ABOVE_BYTES: usize = 2 << 20;
-
-impl MvPrologue {
-    fn from_env() -> MvPrologue {
-        match std::env::var("HOST_DECODE_PROLOGUE").as_deref() {
-            Ok("fused") => MvPrologue::Fused,
-            Ok("once") => MvPrologue::Once,
-            _ => MvPrologue::Auto,
-        }
+impl Scratch {
+    /// Activations for batches of up to `n` tokens, `n_logits` rows of logits, attention over `splits` chunks.
+    pub(crate) fn new(gpu: &Cuda, c: &ModelConfig, n: usize, n_logits: usize, n_vocab: usize, splits: usize)
+                      -> Result<Scratch> {
+        let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+        Ok(Scratch {
+            x: gpu.zeros(n * c.dim)?,
+            xb: gpu.zeros(n * c.dim)?,
+            q: gpu.zeros(n * c.n_heads * c.head_dim)?,
+            k: gpu.zeros(n * kv_dim)?,
+            v: gpu.zeros(n * kv_dim_v)?,
+            att: gpu.zeros(n * c.n_heads * c.head_dim_v)?,
+            o: gpu.zeros(n * c.dim)?,
+            gate: gpu.zeros(n * c.hidden_dim)?,
+            up: gpu.zeros(n * c.hidden_dim)?,
+            act: gpu.zeros(n * c.hidden_dim)?,
+            attn: AttnScratch::new(gpu, &attn_shape(c, n, 1.0, 0), splits)?,
+            qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
+            gate_up: gpu.zeros(2 * c.hidden_dim)?,
+            xq: gpu.zeros(n * xq_row_bytes(c))?,
+            logits: gpu.zeros(n_logits * n_vocab)?,
+        })
     }
-
-    fn once(self, w: &DevMat) -> bool {
-        match self {
-            MvPrologue::Fused => false,
-            MvPrologue::Once => true,
-            MvPrologue::Auto => w.bytes() > ONCE_ABOVE_BYTES,
-        }
-    }
-}
-
-/// One layer in device memory; norms and biases as f32.
-struct DevLayer {
-    attn_norm: CudaSlice<f32>,
-    /// Decode path: [wq; wk; wv] and [w_gate; w_up] as single matrices (when their types agree), and the
-    /// q/k/v biases concatenated likewise.
-    wqkv: Option<DevMat>,
-    w_gate_up: Option<DevMat>,
-    qkv_bias: Option<CudaSlice<f32>>,
-    wq: DevMat,
-    wk: DevMat,
-    wv: DevMat,
-    wo: DevMat,
-    q_bias: Option<CudaSlice<f32>>,
-    k_bias: Option<CudaSlice<f32>>,
-    v_bias: Option<CudaSlice<f32>>,
-    q_norm: Option<CudaSlice<f32>>,
-    k_norm: Option<CudaSlice<f32>>,
-    post_attn_norm: Option<CudaSlice<f32>>,
-    ffn_norm: CudaSlice<f32>,
-    w_gate: DevMat,
-    w_up: DevMat,
-    w_down: DevMat,
-    post_ffw_norm: Option<CudaSlice<f32>>,
-    /// Index into `CudaForward::rope` of this layer's cos/sin table.
-    rope: usize,
-    window: usize, // 0 = global
-    k_cache: CudaSlice<u16>, // (ctx, n_kv_heads * head_dim) f16
-    v_cache: CudaSlice<u16>, // (ctx, n_kv_heads * head_dim_v) f16
-}
-
-/// cos/sin of every (position, pair) for one RoPE base and scale, computed by the CPU's own formula.
-struct RopeTable {
-    cos: CudaSlice<f32>, // (ctx, rope_dim / 2)
-    sin: CudaSlice<f32>,
-}
-
-/// Activations of one batch of up to MAX_BATCH tokens.
-struct Scratch {
-    x: CudaSlice<f32>,    // (n, dim) residual stream
-    xb: CudaSlice<f32>,   // (n, dim)
-    q: CudaSlice<f32>,    // (n, n_heads * head_dim)
-    k: CudaSlice<f32>,    // (n, n_kv_heads * head_dim)
-    v: CudaSlice<f32>,    // (n, n_kv_heads * head_dim_v)
-    att: CudaSlice<f32>,  // (n, n_heads * head_dim_v)
-    o: CudaSlice<f32>,    // (n, dim)
-    gate: CudaSlice<f32>, // (n, hidden_dim)
-    up: CudaSlice<f32>,   // (n, hidden_dim)
-    act: CudaSlice<f32>,  // (n, hidden_dim)
-    attn: AttnScratch,    // attention split partials and counters
-    qkv: CudaSlice<f32>,  // (q_dim + kv_dim + kv_dim_v,) one decode token's fused projection
-    gate_up: CudaSlice<f32>, // (2 * hidden_dim,)
-    xq: CudaSlice<u8>,       // (n, act_row_bytes(widest input)) quantized activation rows
-    logits: CudaSlice<f32>, // (n_logit_rows, n_vocab)
 }
 
 /// Device memory the model needs, printed at load and checked against free memory first.
@@ -226,10 +99,16 @@ impl std::fmt::Display for MemoryPlan {
     }
 }
 
-/// The memory plan for `model` with a context of `ctx_size`.
+/// The memory plan for `model` with a context of `ctx_size` and an f16 KV cache.
 pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
+    memory_plan_with(model, ctx_size, CacheType::F16)
+}
+
+/// The memory plan for `model` with a context of `ctx_size` and a KV cache of `cache` elements.
+pub fn memory_plan_with(model: &Model, ctx_size: usize, cache: CacheType) -> MemoryPlan {
     let c = &model.config;
-    let kv_cache = c.n_layers * ctx_size * c.n_kv_heads * (c.head_dim + c.head_dim_v) * 2;
+    let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+    let kv_cache = c.n_layers * ctx_size * (kv_row_bytes(cache, kv_dim) + kv_row_bytes(cache, kv_dim_v));
     let n = MAX_BATCH;
     let per_tok = 3 * c.dim + c.n_heads * c.head_dim + c.n_kv_heads * (c.head_dim + c.head_dim_v)
         + c.n_heads * c.head_dim_v + 3 * c.hidden_dim;
@@ -240,15 +119,15 @@ pub fn memory_plan(model: &Model, ctx_size: usize) -> MemoryPlan {
 }
 
 /// Bytes of one quantized activation row of the widest mat-mul input (dim, hidden_dim or the attention output).
-fn xq_row_bytes(c: &ModelConfig) -> usize {
+pub(crate) fn xq_row_bytes(c: &ModelConfig) -> usize {
     act_row_bytes(c.dim.max(c.hidden_dim).max(c.n_heads * c.head_dim_v).next_multiple_of(256))
 }
 
-fn n_splits(n_keys: usize) -> usize {
+pub(crate) fn n_splits(n_keys: usize) -> usize {
     n_keys.div_ceil(ATTN_CHUNK).max(1)
 }
 
-fn attn_shape(c: &ModelConfig, n_tok: usize, scale: f32, window: usize) -> AttnShape {
+pub(crate) fn attn_shape(c: &ModelConfig, n_tok: usize, scale: f32, window: usize) -> AttnShape {
     AttnShape {
         n_tok,
         n_heads: c.n_heads,
@@ -261,7 +140,7 @@ fn attn_shape(c: &ModelConfig, n_tok: usize, scale: f32, window: usize) -> AttnS
 }
 
 pub struct CudaForward {
-    gpu: Cuda,
+    gpu: Arc<Cuda>,
     config: ModelConfig,
     n_vocab: usize,
     attn_scale: f32,
@@ -269,12 +148,9 @@ pub struct CudaForward {
     final_softcap: Option<f32>,
     activation: Activation,
     neox: bool,
-    token_embd: DevMat,
-    /// None: tied to the embedding.
-    output: Option<DevMat>,
-    output_norm: CudaSlice<f32>,
-    layers: Vec<DevLayer>,
-    rope: Vec<RopeTable>,
+    /// The weights (shareable with a `CudaBatchForward`) and this forward's own KV cache per layer.
+    w: Arc<DevWeights>,
+    kv: Vec<LayerKv>,
     s: Scratch,
     tokens: CudaSlice<u32>, // (MAX_BATCH,) ids of the batch; [0] is also the next decode input
     pos: CudaSlice<u32>,    // (1,) position of the batch's first token
@@ -297,26 +173,23 @@ pub struct CudaForward {
     prologue: MvPrologue,
 }
 
-/// `DevMat::concat` of a fixed number of matrices.
-fn concat_n<const N: usize>(gpu: &Cuda, mats: [&Mat; N]) -> Result<(Option<DevMat>, [DevMat; N])> {
-    let (all, parts) = DevMat::concat(gpu, &mats)?;
-    let parts: [DevMat; N] = parts.try_into().map_err(|_| Error::Generate("concat: part count".into()))?;
-    Ok((all, parts))
-}
-
-fn upload_vec(gpu: &Cuda, v: &Option<Vec<f32>>) -> Result<Option<CudaSlice<f32>>> {
-    v.as_ref().map(|v| gpu.upload(v)).transpose()
-}
-
 impl CudaForward {
-    /// Upload `model` to CUDA device `ordinal` with a KV cache of `ctx_size` positions. Prints the memory plan
-    /// to stderr and fails with the amount needed when the device has too little free memory.
+    /// Upload `model` to CUDA device `ordinal` with an f16 KV cache of `ctx_size` positions (`new_with_cache`).
     pub fn new(model: &Model, ctx_size: usize, ordinal: usize) -> Result<CudaForward> {
+        Self::new_with_cache(model, ctx_size, ordinal, CacheType::F16)
+    }
+
+    /// Upload `model` to CUDA device `ordinal` with a KV cache of `ctx_size` positions of `cache` elements (f16
+    /// or q8_0; a q8_0 cache needs head dims that are multiples of 32). Prints the memory plan to stderr and fails
+    /// with the amount needed when the device has too little free memory.
+    pub fn new_with_cache(model: &Model, ctx_size: usize, ordinal: usize, cache: CacheType) -> Result<CudaForward> {
+        check_cache_type(cache, model.config.head_dim, model.config.head_dim_v)?;
         let gpu = Cuda::new(ordinal)?;
         let c = model.config.clone();
-        let plan = memory_plan(model, ctx_size);
+        let plan = memory_plan_with(model, ctx_size, cache);
         let (free, total) = gpu.ctx.mem_get_info().map_err(cuda_err("query free memory"))?;
-        eprintln!("cuda: {} (device {ordinal}: {:.1} of {:.1} GiB free)", plan, gib(free), gib(total));
+        let ty = cache.name();
+        eprintln!("cuda: {} ({ty} KV cache; device {ordinal}: {:.1} of {:.1} GiB free)", plan, gib(free), gib(total));
         // keep 256 MiB for the driver, the module and the graph
         if plan.total() + (256 << 20) > free {
             return Err(Error::Cuda {
@@ -329,104 +202,29 @@ impl CudaForward {
             });
         }
 
-        // RoPE tables, one per distinct (base, scale), with the frequency divisors of this context size
-        let rope_factors = model.rope_factors(ctx_size);
-        let mut rope_keys: Vec<(f32, f32)> = Vec::new();
-        let mut rope = Vec::new();
-        let mut layers = Vec::with_capacity(model.layers.len());
+        let w = Arc::new(DevWeights::upload(&gpu, model, ctx_size)?);
         let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
-        let n_steps = model.layers.len() as u64 + 1; // the layers, then the embedding and the output head
-        let mut bar = crate::progress::Progress::new(n_steps, "uploading weights", crate::progress::Unit::Items);
-        for l in &model.layers {
-            let key = (l.rope_theta, l.rope_freq_scale);
-            let ri = match rope_keys.iter().position(|k| *k == key) {
-                Some(i) => i,
-                None => {
-                    let p = RopeParams {
-                        head_dim: c.head_dim,
-                        rope_dim: c.rope_dim,
-                        theta_base: l.rope_theta,
-                        freq_scale: l.rope_freq_scale,
-                        pairing: model.rope_pairing,
-                        freq_factors: rope_factors,
-                        mscale: c.rope_attn_factor,
-                    };
-                    let (cos, sin) = cpu::rope_table(ctx_size, &p);
-                    rope.push(RopeTable { cos: gpu.upload(&cos)?, sin: gpu.upload(&sin)? });
-                    rope_keys.push(key);
-                    rope.len() - 1
-                }
-            };
-            let qkv_bias = match (&l.q_bias, &l.k_bias, &l.v_bias) {
-                (Some(q), Some(k), Some(v)) => Some(gpu.upload(&[&q[..], &k[..], &v[..]].concat())?),
-                _ => None,
-            };
-            let biases_fuse = qkv_bias.is_some() || (l.q_bias.is_none() && l.k_bias.is_none() && l.v_bias.is_none());
-            let (wqkv, [wq, wk, wv]) = concat_n(&gpu, [&l.wq, &l.wk, &l.wv])?;
-            let (w_gate_up, [w_gate, w_up]) = concat_n(&gpu, [&l.w_gate, &l.w_up])?;
-            layers.push(DevLayer {
-                attn_norm: gpu.upload(&l.attn_norm)?,
-                wqkv: if biases_fuse { wqkv } else { None },
-                w_gate_up,
-                qkv_bias,
-                wq,
-                wk,
-                wv,
-                wo: DevMat::upload(&gpu, &l.wo)?,
-                q_bias: upload_vec(&gpu, &l.q_bias)?,
-                k_bias: upload_vec(&gpu, &l.k_bias)?,
-                v_bias: upload_vec(&gpu, &l.v_bias)?,
-                q_norm: upload_vec(&gpu, &l.q_norm)?,
-                k_norm: upload_vec(&gpu, &l.k_norm)?,
-                post_attn_norm: upload_vec(&gpu, &l.post_attn_norm)?,
-                ffn_norm: gpu.upload(&l.ffn_norm)?,
-                w_gate,
-                w_up,
-                w_down: DevMat::upload(&gpu, &l.w_down)?,
-                post_ffw_norm: upload_vec(&gpu, &l.post_ffw_norm)?,
-                rope: ri,
-                window: l.window.unwrap_or(0),
-                k_cache: gpu.zeros(ctx_size * kv_dim)?,
-                v_cache: gpu.zeros(ctx_size * kv_dim_v)?,
-            });
-            bar.inc(1);
-        }
-        let token_embd = DevMat::upload(&gpu, &model.token_embd)?;
-        let tied = std::ptr::eq(model.output.data, model.token_embd.data);
-        let output = if tied { None } else { Some(DevMat::upload(&gpu, &model.output)?) };
-        bar.finish();
+        let kv = (0..model.layers.len())
+            .map(|_| {
+                Ok(LayerKv {
+                    k_cache: DevKv::new(&gpu, cache, ctx_size, kv_dim)?,
+                    v_cache: DevKv::new(&gpu, cache, ctx_size, kv_dim_v)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         let n = MAX_BATCH;
         let n_vocab = model.n_vocab();
-        let s = Scratch {
-            x: gpu.zeros(n * c.dim)?,
-            xb: gpu.zeros(n * c.dim)?,
-            q: gpu.zeros(n * c.n_heads * c.head_dim)?,
-            k: gpu.zeros(n * kv_dim)?,
-            v: gpu.zeros(n * kv_dim_v)?,
-            att: gpu.zeros(n * c.n_heads * c.head_dim_v)?,
-            o: gpu.zeros(n * c.dim)?,
-            gate: gpu.zeros(n * c.hidden_dim)?,
-            up: gpu.zeros(n * c.hidden_dim)?,
-            act: gpu.zeros(n * c.hidden_dim)?,
-            attn: AttnScratch::new(&gpu, &attn_shape(&c, n, 1.0, 0), n_splits(ctx_size))?,
-            qkv: gpu.zeros(c.n_heads * c.head_dim + kv_dim + kv_dim_v)?,
-            gate_up: gpu.zeros(2 * c.hidden_dim)?,
-            xq: gpu.zeros(n * xq_row_bytes(&c))?,
-            logits: gpu.zeros(n * n_vocab)?,
-        };
+        let s = Scratch::new(&gpu, &c, n, n, n_vocab, n_splits(ctx_size))?;
         Ok(CudaForward {
             n_vocab,
             attn_scale: model.attn_scale,
             embd_scale: model.embd_scale,
             final_softcap: model.final_softcap,
             activation: model.activation,
-            neox: model.rope_pairing == cpu::RopePairing::Neox,
-            token_embd,
-            output,
-            output_norm: gpu.upload(&model.output_norm)?,
-            layers,
-            rope,
+            neox: w.neox,
+            w,
+            kv,
             s,
             tokens: gpu.zeros(n)?,
             pos: gpu.zeros(1)?,
@@ -442,7 +240,7 @@ impl CudaForward {
             prologue: MvPrologue::from_env(),
             graph_next: None,
             config: c,
-            gpu,
+            gpu: Arc::new(gpu),
         })
     }
 
@@ -453,13 +251,20 @@ impl CudaForward {
         self.graphs = [None, None];
     }
 
+    /// A batch forward of many sequences (`CudaBatchForward`) on this forward's device and stream, reading the
+    /// same uploaded weights, with its own paged cache of `capacity` positions, each sequence reaching at most
+    /// `ctx_size` (at most this forward's).
+    pub fn batch_forward(&self, capacity: usize, ctx_size: usize) -> Result<crate::backend::cuda_batch::CudaBatchForward> {
+        crate::backend::cuda_batch::CudaBatchForward::with_weights(self.gpu.clone(), self.w.clone(), capacity, ctx_size)
+    }
+
     /// The CUDA context and stream (for benchmarks and tests).
     pub fn gpu(&self) -> &Cuda {
         &self.gpu
     }
 
     fn check(&self, tokens: &[u32], pos: usize) -> Result<()> {
-        check_batch(tokens, pos, self.ctx_size, self.n_past, self.token_embd.rows)
+        check_batch(tokens, pos, self.ctx_size, self.n_past, self.w.token_embd.rows)
     }
 
     /// Every layer for the batch whose ids are in `self.tokens[..n]` at device position `self.pos`;
@@ -467,7 +272,7 @@ impl CudaForward {
     /// (`n_keys_max` keys are covered: the context size when captured into a graph).
     fn layers(&mut self, n: usize, pos_host: usize, n_keys_max: usize) -> Result<()> {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
-        let e = &self.token_embd;
+        let e = &self.w.token_embd;
         g.embed(e.ty, &e.data, e.rows, e.cols, &self.tokens, n, &mut s.x)?;
         if let Some(sc) = self.embd_scale {
             g.scale_rows(&mut s.x, sc, n * c.dim)?;
@@ -485,13 +290,14 @@ impl CudaForward {
             mmq: self.mmq,
             prologue: self.prologue,
         };
-        for l in &mut self.layers {
-            let rt = &self.rope[l.rope];
-            if n == 1 && ctx.q8 && self.fused_decode && l.wqkv.is_some() && l.w_gate_up.is_some() {
-                decode_layer(&ctx, s, l, rt)?;
-            } else {
-                batch_layer(&ctx, s, l, rt, n)?;
-            }
+        let (kv, rope) = (&mut self.kv, &self.w.rope);
+        let attend = |x: &LayerCtx, s: &mut Scratch, l: &DevLayer, il: usize, n: usize, fused: bool| {
+            attend_contiguous(x, s, l, &mut kv[il], &rope[l.rope], n, fused)
+        };
+        let mut ops = CudaOps { x: &ctx, s, fused: false, attend };
+        for (il, l) in self.w.layers.iter().enumerate() {
+            ops.fused = n == 1 && ctx.q8 && self.fused_decode && l.wqkv.is_some() && l.w_gate_up.is_some();
+            layer::layer(&mut ops, l, il, ctx.activation, n)?;
         }
         Ok(())
     }
@@ -500,13 +306,13 @@ impl CudaForward {
     fn head(&mut self, first: usize, rows: usize) -> Result<()> {
         let (g, c, s) = (&self.gpu, &self.config, &mut self.s);
         let dim = c.dim;
-        let out = self.output.as_ref().unwrap_or(&self.token_embd);
+        let out = self.w.output();
         if (first, rows, self.q8_activations, supports_q8(out.ty)) == (0, 1, true, true) {
-            let pro = Prologue::RmsNorm(&self.output_norm, c.rms_eps);
+            let pro = Prologue::RmsNorm(&self.w.output_norm, c.rms_eps);
             out.project(g, self.prologue, &s.x, pro, &mut s.logits, false, &mut s.xq)?;
         } else {
             g.copy_rows(&mut s.xb, &s.x, first * dim, rows * dim)?;
-            g.rmsnorm_inplace_rows(&s.xb, &self.output_norm, rows, dim, c.rms_eps)?;
+            g.rmsnorm_inplace_rows(&s.xb, &self.w.output_norm, rows, dim, c.rms_eps)?;
             out.apply(g, &s.xb, &mut s.logits, rows, self.q8_activations.then_some(&mut s.xq))?;
         }
         if let Some(cap) = self.final_softcap {
@@ -612,20 +418,21 @@ enum Step {
     Sampled = 1,
 }
 
-/// What every layer of one forward call shares.
-struct LayerCtx<'a> {
-    g: &'a Cuda,
-    c: &'a ModelConfig,
-    pos: &'a CudaSlice<u32>,
-    pos_host: usize,
-    splits: usize,
-    attn_scale: f32,
-    neox: bool,
-    activation: Activation,
-    q8: bool,
+/// What every layer of one forward call shares (`pos`, `pos_host` and `splits` are read by `CudaForward`'s own
+/// attention step only).
+pub(crate) struct LayerCtx<'a> {
+    pub(crate) g: &'a Cuda,
+    pub(crate) c: &'a ModelConfig,
+    pub(crate) pos: &'a CudaSlice<u32>,
+    pub(crate) pos_host: usize,
+    pub(crate) splits: usize,
+    pub(crate) attn_scale: f32,
+    pub(crate) neox: bool,
+    pub(crate) activation: Activation,
+    pub(crate) q8: bool,
     /// Batches may use the int8 tensor-core mat-mul (with q8).
-    mmq: bool,
-    prologue: MvPrologue,
+    pub(crate) mmq: bool,
+    pub(crate) prologue: MvPrologue,
 }
 
 impl LayerCtx<'_> {
@@ -636,79 +443,133 @@ impl LayerCtx<'_> {
     }
 }
 
-/// One layer for a batch of `n` tokens in `s.x`, one op per launch (the prefill path, and the exact-f32 oracle
-/// mode for single tokens).
-fn batch_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable, n: usize) -> Result<()> {
+/// RoPE, the cache store and attention of one layer over `CudaForward`'s contiguous cache at positions pos..:
+/// one op per launch from `s.q`, `s.k`, `s.v`, or (`fused`, one decode token) from `s.qkv` with the per-head
+/// q/k norms folded into the RoPE + store kernel.
+fn attend_contiguous(x: &LayerCtx, s: &mut Scratch, l: &DevLayer, kv: &mut LayerKv, rt: &RopeTable, n: usize,
+                     fused: bool) -> Result<()> {
     let (g, c) = (x.g, x.c);
-    let (dim, eps) = (c.dim, c.rms_eps);
-    let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
-    // ---- attention ----
-    g.rmsnorm_rows(&mut s.xb, &s.x, &l.attn_norm, n, dim, eps)?;
-    l.wq.apply(g, &s.xb, &mut s.q, n, x.xq(&mut s.xq, n))?;
-    l.wk.apply(g, &s.xb, &mut s.k, n, x.xq(&mut s.xq, n))?;
-    l.wv.apply(g, &s.xb, &mut s.v, n, x.xq(&mut s.xq, n))?;
-    for (b, y) in [(&l.q_bias, &mut s.q), (&l.k_bias, &mut s.k), (&l.v_bias, &mut s.v)] {
-        if let Some(b) = b {
-            g.add_bias_rows(y, b, n)?;
-        }
-    }
-    if let Some(w) = &l.q_norm {
-        g.rmsnorm_inplace_rows(&s.q, w, n * c.n_heads, c.head_dim, eps)?;
-    }
-    if let Some(w) = &l.k_norm {
-        g.rmsnorm_inplace_rows(&s.k, w, n * c.n_kv_heads, c.head_dim, eps)?;
-    }
-    g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
-    g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
-    g.kv_store_rows(&mut l.k_cache, &s.k, n, kv_dim, x.pos, x.pos_host)?;
-    g.kv_store_rows(&mut l.v_cache, &s.v, n, kv_dim_v, x.pos, x.pos_host)?;
     let shape = attn_shape(c, n, x.attn_scale, l.window);
-    g.attention_rows(&mut s.att, &s.q, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
-    l.wo.apply(g, &s.att, &mut s.o, n, x.xq(&mut s.xq, n))?;
-    if let Some(w) = &l.post_attn_norm {
-        g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
-    }
-    g.add_inplace_rows(&mut s.x, &s.o, n * dim)?;
-
-    // ---- feed-forward ----
-    g.rmsnorm_rows(&mut s.xb, &s.x, &l.ffn_norm, n, dim, eps)?;
-    l.w_gate.apply(g, &s.xb, &mut s.gate, n, x.xq(&mut s.xq, n))?;
-    l.w_up.apply(g, &s.xb, &mut s.up, n, x.xq(&mut s.xq, n))?;
-    let hn = n * c.hidden_dim;
-    match x.activation {
-        Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn)?,
-        Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn)?,
-    }
-    l.w_down.apply(g, &s.act, &mut s.o, n, x.xq(&mut s.xq, n))?;
-    if let Some(w) = &l.post_ffw_norm {
-        g.rmsnorm_inplace_rows(&s.o, w, n, dim, eps)?;
-    }
-    g.add_inplace_rows(&mut s.x, &s.o, n * dim)
+    let q = if fused {
+        g.rope_store_decode(&s.qkv, &mut kv.k_cache, &mut kv.v_cache, &shape, c.rope_dim, x.neox, &rt.cos, &rt.sin,
+                            x.pos, x.pos_host, l.w.q_norm.as_ref(), l.w.k_norm.as_ref(), c.rms_eps)?;
+        &s.qkv
+    } else {
+        let (kv_dim, kv_dim_v) = (c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim_v);
+        g.rope_rows(&s.q, n, c.n_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+        g.rope_rows(&s.k, n, c.n_kv_heads, c.head_dim, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos, x.pos_host)?;
+        g.kv_store_rows(&mut kv.k_cache, &s.k, n, kv_dim, x.pos, x.pos_host)?;
+        g.kv_store_rows(&mut kv.v_cache, &s.v, n, kv_dim_v, x.pos, x.pos_host)?;
+        &s.q
+    };
+    g.attention_rows(&mut s.att, q, &kv.k_cache, &kv.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)
 }
 
-/// One layer for one decode token on 8-bit activations, in as few launches as the weights allow: each mat-vec
-/// makes its own input (norm, gating, quantization) and adds its output to the residual stream itself
-/// (`matvec_q8_fused`), q, k and v come from one mat-vec, as do gate and up. A weight the fused kernel cannot
-/// take goes through the separate ops.
-fn decode_layer(x: &LayerCtx, s: &mut Scratch, l: &mut DevLayer, rt: &RopeTable) -> Result<()> {
-    let (g, c) = (x.g, x.c);
-    let eps = c.rms_eps;
-    let (wqkv, wgu) = (l.wqkv.as_ref().expect("checked by caller"), l.w_gate_up.as_ref().expect("checked by caller"));
+/// The GPU's steps of `layer::layer`, one op per launch (`DevMat::apply` for the projections); the attention
+/// step is the caller's (`attend`: the contiguous cache of `CudaForward`, the pages of `CudaBatchForward`).
+/// With `fused` (one decode token on 8-bit activations, the layer's q/k/v and gate/up weights concatenated) the
+/// composite steps run in as few launches as the weights allow: each mat-vec makes its own input (norm, gating,
+/// quantization) and adds its output to the residual itself (`DevMat::project`).
+pub(crate) struct CudaOps<'r, 'a, A> {
+    pub(crate) x: &'r LayerCtx<'a>,
+    pub(crate) s: &'r mut Scratch,
+    pub(crate) fused: bool,
+    /// (ctx, scratch, layer, its index, rows, fused) -> `s.att`.
+    pub(crate) attend: A,
+}
 
-    // ---- attention ----
-    norm_proj(x, s, wqkv, &l.attn_norm, Out::Qkv)?;
-    if let Some(b) = &l.qkv_bias {
-        g.add_bias_rows(&mut s.qkv, b, 1)?;
+/// The scratch's activation buffers in `layer::Buf` order, and the quantized-activation scratch.
+fn bufs(s: &mut Scratch) -> ([&mut CudaSlice<f32>; 10], &mut CudaSlice<u8>) {
+    let Scratch { x, xb, q, k, v, att, o, gate, up, act, xq, .. } = s;
+    ([x, xb, q, k, v, att, o, gate, up, act], xq)
+}
+
+impl<A> LayerOps for CudaOps<'_, '_, A>
+where
+    A: FnMut(&LayerCtx, &mut Scratch, &DevLayer, usize, usize, bool) -> Result<()>,
+{
+    type Layer = DevLayer;
+
+    fn has(&self, l: &DevLayer, p: Part) -> bool {
+        l.w.part(p).is_some()
     }
-    let shape = attn_shape(c, 1, x.attn_scale, l.window);
-    g.rope_store_decode(&s.qkv, &mut l.k_cache, &mut l.v_cache, &shape, c.rope_dim, x.neox, &rt.cos, &rt.sin, x.pos,
-                        x.pos_host, l.q_norm.as_ref(), l.k_norm.as_ref(), eps)?;
-    g.attention_rows(&mut s.att, &s.qkv, &l.k_cache, &l.v_cache, &mut s.attn, &shape, x.splits, x.pos, x.pos_host)?;
-    residual_proj(x, &l.wo, ProjInput::Attention, l.post_attn_norm.as_ref(), s)?;
 
-    // ---- feed-forward ----
-    norm_proj(x, s, wgu, &l.ffn_norm, Out::GateUp)?;
-    residual_proj(x, &l.w_down, ProjInput::Gated(x.activation), l.post_ffw_norm.as_ref(), s)
+    fn rmsnorm(&mut self, l: &DevLayer, p: Part, dst: Buf, src: Buf, rows: usize) -> Result<()> {
+        let (g, c) = (self.x.g, self.x.c);
+        let (w, eps) = (l.w.part(p).expect("the layer asked has() first"), c.rms_eps);
+        let (b, _) = bufs(self.s);
+        match p {
+            Part::QNorm => g.rmsnorm_inplace_rows(&*b[Buf::Q as usize], w, rows * c.n_heads, c.head_dim, eps),
+            Part::KNorm => g.rmsnorm_inplace_rows(&*b[Buf::K as usize], w, rows * c.n_kv_heads, c.head_dim, eps),
+            _ if dst == src => g.rmsnorm_inplace_rows(&*b[dst as usize], w, rows, c.dim, eps),
+            _ => {
+                let (d, s) = layer::pair(b, dst, src);
+                g.rmsnorm_rows(d, s, w, rows, c.dim, eps)
+            }
+        }
+    }
+
+    fn project(&mut self, l: &DevLayer, w: Proj, src: Buf, dst: Buf, rows: usize) -> Result<()> {
+        let (b, xq) = bufs(self.s);
+        let (d, s) = layer::pair(b, dst, src);
+        l.w.mat(w).apply(self.x.g, s, d, rows, self.x.xq(xq, rows))
+    }
+
+    fn add_bias(&mut self, l: &DevLayer, p: Part, dst: Buf, rows: usize) -> Result<()> {
+        let (b, _) = bufs(self.s);
+        let y = b.into_iter().nth(dst as usize).expect("ten buffers");
+        self.x.g.add_bias_rows(y, l.w.part(p).expect("the layer asked has() first"), rows)
+    }
+
+    fn attend(&mut self, l: &DevLayer, il: usize, rows: usize) -> Result<()> {
+        (self.attend)(self.x, self.s, l, il, rows, self.fused)
+    }
+
+    fn glu(&mut self, act: Activation, rows: usize) -> Result<()> {
+        let (g, s, hn) = (self.x.g, &mut *self.s, rows * self.x.c.hidden_dim);
+        match act {
+            Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn),
+            Activation::GeluTanh => g.gelu_tanh_mul_rows(&mut s.act, &s.gate, &s.up, hn),
+        }
+    }
+
+    fn add_residual(&mut self, rows: usize) -> Result<()> {
+        let s = &mut *self.s;
+        self.x.g.add_inplace_rows(&mut s.x, &s.o, rows * self.x.c.dim)
+    }
+
+    fn qkv(&mut self, l: &DevLayer, rows: usize) -> Result<()> {
+        if !self.fused {
+            return steps::qkv(self, l, rows);
+        }
+        // q, k, v into `s.qkv`; the per-head norms follow in `attend_contiguous`
+        norm_proj(self.x, self.s, l.wqkv.as_ref().expect("fused"), &l.w.attn_norm, Out::Qkv)?;
+        if let Some(b) = &l.qkv_bias {
+            self.x.g.add_bias_rows(&mut self.s.qkv, b, 1)?;
+        }
+        Ok(())
+    }
+
+    fn residual(&mut self, l: &DevLayer, w: Proj, src: Buf, post_norm: Part, rows: usize) -> Result<()> {
+        if self.fused && w == Proj::O {
+            return residual_proj(self.x, &l.w.wo, ProjInput::Attention, l.w.post_attn_norm.as_ref(), self.s);
+        }
+        steps::residual(self, l, w, src, post_norm, rows)
+    }
+
+    fn gate_up(&mut self, l: &DevLayer, rows: usize) -> Result<()> {
+        if !self.fused {
+            return steps::gate_up(self, l, rows);
+        }
+        norm_proj(self.x, self.s, l.w_gate_up.as_ref().expect("fused"), &l.w.ffn_norm, Out::GateUp)
+    }
+
+    fn ffn_down(&mut self, l: &DevLayer, act: Activation, rows: usize) -> Result<()> {
+        if !self.fused {
+            return steps::ffn_down(self, l, act, rows);
+        }
+        residual_proj(self.x, &l.w.w_down, ProjInput::Gated(act), l.w.post_ffw_norm.as_ref(), self.s)
+    }
 }
 
 /// Which scratch vector a normed projection writes.

@@ -25,21 +25,62 @@ pub mod layout;
 
 use layout::MqGeom;
 
-/// The plain and the fused (`matvec_q8_fused`) kernel of a weight type, and their geometry.
-fn kernel_of(ty: GgmlType) -> Option<(&'static str, &'static str, MqGeom)> {
+/// The kernels of a weight type and their geometry: the single-column mat-vec, its fused variant
+/// (`matvec_q8_fused`) and the multi-column mat-vecs (`matvec_q8_cols`) for up to 2, 4 and 8 activation rows.
+struct MvKernels {
+    one: (&'static str, MqGeom),
+    fused: &'static str,
+    cols: [(&'static str, MqGeom); 3],
+}
+
+fn kernels_of(ty: GgmlType) -> Option<MvKernels> {
     use GgmlType::*;
+    macro_rules! k {
+        ($t:literal, $one:expr, $cols:expr) => {
+            MvKernels {
+                one: (concat!("mmvq_", $t), $one),
+                fused: concat!("mmvq_fused_", $t),
+                cols: [
+                    (concat!("mmvq_", $t, "_c2"), $cols[0]),
+                    (concat!("mmvq_", $t, "_c4"), $cols[1]),
+                    (concat!("mmvq_", $t, "_c8"), $cols[2]),
+                ],
+            }
+        };
+    }
     Some(match ty {
-        Q4_0 => ("mmvq_q4_0", "mmvq_fused_q4_0", layout::MQ_Q4_0),
-        Q4_1 => ("mmvq_q4_1", "mmvq_fused_q4_1", layout::MQ_Q4_1),
-        Q5_0 => ("mmvq_q5_0", "mmvq_fused_q5_0", layout::MQ_Q5_0),
-        Q5_1 => ("mmvq_q5_1", "mmvq_fused_q5_1", layout::MQ_Q5_1),
-        Q8_0 => ("mmvq_q8_0", "mmvq_fused_q8_0", layout::MQ_Q8_0),
-        Q4_K => ("mmvq_q4_k", "mmvq_fused_q4_k", layout::MQ_Q4_K),
-        Q5_K => ("mmvq_q5_k", "mmvq_fused_q5_k", layout::MQ_Q5_K),
-        Q6_K => ("mmvq_q6_k", "mmvq_fused_q6_k", layout::MQ_Q6_K),
+        Q4_0 => k!("q4_0", layout::MQ_Q4_0, layout::MC_Q4_0),
+        Q4_1 => k!("q4_1", layout::MQ_Q4_1, layout::MC_Q4_1),
+        Q5_0 => k!("q5_0", layout::MQ_Q5_0, layout::MC_Q5_0),
+        Q5_1 => k!("q5_1", layout::MQ_Q5_1, layout::MC_Q5_1),
+        Q8_0 => k!("q8_0", layout::MQ_Q8_0, layout::MC_Q8_0),
+        Q4_K => k!("q4_k", layout::MQ_Q4_K, layout::MC_Q4_K),
+        Q5_K => k!("q5_k", layout::MQ_Q5_K, layout::MC_Q5_K),
+        Q6_K => k!("q6_k", layout::MQ_Q6_K, layout::MC_Q6_K),
         _ => return None,
     })
 }
+
+/// How a q8 mat-vec runs (`Cuda::matvec_q8_opt`): on how many activation rows, whether it adds to y, and through
+/// which kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MvOpts {
+    /// Activation rows in xq, 1 to `MV_COLS_MAX`; y holds as many rows of n_rows outputs.
+    pub n: usize,
+    /// y += W x (a residual add in the same launch) instead of y = W x.
+    pub accumulate: bool,
+    /// A named kernel of the weight type and its geometry (the benchmark's alternatives, `layout::MQ_VARIANTS`)
+    /// instead of the type's own for `n`.
+    pub kernel: Option<(&'static str, MqGeom)>,
+}
+
+impl MvOpts {
+    /// One activation row, y = W x, the type's own kernel.
+    pub const ONE: MvOpts = MvOpts { n: 1, accumulate: false, kernel: None };
+}
+
+/// Most activation rows `matvec_q8_cols` takes in one launch.
+pub const MV_COLS_MAX: usize = layout::MC_MAX as usize;
 
 /// How a fused mat-vec makes its activations from f32 values (`gpu-kernels/src/quant/q8.rs`, `prologue`).
 #[derive(Clone, Copy)]
@@ -59,9 +100,9 @@ pub fn supports_fused(ty: GgmlType, n_cols: usize) -> bool {
     supports_q8(ty) && n_cols.is_multiple_of(32) && n_cols > 0 && act_row_bytes(n_cols) <= layout::FUSED_ACT_BYTES as usize
 }
 
-/// Whether `matvec_q8` has a kernel for weights of type `ty`.
+/// Whether `matvec_q8` (and `matvec_q8_cols`) has a kernel for weights of type `ty`.
 pub fn supports_q8(ty: GgmlType) -> bool {
-    kernel_of(ty).is_some()
+    kernels_of(ty).is_some()
 }
 
 /// Bytes of one quantized activation row of `n_cols` columns (`n_cols` a multiple of 32).
@@ -124,80 +165,62 @@ impl Cuda {
 
     /// y = W x for the (n_rows, n_cols) weight `w` of type `ty` (GGUF blocks as in the file), with x given as
     /// `quantize_act` left it in `xq` (its first row); twin of `quant::matvec_q8`. y (n_rows,) or longer.
-    pub fn matvec_q8(
-        &self,
-        ty: GgmlType,
-        w: &impl Dev<u8>,
-        n_rows: usize,
-        n_cols: usize,
-        xq: &CudaSlice<u8>,
-        y: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        self.matvec_q8_acc(ty, w, n_rows, n_cols, xq, y, false)
+    pub fn matvec_q8(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
+                     y: &mut CudaSlice<f32>) -> Result<()> {
+        self.matvec_q8_opt(ty, w, n_rows, n_cols, xq, y, MvOpts::ONE)
     }
 
     /// `matvec_q8`, or y += W x with `accumulate` (a residual add in the same launch).
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec_q8_acc(
-        &self,
-        ty: GgmlType,
-        w: &impl Dev<u8>,
-        n_rows: usize,
-        n_cols: usize,
-        xq: &CudaSlice<u8>,
-        y: &mut CudaSlice<f32>,
-        accumulate: bool,
-    ) -> Result<()> {
-        let (kernel, _, g) =
-            kernel_of(ty).ok_or_else(|| err("matvec_q8", format!("type {ty} has no 8-bit-activation kernel")))?;
-        self.launch_mmvq(kernel, g, ty, w, n_rows, n_cols, xq, y, accumulate)
+    pub fn matvec_q8_acc(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
+                         y: &mut CudaSlice<f32>, accumulate: bool) -> Result<()> {
+        self.matvec_q8_opt(ty, w, n_rows, n_cols, xq, y, MvOpts { accumulate, ..MvOpts::ONE })
     }
 
-    /// `matvec_q8` through a named kernel of geometry `g` (the benchmark's alternatives in `layout::MQ_VARIANTS`).
-    #[doc(hidden)]
+    /// Y = X W^T for `n` (1 to `MV_COLS_MAX`) activation rows X, quantized by `quantize_act` into `xq` (n rows of
+    /// `act_row_bytes(n_cols)`): y (n, n_rows). Each weight step is read once for all n rows (decode of several
+    /// sequences), and each row of y is bit-identical to `matvec_q8` on that activation row alone.
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec_q8_with(
-        &self,
-        kernel: &'static str,
-        g: MqGeom,
-        ty: GgmlType,
-        w: &impl Dev<u8>,
-        n_rows: usize,
-        n_cols: usize,
-        xq: &CudaSlice<u8>,
-        y: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        self.launch_mmvq(kernel, g, ty, w, n_rows, n_cols, xq, y, false)
+    pub fn matvec_q8_cols(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
+                          n: usize, y: &mut CudaSlice<f32>) -> Result<()> {
+        self.matvec_q8_opt(ty, w, n_rows, n_cols, xq, y, MvOpts { n, ..MvOpts::ONE })
     }
 
+    /// The q8 mat-vec of `opts` (every other `matvec_q8*` launcher comes here): y (opts.n, n_rows) (+)= W x for
+    /// the opts.n activation rows of `xq`, through the type's single-column kernel for one row and its
+    /// multi-column kernel of 2, 4 or 8 rows (the fewest that hold n) otherwise, or through `opts.kernel`.
     #[allow(clippy::too_many_arguments)]
-    fn launch_mmvq(
-        &self,
-        kernel: &'static str,
-        g: MqGeom,
-        ty: GgmlType,
-        w: &impl Dev<u8>,
-        n_rows: usize,
-        n_cols: usize,
-        xq: &CudaSlice<u8>,
-        y: &mut CudaSlice<f32>,
-        accumulate: bool,
-    ) -> Result<()> {
+    pub fn matvec_q8_opt(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
+                         y: &mut CudaSlice<f32>, opts: MvOpts) -> Result<()> {
+        let ks = kernels_of(ty).ok_or_else(|| err("matvec_q8", format!("type {ty} has no 8-bit-activation kernel")))?;
+        let n = opts.n;
+        if !(1..=MV_COLS_MAX).contains(&n) {
+            return Err(err(ks.one.0, format!("{n} activation rows: the q8 mat-vecs take 1 to {MV_COLS_MAX}")));
+        }
+        let (kernel, g) = opts.kernel.unwrap_or(if n == 1 { ks.one } else { ks.cols[(n > 2) as usize + (n > 4) as usize] });
+        if n > g.cols as usize {
+            return Err(err(kernel, format!("{n} activation rows exceed the kernel's {}", g.cols)));
+        }
         check_cols(kernel, n_cols)?;
         check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
-        check_len(kernel, "xq", xq.len(), act_row_bytes(n_cols))?;
-        check_len(kernel, "y", y.len(), n_rows)?;
+        check_len(kernel, "xq", xq.len(), n * act_row_bytes(n_cols))?;
+        check_len(kernel, "y", y.len(), n * n_rows)?;
         if n_rows == 0 {
             return Ok(());
         }
         let f = self.func(kernel)?;
         let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
-        let (nr, nc, acc, wp) = (n_rows as u32, n_cols as u32, accumulate as u32, w.addr(self));
+        let (nr, nc, nx, acc, wp) = (n_rows as u32, n_cols as u32, n as u32, opts.accumulate as u32, w.addr(self));
         let mut b = self.args(&f);
-        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&acc);
-        // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
-        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols}")))?;
+        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc);
+        if g.cols > 1 {
+            b.arg(&nx); // the multi-column kernels' row count
+        }
+        b.arg(&acc);
+        // SAFETY: argument order and types match the kernel (`mmvq_kernels` / `mmvq_cols_kernels` in q8.rs);
+        // lengths, row counts and index limits checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n}x{n_rows}x{n_cols}")))?;
         Ok(())
     }
 
@@ -254,8 +277,9 @@ impl Cuda {
         y: &mut CudaSlice<f32>,
         accumulate: bool,
     ) -> Result<()> {
-        let (_, kernel, g) =
-            kernel_of(ty).ok_or_else(|| err("matvec_q8_fused", format!("type {ty} has no 8-bit-activation kernel")))?;
+        let ks =
+            kernels_of(ty).ok_or_else(|| err("matvec_q8_fused", format!("type {ty} has no 8-bit-activation kernel")))?;
+        let (kernel, g) = (ks.fused, ks.one.1);
         if !supports_fused(ty, n_cols) {
             return Err(err(kernel, format!("{n_cols} columns exceed the fused kernel's activation buffer")));
         }
@@ -333,5 +357,31 @@ mod tests {
         }
         let e = check_cols("k", 100).unwrap_err().to_string();
         assert!(e.contains("n_cols 100"), "{e}");
+    }
+
+    /// Each multi-column kernel keeps its type's items per lane and split-K (what fixes the order of every
+    /// output's f32 sums, so its columns equal the single-column kernel's bits), takes 2, 4 and 8 rows, and has
+    /// a lane for each of a warp group's outputs; so does every multi-column benchmark variant.
+    #[test]
+    fn multi_column_geometry_keeps_the_summation_order() {
+        use GgmlType::*;
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+            let ks = kernels_of(ty).unwrap();
+            let one = ks.one.1;
+            assert_eq!(one.cols, 1, "{ty}");
+            for ((name, g), n) in ks.cols.iter().zip([2, 4, 8]) {
+                assert_eq!((g.items, g.ksplit, g.cols), (one.items, one.ksplit, n), "{ty} {name}");
+                assert!(g.rows * g.cols <= 32 && g.warps % g.ksplit == 0, "{ty} {name}: {g:?}");
+                assert!(name.starts_with(ks.one.0) && name.ends_with(&format!("_c{n}")), "{name}");
+            }
+            let n_max = ks.cols.iter().map(|c| c.1.cols as usize).max();
+            assert_eq!(n_max, Some(MV_COLS_MAX), "{ty}");
+        }
+        for &(name, id, g) in layout::MQ_VARIANTS {
+            let one = kernels_of(GgmlType::from_id(id).unwrap()).unwrap().one.1;
+            if g.cols > 1 {
+                assert_eq!((g.items, g.ksplit), (one.items, one.ksplit), "{name}");
+            }
+        }
     }
 }

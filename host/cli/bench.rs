@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::Device;
-use crate::batch::{Batch, BatchForward, CpuBatchForward};
+use crate::batch::{Batch, BatchForward};
 use crate::kv_paged::{SeqId, DEFAULT_PAGE_SIZE};
 use crate::cli::DeviceArg;
 use crate::gguf::{GgmlType, GgufFile};
@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// KV cache element type, keys and values (llama-bench's -ctk / -ctv); the GPU keeps f16 or q8_0.
+    #[arg(long, value_enum, default_value_t = CacheType::F16)]
+    pub cache_type: CacheType,
     /// CPU threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
@@ -68,6 +71,7 @@ impl BenchArgs {
             n_depth: 0,
             reps: 5,
             device: DeviceArg::Auto,
+            cache_type: CacheType::F16,
             threads: None,
             json: false,
             no_warmup: false,
@@ -165,6 +169,8 @@ pub struct BenchResult {
     pub n_gen: usize,    // tg tests: tokens per run, else 0
     pub n_depth: usize,
     pub n_ctx: usize,
+    /// KV cache element type (keys and values).
+    pub cache_type: CacheType,
     /// Wall time of each repetition.
     pub samples_ns: Vec<u64>,
 }
@@ -208,6 +214,8 @@ impl BenchResult {
             "n_gen": self.n_gen,
             "n_depth": self.n_depth,
             "n_ctx": self.n_ctx,
+            "type_k": self.cache_type.name(),
+            "type_v": self.cache_type.name(),
             "avg_ns": mean(&ns).round() as u64,
             "stddev_ns": stddev(&ns).round() as u64,
             "avg_ts": self.avg_ts(),
@@ -218,34 +226,46 @@ impl BenchResult {
         })
     }
 
-    /// The markdown row under `table_header()`.
+    /// The markdown row under `table_header(self.cache_type)`.
     pub fn table_row(&self) -> String {
         format!(
-            "| {:<30} | {:>10} | {:>10} | {:<10} | {:>15} | {:>20} |",
+            "| {:<30} | {:>10} | {:>10} | {:<10} |{} {:>15} | {:>20} |",
             self.model.label,
             format_size(self.model.size),
             format_params(self.model.params),
             self.backend,
+            kv_cells(self.cache_type, self.cache_type.name(), self.cache_type.name()),
             self.test_name(),
             format!("{:.2} ± {:.2}", self.avg_ts(), self.stddev_ts())
         )
     }
 }
 
-/// The two header lines of the markdown table.
-pub fn table_header() -> String {
+/// The type_k and type_v cells, which llama-bench shows only when the cache is not f16.
+fn kv_cells(kv: CacheType, k: &str, v: &str) -> String {
+    if kv == CacheType::F16 {
+        String::new()
+    } else {
+        format!(" {k:<6} | {v:<6} |")
+    }
+}
+
+/// The two header lines of the markdown table of results with a KV cache of `kv`.
+pub fn table_header(kv: CacheType) -> String {
     format!(
-        "| {:<30} | {:>10} | {:>10} | {:<10} | {:>15} | {:>20} |\n| {} | {}: | {}: | {} | {}: | {}: |",
+        "| {:<30} | {:>10} | {:>10} | {:<10} |{} {:>15} | {:>20} |\n| {} | {}: | {}: | {} |{} {}: | {}: |",
         "model",
         "size",
         "params",
         "backend",
+        kv_cells(kv, "type_k", "type_v"),
         "test",
         "t/s",
         "-".repeat(30),
         "-".repeat(9),
         "-".repeat(9),
         "-".repeat(10),
+        kv_cells(kv, &"-".repeat(6), &"-".repeat(6)),
         "-".repeat(14),
         "-".repeat(19)
     )
@@ -425,7 +445,7 @@ pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchR
     let model = Model::load(&file)?;
     let info = ModelInfo::of(&file);
     let n_ctx = a.n_depth + a.n_prompt + a.n_gen;
-    let mut runner = device.open_forward(&model, n_ctx, CacheType::F16)?;
+    let mut runner = device.open_forward(&model, n_ctx, a.cache_type)?;
     let (backend, n_threads) = match device {
         Device::Cpu => ("CPU", rayon::current_num_threads()),
         Device::Cuda { .. } => ("CUDA", 1),
@@ -455,6 +475,7 @@ pub fn bench_model(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&BenchR
             n_gen,
             n_depth: a.n_depth,
             n_ctx,
+            cache_type: a.cache_type,
             samples_ns,
         };
         on_result(&r);
@@ -473,7 +494,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return run_parallel(&a);
     }
     if !a.json {
-        println!("{}", table_header());
+        println!("{}", table_header(a.cache_type));
     }
     let mut print = |r: &BenchResult| {
         if a.json {
@@ -556,7 +577,7 @@ pub fn parallel_header() -> String {
 }
 
 /// One timed run of `prompts.len()` sequences: (prompt seconds, generation seconds).
-fn parallel_run(bf: &mut CpuBatchForward, prompts: &[Vec<u32>], first: u32, n_gen: usize) -> Result<(f64, f64)> {
+fn parallel_run(bf: &mut dyn BatchForward, prompts: &[Vec<u32>], first: u32, n_gen: usize) -> Result<(f64, f64)> {
     let n_seq = prompts.len();
     for s in 0..n_seq as SeqId {
         if bf.seq_len(s).is_some() {
@@ -564,7 +585,6 @@ fn parallel_run(bf: &mut CpuBatchForward, prompts: &[Vec<u32>], first: u32, n_ge
         }
         bf.add_seq(s)?;
     }
-    let argmax = |x: &[f32]| x.iter().enumerate().fold(0, |b, (i, &v)| if v > x[b] { i } else { b }) as u32;
     let mut batch = Batch::new();
     let mut next = vec![first; n_seq];
     let t0 = Instant::now();
@@ -572,11 +592,11 @@ fn parallel_run(bf: &mut CpuBatchForward, prompts: &[Vec<u32>], first: u32, n_ge
         for (s, p) in prompts.iter().enumerate() {
             batch.add_tokens(s as SeqId, p, 0);
         }
-        bf.decode(&batch)?;
+        let chosen = bf.decode_greedy(&batch)?;
         let mut i = 0;
         for (s, p) in prompts.iter().enumerate() {
             i += p.len();
-            next[s] = argmax(bf.logits(i - 1).expect("last prompt token has logits"));
+            next[s] = chosen[i - 1].expect("last prompt token has logits");
         }
     }
     let t_prompt = t0.elapsed().as_secs_f64();
@@ -586,9 +606,9 @@ fn parallel_run(bf: &mut CpuBatchForward, prompts: &[Vec<u32>], first: u32, n_ge
         for (s, &t) in next.iter().enumerate() {
             batch.add(s as SeqId, t, bf.seq_len(s as SeqId).unwrap_or(0), true);
         }
-        bf.decode(&batch)?;
+        let chosen = bf.decode_greedy(&batch)?;
         for (s, t) in next.iter_mut().enumerate() {
-            *t = argmax(bf.logits(s).expect("every decode entry has logits"));
+            *t = chosen[s].expect("every decode entry has logits");
         }
     }
     Ok((t_prompt, t1.elapsed().as_secs_f64()))
@@ -597,9 +617,7 @@ fn parallel_run(bf: &mut CpuBatchForward, prompts: &[Vec<u32>], first: u32, n_ge
 /// The batched bench of one model on the CPU, one result per count of sequences.
 pub fn bench_parallel(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&ParallelResult)) -> Result<Vec<ParallelResult>> {
     check_args(a)?;
-    if a.device == DeviceArg::Cuda {
-        return Err(Error::Usage("bench --parallel runs on the CPU for now: use --device cpu or auto".into()));
-    }
+    let device = Device::select(a.device)?;
     if a.parallel.contains(&0) {
         return Err(Error::Usage("bench --parallel: every count of sequences must be at least 1".into()));
     }
@@ -612,21 +630,22 @@ pub fn bench_parallel(path: &Path, a: &BenchArgs, on_result: &mut dyn FnMut(&Par
     for &n_seq in &a.parallel {
         // whole pages per sequence
         let capacity = n_seq * ctx.next_multiple_of(DEFAULT_PAGE_SIZE);
-        let mut bf = CpuBatchForward::new(&model, capacity, DEFAULT_PAGE_SIZE, ctx, CacheType::F16)?;
+        let mut bf = device.open_batch_forward(&model, capacity, ctx, a.cache_type)?;
         eprintln!(
-            "bench: {n_seq} sequences, kv cache of {} positions in pages of {} ({:.2} MiB)",
+            "bench: {n_seq} sequences, kv cache of {} positions in pages of {} ({:.2} MiB), device: {}",
             bf.capacity(),
             DEFAULT_PAGE_SIZE,
-            bf.cache().bytes() as f64 / (1 << 20) as f64
+            bf.kv_bytes() as f64 / (1 << 20) as f64,
+            if device == Device::Cpu { "cpu" } else { "cuda" }
         );
         let prompts: Vec<Vec<u32>> = (0..n_seq).map(|_| toks.prompt(a.n_prompt)).collect();
         let first = toks.first();
         if !a.no_warmup {
-            parallel_run(&mut bf, &prompts, first, a.n_gen.min(1))?;
+            parallel_run(bf.as_mut(), &prompts, first, a.n_gen.min(1))?;
         }
         let (mut tp, mut tg) = (0.0, 0.0);
         for _ in 0..a.reps {
-            let (p, g) = parallel_run(&mut bf, &prompts, first, a.n_gen)?;
+            let (p, g) = parallel_run(bf.as_mut(), &prompts, first, a.n_gen)?;
             tp += p;
             tg += g;
         }
@@ -675,6 +694,7 @@ mod tests {
             n_gen,
             n_depth: 0,
             n_ctx: 640,
+            cache_type: CacheType::F16,
             samples_ns,
         }
     }
@@ -705,14 +725,23 @@ mod tests {
     #[test]
     fn rows_line_up_with_the_header() {
         // 512 tokens in 1 s and 0.9 s: 512 and 568.89 t/s, mean 540.44, sample std 56.89 / sqrt(2) = 40.23
-        let r = result(512, 0, vec![1_000_000_000, 900_000_000]);
-        let (header, row) = (table_header(), r.table_row());
-        let mut lines: Vec<&str> = header.lines().collect();
-        lines.push(&row);
-        let widths: Vec<Vec<usize>> = lines.iter().map(|l| l.split('|').map(|c| c.chars().count()).collect()).collect();
-        assert_eq!(widths[0], widths[1]);
-        assert_eq!(widths[0], widths[2]);
-        let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
-        assert_eq!(cells[1..7], ["m Q4_0", "3.60 GiB", "6.88 B", "CPU", "pp512", "540.44 ± 40.23"]);
+        let mut r = result(512, 0, vec![1_000_000_000, 900_000_000]);
+        for (kv, want) in [
+            (CacheType::F16, vec!["m Q4_0", "3.60 GiB", "6.88 B", "CPU", "pp512", "540.44 ± 40.23"]),
+            // llama-bench shows type_k / type_v only for a cache that is not f16
+            (CacheType::Q8_0, vec!["m Q4_0", "3.60 GiB", "6.88 B", "CPU", "q8_0", "q8_0", "pp512", "540.44 ± 40.23"]),
+        ] {
+            r.cache_type = kv;
+            let (header, row) = (table_header(kv), r.table_row());
+            let mut lines: Vec<&str> = header.lines().collect();
+            lines.push(&row);
+            let widths: Vec<Vec<usize>> =
+                lines.iter().map(|l| l.split('|').map(|c| c.chars().count()).collect()).collect();
+            assert_eq!(widths[0], widths[1]);
+            assert_eq!(widths[0], widths[2]);
+            let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
+            assert_eq!(cells[1..cells.len() - 1], want[..]);
+            assert_eq!(r.to_json()["type_k"], kv.name());
+        }
     }
 }

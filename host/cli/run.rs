@@ -145,7 +145,7 @@ pub struct LoadArgs {
     /// Context size in tokens (default: the model's, capped at 4096).
     #[arg(short, long)]
     pub ctx_size: Option<usize>,
-    /// KV cache element type.
+    /// KV cache element type, keys and values (llama.cpp's -ctk / -ctv); the GPU keeps f16 or q8_0.
     #[arg(long, value_enum, default_value_t = CacheType::F16)]
     pub cache_type: CacheType,
     /// Where to compute.
@@ -252,7 +252,7 @@ pub fn open_forward<'a>(model: &'a Model, a: &LoadArgs, device: Device) -> Resul
             rayon::current_num_threads()
         );
     }
-    // the GPU keeps its KV cache in f16 and prints its memory plan
+    // the GPU keeps its KV cache in f16 or q8_0 (f32 is refused there) and prints its memory plan
     device.open_forward(model, ctx_size, a.cache_type)
 }
 
@@ -335,15 +335,13 @@ pub fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// `host run --parallel N`: many prompts through the CPU batch forward.
+/// `host run --parallel N`: many prompts through the batch forward of the device (CPU or CUDA).
 fn run_parallel(a: RunArgs) -> Result<()> {
     let n_slots = a.parallel.unwrap_or(1);
     if n_slots == 0 {
         return Err(Error::Usage("--parallel must be at least 1".into()));
     }
-    if a.load.device == DeviceArg::Cuda {
-        return Err(Error::Usage("run --parallel runs on the CPU for now: use --device cpu or auto".into()));
-    }
+    let device = Device::select(a.load.device)?;
     let text = read_prompt(&a)?;
     let texts: Vec<String> = if a.file.is_some() {
         text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
@@ -388,17 +386,20 @@ fn run_parallel(a: RunArgs) -> Result<()> {
     };
     let page = crate::kv_paged::DEFAULT_PAGE_SIZE;
     let capacity = n_slots.min(prompts.len()) * ctx_size.next_multiple_of(page);
-    let mut bf = crate::batch::CpuBatchForward::new(&model, capacity, page, ctx_size, a.load.cache_type)?;
+    let mut bf = device.open_batch_forward(&model, capacity, ctx_size, a.load.cache_type)?;
+    let where_ = match device {
+        Device::Cpu => format!("cpu, {} threads", rayon::current_num_threads()),
+        Device::Cuda { ordinal } => format!("cuda {ordinal}"),
+    };
     eprintln!(
         "kv cache: {} positions in pages of {page} ({} per sequence, {} sequences at once), {}, {:.1} MiB; {} prompts; \
-         device: cpu, {} threads",
-        bf.cache().capacity(),
+         device: {where_}",
+        bf.capacity(),
         ctx_size,
         n_slots.min(prompts.len()),
-        a.load.cache_type.name(),
-        bf.cache().bytes() as f64 / (1 << 20) as f64,
+        if device == Device::Cpu { a.load.cache_type.name() } else { "f16" },
+        bf.kv_bytes() as f64 / (1 << 20) as f64,
         prompts.len(),
-        rayon::current_num_threads()
     );
     install_ctrl_c();
     let opts = a.gen.options();
@@ -419,7 +420,7 @@ fn run_parallel(a: RunArgs) -> Result<()> {
         .and_then(|_| out.flush())
         .map_err(|e| Error::Generate(format!("cannot write the output: {e}")))
     };
-    let outs = generate::generate_parallel(&mut bf, &tok, &params, &prompts, n_slots, &opts, &mut print, &INTERRUPTED)?;
+    let outs = generate::generate_parallel(bf.as_mut(), &tok, &params, &prompts, n_slots, &opts, &mut print, &INTERRUPTED)?;
     let secs = t0.elapsed().as_secs_f64();
     let n_prompt: usize = outs.iter().map(|o| o.prompt_tokens).sum();
     let n_gen: usize = outs.iter().map(|o| o.tokens.len()).sum();

@@ -299,14 +299,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
     let device = Device::select(e.device)?;
+    let batched = device == Device::Cpu || !crate::backend::cuda::gpu_off("batch");
     if e.parallel == 0 {
-        e.parallel = if device == Device::Cpu { 4 } else { 1 };
-    }
-    if device != Device::Cpu && e.parallel > 1 {
-        eprintln!(
-            "note: on the GPU this server runs one sequence at a time (--parallel 1) until the batched engine lands"
-        );
-        e.parallel = 1;
+        e.parallel = if batched { 4 } else { 1 };
     }
     let chat_template = e.chat_template.as_deref().map(read_template).transpose()?;
     let prom = install_metrics()?;

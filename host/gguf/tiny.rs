@@ -215,7 +215,7 @@ mod tests {
             }
             // the model builds row views of the fused tensors with the same shapes as the separate ones
             let m = crate::model::Model::load(&f).unwrap();
-            let l = &m.layers[0];
+            let l = &m.layers[0].w;
             assert_eq!((l.wq.rows, l.wk.rows, l.wv.rows, l.w_gate.rows, l.w_up.rows), (64, 32, 32, 128, 128));
             assert_eq!(l.wk.data.len(), 32 * (64 / 32) * 34);
         }

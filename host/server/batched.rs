@@ -1,6 +1,7 @@
-//! The CPU worker of `host serve`: continuous batching over the many-sequence forward (`crate::batch`).
+//! The batched worker of `host serve`: continuous batching over the many-sequence forward (`crate::batch`), on
+//! the CPU (`CpuBatchForward`) or the GPU (`backend::cuda_batch::CudaBatchForward`).
 //!
-//! Slot i is sequence i of one `CpuBatchForward` whose paged KV cache holds `parallel` sequences of `ctx_size`
+//! Slot i is sequence i of one batch forward whose paged KV cache holds `parallel` sequences of `ctx_size`
 //! positions (fixed at start). Each step the worker
 //! 1. admits queued requests into free slots (a request joins the running batch at the next step),
 //! 2. ends the requests whose client left, whose deadline passed or whose shutdown grace is over,
@@ -11,9 +12,10 @@
 //!    token at once; a request that ends leaves the batch in this step, its sequence cut back to the whole prompt
 //!    chunks it computed (kept as the slot's cached prefix for the next request), the other pages freed.
 //!
-//! A sequence's logits do not depend on what else is in the batch (its rows use the kernels of its own row
-//! count, its attention its own keys), so a request's output is the same alone or beside others, and prefix
-//! reuse stays bit-identical to a cold run as on the single-sequence path.
+//! On the CPU a sequence's logits do not depend on what else is in the batch (its rows use the kernels of its own
+//! row count, its attention its own keys), so a request's output is the same alone or beside others, and prefix
+//! reuse stays bit-identical to a cold run as on the single-sequence path. On the GPU a row's numbers depend on
+//! whether its call has one row or more (mat-vec or mat-mul kernels), not on the other rows' values.
 
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -24,7 +26,8 @@ use super::engine::{
     engine_info, finish_err, finish_ok, pick_slot, sample, Active, EngineConfig, FailKind, Intake, Job, Sampled,
     Status, Worker,
 };
-use crate::batch::{Batch, BatchForward, CpuBatchForward};
+use crate::batch::{Batch, BatchForward};
+use crate::backend::Device;
 use crate::kv_paged::{SeqId, DEFAULT_PAGE_SIZE};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
@@ -60,7 +63,8 @@ pub(super) fn serve(
     let page = DEFAULT_PAGE_SIZE;
     // every sequence may reach ctx_size positions at once: the pool never runs out
     let capacity = cfg.parallel * ctx_size.next_multiple_of(page);
-    let mut bf = CpuBatchForward::new(model, capacity, page, ctx_size, cfg.cache_type)?;
+    let mut bfb = cfg.device.open_batch_forward(model, capacity, ctx_size, cfg.cache_type)?;
+    let bf = bfb.as_mut();
     for i in 0..cfg.parallel {
         bf.add_seq(i as SeqId)?;
     }
@@ -69,8 +73,8 @@ pub(super) fn serve(
          continuous batching, prompt chunks of {}",
         bf.capacity(),
         cfg.parallel,
-        cfg.cache_type.name(),
-        bf.cache().bytes() as f64 / (1 << 20) as f64,
+        if cfg.device == Device::Cpu { cfg.cache_type.name() } else { "f16" },
+        bf.kv_bytes() as f64 / (1 << 20) as f64,
         cfg.prompt_chunk
     );
     let info = engine_info(cfg, model, tok, ctx_size, bf.capacity());
@@ -95,7 +99,7 @@ pub(super) fn serve(
                     bf.truncate_seq(i as SeqId, reuse)?;
                     slots[i].cached.truncate(reuse);
                     slots[i].active = Some(Active::new(*job, reuse));
-                    publish_occupancy(&slots, &bf);
+                    publish_occupancy(&slots, &*bf);
                 }
                 Intake::Again => continue,
                 Intake::Empty => break,
@@ -112,7 +116,7 @@ pub(super) fn serve(
             let Some(a) = slots[i].active.as_ref() else { continue };
             if let Some((kind, message)) = a.must_stop(drain_over) {
                 finish_err(a, kind, message);
-                release(&mut slots, &mut bf, i, chunk)?;
+                release(&mut slots, &mut *bf, i, chunk)?;
             }
         }
 
@@ -147,7 +151,7 @@ pub(super) fn serve(
             let message = format!("the forward pass failed: {e}");
             for p in &plan {
                 finish_err(slots[p.slot].active.as_ref().unwrap(), FailKind::Internal, message.clone());
-                release(&mut slots, &mut bf, p.slot, chunk)?;
+                release(&mut slots, &mut *bf, p.slot, chunk)?;
             }
             continue;
         }
@@ -173,17 +177,17 @@ pub(super) fn serve(
                 Sampled::Next(t) => a.pending = Some(t),
                 Sampled::Finished(reason) => {
                     finish_ok(a, reason);
-                    release(&mut slots, &mut bf, p.slot, chunk)?;
+                    release(&mut slots, &mut *bf, p.slot, chunk)?;
                 }
             }
         }
-        publish_occupancy(&slots, &bf);
+        publish_occupancy(&slots, &*bf);
     }
 }
 
 /// Slot `i`'s request is over: its sequence keeps the whole prompt chunks it computed (the slot's cached prefix)
 /// and frees the rest of its pages.
-fn release(slots: &mut [Slot], bf: &mut CpuBatchForward, i: usize, chunk: usize) -> Result<()> {
+fn release(slots: &mut [Slot], bf: &mut dyn BatchForward, i: usize, chunk: usize) -> Result<()> {
     let a = slots[i].active.take().expect("release of a busy slot");
     let done = a.prompt_pos / chunk * chunk;
     bf.truncate_seq(i as SeqId, done)?;
@@ -192,7 +196,7 @@ fn release(slots: &mut [Slot], bf: &mut CpuBatchForward, i: usize, chunk: usize)
     Ok(())
 }
 
-fn publish_occupancy(slots: &[Slot], bf: &CpuBatchForward) {
+fn publish_occupancy(slots: &[Slot], bf: &dyn BatchForward) {
     let busy = slots.iter().filter(|s| s.active.is_some()).count();
     let used: usize = (0..slots.len()).map(|i| bf.seq_len(i as SeqId).unwrap_or(0)).sum();
     metrics::gauge!("host_sequences_busy").set(busy as f64);

@@ -324,7 +324,8 @@ impl Worker {
             0 => model.config.context_len.clamp(1, DEFAULT_CTX_CAP),
             n => n,
         };
-        if cfg.device == Device::Cpu {
+        // the batched worker on every device; `HOST_GPU_OFF=batch` keeps the GPU's round-robin single-sequence slots
+        if cfg.device == Device::Cpu || !crate::backend::cuda::gpu_off("batch") {
             return super::batched::serve(&self, &cfg, &rx, status, &model, &tok, ctx_size);
         }
         let mut slots = Vec::with_capacity(cfg.parallel);

@@ -1,8 +1,15 @@
-//! Helpers shared by the integration tests: a seeded RNG and random quantized tensors (`quant_data`), the CUDA context or a printed reason to skip, and
-//! tolerance checks.
+//! Helpers shared by the integration tests: a seeded RNG and random quantized tensors (`quant_data`), the CUDA
+//! context or a printed reason to skip, tolerance checks, temporary files, the `tiny` synthetic model and the real
+//! models under `models/`.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use host::backend::cpu::AttnParams;
 use host::backend::cuda::{self, Cuda};
+use host::gguf::GgmlType;
+use host::synth::{write_model, Preset, SynthSpec, Vocab};
 
 #[path = "../support/quant_data.rs"]
 pub mod quant_data;
@@ -22,4 +29,77 @@ pub fn cuda_or_skip(test: &str) -> Option<Cuda> {
 pub fn max_rel_err(got: &[f32], want: &[f32], floor: f32) -> f32 {
     assert_eq!(got.len(), want.len());
     got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(floor)).fold(0.0, f32::max)
+}
+
+/// A path under the temp directory, unique to this process and call (tests run side by side), removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    /// A fresh path ending in `name` (which keeps its extension).
+    pub fn new(name: &str) -> TempFile {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempFile(std::env::temp_dir().join(format!("host-test-{}-{n}-{name}", std::process::id())))
+    }
+
+    /// The path as a command-line argument.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The `tiny` preset (2 layers, dim 256) with random weights of type `ty` from `seed` and the built-in 257-token
+/// byte vocabulary, in a file of its own (about 1 MB).
+pub fn synth_tiny(ty: GgmlType, seed: u64) -> TempFile {
+    let out = TempFile::new(&format!("tiny-{ty}-{seed}.gguf"));
+    write_model(&out.0, &SynthSpec::preset(Preset::Tiny, ty, seed), &Vocab::byte_level()).unwrap();
+    out
+}
+
+/// `models/NAME` (relative to the repository root, where tests run) when scripts/fetch-models.sh got it; else
+/// None, after printing that the test skips.
+pub fn model_path(name: &str) -> Option<PathBuf> {
+    let p = Path::new("models").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} not present (scripts/fetch-models.sh)", p.display());
+        None
+    }
+}
+
+/// `n` pseudo-random token ids below `n_vocab` from `seed`.
+pub fn tokens(n: usize, seed: u64, n_vocab: usize) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// The CPU attention's parameters for `n_tok` query rows from position `pos0`, equal q/k and v head sizes `hd`,
+/// exact f32 (not rounded like a cache), `window` 0 for none: the GPU attention tests' CPU twin.
+pub fn attn_params(n_tok: usize, pos0: usize, n_heads: usize, n_kv: usize, hd: usize, scale: f32, window: usize)
+                   -> AttnParams {
+    AttnParams {
+        n_tok,
+        pos0,
+        n_heads,
+        n_kv_heads: n_kv,
+        head_dim: hd,
+        head_dim_v: hd,
+        scale,
+        window: (window > 0).then_some(window),
+        round_like_cache: false,
+    }
 }

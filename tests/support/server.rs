@@ -32,7 +32,7 @@ impl Server {
     pub fn start_env(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg(model).args(["--port", "0", "--threads", "2"]);
-        // the CPU unless the test asks for a device (the GPU serves one sequence, the tests count on several)
+        // the CPU unless the test asks for a device (the tests compare against CPU runs)
         if !args.contains(&"--device") {
             cmd.args(["--device", "cpu"]);
         }

@@ -19,7 +19,7 @@ use core::arch::asm;
 
 use super::mmq_layout::{MmqGeom, ROWS, THREADS, TOKS};
 use super::q8_layout as lay;
-use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, fma, lds_u32, unroll};
+use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, fma, lds_u32, ldsm_x4, sts_u4, unroll};
 use crate::common::*;
 
 // The block's dynamic shared memory (size set by the launcher from `MmqGeom::smem_bytes`).
@@ -73,16 +73,6 @@ fn mma_k16(a: [u32; 2], b: u32, c: i32) -> [i32; 4] {
     [d0, d1, d2, d3]
 }
 
-/// Four 8x8 matrices of 16-bit elements (here: 8 rows of 16 bytes each) from shared memory; lane l gives the
-/// address of row l % 8 of matrix l / 8 and receives word l % 4 of row l / 4 of each matrix.
-#[inline(always)]
-unsafe fn ldsm_x4(a: u32) -> [u32; 4] {
-    let (r0, r1, r2, r3): (u32, u32, u32, u32);
-    asm!("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{r0}, {r1}, {r2}, {r3}}}, [{a}];", r0 = out(reg32) r0,
-         r1 = out(reg32) r1, r2 = out(reg32) r2, r3 = out(reg32) r3, a = in(reg32) a, options(pure, readonly, nostack));
-    [r0, r1, r2, r3]
-}
-
 /// 4-byte asynchronous copy global -> shared (through L1); both addresses 4-byte aligned.
 #[inline(always)]
 unsafe fn cp_async4(dst: u32, src: *const u8) {
@@ -123,12 +113,6 @@ unsafe fn lds_f4(a: u32) -> [f32; 4] {
 unsafe fn sts_f2(a: u32, v: [f32; 2]) {
     asm!("st.shared.v2.f32 [{a}], {{{x}, {y}}};", a = in(reg32) a, x = in(reg32) v[0], y = in(reg32) v[1],
          options(nostack));
-}
-
-#[inline(always)]
-unsafe fn sts_u4(a: u32, v: [u32; 4]) {
-    asm!("st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};", a = in(reg32) a, x = in(reg32) v[0], y = in(reg32) v[1],
-         z = in(reg32) v[2], w = in(reg32) v[3], options(nostack));
 }
 
 /// The 32 bits at bit `sh` (0..=32) of the 64-bit `hi:lo`.

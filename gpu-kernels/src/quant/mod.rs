@@ -21,7 +21,7 @@ pub mod mmq_layout;
 use core::arch::asm;
 
 // ----------------------------------------------------------------------------
-// Device primitives used only by the quantized kernels
+// Device primitives of the quantized kernels (the tensor-core ones also serve `attention::attention_flash`)
 // ----------------------------------------------------------------------------
 
 /// a * b + c with one rounding.
@@ -224,6 +224,33 @@ pub unsafe fn sts_f32(a: u32, v: f32) {
 #[inline(always)]
 pub unsafe fn sts_f32x2(a: u32, x: f32, y: f32) {
     asm!("st.shared.v2.f32 [{a}], {{{x}, {y}}};", a = in(reg32) a, x = in(reg32) x, y = in(reg32) y, options(nostack));
+}
+
+/// Four 8x8 matrices of 16-bit elements (here: 8 rows of 16 bytes each) from shared memory; lane l gives the
+/// address of row l % 8 of matrix l / 8 and receives word l % 4 of row l / 4 of each matrix.
+#[inline(always)]
+pub unsafe fn ldsm_x4(a: u32) -> [u32; 4] {
+    let (r0, r1, r2, r3): (u32, u32, u32, u32);
+    asm!("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{r0}, {r1}, {r2}, {r3}}}, [{a}];", r0 = out(reg32) r0,
+         r1 = out(reg32) r1, r2 = out(reg32) r2, r3 = out(reg32) r3, a = in(reg32) a, options(pure, readonly, nostack));
+    [r0, r1, r2, r3]
+}
+
+/// `ldsm_x4` transposed: lane l still gives the address of row l % 8 of matrix l / 8, and receives, as the two
+/// halves of each word, elements (row 2 (l % 4), column l / 4) and (row 2 (l % 4) + 1, column l / 4) of each
+/// matrix: the B fragment of `mma.m16n8k16` from a row-major (k, n) tile.
+#[inline(always)]
+pub unsafe fn ldsm_x4_trans(a: u32) -> [u32; 4] {
+    let (r0, r1, r2, r3): (u32, u32, u32, u32);
+    asm!("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{r0}, {r1}, {r2}, {r3}}}, [{a}];", r0 = out(reg32) r0,
+         r1 = out(reg32) r1, r2 = out(reg32) r2, r3 = out(reg32) r3, a = in(reg32) a, options(pure, readonly, nostack));
+    [r0, r1, r2, r3]
+}
+
+#[inline(always)]
+pub unsafe fn sts_u4(a: u32, v: [u32; 4]) {
+    asm!("st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};", a = in(reg32) a, x = in(reg32) v[0], y = in(reg32) v[1],
+         z = in(reg32) v[2], w = in(reg32) v[3], options(nostack));
 }
 
 /// 16-byte asynchronous copy global -> shared of `n` (1..=16) bytes, zero-filling the rest. Both addresses

@@ -14,6 +14,10 @@
 //! the items' activations a step ahead with 16-byte loads and reuses them for the R rows. Blocks that are only
 //! 2-byte aligned are read as aligned words joined by a funnel shift. At the end, a shuffle reduction per row.
 //!
+//! Multi-column kernels (`mmvq_*_c{2,4,8}`, decode of up to 8 sequences): the same body reads each weight step
+//! once and applies it to N activation rows, decoding each weight item into registers once; each output sums the
+//! same products in the same order as the single-column kernel, so every column is bit-identical to it.
+//!
 //! Measured (H100, bench `gpu_q8`): 1.84-2.46 TB/s on 25-48 MB weights, where a pure 16-byte-load read of the same
 //! buffers in the same launch pattern (`stream_probe`) reaches 2.18-2.57 TB/s; the rest is DRAM latency (ncu: the
 //! top stall is the wait for the weight copies, about half the DRAM peak averaged over a 14 us kernel).
@@ -30,7 +34,7 @@ use crate::common::*;
 
 /// Four signed 8-bit products of a and b, added to c.
 #[inline(always)]
-fn dp4a(a: u32, b: u32, c: i32) -> i32 {
+pub(crate) fn dp4a(a: u32, b: u32, c: i32) -> i32 {
     let d: i32;
     // SAFETY: pure arithmetic.
     unsafe {
@@ -79,7 +83,7 @@ fn round_away(x: f32) -> i32 {
 
 /// Round half to even to an integer (ggml's `nearest_int`, the CPU's q8_K rounding).
 #[inline(always)]
-fn round_even(x: f32) -> i32 {
+pub(crate) fn round_even(x: f32) -> i32 {
     let i: i32;
     // SAFETY: pure conversion.
     unsafe { asm!("cvt.rni.s32.f32 {i}, {x};", i = out(reg32) i, x = in(reg32) x, options(pure, nomem, nostack)) };
@@ -321,7 +325,7 @@ fn pack4(q: &[i32; 8], o: usize) -> u32 {
 }
 
 #[inline(always)]
-fn fabs(x: f32) -> f32 {
+pub(crate) fn fabs(x: f32) -> f32 {
     f32::from_bits(x.to_bits() & 0x7FFF_FFFF)
 }
 
@@ -349,7 +353,20 @@ pub struct ActRow {
     b: *const u8,
 }
 
+impl ActRow {
+    /// The same parts `off` bytes further on (the next activation rows).
+    #[inline(always)]
+    unsafe fn at(self, off: usize) -> ActRow {
+        ActRow { q: self.q.add(off), a: self.a.add(off), b: self.b.add(off) }
+    }
+}
+
 /// One weight type: blocks of `BS` elements in `TS` bytes, each cut into `IPB` items of `BS / IPB` elements.
+///
+/// An item's dot product is split in two so that the multi-column kernels decode a weight item once for all
+/// their activation columns: `decode` reads it from shared memory into registers (quants unpacked to bytes,
+/// scales to numbers: exact steps only), `dot` applies it to one column. The single-column kernel runs the same
+/// two functions, so every column's arithmetic is the same instructions on the same values.
 pub trait MqType {
     const BS: u32;
     const TS: u32;
@@ -357,10 +374,14 @@ pub trait MqType {
     /// Reads the q8_K parts of the activations (else q8_1).
     const KQ: bool;
     type Act: Copy;
+    /// One item of a block, decoded.
+    type W: Copy;
     /// The activations of item `j` of block `kb` of the row.
     unsafe fn act(x: ActRow, kb: u32, j: u32) -> Self::Act;
-    /// Item `j` of the block at shared address `a` dotted with its activations.
-    unsafe fn dot(a: u32, j: u32, x: &Self::Act) -> f32;
+    /// Item `j` of the block at shared address `a`.
+    unsafe fn decode(a: u32, j: u32) -> Self::W;
+    /// A decoded item dotted with its activations.
+    fn dot(w: &Self::W, x: &Self::Act) -> f32;
 }
 
 /// A q8_1 block: 32 quants and (d, s, sum q).
@@ -384,15 +405,32 @@ unsafe fn act32(x: ActRow, kb: u32) -> Act32 {
     }
 }
 
-/// Sum of the 8 dp4a of 16 bytes of nibbles `qs` (low nibbles = elements 0..16, high = 16..32) with `y`.
+/// A decoded legacy block: scale, min (types with one) and the 32 quants as bytes, elements 4k .. 4k + 4 in
+/// `q[k]`, ready for `dp4a` with the q8_1 quants.
+#[derive(Clone, Copy)]
+pub struct W32 {
+    d: f32,
+    m: f32,
+    q: [u32; 8],
+}
+
+/// The integer dot product of a decoded legacy block with its q8_1 quants.
 #[inline(always)]
-fn dot_nibbles(qs: [u32; 4], y: &[u32; 8]) -> i32 {
+fn idot32(w: &W32, y: &[u32; 8]) -> i32 {
     let mut s = 0;
-    unroll::<4>(|k| {
-        s = dp4a(qs[k] & M4, y[k], s);
-        s = dp4a((qs[k] >> 4) & M4, y[4 + k], s);
-    });
+    unroll::<8>(|k| s = dp4a(w.q[k], y[k], s));
     s
+}
+
+/// 16 bytes of nibbles `qs` (low nibbles = elements 0..16, high = 16..32) as 8 words of bytes.
+#[inline(always)]
+fn nibbles(qs: [u32; 4]) -> [u32; 8] {
+    let mut q = [0u32; 8];
+    unroll::<4>(|k| {
+        q[k] = qs[k] & M4;
+        q[4 + k] = (qs[k] >> 4) & M4;
+    });
+    q
 }
 
 /// Q4_0: x = d (q - 8), 18 bytes (2-aligned): d, 16 bytes of nibbles. CPU: `idot(q - 8, y) * (d * d_y)`.
@@ -403,20 +441,24 @@ impl MqType for Q4_0 {
     const IPB: u32 = 1;
     const KQ: bool = false;
     type Act = Act32;
+    type W = W32;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, _j: u32) -> Act32 {
         act32(x, kb)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, _j: u32, x: &Act32) -> f32 {
+    unsafe fn decode(a: u32, _j: u32) -> W32 {
         let (base, sh) = (a & !3, (a & 3) * 8);
         let mut w = [0u32; 5];
         unroll::<5>(|k| w[k] = lds_u32(base + 4 * k as u32));
-        let d = f16(shf(w[0], w[1], sh));
         let mut qs = [0u32; 4];
         unroll::<4>(|k| qs[k] = shf(w[k], w[k + 1], sh + 16));
-        let sumi = dot_nibbles(qs, &x.y) - 8 * x.sum;
-        (d * x.d) * sumi as f32
+        W32 { d: f16(shf(w[0], w[1], sh)), m: 0.0, q: nibbles(qs) }
+    }
+    #[inline(always)]
+    fn dot(w: &W32, x: &Act32) -> f32 {
+        let sumi = idot32(w, &x.y) - 8 * x.sum;
+        (w.d * x.d) * sumi as f32
     }
 }
 
@@ -428,32 +470,33 @@ impl MqType for Q4_1 {
     const IPB: u32 = 1;
     const KQ: bool = false;
     type Act = Act32;
+    type W = W32;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, _j: u32) -> Act32 {
         act32(x, kb)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, _j: u32, x: &Act32) -> f32 {
+    unsafe fn decode(a: u32, _j: u32) -> W32 {
         let dm = lds_u32(a);
         let mut qs = [0u32; 4];
         unroll::<4>(|k| qs[k] = lds_u32(a + 4 + 4 * k as u32));
-        let sumi = dot_nibbles(qs, &x.y);
-        fma(f16(dm) * x.d, sumi as f32, f16(dm >> 16) * x.s)
+        W32 { d: f16(dm), m: f16(dm >> 16), q: nibbles(qs) }
+    }
+    #[inline(always)]
+    fn dot(w: &W32, x: &Act32) -> f32 {
+        fma(w.d * x.d, idot32(w, &x.y) as f32, w.m * x.s)
     }
 }
 
-/// The 8 dp4a of a Q5 block: nibbles `qs` with fifth bits `qh` (bit e = element e).
+/// A Q5 block's quants as bytes: nibbles `qs` with fifth bits `qh` (bit e = element e).
 #[inline(always)]
-fn dot_q5(qs: [u32; 4], qh: u32, y: &[u32; 8]) -> i32 {
-    let mut s = 0;
+fn quants_q5(qs: [u32; 4], qh: u32) -> [u32; 8] {
+    let mut q = [0u32; 8];
     unroll::<4>(|k| {
-        let k = k as u32;
-        let lo = (qs[k as usize] & M4) | spread4_hi(qh >> (4 * k));
-        let hi = ((qs[k as usize] >> 4) & M4) | spread4_hi(qh >> (16 + 4 * k));
-        s = dp4a(lo, y[k as usize], s);
-        s = dp4a(hi, y[4 + k as usize], s);
+        q[k] = (qs[k] & M4) | spread4_hi(qh >> (4 * k));
+        q[4 + k] = ((qs[k] >> 4) & M4) | spread4_hi(qh >> (16 + 4 * k));
     });
-    s
+    q
 }
 
 /// Q5_0: x = d (q - 16), 22 bytes (2-aligned): d, qh (4), 16 bytes of low nibbles. CPU: `idot(q - 16, y) d d_y`.
@@ -464,21 +507,25 @@ impl MqType for Q5_0 {
     const IPB: u32 = 1;
     const KQ: bool = false;
     type Act = Act32;
+    type W = W32;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, _j: u32) -> Act32 {
         act32(x, kb)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, _j: u32, x: &Act32) -> f32 {
+    unsafe fn decode(a: u32, _j: u32) -> W32 {
         let (base, sh) = (a & !3, (a & 3) * 8);
         let mut w = [0u32; 6];
         unroll::<6>(|k| w[k] = lds_u32(base + 4 * k as u32));
-        let d = f16(shf(w[0], w[1], sh));
         let qh = shf(w[0], w[1], sh + 16);
         let mut qs = [0u32; 4];
         unroll::<4>(|k| qs[k] = shf(w[k + 1], w[k + 2], sh + 16));
-        let sumi = dot_q5(qs, qh, &x.y) - 16 * x.sum;
-        (d * x.d) * sumi as f32
+        W32 { d: f16(shf(w[0], w[1], sh)), m: 0.0, q: quants_q5(qs, qh) }
+    }
+    #[inline(always)]
+    fn dot(w: &W32, x: &Act32) -> f32 {
+        let sumi = idot32(w, &x.y) - 16 * x.sum;
+        (w.d * x.d) * sumi as f32
     }
 }
 
@@ -490,17 +537,21 @@ impl MqType for Q5_1 {
     const IPB: u32 = 1;
     const KQ: bool = false;
     type Act = Act32;
+    type W = W32;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, _j: u32) -> Act32 {
         act32(x, kb)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, _j: u32, x: &Act32) -> f32 {
+    unsafe fn decode(a: u32, _j: u32) -> W32 {
         let [dm, qh] = lds2(a);
         let [q0, q1] = lds2(a + 8);
         let [q2, q3] = lds2(a + 16);
-        let sumi = dot_q5([q0, q1, q2, q3], qh, &x.y);
-        fma(f16(dm) * x.d, sumi as f32, f16(dm >> 16) * x.s)
+        W32 { d: f16(dm), m: f16(dm >> 16), q: quants_q5([q0, q1, q2, q3], qh) }
+    }
+    #[inline(always)]
+    fn dot(w: &W32, x: &Act32) -> f32 {
+        fma(w.d * x.d, idot32(w, &x.y) as f32, w.m * x.s)
     }
 }
 
@@ -512,19 +563,23 @@ impl MqType for Q8_0 {
     const IPB: u32 = 1;
     const KQ: bool = false;
     type Act = Act32;
+    type W = W32;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, _j: u32) -> Act32 {
         act32(x, kb)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, _j: u32, x: &Act32) -> f32 {
+    unsafe fn decode(a: u32, _j: u32) -> W32 {
         let (base, sh) = (a & !3, (a & 3) * 8);
         let mut w = [0u32; 9];
         unroll::<9>(|k| w[k] = lds_u32(base + 4 * k as u32));
-        let d = f16(shf(w[0], w[1], sh));
-        let mut s = 0;
-        unroll::<8>(|k| s = dp4a(shf(w[k], w[k + 1], sh + 16), x.y[k], s));
-        (d * x.d) * s as f32
+        let mut q = [0u32; 8];
+        unroll::<8>(|k| q[k] = shf(w[k], w[k + 1], sh + 16));
+        W32 { d: f16(shf(w[0], w[1], sh)), m: 0.0, q }
+    }
+    #[inline(always)]
+    fn dot(w: &W32, x: &Act32) -> f32 {
+        (w.d * x.d) * idot32(w, &x.y) as f32
     }
 }
 
@@ -565,14 +620,44 @@ fn scales_k4(s0: u32, s1: u32, s2: u32, c: u32) -> (i32, i32, i32, i32) {
     ((sc & 0xFF) as i32, ((sc >> 8) & 0xFF) as i32, (mn & 0xFF) as i32, ((mn >> 8) & 0xFF) as i32)
 }
 
-/// Q4_K / Q5_K item total: d d_y sum(scale q.y) - dmin d_y sum(min bsum), as ggml's `ggml_vec_dot_q4_K_q8_K`.
+/// A decoded Q4_K / Q5_K item: d, dmin, the scales and mins of its two scale groups, and its 32 quants as bytes
+/// (`lo`: the first group's 16, `hi`: the second's).
+#[derive(Clone, Copy)]
+pub struct WK4<const K: usize> {
+    d: f32,
+    dmin: f32,
+    sc: [i32; 2],
+    mn: [i32; 2],
+    lo: [u32; K],
+    hi: [u32; K],
+}
+
+/// The header words `hdr` (d, dmin, 12 scale bytes) of a Q4_K / Q5_K block decoded for the groups 2c, 2c + 1.
 #[inline(always)]
-fn finish_k4(hdr: [u32; 4], c: u32, lo: i32, hi: i32, x: &ActK2) -> f32 {
+fn wk4<const K: usize>(hdr: [u32; 4], c: u32, lo: [u32; K], hi: [u32; K]) -> WK4<K> {
     let (sc0, sc1, m0, m1) = scales_k4(hdr[1], hdr[2], hdr[3], c);
+    WK4 { d: f16(hdr[0]), dmin: f16(hdr[0] >> 16), sc: [sc0, sc1], mn: [m0, m1], lo, hi }
+}
+
+/// Q4_K / Q5_K item total from its group dot products and min sums: d d_y sum(scale q.y) - dmin d_y sum(min
+/// bsum), as ggml's `ggml_vec_dot_q4_K_q8_K`.
+#[inline(always)]
+fn finish_k4<const K: usize>(w: &WK4<K>, lo: i32, hi: i32, b0: i32, b1: i32, d_y: f32) -> f32 {
+    let sumi = w.sc[0] * lo + w.sc[1] * hi;
+    let summ = w.mn[0] * b0 + w.mn[1] * b1;
+    fma(w.d * d_y, sumi as f32, -(w.dmin * d_y) * summ as f32)
+}
+
+/// `dot` of a 32-quant Q4_K / Q5_K item.
+#[inline(always)]
+fn dot_k2(w: &WK4<4>, x: &ActK2) -> f32 {
+    let (mut lo, mut hi) = (0, 0);
+    unroll::<4>(|k| {
+        lo = dp4a(w.lo[k], x.y[k], lo);
+        hi = dp4a(w.hi[k], x.y[4 + k], hi);
+    });
     let (b0, b1) = i16_pair(x.bs);
-    let sumi = sc0 * lo + sc1 * hi;
-    let summ = m0 * b0 + m1 * b1;
-    fma(f16(hdr[0]) * x.d, sumi as f32, -(f16(hdr[0] >> 16) * x.d) * summ as f32)
+    finish_k4(w, lo, hi, b0, b1, x.d)
 }
 
 /// Q4_K: 144 bytes (16-aligned): d, dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles; 8 items.
@@ -583,20 +668,20 @@ impl MqType for Q4K {
     const IPB: u32 = 8;
     const KQ: bool = true;
     type Act = ActK2;
+    type W = WK4<4>;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, j: u32) -> ActK2 {
         act_k2(x, kb, j)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, j: u32, x: &ActK2) -> f32 {
-        let hdr = lds4(a);
+    unsafe fn decode(a: u32, j: u32) -> WK4<4> {
         let qs = lds4(a + 16 + 16 * j); // 32c + 16h
-        let (mut lo, mut hi) = (0, 0);
-        unroll::<4>(|k| {
-            lo = dp4a(qs[k] & M4, x.y[k], lo);
-            hi = dp4a((qs[k] >> 4) & M4, x.y[4 + k], hi);
-        });
-        finish_k4(hdr, j >> 1, lo, hi, x)
+        let q = nibbles(qs);
+        wk4(lds4(a), j >> 1, [q[0], q[1], q[2], q[3]], [q[4], q[5], q[6], q[7]])
+    }
+    #[inline(always)]
+    fn dot(w: &WK4<4>, x: &ActK2) -> f32 {
+        dot_k2(w, x)
     }
 }
 
@@ -631,30 +716,32 @@ impl MqType for Q4K64 {
     const IPB: u32 = 4;
     const KQ: bool = true;
     type Act = ActK64;
+    type W = WK4<8>;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, c: u32) -> ActK64 {
         act_k64(x, kb, c)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, c: u32, x: &ActK64) -> f32 {
-        let hdr = lds4(a);
-        let q0 = lds4(a + 16 + 32 * c);
-        let q1 = lds4(a + 32 + 32 * c);
+    unsafe fn decode(a: u32, c: u32) -> WK4<8> {
+        let (q0, q1) = (nibbles(lds4(a + 16 + 32 * c)), nibbles(lds4(a + 32 + 32 * c)));
+        let lo = [q0[0], q0[1], q0[2], q0[3], q1[0], q1[1], q1[2], q1[3]];
+        let hi = [q0[4], q0[5], q0[6], q0[7], q1[4], q1[5], q1[6], q1[7]];
+        wk4(lds4(a), c, lo, hi)
+    }
+    #[inline(always)]
+    fn dot(w: &WK4<8>, x: &ActK64) -> f32 {
         let (mut lo, mut hi) = (0, 0);
         unroll::<4>(|k| {
-            lo = dp4a(q0[k] & M4, x.y[k], lo);
-            hi = dp4a((q0[k] >> 4) & M4, x.y[8 + k], hi);
+            lo = dp4a(w.lo[k], x.y[k], lo);
+            hi = dp4a(w.hi[k], x.y[8 + k], hi);
         });
         unroll::<4>(|k| {
-            lo = dp4a(q1[k] & M4, x.y[4 + k], lo);
-            hi = dp4a((q1[k] >> 4) & M4, x.y[12 + k], hi);
+            lo = dp4a(w.lo[4 + k], x.y[4 + k], lo);
+            hi = dp4a(w.hi[4 + k], x.y[12 + k], hi);
         });
-        let (sc0, sc1, m0, m1) = scales_k4(hdr[1], hdr[2], hdr[3], c);
         let (g0, g2) = i16_pair(x.bs[0]); // groups 4c, 4c + 2
         let (g1, g3) = i16_pair(x.bs[1]); // groups 4c + 1, 4c + 3
-        let sumi = sc0 * lo + sc1 * hi;
-        let summ = m0 * (g0 + g1) + m1 * (g2 + g3);
-        fma(f16(hdr[0]) * x.d, sumi as f32, -(f16(hdr[0] >> 16) * x.d) * summ as f32)
+        finish_k4(w, lo, hi, g0 + g1, g2 + g3, x.d)
     }
 }
 
@@ -667,24 +754,26 @@ impl MqType for Q5K {
     const IPB: u32 = 8;
     const KQ: bool = true;
     type Act = ActK2;
+    type W = WK4<4>;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, j: u32) -> ActK2 {
         act_k2(x, kb, j)
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, j: u32, x: &ActK2) -> f32 {
+    unsafe fn decode(a: u32, j: u32) -> WK4<4> {
         let (c, h) = (j >> 1, j & 1);
-        let hdr = lds4(a);
         let qh = lds4(a + 16 + 16 * h);
         let qs = lds4(a + 48 + 16 * j);
-        let (mut lo, mut hi) = (0, 0);
+        let (mut lo, mut hi) = ([0u32; 4], [0u32; 4]);
         unroll::<4>(|k| {
-            let l = (qs[k] & M4) | (((qh[k] >> (2 * c)) & 0x0101_0101) << 4);
-            let u = ((qs[k] >> 4) & M4) | (((qh[k] >> (2 * c + 1)) & 0x0101_0101) << 4);
-            lo = dp4a(l, x.y[k], lo);
-            hi = dp4a(u, x.y[4 + k], hi);
+            lo[k] = (qs[k] & M4) | (((qh[k] >> (2 * c)) & 0x0101_0101) << 4);
+            hi[k] = ((qs[k] >> 4) & M4) | (((qh[k] >> (2 * c + 1)) & 0x0101_0101) << 4);
         });
-        finish_k4(hdr, c, lo, hi, x)
+        wk4(lds4(a), c, lo, hi)
+    }
+    #[inline(always)]
+    fn dot(w: &WK4<4>, x: &ActK2) -> f32 {
+        dot_k2(w, x)
     }
 }
 
@@ -694,6 +783,14 @@ pub struct ActK4 {
     y: [[u32; 4]; 4],
     d: f32,
     bs: [u32; 2],
+}
+
+/// A decoded Q6_K item: d, the 4 scales of its groups and its 64 quants as bytes (run o of 16 in `q[o]`).
+#[derive(Clone, Copy)]
+pub struct W6K {
+    d: f32,
+    s: [i32; 4],
+    q: [[u32; 4]; 4],
 }
 
 /// Q6_K: x = d sc (q - 32), 210 bytes (2-aligned): ql (128), qh (64), 16 signed 8-bit scales, d. Item j = 2n + m
@@ -706,6 +803,7 @@ impl MqType for Q6K {
     const IPB: u32 = 4;
     const KQ: bool = true;
     type Act = ActK4;
+    type W = W6K;
     #[inline(always)]
     unsafe fn act(x: ActRow, kb: u32, j: u32) -> ActK4 {
         let (n, m) = (j >> 1, j & 1);
@@ -717,33 +815,34 @@ impl MqType for Q6K {
         }
     }
     #[inline(always)]
-    unsafe fn dot(a: u32, j: u32, x: &ActK4) -> f32 {
+    unsafe fn decode(a: u32, j: u32) -> W6K {
         let (n, m) = (j >> 1, j & 1);
         let ql0 = lds_words2::<4>(a + 64 * n + 16 * m);
         let ql1 = lds_words2::<4>(a + 64 * n + 32 + 16 * m);
         let qh = lds_words2::<4>(a + 128 + 32 * n + 16 * m);
         let sc = lds_words2::<2>(a + 192 + 8 * n);
-        let d = f16(lds16(a + 208));
-        let mut dots = [0i32; 4];
+        let mut q = [[0u32; 4]; 4];
         unroll::<4>(|k| {
-            let q0 = (ql0[k] & M4) | ((qh[k] << 4) & 0x3030_3030);
-            let q1 = (ql1[k] & M4) | ((qh[k] << 2) & 0x3030_3030);
-            let q2 = ((ql0[k] >> 4) & M4) | (qh[k] & 0x3030_3030);
-            let q3 = ((ql1[k] >> 4) & M4) | ((qh[k] >> 2) & 0x3030_3030);
-            dots[0] = dp4a(q0, x.y[0][k], dots[0]);
-            dots[1] = dp4a(q1, x.y[1][k], dots[1]);
-            dots[2] = dp4a(q2, x.y[2][k], dots[2]);
-            dots[3] = dp4a(q3, x.y[3][k], dots[3]);
+            q[0][k] = (ql0[k] & M4) | ((qh[k] << 4) & 0x3030_3030);
+            q[1][k] = (ql1[k] & M4) | ((qh[k] << 2) & 0x3030_3030);
+            q[2][k] = ((ql0[k] >> 4) & M4) | (qh[k] & 0x3030_3030);
+            q[3][k] = ((ql1[k] >> 4) & M4) | ((qh[k] >> 2) & 0x3030_3030);
         });
-        let (b0, b1) = i16_pair(x.bs[0]);
-        let (b2, b3) = i16_pair(x.bs[1]);
         let s =
             [bfe_s(sc[0], 8 * m, 8), bfe_s(sc[0], 8 * m + 16, 8), bfe_s(sc[1], 8 * m, 8), bfe_s(sc[1], 8 * m + 16, 8)];
-        let sumi = s[0] * (dots[0] - 32 * b0)
-            + s[1] * (dots[1] - 32 * b1)
-            + s[2] * (dots[2] - 32 * b2)
-            + s[3] * (dots[3] - 32 * b3);
-        (d * x.d) * sumi as f32
+        W6K { d: f16(lds16(a + 208)), s, q }
+    }
+    #[inline(always)]
+    fn dot(w: &W6K, x: &ActK4) -> f32 {
+        let mut dots = [0i32; 4];
+        unroll::<4>(|k| unroll::<4>(|o| dots[o] = dp4a(w.q[o][k], x.y[o][k], dots[o])));
+        let (b0, b1) = i16_pair(x.bs[0]);
+        let (b2, b3) = i16_pair(x.bs[1]);
+        let sumi = w.s[0] * (dots[0] - 32 * b0)
+            + w.s[1] * (dots[1] - 32 * b1)
+            + w.s[2] * (dots[2] - 32 * b2)
+            + w.s[3] * (dots[3] - 32 * b3);
+        (w.d * x.d) * sumi as f32
     }
 }
 
@@ -868,35 +967,45 @@ pub const fn stage_row_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
 /// Static shared bytes of one block: the warps' stages and the split-K partial sums.
 #[inline(always)]
 pub const fn block_bytes(ts: u32, ipb: u32, g: MqGeom) -> u32 {
-    let n =
-        g.warps * g.stages * g.rows * stage_row_bytes(ts, ipb, g) + if g.ksplit > 1 { g.warps * g.rows * 4 } else { 0 };
+    let stages = g.warps * g.stages * g.rows * stage_row_bytes(ts, ipb, g);
+    let n = stages + if g.ksplit > 1 { g.warps * g.cols * g.rows * 4 } else { 0 };
     assert!(g.warps % g.ksplit == 0);
     assert!(n <= 48 * 1024, "mat-vec shared memory over the 48 KiB static limit");
     assert!(g.stages >= 2 && g.stages <= 4);
     assert!(g.rows * (stage_row_bytes(ts, ipb, g) / 16 - 1) <= 16 * 32, "more than 16 copies per lane and step");
+    assert!(g.cols >= 1 && g.cols * g.rows <= 32, "more outputs per warp than lanes");
     n
 }
 
-/// y[r] = sum_c W[r, c] x[c] for the R rows of each warp, x quantized by `quantize_q8_act`.
+/// Y[c, r] = sum_k W[r, k] X[c, k] for the R rows of each warp and the `n_x` <= N activation rows X[c] of `xq`
+/// (`quantize_q8_act` rows, one after the other), each weight step read once for all of them.
 ///
 /// Warps come in groups of KS that share R rows and take turns over their steps (split-K, for few rows), summed
-/// through shared memory at the end.
+/// through shared memory at the end. A step's weight items are decoded once (`MqType::decode`) and applied to
+/// the columns in turn, the next column's activations loading while one is computed. Every (row, column) output
+/// sums the same item products in the same order as the single-column kernel (N = 1) of the same items per lane
+/// U and split KS: per lane over its steps and items, then `warp_sum`, then the KS warps in order; R, NW, S and
+/// N change which warp computes an output and when, never its arithmetic. So each column's result is the same bits
+/// as the single-column kernel gives on that column alone.
 ///
 /// Launch: grid = (ceil(n_rows / (R NW / KS)), 1, 1), block = (32 NW, 1, 1), static shared memory `block_bytes`; `xq`
 /// 16-byte aligned, the weight tensor under 4 GiB. Traffic: every weight byte once (plus at most one 16-byte chunk
 /// per row and step of alignment slack, served by L2), the activations from L1/L2 (about 1.5 bytes per column per
-/// R rows), 4 bytes per row written.
+/// R rows, for each of the n_x rows), 4 n_x bytes per row written (y is (n_x, n_rows)).
 #[inline(always)]
-unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW: u32, const KS: u32>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW: u32, const KS: u32, const N: usize>(
     smem: u32,
     w: *const u8,
     xq: *const u8,
     y: *mut f32,
     n_rows: u32,
     n_cols: u32,
+    n_x: u32,
     fused: Fused,
 ) {
-    let g = MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, ksplit: KS, min_blocks: 0 };
+    let g = MqGeom { rows: R as u32, warps: NW, items: U as u32, stages: S, ksplit: KS, min_blocks: 0, cols: N as u32 };
+    let n_x = if N == 1 { 1 } else { min_u32(n_x, N as u32) }; // (a constant in the single-column kernels)
     let nb = 32 * U as u32 / T::IPB; // blocks per step
     let sb = nb * T::TS; // bytes per row and step
     let rowb = stage_row_bytes(T::TS, T::IPB, g);
@@ -908,7 +1017,7 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     // warps past the last row copy and compute nothing, but stay for the block-wide barriers of the prologue
     let row0 = (bid() * (NW / KS) + grp) * R as u32;
     let my = smem + warp * S * stage_b;
-    let red = smem + NW * S * stage_b; // (NW, R) partial sums of the split-K warps
+    let red = smem + NW * S * stage_b; // (NW, N, R) partial sums of the split-K warps
     let nb_row = n_cols / T::BS;
     let row_bytes = nb_row * T::TS;
     let total = n_rows * row_bytes;
@@ -950,7 +1059,7 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
         });
     };
 
-    let mut acc = [0.0f32; R];
+    let mut acc = [[0.0f32; R]; N];
     for i in 0..S - 1 {
         if i < n_mine {
             issue(kw + KS * i, my + i * stage_b);
@@ -970,21 +1079,26 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     } else {
         ActRow { q: xq, a: xq.add(lay::off_meta(n_cols) as usize), b: xq }
     };
-    // This lane's items of step t: (block in step, item in block, block inside the row) and their activations.
-    let load = |t: u32| {
+    let x_stride = lay::row_bytes(n_cols) as usize; // between activation rows
+    // This lane's items of step t (block in step, item in block, block inside the row) and their activations in
+    // activation row c.
+    let load = |t: u32, c: usize| {
         let mut item = [(0u32, 0u32, false); U];
+        let xc = x.at(c * x_stride);
         let xs: [T::Act; U] = core::array::from_fn(|u| {
             let idx = lane + 32 * u as u32;
             let (bi, j) = (idx / T::IPB, idx % T::IPB);
             let kb = t * nb + bi;
             item[u] = (bi, j, kb < nb_row);
-            T::act(x, min_u32(kb, nb_row - 1), j)
+            T::act(xc, min_u32(kb, nb_row - 1), j)
         });
         (item, xs)
     };
-    // The activations are loaded a step ahead (they come from L1 or L2, whose latency the weight pipeline does not
-    // cover).
-    let (mut item_next, mut xs_next) = load(kw);
+    // The first column's activations are loaded a step ahead (they come from L1 or L2, whose latency the weight
+    // pipeline does not cover). One column: each item is decoded where it is used. Several: the step's items are
+    // decoded once, and the activations of the next column (or of the next step's first) load while one column
+    // is computed.
+    let (mut item_next, mut xs_next) = load(kw, 0);
     let (mut rd, mut wr) = (0u32, S - 1); // stages read and written this step
     for i in 0..n_mine {
         let t = kw + KS * i;
@@ -993,50 +1107,81 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
             issue(t + KS * (S - 1), my + wr * stage_b);
         }
         cp_async_commit();
-        let (item, xs) = (item_next, xs_next);
-        if i + 1 < n_mine {
-            (item_next, xs_next) = load(t + KS);
+        let (item, mut xs) = (item_next, xs_next);
+        if N == 1 && i + 1 < n_mine {
+            (item_next, xs_next) = load(t + KS, 0);
         }
         cp_async_wait(S - 1);
         sync_warp(); // step t's bytes, copied by all lanes, are visible to all lanes
         let st = my + rd * stage_b;
-        unroll::<R>(|r| {
-            let base = st + r as u32 * rowb + ((roff[r] + t * sb) & 15);
+        let base = |r: usize| st + r as u32 * rowb + ((roff[r] + t * sb) & 15);
+        if N == 1 {
             unroll::<U>(|u| {
                 let (bi, j, valid) = item[u];
                 if valid {
-                    acc[r] += T::dot(base + bi * T::TS, j, &xs[u]);
+                    unroll::<R>(|r| acc[0][r] += T::dot(&T::decode(base(r) + bi * T::TS, j), &xs[u]));
                 }
             });
-        });
+        } else {
+            let wts: [[T::W; U]; R] =
+                core::array::from_fn(|r| core::array::from_fn(|u| T::decode(base(r) + item[u].0 * T::TS, item[u].1)));
+            unroll::<N>(|c| {
+                if c as u32 >= n_x {
+                    return;
+                }
+                let xs_c = xs;
+                if c + 1 < N && c as u32 + 1 < n_x {
+                    xs = load(t, c + 1).1;
+                } else if i + 1 < n_mine {
+                    (item_next, xs_next) = load(t + KS, 0);
+                }
+                unroll::<U>(|u| {
+                    if item[u].2 {
+                        unroll::<R>(|r| acc[c][r] += T::dot(&wts[r][u], &xs_c[u]));
+                    }
+                });
+            });
+        }
         rd = if rd + 1 == S { 0 } else { rd + 1 };
         wr = if wr + 1 == S { 0 } else { wr + 1 };
     }
 
-    // Sum over the warp, then (split-K) over the group's KS warps in a fixed order.
+    // Sum over the warp, then (split-K) over the group's KS warps in a fixed order. Output (c, r) is written by
+    // lane c R + r.
+    let out = |c: u32, r: u32, s: f32| {
+        let yr = y.add(c as usize * n_rows as usize + (row0 + r) as usize);
+        *yr = if fused.accumulate { *yr + s } else { s };
+    };
     if KS == 1 {
-        unroll::<R>(|r| {
-            let s = warp_sum(acc[r]);
-            if lane == r as u32 && row0 + (r as u32) < n_rows {
-                let yr = y.add((row0 + r as u32) as usize);
-                *yr = if fused.accumulate { *yr + s } else { s };
-            }
+        unroll::<N>(|c| {
+            unroll::<R>(|r| {
+                if (c as u32) < n_x {
+                    let s = warp_sum(acc[c][r]);
+                    if lane == (c * R + r) as u32 && row0 + (r as u32) < n_rows {
+                        out(c as u32, r as u32, s);
+                    }
+                }
+            });
         });
     } else {
-        unroll::<R>(|r| {
-            let s = warp_sum(acc[r]);
-            if lane == r as u32 {
-                super::sts_f32(red + (warp * R as u32 + r as u32) * 4, s);
-            }
+        unroll::<N>(|c| {
+            unroll::<R>(|r| {
+                if (c as u32) < n_x {
+                    let s = warp_sum(acc[c][r]);
+                    if lane == (c * R + r) as u32 {
+                        super::sts_f32(red + ((warp * N as u32 + c as u32) * R as u32 + r as u32) * 4, s);
+                    }
+                }
+            });
         });
         sync_threads();
-        if kw == 0 && lane < R as u32 && row0 + lane < n_rows {
+        let (c, r) = if N == 1 { (0, lane) } else { (lane / R as u32, lane % R as u32) };
+        if kw == 0 && lane < n_x * R as u32 && row0 + r < n_rows {
             let mut s = 0.0;
             for k in 0..KS {
-                s += f32::from_bits(lds_u32(red + ((grp * KS + k) * R as u32 + lane) * 4));
+                s += f32::from_bits(lds_u32(red + ((grp * KS + k) * (N * R) as u32 + lane) * 4));
             }
-            let yr = y.add((row0 + lane) as usize);
-            *yr = if fused.accumulate { *yr + s } else { s };
+            out(c, r, s);
         }
     }
 }
@@ -1051,11 +1196,35 @@ macro_rules! mmvq_kernels {
                                                 accumulate: u32 /* 1: y += W x_q (a residual add) */) {
             const G: MqGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
+            const _: () = assert!(G.cols == 1);
             crate::launch_bounds!(G.warps * 32, G.min_blocks);
             let smem = crate::shared_array!("mq_smem", SMEM);
             let fused = Fused { accumulate: accumulate != 0, ..Fused::NONE };
-            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
-                smem, w, xq, y, n_rows, n_cols, fused)
+            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }, 1>(
+                smem, w, xq, y, n_rows, n_cols, 1, fused)
+        }
+    )*};
+}
+
+macro_rules! mmvq_cols_kernels {
+    ($($name:ident: $ty:ty, $g:expr;)*) => {$(
+        /// Y (+)= X W^T for n_x <= `G.cols` activation rows X (decode of several sequences), each weight step
+        /// read once for all of them; every column bit-identical to the single-column kernel on it. See
+        /// [`mmvq`] for the launch shape (geometry in `q8_layout.rs`, whose `cols` keeps the single-column
+        /// kernel's items and split) and traffic.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
+                                                xq: *const u8 /* (n_x, row_bytes(n_cols)), quantize_q8_act */,
+                                                y: *mut f32 /* (n_x, n_rows) */, n_rows: u32, n_cols: u32,
+                                                n_x: u32 /* 1..=G.cols */,
+                                                accumulate: u32 /* 1: y += X W^T (a residual add) */) {
+            const G: MqGeom = $g;
+            const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
+            crate::launch_bounds!(G.warps * 32, G.min_blocks);
+            let smem = crate::shared_array!("mq_smem", SMEM);
+            let fused = Fused { accumulate: accumulate != 0, ..Fused::NONE };
+            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit },
+                   { G.cols as usize }>(smem, w, xq, y, n_rows, n_cols, n_x, fused)
         }
     )*};
 }
@@ -1074,13 +1243,13 @@ macro_rules! mmvq_fused_kernels {
                                                 mode: u32, accumulate: u32) {
             const G: MqGeom = $g;
             const SMEM: u32 = block_bytes(<$ty as MqType>::TS, <$ty as MqType>::IPB, G);
-            const _: () = assert!(SMEM + lay::FUSED_ACT_BYTES <= 48 * 1024);
+            const _: () = assert!(SMEM + lay::FUSED_ACT_BYTES <= 48 * 1024 && G.cols == 1);
             crate::launch_bounds!(G.warps * 32, G.min_blocks);
             let smem = crate::shared_array!("mq_smem", SMEM);
             let act = crate::shared_array!("mq_act", lay::FUSED_ACT_BYTES);
             let fused = Fused { src, nw, eps, mode, act, accumulate: accumulate != 0 };
-            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }>(
-                smem, w, core::ptr::null(), y, n_rows, n_cols, fused)
+            mmvq::<$ty, { G.rows as usize }, { G.items as usize }, { G.stages }, { G.warps }, { G.ksplit }, 1>(
+                smem, w, core::ptr::null(), y, n_rows, n_cols, 1, fused)
         }
     )*};
 }
@@ -1111,6 +1280,40 @@ mmvq_kernels! {
     mmvq_q4_k64_r2w8u1s2k2m3: Q4K64, lay::MQ_VARIANTS[2].2;
     mmvq_q5_k_r2w8u1s2k2m3: Q5K, lay::MQ_VARIANTS[3].2;
     mmvq_q6_k_r2w4u1s2k1m4: Q6K, lay::MQ_VARIANTS[4].2;
+}
+
+mmvq_cols_kernels! {
+    mmvq_q4_0_c2: Q4_0, lay::MC_Q4_0[0];
+    mmvq_q4_0_c4: Q4_0, lay::MC_Q4_0[1];
+    mmvq_q4_0_c8: Q4_0, lay::MC_Q4_0[2];
+    mmvq_q4_1_c2: Q4_1, lay::MC_Q4_1[0];
+    mmvq_q4_1_c4: Q4_1, lay::MC_Q4_1[1];
+    mmvq_q4_1_c8: Q4_1, lay::MC_Q4_1[2];
+    mmvq_q5_0_c2: Q5_0, lay::MC_Q5_0[0];
+    mmvq_q5_0_c4: Q5_0, lay::MC_Q5_0[1];
+    mmvq_q5_0_c8: Q5_0, lay::MC_Q5_0[2];
+    mmvq_q5_1_c2: Q5_1, lay::MC_Q5_1[0];
+    mmvq_q5_1_c4: Q5_1, lay::MC_Q5_1[1];
+    mmvq_q5_1_c8: Q5_1, lay::MC_Q5_1[2];
+    mmvq_q8_0_c2: Q8_0, lay::MC_Q8_0[0];
+    mmvq_q8_0_c4: Q8_0, lay::MC_Q8_0[1];
+    mmvq_q8_0_c8: Q8_0, lay::MC_Q8_0[2];
+    mmvq_q4_k_c2: Q4K, lay::MC_Q4_K[0];
+    mmvq_q4_k_c4: Q4K, lay::MC_Q4_K[1];
+    mmvq_q4_k_c8: Q4K, lay::MC_Q4_K[2];
+    mmvq_q5_k_c2: Q5K, lay::MC_Q5_K[0];
+    mmvq_q5_k_c4: Q5K, lay::MC_Q5_K[1];
+    mmvq_q5_k_c8: Q5K, lay::MC_Q5_K[2];
+    mmvq_q6_k_c2: Q6K, lay::MC_Q6_K[0];
+    mmvq_q6_k_c4: Q6K, lay::MC_Q6_K[1];
+    mmvq_q6_k_c8: Q6K, lay::MC_Q6_K[2];
+    // Benchmark-only variants (q8_layout::MQ_VARIANTS).
+    mmvq_q4_0_c8_r2w8s3m2: Q4_0, lay::MQ_VARIANTS[5].2;
+    mmvq_q4_k_c8_r2w8s3m1: Q4K, lay::MQ_VARIANTS[6].2;
+    mmvq_q4_0_c4_r4w4s3m3: Q4_0, lay::MQ_VARIANTS[7].2;
+    mmvq_q4_k_c4_r4w4s2m2: Q4K, lay::MQ_VARIANTS[8].2;
+    mmvq_q4_0_c2_r2w8s2m2: Q4_0, lay::MQ_VARIANTS[9].2;
+    mmvq_q4_k_c2_r2w8s2m2: Q4K, lay::MQ_VARIANTS[10].2;
 }
 
 /// Benchmark-only bandwidth probe: reads `n16` 16-byte chunks of `p` (grid-stride, 4 independent 16-byte loads in

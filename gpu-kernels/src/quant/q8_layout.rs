@@ -99,6 +99,8 @@ pub struct MqGeom {
     pub ksplit: u32,
     /// Resident blocks per SM the kernel's registers are budgeted for (its launch bounds).
     pub min_blocks: u32,
+    /// Activation rows each weight read serves (1: the single-column kernels; up to `MC_MAX`).
+    pub cols: u32,
 }
 
 impl MqGeom {
@@ -112,7 +114,15 @@ impl MqGeom {
 }
 
 const fn g(rows: u32, warps: u32, items: u32, stages: u32, ksplit: u32, min_blocks: u32) -> MqGeom {
-    MqGeom { rows, warps, items, stages, ksplit, min_blocks }
+    MqGeom { rows, warps, items, stages, ksplit, min_blocks, cols: 1 }
+}
+
+/// The geometry of a multi-column kernel (`mmvq_*_c{2,4,8}`) of `cols` activation rows for the type whose
+/// single-column geometry is `one`: its items per lane and split-K are `one`'s (they fix the order of every
+/// output's f32 sums, so each column gives the single-column kernel's bits); rows, warps, stages and the register
+/// budget are its own.
+const fn mc(one: MqGeom, cols: u32, rows: u32, warps: u32, stages: u32, min_blocks: u32) -> MqGeom {
+    MqGeom { rows, warps, items: one.items, stages, ksplit: one.ksplit, min_blocks, cols }
 }
 
 // Chosen on the H100 (bench `gpu_q8`, 2026-11-23): 2 rows per warp group, groups of 2 warps splitting the steps,
@@ -135,4 +145,33 @@ pub const MQ_VARIANTS: &[(&str, u32, MqGeom)] = &[
     ("mmvq_q4_k64_r2w8u1s2k2m3", 12, g(2, 8, 1, 2, 2, 3)),
     ("mmvq_q5_k_r2w8u1s2k2m3", 13, g(2, 8, 1, 2, 2, 3)),
     ("mmvq_q6_k_r2w4u1s2k1m4", 14, g(2, 4, 1, 2, 1, 4)),
+    // multi-column: 8 activation rows on 2 weight rows per warp group (more resident warps, twice the activation
+    // loads per weight byte), 4 rows on 4
+    ("mmvq_q4_0_c8_r2w8s3m2", 2, mc(MQ_Q4_0, 8, 2, 8, 3, 2)),
+    ("mmvq_q4_k_c8_r2w8s3m1", 12, mc(MQ_Q4_K, 8, 2, 8, 3, 1)),
+    ("mmvq_q4_0_c4_r4w4s3m3", 2, mc(MQ_Q4_0, 4, 4, 4, 3, 3)),
+    ("mmvq_q4_k_c4_r4w4s2m2", 12, mc(MQ_Q4_K, 4, 4, 4, 2, 2)),
+    // 2 stages: half the weight bytes in flight per warp
+    ("mmvq_q4_0_c2_r2w8s2m2", 2, mc(MQ_Q4_0, 2, 2, 8, 2, 2)),
+    ("mmvq_q4_k_c2_r2w8s2m2", 12, mc(MQ_Q4_K, 2, 2, 8, 2, 2)),
 ];
+
+/// Most activation rows one multi-column kernel takes (`Cuda::matvec_q8_cols`).
+pub const MC_MAX: u32 = 8;
+
+// Multi-column kernels for 2, 4 and 8 activation rows (3, 5..7 rows run the next larger with the rest masked).
+// Not yet measured on a GPU (2026-12-06): chosen so that ptxas keeps every one spill-free (sm_80 and sm_90) and so
+// that the weight bytes in flight per SM stay near the single-column kernel's (~37 KB: 32 warps x 1 stage ahead x 2
+// rows x 576 bytes for Q4_0; Little's law at 3.35 TB/s and ~0.7 us wants ~18 KB). Each weight item is decoded once
+// into registers for all the columns, so these need 95-220 registers, fewer resident warps, and a third stage
+// (two ahead) to keep those bytes in flight; Q8_0 has no room for it. 2 and 4 rows keep 2 weight rows per warp group;
+// 8 rows take 4 where the registers allow (each activation load from L1 then serves 4 weight rows: those loads
+// grow with the columns while the weight bytes do not). `MQ_VARIANTS` holds the runners-up for the benchmark.
+pub const MC_Q4_0: [MqGeom; 3] = [mc(MQ_Q4_0, 2, 2, 8, 3, 2), mc(MQ_Q4_0, 4, 2, 8, 3, 2), mc(MQ_Q4_0, 8, 4, 4, 3, 3)];
+pub const MC_Q4_1: [MqGeom; 3] = [mc(MQ_Q4_1, 2, 2, 8, 3, 2), mc(MQ_Q4_1, 4, 2, 8, 3, 2), mc(MQ_Q4_1, 8, 4, 4, 3, 2)];
+pub const MC_Q5_0: [MqGeom; 3] = [mc(MQ_Q5_0, 2, 2, 8, 3, 2), mc(MQ_Q5_0, 4, 2, 8, 3, 2), mc(MQ_Q5_0, 8, 4, 4, 3, 3)];
+pub const MC_Q5_1: [MqGeom; 3] = [mc(MQ_Q5_1, 2, 2, 8, 3, 2), mc(MQ_Q5_1, 4, 2, 8, 3, 2), mc(MQ_Q5_1, 8, 4, 4, 3, 3)];
+pub const MC_Q8_0: [MqGeom; 3] = [mc(MQ_Q8_0, 2, 2, 8, 2, 2), mc(MQ_Q8_0, 4, 2, 8, 2, 2), mc(MQ_Q8_0, 8, 4, 4, 2, 3)];
+pub const MC_Q4_K: [MqGeom; 3] = [mc(MQ_Q4_K, 2, 2, 8, 3, 2), mc(MQ_Q4_K, 4, 2, 8, 3, 2), mc(MQ_Q4_K, 8, 2, 4, 4, 3)];
+pub const MC_Q5_K: [MqGeom; 3] = [mc(MQ_Q5_K, 2, 2, 4, 3, 3), mc(MQ_Q5_K, 4, 2, 4, 3, 3), mc(MQ_Q5_K, 8, 4, 4, 3, 2)];
+pub const MC_Q6_K: [MqGeom; 3] = [mc(MQ_Q6_K, 2, 2, 4, 3, 2), mc(MQ_Q6_K, 4, 2, 4, 3, 2), mc(MQ_Q6_K, 8, 2, 4, 3, 2)];
