@@ -67,6 +67,8 @@ fn kernels_of(ty: GgmlType) -> Option<MvKernels> {
 pub struct MvOpts {
     /// Activation rows in xq, 1 to `MV_COLS_MAX`; y holds as many rows of n_rows outputs.
     pub n: usize,
+    /// The first of them: rows first..first + n of xq make rows first..first + n of y.
+    pub first: usize,
     /// y += W x (a residual add in the same launch) instead of y = W x.
     pub accumulate: bool,
     /// A named kernel of the weight type and its geometry (the benchmark's alternatives, `layout::MQ_VARIANTS`)
@@ -76,7 +78,7 @@ pub struct MvOpts {
 
 impl MvOpts {
     /// One activation row, y = W x, the type's own kernel.
-    pub const ONE: MvOpts = MvOpts { n: 1, accumulate: false, kernel: None };
+    pub const ONE: MvOpts = MvOpts { n: 1, first: 0, accumulate: false, kernel: None };
 }
 
 /// Most activation rows `matvec_q8_cols` takes in one launch.
@@ -177,13 +179,21 @@ impl Cuda {
         self.matvec_q8_opt(ty, w, n_rows, n_cols, xq, y, MvOpts { accumulate, ..MvOpts::ONE })
     }
 
-    /// Y = X W^T for `n` (1 to `MV_COLS_MAX`) activation rows X, quantized by `quantize_act` into `xq` (n rows of
-    /// `act_row_bytes(n_cols)`): y (n, n_rows). Each weight step is read once for all n rows (decode of several
-    /// sequences), and each row of y is bit-identical to `matvec_q8` on that activation row alone.
+    /// Y = X W^T for `n` activation rows X, quantized by `quantize_act` into `xq` (n rows of
+    /// `act_row_bytes(n_cols)`): y (n, n_rows). Each weight step is read once for up to `MV_COLS_MAX` rows (decode
+    /// of several sequences; more rows take one launch per `MV_COLS_MAX`), and each row of y is bit-identical to
+    /// `matvec_q8` on that activation row alone.
     #[allow(clippy::too_many_arguments)]
     pub fn matvec_q8_cols(&self, ty: GgmlType, w: &impl Dev<u8>, n_rows: usize, n_cols: usize, xq: &CudaSlice<u8>,
                           n: usize, y: &mut CudaSlice<f32>) -> Result<()> {
-        self.matvec_q8_opt(ty, w, n_rows, n_cols, xq, y, MvOpts { n, ..MvOpts::ONE })
+        if n == 0 {
+            return Err(err("matvec_q8_cols", "0 activation rows".into()));
+        }
+        for first in (0..n).step_by(MV_COLS_MAX) {
+            let opts = MvOpts { n: MV_COLS_MAX.min(n - first), first, ..MvOpts::ONE };
+            self.matvec_q8_opt(ty, w, n_rows, n_cols, xq, y, opts)?;
+        }
+        Ok(())
     }
 
     /// The q8 mat-vec of `opts` (every other `matvec_q8*` launcher comes here): y (opts.n, n_rows) (+)= W x for
@@ -203,8 +213,9 @@ impl Cuda {
         }
         check_cols(kernel, n_cols)?;
         check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
-        check_len(kernel, "xq", xq.len(), n * act_row_bytes(n_cols))?;
-        check_len(kernel, "y", y.len(), n * n_rows)?;
+        let rows_end = opts.first + n;
+        check_len(kernel, "xq", xq.len(), rows_end * act_row_bytes(n_cols))?;
+        check_len(kernel, "y", y.len(), rows_end * n_rows)?;
         if n_rows == 0 {
             return Ok(());
         }
@@ -212,8 +223,9 @@ impl Cuda {
         let grid = n_rows.div_ceil(g.rows_per_block() as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (g.threads(), 1, 1), shared_mem_bytes: 0 };
         let (nr, nc, nx, acc, wp) = (n_rows as u32, n_cols as u32, n as u32, opts.accumulate as u32, w.addr(self));
+        let (xp, yp) = (self.ptr(xq, opts.first * act_row_bytes(n_cols)), self.ptr(y, opts.first * n_rows));
         let mut b = self.args(&f);
-        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc);
+        b.arg(&wp).arg(&xp).arg(&yp).arg(&nr).arg(&nc);
         if g.cols > 1 {
             b.arg(&nx); // the multi-column kernels' row count
         }

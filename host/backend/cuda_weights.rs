@@ -10,7 +10,7 @@ use cudarc::driver::CudaSlice;
 use crate::backend::cpu::{self, RopeParams};
 use crate::backend::cuda::{gpu_off, At, Cuda};
 use crate::backend::cuda_mmq::supports_mmq;
-use crate::backend::cuda_q8::{supports_fused, supports_q8, Prologue, MV_COLS_MAX};
+use crate::backend::cuda_q8::{supports_fused, supports_q8, Prologue};
 use crate::config::ModelConfig;
 use crate::gguf::GgmlType;
 use crate::layer::LayerWeights;
@@ -62,10 +62,10 @@ impl DevMat {
 
     /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for n_tok quantized rows),
     /// the activations are quantized as llama.cpp quantizes them, so the GPU's numerics follow the CPU forward's:
-    /// a single token goes through the `dp4a` mat-vec, 2 to 8 through the mat-vec that reads the weight once for
-    /// all of them (each row bit-identical to the single-token mat-vec; `HOST_GPU_OFF=mv8`: the mat-mul instead),
-    /// a larger batch through the int8 tensor-core mat-mul, where the type has one; without `xq`, exact f32
-    /// products.
+    /// a single token goes through the `dp4a` mat-vec, 2 to `MV_CHUNKED_MAX` through the mat-vec that reads the
+    /// weight once for every 8 of them (each row bit-identical to the single-token mat-vec; `HOST_GPU_OFF=mv8`: the
+    /// mat-mul instead), a larger batch through the int8 tensor-core mat-mul, where the type has one; without
+    /// `xq`, exact f32 products.
     pub(crate) fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
              xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
         let (w, ty) = (&self.w(), self.ty);
@@ -75,7 +75,7 @@ impl DevMat {
                 gpu.matvec_q8(ty, w, self.rows, self.cols, xq, y)
             }
             (1, _) => gpu.matvec(ty, w, self.rows, self.cols, x, y),
-            (2..=MV_COLS_MAX, Some(xq)) if supports_q8(ty) && !gpu_off("mv8") => {
+            (2..=MV_CHUNKED_MAX, Some(xq)) if supports_q8(ty) && !gpu_off("mv8") => {
                 gpu.quantize_act(x, n_tok, self.cols, xq)?;
                 gpu.matvec_q8_cols(ty, w, self.rows, self.cols, xq, n_tok, y)
             }
@@ -125,6 +125,12 @@ pub(crate) enum MvPrologue {
     /// Once for weights over `ONCE_ABOVE_BYTES`, fused below.
     Auto,
 }
+
+/// Most rows a projection takes through the multi-column mat-vec (one launch per 8 rows, each reading the whole
+/// weight) before the int8 mat-mul: the mat-mul's tiles hold 128 rows, so up to 32 rows (4 weight reads) it idles
+/// most of its tensor cores and is launch- or tile-bound; the mat-vec streams the weight at near bandwidth and keeps
+/// every row bit-identical to one token alone (a decode batch of up to 32 sequences is batch-invariant).
+pub(crate) const MV_CHUNKED_MAX: usize = 32;
 
 /// Auto: weights larger than this make their activations once.
 pub(crate) const ONCE_ABOVE_BYTES: usize = 2 << 20;
