@@ -127,10 +127,10 @@ pub(crate) enum MvPrologue {
 }
 
 /// Most rows a projection takes through the multi-column mat-vec (one launch per 8 rows, each reading the whole
-/// weight) before the int8 mat-mul: the mat-mul's tiles hold 128 rows, so up to 32 rows (4 weight reads) it idles
-/// most of its tensor cores and is launch- or tile-bound; the mat-vec streams the weight at near bandwidth and keeps
-/// every row bit-identical to one token alone (a decode batch of up to 32 sequences is batch-invariant).
-pub(crate) const MV_CHUNKED_MAX: usize = 32;
+/// weight, every row bit-identical to one token alone) before the int8 mat-mul. 8: one launch. Measured on the
+/// H100 (2026-12-07), 32 rows in 4 launches made SmolLM2's 32-sequence decode slower than the mat-mul (6,574 against
+/// 7,348 tokens/s); the 7B, whose 32-sequence steps take 29 ms in the mat-mul, was not measured that way yet.
+pub(crate) const MV_CHUNKED_MAX: usize = 8;
 
 /// Auto: weights larger than this make their activations once.
 pub(crate) const ONCE_ABOVE_BYTES: usize = 2 << 20;
