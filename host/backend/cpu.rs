@@ -372,8 +372,7 @@ fn assert_cache_holds(k_pos: usize, v_pos: usize, p: &AttnParams) {
 }
 
 /// Checks that the buffers of an attention call hold the shapes of `p`, then runs `one_head(idx, out_row, scratch)`
-/// for every (token, head) output row idx = token * n_heads + head: serially when the call is small, else in
-/// parallel tasks of 4 heads, each task with its own scratch; AVX2-compiled where the CPU has it.
+/// for every (token, head) output row idx = token * n_heads + head (`each_item` with items of one head).
 fn each_head(
     out: &mut [f32],
     q_len: usize,
@@ -382,26 +381,44 @@ fn each_head(
     p: &AttnParams,
     one_head: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
 ) {
+    each_item(out, q_len, k_pos, v_pos, p, 1, one_head)
+}
+
+/// Checks that the buffers of an attention call hold the shapes of `p`, then runs `one(item, out_rows, scratch)`
+/// for every item of `heads` consecutive heads of one token (`heads` divides n_heads; item i holds the output rows
+/// i * heads .. (i + 1) * heads, row = token * n_heads + head): serially when the call is small, else in parallel
+/// tasks of about 4 heads, each task with its own scratch; AVX2-compiled where the CPU has it.
+fn each_item<S: Default>(
+    out: &mut [f32],
+    q_len: usize,
+    k_pos: usize,
+    v_pos: usize,
+    p: &AttnParams,
+    heads: usize,
+    one: impl Fn(usize, &mut [f32], &mut S) + Sync,
+) {
     use rayon::prelude::*;
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let n_kv = p.pos0 + p.n_tok;
     assert!(q_len >= p.n_tok * p.n_heads * hd && out.len() >= p.n_tok * p.n_heads * hdv);
+    assert!(heads > 0 && p.n_heads.is_multiple_of(heads), "items of {heads} of {} heads", p.n_heads);
     assert_cache_holds(k_pos, v_pos, p);
     let out = &mut out[..p.n_tok * p.n_heads * hdv];
+    let item = heads * hdv;
     if p.n_tok * p.n_heads * n_kv < 4096 {
         crate::quant::simd_dispatch(|| {
-            let mut scratch = Vec::new();
-            for (idx, o) in out.chunks_exact_mut(hdv).enumerate() {
-                one_head(idx, o, &mut scratch);
+            let mut scratch = S::default();
+            for (i, o) in out.chunks_exact_mut(item).enumerate() {
+                one(i, o, &mut scratch);
             }
         })
     } else {
-        const PER_TASK: usize = 4;
-        out.par_chunks_mut(hdv * PER_TASK).enumerate().for_each(|(ci, chunk)| {
+        let per_task = (4 / heads).max(1);
+        out.par_chunks_mut(item * per_task).enumerate().for_each(|(ci, chunk)| {
             crate::quant::simd_dispatch(|| {
-                let mut scratch = Vec::new();
-                for (i, o) in chunk.chunks_exact_mut(hdv).enumerate() {
-                    one_head(ci * PER_TASK + i, o, &mut scratch);
+                let mut scratch = S::default();
+                for (i, o) in chunk.chunks_exact_mut(item).enumerate() {
+                    one(ci * per_task + i, o, &mut scratch);
                 }
             })
         });
@@ -518,55 +535,81 @@ fn round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
-/// x = f16(x * s) element-wise (x holds f16 values as f32), 8 at a time where F16C is compiled in.
-#[inline(always)]
-fn scale_round_f16(x: &mut [f32], s: f32) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
-    let done = {
-        use std::arch::x86_64::*;
-        let n8 = x.len() & !7;
-        // SAFETY: AVX2 and F16C are enabled at compile time (cfg above); the accesses stay below n8 <= x.len().
+/// ggml's f16 V sum of one query over keys 0..ms.len(), for every element of x (f16 values held as f32, starting
+/// as given): per key j, x = f16(x * ms[j]) where ms[j] != 1 (the running max moved), then
+/// x = f16(fma(v_j, vs[j], x)) with v_j = vrow(j) (x.len() elements). Elements are independent, so x is kept in
+/// registers over all the keys, 64, 32 or 8 elements at a time where AVX2, FMA and F16C are compiled in; each
+/// element sees the same operations in the same order as ggml's loop over keys.
+fn vsum_f16<'a>(x: &mut [f32], vrow: impl Fn(usize) -> &'a [half::f16], ms: &[f32], vs: &[f32]) {
+    assert_eq!(ms.len(), vs.len());
+    let n = x.len();
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    {
+        // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above); `vsum_block` reads elements
+        // done..done + 8B of x and of every row, which it checks hold x.len() >= done + 8B elements.
         unsafe {
-            for i in (0..n8).step_by(8) {
-                let p = x.as_mut_ptr().add(i);
-                let v = _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_set1_ps(s));
-                _mm256_storeu_ps(p, _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)));
+            while n - done >= 64 {
+                vsum_block::<8>(x, done, &vrow, ms, vs);
+                done += 64;
+            }
+            while n - done >= 32 {
+                vsum_block::<4>(x, done, &vrow, ms, vs);
+                done += 32;
+            }
+            while n - done >= 8 {
+                vsum_block::<1>(x, done, &vrow, ms, vs);
+                done += 8;
             }
         }
-        n8
-    };
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c")))]
-    let done = 0;
-    for v in &mut x[done..] {
-        *v = round_f16(*v * s);
+    }
+    for (j, (&m, &s)) in ms.iter().zip(vs).enumerate() {
+        let vr = &vrow(j)[done..n];
+        for (xv, &vv) in x[done..].iter_mut().zip(vr) {
+            if m != 1.0 {
+                *xv = round_f16(*xv * m);
+            }
+            *xv = round_f16(vv.to_f32().mul_add(s, *xv));
+        }
     }
 }
 
-/// x = f16(fma(v, s, x)) element-wise (x holds f16 values as f32; `v.len() >= x.len()`), 8 at a time where F16C is
-/// compiled in.
+/// `vsum_f16` on the 8B elements of x from `off`, in B registers.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 #[inline(always)]
-fn mad_round_f16(x: &mut [f32], v: &[half::f16], s: f32) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    let done = {
-        use std::arch::x86_64::*;
-        let n8 = x.len() & !7;
-        assert!(v.len() >= x.len());
-        // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above); the accesses stay below
-        // n8 <= x.len() <= v.len().
-        unsafe {
-            for i in (0..n8).step_by(8) {
-                let p = x.as_mut_ptr().add(i);
-                let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
-                let r = _mm256_fmadd_ps(vv, _mm256_set1_ps(s), _mm256_loadu_ps(p));
-                _mm256_storeu_ps(p, _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r)));
+unsafe fn vsum_block<'a, const B: usize>(
+    x: &mut [f32],
+    off: usize,
+    vrow: &impl Fn(usize) -> &'a [half::f16],
+    ms: &[f32],
+    vs: &[f32],
+) {
+    use std::arch::x86_64::*;
+    let end = off + 8 * B;
+    assert!(x.len() >= end);
+    let round = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    let mut acc = [_mm256_setzero_ps(); B];
+    for (b, a) in acc.iter_mut().enumerate() {
+        *a = _mm256_loadu_ps(x.as_ptr().add(off + 8 * b));
+    }
+    for (j, (&m, &s)) in ms.iter().zip(vs).enumerate() {
+        let vr = vrow(j);
+        assert!(vr.len() >= end);
+        if m != 1.0 {
+            let mv = _mm256_set1_ps(m);
+            for a in acc.iter_mut() {
+                *a = round(_mm256_mul_ps(*a, mv));
             }
         }
-        n8
-    };
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
-    let done = 0;
-    for (x, &vv) in x[done..].iter_mut().zip(&v[done..]) {
-        *x = round_f16(vv.to_f32().mul_add(s, *x));
+        let sv = _mm256_set1_ps(s);
+        for (b, a) in acc.iter_mut().enumerate() {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(vr.as_ptr().add(off + 8 * b) as *const __m128i));
+            *a = round(_mm256_fmadd_ps(vv, sv, *a));
+        }
+    }
+    for (b, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(x.as_mut_ptr().add(off + 8 * b), *a);
     }
 }
 
@@ -646,8 +689,71 @@ impl TileKv {
     }
 }
 
-/// `attention_ggml` over keys and values read by position (`KvRows`: a contiguous cache or pages).
-pub fn attention_ggml_rows(
+/// Scratch of one task of `attention_ggml_grouped`.
+#[derive(Default)]
+struct GroupScratch {
+    /// The group's queries rounded to f16, head after head.
+    q16: Vec<f32>,
+    /// One chunk's scores, head after head.
+    scores: Vec<f32>,
+    /// One head's online-softmax factors per key of the chunk (`online_softmax_step`).
+    ms: Vec<f32>,
+    vs: Vec<f32>,
+    /// Per head: the chunk's (running max, sum).
+    stats: Vec<(f32, f32)>,
+    /// Split-KV: one chunk's unnormalised V sums, head after head.
+    part: Vec<f32>,
+    /// Split-KV: per head, the (max, sum) merged so far.
+    merged: Vec<(f32, f32)>,
+}
+
+/// ggml's `one_chunk` over the keys j0..j1 for every query head of KV head `kvh` (queries `sc.q16`): the scores
+/// (`dot_f16_row`, scaled), then per head the online softmax factors in key order and the V sum held in f16
+/// (`vsum_f16`) into vkq (the heads' rows, left unnormalised), with (running max, sum) per head in `sc.stats`.
+#[allow(clippy::too_many_arguments)]
+fn one_chunk_group(
+    k: &impl KvRows<half::f16>,
+    v: &impl KvRows<half::f16>,
+    kvh: usize,
+    p: &AttnParams,
+    j0: usize,
+    j1: usize,
+    sc: &mut GroupScratch,
+    vkq: &mut [f32],
+) {
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    let group = p.n_heads / p.n_kv_heads;
+    let n = j1.saturating_sub(j0);
+    sc.scores.clear();
+    sc.scores.resize(group * n, 0.0);
+    for jj in 0..n {
+        let kr = &k.row(j0 + jj)[kvh * hd..][..hd];
+        for (g, qg) in sc.q16.chunks_exact(hd).enumerate() {
+            sc.scores[g * n + jj] = crate::quant::ggml_avx2::dot_f16_row(qg, kr) * p.scale;
+        }
+    }
+    sc.stats.clear();
+    for (g, out) in vkq.chunks_exact_mut(hdv).enumerate() {
+        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+        sc.ms.clear();
+        sc.vs.clear();
+        for &score in &sc.scores[g * n..][..n] {
+            let (a, b) = online_softmax_step(&mut m, score);
+            sc.ms.push(a);
+            sc.vs.push(b);
+            s = s.mul_add(a, b);
+        }
+        out.fill(0.0);
+        vsum_f16(out, |jj| &v.row(j0 + jj)[kvh * hdv..][..hdv], &sc.ms, &sc.vs);
+        sc.stats.push((m, s));
+    }
+}
+
+/// `attention_ggml_rows` for batches of fewer than `FA_TILE_Q` queries (ggml's one-query path, decode included),
+/// one task item per (query, KV head) serving all the query heads of its group: each key and value row is read
+/// once for the group, the V sums stay in registers over the keys (`vsum_f16`), and every head's result has the
+/// bits of ggml's per-head loop (the same operations in the same order per head).
+fn attention_ggml_grouped(
     out: &mut [f32],
     q: &[f32],
     k: &impl KvRows<half::f16>,
@@ -656,68 +762,76 @@ pub fn attention_ggml_rows(
 ) {
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let group = p.n_heads / p.n_kv_heads;
-    let tiled = p.n_tok >= FA_TILE_Q;
-    let tile_kv = tiled.then(|| TileKv::new(k, v, p));
+    let one = |item: usize, o: &mut [f32], sc: &mut GroupScratch| {
+        let (t, kvh) = (item / p.n_kv_heads, item % p.n_kv_heads);
+        let pos = p.pos0 + t;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        sc.q16.clear();
+        sc.q16.extend(q[(t * p.n_heads + kvh * group) * hd..][..group * hd].iter().map(|&x| round_f16(x)));
+        let n_pad = (pos + 1).next_multiple_of(FA_KV_PAD);
+        if p.n_tok == 1 && n_pad >= FA_SPLIT_KV_MIN {
+            // split-KV decode: GGML_THREADS chunks of the padded cache, each softmaxed alone, then merged per head
+            let chunk = n_pad.div_ceil(GGML_THREADS);
+            let mut part = std::mem::take(&mut sc.part);
+            part.resize(group * hdv, 0.0);
+            o.fill(0.0);
+            sc.merged.clear();
+            sc.merged.resize(group, (f32::NEG_INFINITY, 0.0));
+            for lo in (0..n_pad).step_by(chunk) {
+                let hi = (lo + chunk).min(n_pad);
+                one_chunk_group(k, v, kvh, p, lo.max(first), hi.min(pos + 1), sc, &mut part);
+                for (g, (vkq, c)) in o.chunks_exact_mut(hdv).zip(part.chunks_exact(hdv)).enumerate() {
+                    let (mc, s_c) = sc.stats[g];
+                    if s_c == 0.0 {
+                        continue;
+                    }
+                    let (m, s) = &mut sc.merged[g];
+                    let m_new = m.max(mc);
+                    let (so, sn) = ((*m - m_new).exp(), (mc - m_new).exp());
+                    for (x, &cv) in vkq.iter_mut().zip(c) {
+                        *x = x.mul_add(so, cv * sn);
+                    }
+                    *s = s.mul_add(so, s_c * sn);
+                    *m = m_new;
+                }
+            }
+            sc.part = part;
+            sc.stats.clear();
+            sc.stats.extend_from_slice(&sc.merged);
+        } else {
+            one_chunk_group(k, v, kvh, p, first, pos + 1, sc, o);
+        }
+        for (vkq, &(_, s)) in o.chunks_exact_mut(hdv).zip(&sc.stats) {
+            let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+            for x in vkq.iter_mut() {
+                *x *= inv;
+            }
+        }
+    };
+    each_item(out, q.len(), k.n_pos(), v.n_pos(), p, group, one);
+}
+
+/// `attention_ggml` over keys and values read by position (`KvRows`: a contiguous cache or pages).
+pub fn attention_ggml_rows(
+    out: &mut [f32],
+    q: &[f32],
+    k: &impl KvRows<half::f16>,
+    v: &impl KvRows<half::f16>,
+    p: &AttnParams,
+) {
+    if p.n_tok < FA_TILE_Q {
+        return attention_ggml_grouped(out, q, k, v, p);
+    }
+    let hd = p.head_dim;
+    let group = p.n_heads / p.n_kv_heads;
+    let tile_kv = TileKv::new(k, v, p);
     let one_head = |idx: usize, o: &mut [f32], buf: &mut Vec<f32>| {
         let (t, h) = (idx / p.n_heads, idx % p.n_heads);
         let kvh = h / group;
         let pos = p.pos0 + t;
         let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let qh = &q[(t * p.n_heads + h) * hd..][..hd];
-        let krow = |j: usize| &k.row(j)[kvh * hd..][..hd];
-        let vrow = |j: usize| &v.row(j)[kvh * hdv..][..hdv];
-        // ggml's `one_chunk` over the keys lo..hi (masked ones skipped): online softmax with the V sum held in f16;
-        // returns the running max and sum, vkq left unnormalised
-        let one_chunk = |lo: usize, hi: usize, qh16: &[f32], vkq: &mut [f32]| -> (f32, f32) {
-            let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
-            vkq.fill(0.0);
-            for j in lo.max(first)..hi.min(pos + 1) {
-                let kr = krow(j);
-                let score = crate::quant::ggml_avx2::dot_f16_row(qh16, kr) * p.scale;
-                let (ms, vs) = online_softmax_step(&mut m, score);
-                if ms != 1.0 {
-                    scale_round_f16(vkq, ms);
-                }
-                mad_round_f16(vkq, vrow(j), vs);
-                s = s.mul_add(ms, vs);
-            }
-            (m, s)
-        };
-        if !tiled {
-            buf.clear();
-            buf.extend(qh.iter().map(|&x| round_f16(x)));
-            let vkq = o;
-            let n_pad = (pos + 1).next_multiple_of(FA_KV_PAD);
-            let s = if p.n_tok == 1 && n_pad >= FA_SPLIT_KV_MIN {
-                // split-KV decode: GGML_THREADS chunks of the padded cache, each softmaxed alone, then merged
-                let chunk = n_pad.div_ceil(GGML_THREADS);
-                let mut part = vec![0.0f32; hdv];
-                let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
-                vkq.fill(0.0);
-                for lo in (0..n_pad).step_by(chunk) {
-                    let (mc, sc) = one_chunk(lo, (lo + chunk).min(n_pad), buf, &mut part);
-                    if sc == 0.0 {
-                        continue;
-                    }
-                    let m_new = m.max(mc);
-                    let (so, sn) = ((m - m_new).exp(), (mc - m_new).exp());
-                    for (x, &c) in vkq.iter_mut().zip(&part) {
-                        *x = x.mul_add(so, c * sn);
-                    }
-                    s = s.mul_add(so, sc * sn);
-                    m = m_new;
-                }
-                s
-            } else {
-                one_chunk(first, pos + 1, buf, vkq).1
-            };
-            let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-            for x in vkq.iter_mut() {
-                *x *= inv;
-            }
-            return;
-        }
-        let tk = tile_kv.as_ref().expect("tiled path: keys and values in f32");
+        let tk = &tile_kv;
         let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
         let vkq = o;
         vkq.fill(0.0);
