@@ -535,6 +535,15 @@ fn round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
+/// The end of ggml's softmax: the V sum times 1 / sum (0 where no key was attended).
+#[inline(always)]
+fn divide_by_sum(vkq: &mut [f32], s: f32) {
+    let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+    for x in vkq.iter_mut() {
+        *x *= inv;
+    }
+}
+
 /// ggml's f16 V sum of one query over keys 0..ms.len(), for every element of x (f16 values held as f32, starting
 /// as given): per key j, x = f16(x * ms[j]) where ms[j] != 1 (the running max moved), then
 /// x = f16(fma(v_j, vs[j], x)) with v_j = vrow(j) (x.len() elements). Elements are independent, so x is kept in
@@ -563,6 +572,9 @@ fn vsum_f16<'a>(x: &mut [f32], vrow: impl Fn(usize) -> &'a [half::f16], ms: &[f3
                 done += 8;
             }
         }
+    }
+    if done == n {
+        return; // no row is read again for an empty tail
     }
     for (j, (&m, &s)) in ms.iter().zip(vs).enumerate() {
         let vr = &vrow(j)[done..n];
@@ -769,7 +781,8 @@ fn attention_ggml_grouped(
         sc.q16.clear();
         sc.q16.extend(q[(t * p.n_heads + kvh * group) * hd..][..group * hd].iter().map(|&x| round_f16(x)));
         let n_pad = (pos + 1).next_multiple_of(FA_KV_PAD);
-        if p.n_tok == 1 && n_pad >= FA_SPLIT_KV_MIN {
+        let split = p.n_tok == 1 && n_pad >= FA_SPLIT_KV_MIN;
+        if split {
             // split-KV decode: GGML_THREADS chunks of the padded cache, each softmaxed alone, then merged per head
             let chunk = n_pad.div_ceil(GGML_THREADS);
             let mut part = std::mem::take(&mut sc.part);
@@ -796,16 +809,12 @@ fn attention_ggml_grouped(
                 }
             }
             sc.part = part;
-            sc.stats.clear();
-            sc.stats.extend_from_slice(&sc.merged);
         } else {
             one_chunk_group(k, v, kvh, p, first, pos + 1, sc, o);
         }
-        for (vkq, &(_, s)) in o.chunks_exact_mut(hdv).zip(&sc.stats) {
-            let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-            for x in vkq.iter_mut() {
-                *x *= inv;
-            }
+        let totals = if split { &sc.merged } else { &sc.stats };
+        for (vkq, &(_, s)) in o.chunks_exact_mut(hdv).zip(totals) {
+            divide_by_sum(vkq, s);
         }
     };
     each_item(out, q.len(), k.n_pos(), v.n_pos(), p, group, one);
@@ -831,7 +840,6 @@ pub fn attention_ggml_rows(
         let pos = p.pos0 + t;
         let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let qh = &q[(t * p.n_heads + h) * hd..][..hd];
-        let tk = &tile_kv;
         let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
         let vkq = o;
         vkq.fill(0.0);
@@ -845,7 +853,7 @@ pub fn attention_ggml_rows(
             // q.k of 8 keys at a time: 8 independent fma chains (one lane each), each over d in order; masked keys
             // are overwritten
             for (g, e8) in kq.chunks_exact_mut(8).enumerate() {
-                let acc = tk.dot8(kvh, start / 8 + g, qh);
+                let acc = tile_kv.dot8(kvh, start / 8 + g, qh);
                 for (u, (e, a)) in e8.iter_mut().zip(acc).enumerate() {
                     let j = start + 8 * g + u;
                     *e = if j >= first && j <= pos { a * p.scale } else { f32::NEG_INFINITY };
@@ -875,16 +883,13 @@ pub fn attention_ggml_rows(
             for (i, &w) in kq.iter().enumerate() {
                 let j = start + i;
                 if j >= first && j <= pos {
-                    for (x, &vv) in vkq.iter_mut().zip(tk.value(j, kvh)) {
+                    for (x, &vv) in vkq.iter_mut().zip(tile_kv.value(j, kvh)) {
                         *x = vv.mul_add(w, *x);
                     }
                 }
             }
         }
-        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-        for x in vkq.iter_mut() {
-            *x *= inv;
-        }
+        divide_by_sum(vkq, s);
     };
     each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
 }
@@ -934,10 +939,7 @@ pub fn attention_q8_0_rows(
             }
             s = s.mul_add(ms, vs);
         }
-        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-        for x in vkq.iter_mut() {
-            *x *= inv;
-        }
+        divide_by_sum(vkq, s);
     };
     each_head(out, q.len(), k.n_pos(), v.n_pos(), p, one_head);
 }
