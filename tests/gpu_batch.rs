@@ -24,13 +24,17 @@ use host::model::{Forward, Model};
 
 /// Attention reads f16 K/V on both sides; the sums differ only in order (as `gpu_forward`'s ATTN_TOL).
 const ATTN_TOL: f32 = 1e-4;
-/// A parting of greedy outputs is accepted where the reference's two best logits are this close.
-const NEAR_TIE: f32 = 0.05;
 /// Tokens each sequence generates.
 const N_GEN: usize = 16;
-/// How far (of the largest logit) a sequence's logits in a batch may be from its logits alone (f16 and 8-bit
-/// activation rounding through other kernels).
+/// How far (of the largest logit) a sequence's logits in a batch may be from its logits alone at least (f16
+/// rounding through other kernels); with 8-bit activations, `ROUNDING_REACH` times their own reach.
 const BATCH_LOGIT_TOL: f32 = 1e-2;
+/// The batch takes other 8-bit-activation kernels than one sequence alone, which round other values across a
+/// quantization step: each path is about as far from the exact products as the other, so the two are within
+/// about twice the 8-bit rounding's reach (a sequence alone, 8-bit against exact activations, the largest over
+/// its steps), with room for one path reaching a little further (as `gpu_forward`'s `ROUNDING_REACH`: the CPU's
+/// rounding moves SmolLM2's logits by 1.2-5.9% of the largest).
+const ROUNDING_REACH: f32 = 2.5;
 /// Text the SmolLM2 prompts are cut from.
 const PASSAGE: &str = "The lighthouse keeper climbed the spiral stairs every evening at sunset. From the top he \
 could see the fishing boats returning to the harbour, their nets heavy with the day's catch. In winter the storms \
@@ -138,26 +142,48 @@ fn paged_attention_matches_cpu_with_shuffled_pages() {
 // (b) greedy output in batches = greedy output alone
 // ----------------------------------------------------------------------------
 
-/// A sequence's greedy run: its tokens, the margin between the two best logits at each step and (where kept)
-/// each step's logits.
+/// A sequence's greedy run: its tokens, the margin between the two best logits at each step, each step's
+/// logits, and how far (of the largest) the 8-bit activations moved those from the exact products' at most.
 struct Greedy {
     toks: Vec<u32>,
     margins: Vec<f32>,
     logits: Vec<Vec<f32>>,
+    reach: f32,
 }
 
-/// Sequence alone through `CudaForward` (the prompt in one call, then one token per call).
+/// max |a - b| / max |b|.
+fn rel_dist(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Sequence alone through `CudaForward` (the prompt in one call, then one token per call), with its 8-bit
+/// activations (the default), then again along the same tokens with exact products to measure their reach.
 fn alone(fwd: &mut CudaForward, prompt: &[u32], n_gen: usize) -> Greedy {
-    fwd.reset();
-    let mut logits = fwd.forward(prompt, 0).unwrap().to_vec();
-    let mut g = Greedy { toks: Vec::new(), margins: Vec::new(), logits: Vec::new() };
-    for i in 0..n_gen {
-        let (t, m) = top2(&logits);
-        g.toks.push(t);
-        g.margins.push(m);
-        let next = if i + 1 < n_gen { fwd.forward(&[t], prompt.len() + i).unwrap().to_vec() } else { Vec::new() };
-        g.logits.push(std::mem::replace(&mut logits, next));
+    let mut g = Greedy { toks: Vec::new(), margins: Vec::new(), logits: Vec::new(), reach: 0.0 };
+    for q8 in [true, false] {
+        fwd.set_q8_activations(q8);
+        fwd.reset();
+        let mut logits = fwd.forward(prompt, 0).unwrap().to_vec();
+        for i in 0..n_gen {
+            if q8 {
+                let (t, m) = top2(&logits);
+                g.toks.push(t);
+                g.margins.push(m);
+            } else {
+                g.reach = g.reach.max(rel_dist(&logits, &g.logits[i]));
+            }
+            let next = match i + 1 < n_gen {
+                true => fwd.forward(&[g.toks[i]], prompt.len() + i).unwrap().to_vec(),
+                false => Vec::new(),
+            };
+            let done = std::mem::replace(&mut logits, next);
+            if q8 {
+                g.logits.push(done);
+            }
+        }
     }
+    fwd.set_q8_activations(true);
     g
 }
 
@@ -227,36 +253,31 @@ fn batched(bf: &mut CudaBatchForward, prompts: &[Vec<u32>], n_gen: usize, device
     out
 }
 
-/// Each sequence's batched greedy output equals its output alone for all `N_GEN` tokens, or parts from it at a
-/// token where the reference's two best logits are within `NEAR_TIE`, or (with the batch's `logits`) where the
-/// batch's logits, like those of every step before, are within `BATCH_LOGIT_TOL` of the largest of the reference's:
-/// the batch takes other kernels than one sequence alone (prompt chunks through the int8 mat-mul beside other
-/// sequences' rows, the paged attention instead of the flash kernels), and a parting at that distance is rounding.
-/// Margins and distances at every parting are printed.
-fn check_greedy(label: &str, got: &[Vec<u32>], logits: Option<&[Vec<Vec<f32>>]>, refs: &[Greedy]) {
+/// Each sequence's batched greedy output equals its output alone for all `N_GEN` tokens, or parts from it where
+/// the batch's logits, like those of every step before, are within rounding of alone's: `BATCH_LOGIT_TOL` of the
+/// largest, or `ROUNDING_REACH` times the sequence's 8-bit rounding reach. The batch takes other kernels than one
+/// sequence alone (prompt chunks through the int8 mat-mul beside other sequences' rows, the paged attention
+/// instead of the flash kernels), and a parting within that distance is rounding. Margins and distances at every
+/// parting are printed.
+fn check_greedy(label: &str, got: &[Vec<u32>], logits: &[Vec<Vec<f32>>], refs: &[Greedy]) {
     let mut worst = 0.0f32;
     for (i, (g, r)) in got.iter().zip(refs).enumerate() {
         let parting = g.iter().zip(&r.toks).position(|(a, b)| a != b);
+        let tol = BATCH_LOGIT_TOL.max(ROUNDING_REACH * r.reach);
         // the relative logit distance at every step up to and including the parting
         let mut dist = 0.0f32;
-        if let Some(l) = logits {
-            for (k, (lb, lr)) in l[i].iter().zip(&r.logits).enumerate().take(parting.map_or(N_GEN, |k| k + 1)) {
-                let scale = lr.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let d = lb.iter().zip(lr).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-                assert!(d <= BATCH_LOGIT_TOL, "{label}: sequence {i} step {k}: logits {d:.2e} of the largest from alone");
-                dist = dist.max(d);
-            }
+        for (k, (lb, lr)) in logits[i].iter().zip(&r.logits).enumerate().take(parting.map_or(N_GEN, |k| k + 1)) {
+            let d = rel_dist(lb, lr);
+            assert!(d <= tol, "{label}: sequence {i} step {k}: logits {d:.2e} of the largest from alone (allowed \
+                    {tol:.2e}; 8-bit rounding reaches {:.2e})", r.reach);
+            dist = dist.max(d);
         }
-        worst = worst.max(dist);
+        worst = worst.max(dist / tol);
         let Some(k) = parting else { continue };
         println!("{label}: sequence {i} parts from its output alone at token {k}: reference margin {:.4}, logits \
-                  within {dist:.2e} of the largest", r.margins[k]);
-        assert!(r.margins[k] < NEAR_TIE || logits.is_some(), "{label}: sequence {i} differs at token {k} (got {}, \
-                alone {}) where the reference's margin is {:.4}: {g:?} vs {:?}", g[k], r.toks[k], r.margins[k], r.toks);
+                  within {dist:.2e} of the largest (8-bit rounding reaches {:.2e})", r.margins[k], r.reach);
     }
-    if logits.is_some() {
-        println!("{label}: batch logits within {worst:.2e} of the largest of alone's");
-    }
+    println!("{label}: batch logits within {:.0}% of the allowed distance from alone's", 100.0 * worst);
 }
 
 fn greedy_batches_equal_alone(path: &Path, label: &str, prompts: &[Vec<u32>]) {
@@ -269,7 +290,7 @@ fn greedy_batches_equal_alone(path: &Path, label: &str, prompts: &[Vec<u32>]) {
     for n in [1usize, 2, 8, 32] {
         let mut bf = fwd.batch_forward(n * ctx, ctx).unwrap();
         let got = batched(&mut bf, &prompts[..n], N_GEN, false, Some(&mut logits));
-        check_greedy(&format!("{label} batch of {n}"), &got, Some(&logits), &refs[..n]);
+        check_greedy(&format!("{label} batch of {n}"), &got, &logits, &refs[..n]);
         if n == 8 {
             // the decode-only steps replayed from graphs give what the same steps launched op by op give
             bf.set_graphs(false);

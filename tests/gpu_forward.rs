@@ -656,11 +656,38 @@ fn gemma3_q8_0_cache_agrees_with_f16() {
     q8_0_cache_agrees_with_f16("gemma-3-270m-q4_k_m.gguf", "gemma3_greedy.jsonl");
 }
 
+/// How far two 8-bit-activation paths may be apart, in units of the 8-bit rounding's own reach on the same
+/// steps: the CPU's default logits are some distance from its exact ones (`set_llama_rounding(false)`), another
+/// rounding of the same products (the GPU's kernels sum in other orders, so other values land on either side of a
+/// quantization step) is about as far from exact, so the two defaults are within twice that; the rest is room for
+/// the GPU's own roundings reaching a little further. Measured on the CPU (2026-12-07): SmolLM2's 8-bit rounding
+/// moves the logits at the reference prompts' greedy steps by 1.2-5.9% of the largest, and moves the argmax where
+/// the two best were up to 0.195 apart, so no fixed near-tie holds for 8-bit paths.
+const ROUNDING_REACH: f32 = 2.5;
+
+/// max |a - b| / max |b|.
+fn rel_dist(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// The logits of `fwd` after `prompt` and after each of `toks`, one token per call (teacher-forced).
+fn forced_logits(fwd: &mut dyn Forward, prompt: &[u32], toks: &[u32]) -> Vec<Vec<f32>> {
+    fwd.reset();
+    let mut out = vec![fwd.forward(prompt, 0).unwrap().to_vec()];
+    for (i, &t) in toks.iter().enumerate() {
+        out.push(fwd.forward(&[t], prompt.len() + i).unwrap().to_vec());
+    }
+    out
+}
+
 /// The defaults of both backends, as `host run --temp 0` uses them (the CPU with llama.cpp's 8-bit activation
 /// rounding, the GPU with its 8-bit-activation kernels and device argmax), with a KV cache of `cache`, give the
-/// same greedy completions of the llama.cpp reference prompts: identical, or agreeing on at least their first 16
-/// tokens, or parting earlier at a near-tie of the CPU's logits (`near_tie`; the margin is printed at every
-/// parting).
+/// same greedy completions of the llama.cpp reference prompts up to rounding: teacher-forced along the CPU's
+/// tokens up to the first parting, the GPU's logits are within `ROUNDING_REACH` times the CPU's own 8-bit
+/// rounding distance (its default against its exact logits, the largest over those steps), and where the outputs
+/// part the CPU's two best logits are close enough for that distance to swap them. Distances and margins are
+/// printed.
 fn default_paths_agree(file: &str, greedy_jsonl: &str, cache: CacheType) {
     use host::generate::{self, GenOptions};
     use host::sampler::{Sampler, SamplingParams};
@@ -673,12 +700,15 @@ fn default_paths_agree(file: &str, greedy_jsonl: &str, cache: CacheType) {
     let model = Model::load(&f).unwrap();
     let tok = host::tokenizer::Tokenizer::from_gguf(&f).unwrap();
     let mut cpu = CpuForward::new(&model, 512, cache).unwrap();
+    let mut exact = CpuForward::new(&model, 512, cache).unwrap();
+    exact.set_llama_rounding(false);
     let mut gpu = CudaForward::new_with_cache(&model, 512, 0, cache).unwrap();
     let file = &format!("{file} ({} cache)", cache.name());
     let text = std::fs::read_to_string(Path::new("tests/fixtures/reference").join(greedy_jsonl)).unwrap();
     let mut worst = usize::MAX;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let case = format!("{file}: {:?}", v["prompt"]);
         let prompt = generate::prompt_tokens(&tok, v["prompt"].as_str().unwrap(), None).unwrap();
         let opts = GenOptions { n_predict: Some(32), ..GenOptions::default() };
         let run = |fwd: &mut dyn Forward| {
@@ -690,24 +720,35 @@ fn default_paths_agree(file: &str, greedy_jsonl: &str, cache: CacheType) {
         };
         let (tc, tg) = (run(&mut cpu), run(&mut gpu));
         let agree = tc.iter().zip(&tg).take_while(|(a, b)| a == b).count();
-        // the CPU's two best logits where the outputs part (the prompt, then one token per call, as generated)
-        let margin = if tc != tg && agree < tc.len() {
-            cpu.reset();
-            let mut l = cpu.forward(&prompt, 0).unwrap().to_vec();
-            for (i, &t) in tc[..agree].iter().enumerate() {
-                l = cpu.forward(&[t], prompt.len() + i).unwrap().to_vec();
-            }
-            top2_margin(&l)
-        } else {
-            f32::INFINITY
-        };
-        println!("{file}: {:?}: cpu and gpu agree on {agree} of {}/{} tokens (cpu margin at the parting {margin:.4})",
-                 v["prompt"], tc.len(), tg.len());
-        assert!(
-            tc == tg || agree >= 16 || margin < near_tie(cache),
-            "{file}: {:?}: only {agree} tokens agree\ncpu {tc:?}\ngpu {tg:?}",
-            v["prompt"]
-        );
+        // teacher-forced along the CPU's tokens, up to and including the first parting
+        let steps = (agree + 1).min(tc.len());
+        let fed = &tc[..steps.saturating_sub(1)];
+        let lc = forced_logits(&mut cpu, &prompt, fed);
+        let le = forced_logits(&mut exact, &prompt, fed);
+        let lg = forced_logits(&mut gpu, &prompt, fed);
+        let reach = lc.iter().zip(&le).fold(0.0f32, |m, (c, e)| m.max(rel_dist(c, e)));
+        let dist: Vec<f32> = lg.iter().zip(&lc).map(|(g, c)| rel_dist(g, c)).collect();
+        let far = dist.iter().fold(0.0f32, |m, &d| m.max(d));
+        println!("{case}: cpu and gpu agree on {agree} of {}/{} tokens; over {steps} steps the gpu is within \
+                  {:.1}% of the largest cpu logit, the cpu's 8-bit rounding reaches {:.1}%", tc.len(), tg.len(),
+                 100.0 * far, 100.0 * reach);
+        for (k, &d) in dist.iter().enumerate() {
+            assert!(d <= ROUNDING_REACH * reach, "{case}: step {k}: the gpu is {:.1}% of the largest logit from the \
+                    cpu, beyond {ROUNDING_REACH} x the cpu's own rounding ({:.1}%)", 100.0 * d, 100.0 * reach);
+        }
+        if tc != tg && agree < tc.len() {
+            // the parting is a swap of two logits within the distance measured there
+            let c = &lc[agree];
+            let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let margin = top2_margin(c);
+            let within = dist[agree] * scale;
+            println!("{case}: parting at token {agree}: cpu margin {margin:.4}, gpu within {within:.4} there");
+            assert!(
+                agree >= 16 || margin <= 2.0 * within,
+                "{case}: only {agree} tokens agree, and the cpu's margin {margin} there is beyond what the gpu's \
+                 distance {within} can swap\ncpu {tc:?}\ngpu {tg:?}"
+            );
+        }
         worst = worst.min(if tc == tg { tc.len() } else { agree });
     }
     println!("{file}: default paths agree on at least {worst} tokens per prompt");
