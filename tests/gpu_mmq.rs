@@ -171,3 +171,44 @@ fn matmul_q8_checks_arguments() {
     // zero tokens is a no-op
     cuda.matmul_q8(ty, &w, 3, 64, &xq, 0, &mut y).unwrap();
 }
+
+/// Split-K: shapes whose tiles leave SMs idle (decode batches of 9 to 64 tokens on 7B-sized weights) are split
+/// over the columns, and the split sums equal the unsplit kernel's up to f32 order.
+#[test]
+fn matmul_q8_split_k_matches_unsplit() {
+    let Some(cuda) = cuda_or_skip("matmul_q8_split_k_matches_unsplit") else { return };
+    let mut rng = Rng::new(23);
+    for (ty, n_rows, n_cols, n_tok) in [
+        (GgmlType::Q4_0, 4096, 4096, 32),
+        (GgmlType::Q4_K, 11008, 4096, 20),
+        (GgmlType::Q6_K, 4096, 11008, 9),
+        (GgmlType::Q8_0, 1000, 4096, 64),
+    ] {
+        let splits = cuda.mmq_splits(ty, n_rows, n_cols, n_tok);
+        assert!(splits > 1, "{ty} {n_rows}x{n_cols} n_tok {n_tok}: not split on {} SMs", cuda.n_sm);
+        let w = random_weights(ty, n_rows, n_cols, &mut rng);
+        let x = activations(&mut rng, n_tok, n_cols);
+        let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
+        let mut xq = cuda.zeros::<u8>(n_tok * act_row_bytes(n_cols)).unwrap();
+        cuda.quantize_act(&xd, n_tok, n_cols, &mut xq).unwrap();
+        let run = |split: bool| {
+            cuda.set_split_k(split);
+            let mut yd = cuda.upload(&vec![f32::NAN; n_tok * n_rows + 5]).unwrap();
+            cuda.matmul_q8(ty, &wd, n_rows, n_cols, &xq, n_tok, &mut yd).unwrap();
+            cuda.download(&yd).unwrap()
+        };
+        let (split, whole) = (run(true), run(false));
+        assert!(split[n_tok * n_rows..].iter().all(|v| v.is_nan()), "{ty}: the split sums wrote past y");
+        let mut worst = 0.0f32;
+        for t in 0..n_tok {
+            let (s, u) = (&split[t * n_rows..][..n_rows], &whole[t * n_rows..][..n_rows]);
+            let scale = u.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = s.iter().zip(u).fold(0.0f32, |m, (a, b)| if (a - b).abs() > m { (a - b).abs() } else { m });
+            assert!(s.iter().all(|v| v.is_finite()), "{ty} token {t}: a split sum is not finite");
+            assert!(d <= MATMUL_TOL * scale, "{ty} {n_rows}x{n_cols} token {t}: split {d} apart (max |y| {scale})");
+            worst = worst.max(d / scale);
+        }
+        println!("matmul_q8 {ty:5} {n_rows}x{n_cols} n_tok {n_tok}: {splits} splits, rel diff {worst:.2e}");
+    }
+    cuda.set_split_k(true);
+}

@@ -81,6 +81,13 @@ pub struct Cuda {
     /// Launch with programmatic stream serialization (compute capability 9.0 and later, unless `HOST_NO_PDL` is
     /// set): a kernel's blocks start launching while the previous kernel finishes, and wait in `pdl_enter`.
     pub pdl: bool,
+    /// Streaming multiprocessors of the device (how many blocks fill it).
+    pub n_sm: usize,
+    /// The split-K partial sums of `matmul_q8` (`cuda_mmq::SPLIT_SCRATCH` floats), allocated with the context so
+    /// that captured graphs keep a fixed address.
+    pub(crate) split_scratch: CudaSlice<f32>,
+    /// Whether `matmul_q8` may split its columns over more blocks (on unless `HOST_GPU_OFF=splitk`).
+    pub(crate) split_k: std::sync::atomic::AtomicBool,
 }
 
 /// A kernel's arguments, collected as the 8-byte values the driver copies from (4-byte scalars in the low half).
@@ -175,7 +182,20 @@ impl Cuda {
         unsafe { ctx.disable_event_tracking() };
         // A stream of its own, not the legacy default stream, which cannot be captured into a graph.
         let stream = ctx.new_stream().map_err(cuda_err("create stream"))?;
-        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl })
+        let n_sm = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err("query the multiprocessor count"))? as usize;
+        let split_scratch = stream
+            .alloc_zeros(super::cuda_mmq::SPLIT_SCRATCH)
+            .map_err(cuda_err("allocate the split-K scratch"))?;
+        let split_k = (!gpu_off("splitk")).into();
+        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl, n_sm, split_scratch, split_k })
+    }
+
+    /// Let `matmul_q8` split its columns over more blocks when its tiles would leave SMs idle (the default), or
+    /// not (for comparisons).
+    pub fn set_split_k(&self, on: bool) {
+        self.split_k.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The kernel `name`, loaded once.
@@ -544,7 +564,7 @@ pub(crate) fn check_min(kernel: &str, what: &str, have: usize, need: usize) -> R
     Ok(())
 }
 
-fn grid_1d(n: usize) -> LaunchConfig {
+pub(crate) fn grid_1d(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: ((n as u32).div_ceil(EW1_BLOCK).max(1), 1, 1), block_dim: (EW1_BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 

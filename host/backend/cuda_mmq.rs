@@ -14,7 +14,9 @@
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::cuda::{cuda_err, Cuda, Dev};
+use std::sync::atomic::Ordering;
+
+use super::cuda::{cuda_err, grid_1d, Cuda, Dev};
 use super::cuda_q8::{act_row_bytes, check_cols, check_weight};
 use super::cuda_quant::{check_len, err};
 use crate::gguf::GgmlType;
@@ -87,23 +89,66 @@ impl Cuda {
             return Ok(());
         }
         let f = self.func(kernel)?;
-        let smem = geom(ty).smem_bytes();
+        let g = geom(ty);
+        let n_kt = n_cols.div_ceil(g.kt as usize);
+        let splits = self.mmq_splits(ty, n_rows, n_cols, n_tok);
+        let kt_split = n_kt.div_ceil(splits);
+        let smem = g.smem_bytes();
         // Over 48 KiB of dynamic shared memory must be allowed per function (a cheap driver call; idempotent).
         f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
             .map_err(cuda_err(format!("{kernel}: allow {smem} bytes of dynamic shared memory")))?;
         let cfg = LaunchConfig {
-            grid_dim: (n_rows.div_ceil(layout::ROWS as usize) as u32, grid_y as u32, 1),
+            grid_dim: (n_rows.div_ceil(layout::ROWS as usize) as u32, grid_y as u32, splits as u32),
             block_dim: (layout::THREADS, 1, 1),
             shared_mem_bytes: smem,
         };
-        let (nr, nc, nt, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, w.addr(self));
+        let (nr, nc, nt, ks, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, kt_split as u32, w.addr(self));
         let mut b = self.args(&f);
-        b.arg(&wp).arg(xq).arg(y).arg(&nr).arg(&nc).arg(&nt);
-        // SAFETY: argument order and types match the kernel; lengths and index limits checked above.
+        b.arg(&wp).arg(xq);
+        if splits > 1 { b.arg(&self.split_scratch) } else { b.arg(y) };
+        b.arg(&nr).arg(&nc).arg(&nt).arg(&ks);
+        // SAFETY: argument order and types match the kernel; lengths and index limits checked above, the scratch
+        // holds `splits` slices of n_out (`mmq_splits`).
         unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
+        if splits > 1 {
+            self.sum_splits(y, n_out, splits)?;
+        }
         Ok(())
     }
+
+    /// The k-splits `matmul_q8` launches for this shape: as many as keep the blocks within one wave (every SM
+    /// holding the blocks that fit there at once), so 1 once the (row, token) tiles fill half of that wave; each
+    /// split at least `MIN_KT_PER_SPLIT` k-tiles and all of them within the scratch.
+    pub fn mmq_splits(&self, ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize) -> usize {
+        let g = geom(ty);
+        let tiles = n_rows.div_ceil(layout::ROWS as usize) * n_tok.div_ceil(layout::TOKS as usize);
+        let wave = self.n_sm * g.min_blocks() as usize;
+        if !self.split_k.load(Ordering::Relaxed) || tiles == 0 || 2 * tiles > wave {
+            return 1;
+        }
+        let n_kt = n_cols.div_ceil(g.kt as usize);
+        let want = (wave / tiles).min(n_kt / MIN_KT_PER_SPLIT).min(SPLIT_SCRATCH / (n_tok * n_rows).max(1));
+        // no empty split: as many as `want` splits of equal k-tile counts leave
+        n_kt.div_ceil(n_kt.div_ceil(want.max(1)))
+    }
+
+    /// y[..n] = the sum of the `splits` slices of n floats in the split-K scratch, in order.
+    fn sum_splits(&self, y: &mut CudaSlice<f32>, n: usize, splits: usize) -> Result<()> {
+        const K: &str = "sum_splits_f32";
+        let f = self.func(K)?;
+        let (n32, s32) = (n as u32, splits as u32);
+        let mut l = self.args(&f);
+        l.arg(y).arg(&self.split_scratch).arg(&n32).arg(&s32);
+        self.go(K, l, grid_1d(n), || format!("n={n} splits={splits}"))
+    }
 }
+
+/// Floats of the split-K scratch (16 MiB): enough for any split within one wave of two blocks per SM on a 132-SM
+/// device (at most 264 x 128 x 64 floats of partial sums); fewer splits beyond.
+pub const SPLIT_SCRATCH: usize = 4 << 20;
+
+/// Fewest k-tiles one split takes (a block's pipeline fills over its first two).
+const MIN_KT_PER_SPLIT: usize = 4;
 
 #[cfg(test)]
 mod tests {

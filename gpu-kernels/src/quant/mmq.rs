@@ -357,11 +357,18 @@ impl MmqType for Q6K {
 /// 8 mma per 32 columns. Rows past `n_rows` and tokens past `n_tok` read the last row / token and are not
 /// stored; columns past `n_cols` (a last partial legacy k-tile) are skipped.
 ///
-/// Launch: grid = (ceil(n_rows / 128), ceil(n_tok / 64), 1), block = (256, 1, 1), dynamic shared memory
+/// Split-K: block z of the grid's third dimension takes k-tiles z kt_split .. (z + 1) kt_split and writes its
+/// partial sums to slice z of `y` (n_tok n_rows floats each), which `sum_splits_f32` adds up in order of z; with
+/// one split (kt_split >= the number of k-tiles) the block writes y itself. Few tiles (a decode batch of 9 to 64
+/// tokens has one token tile, so a 4096-row weight gives 32 blocks for 132 SMs) thus still fill the GPU.
+///
+/// Launch: grid = (ceil(n_rows / 128), ceil(n_tok / 64), splits), block = (256, 1, 1), dynamic shared memory
 /// `MmqGeom::smem_bytes`; `xq` 16-byte aligned, the weight tensor under 4 GiB. Traffic: W read ceil(n_tok / 64)
-/// times and xq ceil(n_rows / 128) times (mostly from L2), y written once; 2 n_rows n_cols n_tok integer ops.
+/// times and xq ceil(n_rows / 128) times (mostly from L2), y (or each split's slice) written once; 2 n_rows
+/// n_cols n_tok integer ops.
 #[inline(always)]
-unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32, n_tok: u32) {
+unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32, n_tok: u32,
+                          kt_split: u32) {
     let (kt_cols, nsub, rs, qs) = (T::G.kt, T::G.nsub(), T::G.raw_stride, T::G.q_stride());
     let ch = T::G.raw_stride / 16; // 16-byte chunks per raw row
     let smem = dyn_smem();
@@ -591,13 +598,18 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
         }
     };
 
+    // This block's k-tiles and output slice.
+    let kt0 = bid_z() * kt_split;
+    let kt_end = min_u32(kt0 + kt_split, n_kt);
+    let y = y.add(bid_z() as usize * n_tok as usize * n_rows as usize);
+
     // Pipeline: k-tile kt + 1 is copied while kt is decoded and multiplied.
-    issue(0, stage(0));
+    issue(kt0, stage(kt0));
     cp_async_commit();
-    for kt in 0..n_kt {
+    for kt in kt0..kt_end {
         cp_async_wait(0);
         sync_threads(); // stage kt visible; every warp is done with k-tile kt - 1 (its stage and the decoded tile)
-        if kt + 1 < n_kt {
+        if kt + 1 < kt_end {
             issue(kt + 1, stage(kt + 1));
         }
         cp_async_commit();
@@ -636,12 +648,12 @@ macro_rules! mmq_kernels {
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
                                                 xq: *const u8 /* (n_tok, row_bytes(n_cols)), quantize_q8_act */,
-                                                y: *mut f32 /* (n_tok, n_rows) */, n_rows: u32, n_cols: u32,
-                                                n_tok: u32) {
+                                                y: *mut f32 /* (splits, n_tok, n_rows) */, n_rows: u32,
+                                                n_cols: u32, n_tok: u32, kt_split: u32) {
             crate::common::pdl_enter();
             const G: MmqGeom = MmqGeom::of(<$ty as MmqType>::BS, <$ty as MmqType>::TS);
             crate::launch_bounds!(THREADS, G.min_blocks());
-            mmq::<$ty>(w, xq, y, n_rows, n_cols, n_tok)
+            mmq::<$ty>(w, xq, y, n_rows, n_cols, n_tok, kt_split)
         }
     )*};
 }
