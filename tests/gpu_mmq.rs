@@ -180,7 +180,8 @@ fn matmul_q8_split_k_matches_unsplit() {
     let mut rng = Rng::new(23);
     for (ty, n_rows, n_cols, n_tok) in [
         (GgmlType::Q4_0, 4096, 4096, 32),
-        (GgmlType::Q4_K, 11008, 4096, 20),
+        (GgmlType::Q4_0, 11008, 4096, 20),
+        (GgmlType::Q4_K, 4096, 4096, 20),
         (GgmlType::Q6_K, 4096, 11008, 9),
         (GgmlType::Q8_0, 1000, 4096, 64),
     ] {
