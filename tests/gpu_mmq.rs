@@ -185,6 +185,7 @@ fn matmul_q8_split_k_matches_unsplit() {
         (GgmlType::Q6_K, 4096, 11008, 9),
         (GgmlType::Q8_0, 1000, 4096, 64),
     ] {
+        cuda.set_split_k(true);
         let splits = cuda.mmq_splits(ty, n_rows, n_cols, n_tok);
         assert!(splits > 1, "{ty} {n_rows}x{n_cols} n_tok {n_tok}: not split on {} SMs", cuda.n_sm);
         let w = random_weights(ty, n_rows, n_cols, &mut rng);
@@ -211,5 +212,4 @@ fn matmul_q8_split_k_matches_unsplit() {
         }
         println!("matmul_q8 {ty:5} {n_rows}x{n_cols} n_tok {n_tok}: {splits} splits, rel diff {worst:.2e}");
     }
-    cuda.set_split_k(true);
 }
