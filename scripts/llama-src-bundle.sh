@@ -7,7 +7,8 @@ sdist="$1"; out="$2"
 tmp=$(mktemp -d)
 tar xzf "$sdist" -C "$tmp" --wildcards '*/vendor/llama.cpp/*'
 src=$(echo "$tmp"/*/vendor/llama.cpp)
-rm -rf "$src"/{models,docs,media,gguf-py,tests,benches,conversion,app,pocs} "$src"/examples/*/
+# app stays: the top CMakeLists.txt adds it
+rm -rf "$src"/{models,docs,media,gguf-py,tests,benches,conversion,pocs} "$src"/examples/*/
 for b in vulkan sycl metal opencl cann webgpu zdnn openvino hexagon virtgpu zendnn blas; do rm -rf "$src/ggml/src/ggml-$b"; done
 mkdir -p "$out"
 tar cf - -C "$(dirname "$src")" llama.cpp | xz -T0 -6 > "$out/llama.cpp.tar.xz"
