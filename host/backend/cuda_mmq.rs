@@ -116,20 +116,24 @@ impl Cuda {
         Ok(())
     }
 
-    /// The k-splits `matmul_q8` launches for this shape: as many as keep the blocks within one wave (every SM
-    /// holding the blocks that fit there at once), so 1 once the (row, token) tiles fill half of that wave; each
-    /// split at least `MIN_KT_PER_SPLIT` k-tiles and all of them within the scratch.
+    /// The k-splits `matmul_q8` launches for this shape: the count s that minimizes the waves of blocks (every SM
+    /// holding the blocks that fit there at once) times the k-tiles each block takes, ceil(tiles s / wave)
+    /// ceil(k-tiles / s), the fewest splits on a tie; each split at least `MIN_KT_PER_SPLIT` k-tiles and all of
+    /// them within the scratch. A 7B decode batch of 32 tokens: 32 tiles of a 4096-row Q4_0 weight (two blocks
+    /// per SM, 264 a wave on an H100) take 8 splits of 4 k-tiles; 512 tokens (256 tiles) take none.
     pub fn mmq_splits(&self, ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize) -> usize {
         let g = geom(ty);
         let tiles = n_rows.div_ceil(layout::ROWS as usize) * n_tok.div_ceil(layout::TOKS as usize);
         let wave = self.n_sm * g.min_blocks() as usize;
-        if !self.split_k.load(Ordering::Relaxed) || tiles == 0 || 2 * tiles > wave {
+        let n_kt = n_cols.div_ceil(g.kt as usize);
+        if !self.split_k.load(Ordering::Relaxed) || tiles == 0 || wave == 0 {
             return 1;
         }
-        let n_kt = n_cols.div_ceil(g.kt as usize);
-        let want = (wave / tiles).min(n_kt / MIN_KT_PER_SPLIT).min(SPLIT_SCRATCH / (n_tok * n_rows).max(1));
-        // no empty split: as many as `want` splits of equal k-tile counts leave
-        n_kt.div_ceil(n_kt.div_ceil(want.max(1)))
+        let most = (n_kt / MIN_KT_PER_SPLIT).min(SPLIT_SCRATCH / (n_tok * n_rows).max(1)).max(1);
+        let cost = |s: usize| (tiles * s).div_ceil(wave) * n_kt.div_ceil(s);
+        // splits of equal k-tile counts, none empty
+        let best = (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1);
+        n_kt.div_ceil(n_kt.div_ceil(best))
     }
 
     /// y[..n] = the sum of the `splits` slices of n floats in the split-K scratch, in order.
@@ -143,8 +147,8 @@ impl Cuda {
     }
 }
 
-/// Floats of the split-K scratch (16 MiB): enough for any split within one wave of two blocks per SM on a 132-SM
-/// device (at most 264 x 128 x 64 floats of partial sums); fewer splits beyond.
+/// Floats of the split-K scratch (16 MiB): partial sums of up to 512 rows of 4096 in two splits, or of 32 rows of
+/// 4096 in 32; `mmq_splits` takes fewer splits where more would not fit.
 pub const SPLIT_SCRATCH: usize = 4 << 20;
 
 /// Fewest k-tiles one split takes (a block's pipeline fills over its first two).
