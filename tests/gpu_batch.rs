@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{attn_params, cuda_or_skip, max_rel_err, model_path, synth_tiny, tokens, Rng};
+use common::{attn_params, cuda_or_skip, max_rel_err, model_path, rel_dist, synth_tiny, tokens, Rng};
 use half::f16;
 use host::backend::cpu;
 use host::backend::Device;
@@ -149,12 +149,6 @@ struct Greedy {
     margins: Vec<f32>,
     logits: Vec<Vec<f32>>,
     reach: f32,
-}
-
-/// max |a - b| / max |b|.
-fn rel_dist(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// Sequence alone through `CudaForward` (the prompt in one call, then one token per call), with its 8-bit

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{attn_params, cuda_or_skip, max_rel_err, model_path, Rng};
+use common::{attn_params, cuda_or_skip, max_rel_err, model_path, rel_dist, Rng};
 use half::f16;
 use host::backend::cpu::{self, AttnParams, Contig, RopePairing, RopeParams};
 use host::backend::cuda::{At, AttnScratch, AttnShape, Cuda, DevKv};
@@ -664,12 +664,6 @@ fn gemma3_q8_0_cache_agrees_with_f16() {
 /// moves the logits at the reference prompts' greedy steps by 1.2-5.9% of the largest, and moves the argmax where
 /// the two best were up to 0.195 apart, so no fixed near-tie holds for 8-bit paths.
 const ROUNDING_REACH: f32 = 2.5;
-
-/// max |a - b| / max |b|.
-fn rel_dist(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
 
 /// The logits of `fwd` after `prompt` and after each of `toks`, one token per call (teacher-forced).
 fn forced_logits(fwd: &mut dyn Forward, prompt: &[u32], toks: &[u32]) -> Vec<Vec<f32>> {

@@ -31,6 +31,12 @@ pub fn max_rel_err(got: &[f32], want: &[f32], floor: f32) -> f32 {
     got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(floor)).fold(0.0, f32::max)
 }
 
+/// max |a - b| / max |b|: how far a vector of logits is from another, relative to the other's largest.
+pub fn rel_dist(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
 /// A path under the temp directory, unique to this process and call (tests run side by side), removed on drop.
 pub struct TempFile(pub PathBuf);
 
