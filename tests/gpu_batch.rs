@@ -9,7 +9,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{attn_params, cuda_or_skip, max_rel_err, model_path, rel_dist, synth_tiny, tokens, Rng};
+use common::{attn_params, cuda_or_skip, forced_logits, max_rel_err, model_path, rel_dist, synth_tiny, tokens, Rng,
+             ROUNDING_REACH};
 use half::f16;
 use host::backend::cpu;
 use host::backend::Device;
@@ -27,14 +28,9 @@ const ATTN_TOL: f32 = 1e-4;
 /// Tokens each sequence generates.
 const N_GEN: usize = 16;
 /// How far (of the largest logit) a sequence's logits in a batch may be from its logits alone at least (f16
-/// rounding through other kernels); with 8-bit activations, `ROUNDING_REACH` times their own reach.
+/// rounding through other kernels); with 8-bit activations, `ROUNDING_REACH` times their own reach (a sequence
+/// alone, 8-bit against exact activations, the largest over its steps).
 const BATCH_LOGIT_TOL: f32 = 1e-2;
-/// The batch takes other 8-bit-activation kernels than one sequence alone, which round other values across a
-/// quantization step: each path is about as far from the exact products as the other, so the two are within
-/// about twice the 8-bit rounding's reach (a sequence alone, 8-bit against exact activations, the largest over
-/// its steps), with room for one path reaching a little further (as `gpu_forward`'s `ROUNDING_REACH`: the CPU's
-/// rounding moves SmolLM2's logits by 1.2-5.9% of the largest).
-const ROUNDING_REACH: f32 = 2.5;
 /// Text the SmolLM2 prompts are cut from.
 const PASSAGE: &str = "The lighthouse keeper climbed the spiral stairs every evening at sunset. From the top he \
 could see the fishing boats returning to the harbour, their nets heavy with the day's catch. In winter the storms \
@@ -154,30 +150,20 @@ struct Greedy {
 /// Sequence alone through `CudaForward` (the prompt in one call, then one token per call), with its 8-bit
 /// activations (the default), then again along the same tokens with exact products to measure their reach.
 fn alone(fwd: &mut CudaForward, prompt: &[u32], n_gen: usize) -> Greedy {
+    fwd.reset();
+    let mut logits = fwd.forward(prompt, 0).unwrap().to_vec();
     let mut g = Greedy { toks: Vec::new(), margins: Vec::new(), logits: Vec::new(), reach: 0.0 };
-    for q8 in [true, false] {
-        fwd.set_q8_activations(q8);
-        fwd.reset();
-        let mut logits = fwd.forward(prompt, 0).unwrap().to_vec();
-        for i in 0..n_gen {
-            if q8 {
-                let (t, m) = top2(&logits);
-                g.toks.push(t);
-                g.margins.push(m);
-            } else {
-                g.reach = g.reach.max(rel_dist(&logits, &g.logits[i]));
-            }
-            let next = match i + 1 < n_gen {
-                true => fwd.forward(&[g.toks[i]], prompt.len() + i).unwrap().to_vec(),
-                false => Vec::new(),
-            };
-            let done = std::mem::replace(&mut logits, next);
-            if q8 {
-                g.logits.push(done);
-            }
-        }
+    for i in 0..n_gen {
+        let (t, m) = top2(&logits);
+        g.toks.push(t);
+        g.margins.push(m);
+        let next = if i + 1 < n_gen { fwd.forward(&[t], prompt.len() + i).unwrap().to_vec() } else { Vec::new() };
+        g.logits.push(std::mem::replace(&mut logits, next));
     }
+    fwd.set_q8_activations(false);
+    let exact = forced_logits(fwd, prompt, &g.toks[..n_gen - 1]);
     fwd.set_q8_activations(true);
+    g.reach = exact.iter().zip(&g.logits).fold(0.0f32, |m, (e, q)| m.max(rel_dist(e, q)));
     g
 }
 

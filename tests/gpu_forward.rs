@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{attn_params, cuda_or_skip, max_rel_err, model_path, rel_dist, Rng};
+use common::{attn_params, cuda_or_skip, forced_logits, max_rel_err, model_path, rel_dist, Rng, ROUNDING_REACH};
 use half::f16;
 use host::backend::cpu::{self, AttnParams, Contig, RopePairing, RopeParams};
 use host::backend::cuda::{At, AttnScratch, AttnShape, Cuda, DevKv};
@@ -654,25 +654,6 @@ fn smollm2_q8_0_cache_agrees_with_f16() {
 #[test]
 fn gemma3_q8_0_cache_agrees_with_f16() {
     q8_0_cache_agrees_with_f16("gemma-3-270m-q4_k_m.gguf", "gemma3_greedy.jsonl");
-}
-
-/// How far two 8-bit-activation paths may be apart, in units of the 8-bit rounding's own reach on the same
-/// steps: the CPU's default logits are some distance from its exact ones (`set_llama_rounding(false)`), another
-/// rounding of the same products (the GPU's kernels sum in other orders, so other values land on either side of a
-/// quantization step) is about as far from exact, so the two defaults are within twice that; the rest is room for
-/// the GPU's own roundings reaching a little further. Measured on the CPU (2026-12-07): SmolLM2's 8-bit rounding
-/// moves the logits at the reference prompts' greedy steps by 1.2-5.9% of the largest, and moves the argmax where
-/// the two best were up to 0.195 apart, so no fixed near-tie holds for 8-bit paths.
-const ROUNDING_REACH: f32 = 2.5;
-
-/// The logits of `fwd` after `prompt` and after each of `toks`, one token per call (teacher-forced).
-fn forced_logits(fwd: &mut dyn Forward, prompt: &[u32], toks: &[u32]) -> Vec<Vec<f32>> {
-    fwd.reset();
-    let mut out = vec![fwd.forward(prompt, 0).unwrap().to_vec()];
-    for (i, &t) in toks.iter().enumerate() {
-        out.push(fwd.forward(&[t], prompt.len() + i).unwrap().to_vec());
-    }
-    out
 }
 
 /// The defaults of both backends, as `host run --temp 0` uses them (the CPU with llama.cpp's 8-bit activation

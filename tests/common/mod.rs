@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use host::backend::cpu::AttnParams;
 use host::backend::cuda::{self, Cuda};
 use host::gguf::GgmlType;
+use host::model::Forward;
 use host::synth::{write_model, Preset, SynthSpec, Vocab};
 
 #[path = "../support/quant_data.rs"]
@@ -35,6 +36,25 @@ pub fn max_rel_err(got: &[f32], want: &[f32], floor: f32) -> f32 {
 pub fn rel_dist(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// How far two 8-bit-activation paths may be apart, in units of the 8-bit rounding's own reach on the same
+/// steps: the CPU's default logits are some distance from its exact ones (`set_llama_rounding(false)`), another
+/// rounding of the same products (the GPU's kernels, or the batch's, sum in other orders, so other values land on
+/// either side of a quantization step) is about as far from exact, so the two defaults are within twice that; the
+/// rest is room for the GPU's own roundings reaching a little further. Measured on the CPU (2026-12-07): SmolLM2's
+/// 8-bit rounding moves the logits at the reference prompts' greedy steps by 1.2-5.9% of the largest, and moves
+/// the argmax where the two best were up to 0.195 apart, so no fixed near-tie holds for 8-bit paths.
+pub const ROUNDING_REACH: f32 = 2.5;
+
+/// The logits of `fwd` after `prompt` and after each of `toks`, one token per call (teacher-forced).
+pub fn forced_logits(fwd: &mut dyn Forward, prompt: &[u32], toks: &[u32]) -> Vec<Vec<f32>> {
+    fwd.reset();
+    let mut out = vec![fwd.forward(prompt, 0).unwrap().to_vec()];
+    for (i, &t) in toks.iter().enumerate() {
+        out.push(fwd.forward(&[t], prompt.len() + i).unwrap().to_vec());
+    }
+    out
 }
 
 /// A path under the temp directory, unique to this process and call (tests run side by side), removed on drop.
