@@ -7,8 +7,11 @@
 //! 4096 x 4096 Q4_0 weight reads it 8 times per launch anyway). Each figure is the median over 5 repetitions of
 //! back-to-back launches on one stream, timed with device events.
 //!
-//! With `--tok N,N,..` the same at those token counts instead of 512 (decode batches: 9 to 64 tokens leave most
-//! SMs idle unless the mat-mul splits its columns, `Cuda::mmq_splits`), each also without split-K.
+//! With `--tok N,N,..` the same at those token counts instead of 512: decode batches, which read their weights
+//! from memory, so the launches then rotate over copies of the weight that together exceed the L2, and the table
+//! adds the weight bandwidth (GB/s). Up to 32 tokens `matmul_q8` takes the thin tile (`mmqt_*`); the table gives
+//! its time next to the prefill tile's (`64-tile us`), each without split-K (`unsplit us`), and, up to 8 tokens,
+//! the multi-column mat-vec's (`Cuda::matvec_q8_cols`, the decode path for 2 to 8 sequences).
 //!
 //! Usage: gpu_mmq [TYPE,TYPE,..] [--no-f32] [--tok N,N,..]   (types as ggml names; default Q4_0, Q4_K, Q4_1,
 //! Q8_0, Q6_K)
@@ -17,8 +20,8 @@
 mod quant_data;
 
 use host::backend::cuda::{availability, Cuda};
-use host::backend::cuda_mmq::{geom, supports_mmq};
-use host::backend::cuda_q8::act_row_bytes;
+use host::backend::cuda_mmq::supports_mmq;
+use host::backend::cuda_q8::{act_row_bytes, MV_COLS_MAX};
 use host::gguf::GgmlType;
 use quant_data::{random_weights, Rng};
 
@@ -91,47 +94,74 @@ fn section(cuda: &Cuda, rng: &mut Rng, types: &[GgmlType], n_tok: usize, no_f32:
     }
 
     println!(
-        "\n| type | rows x cols | mmq us | mmq TOP/s | splits | unsplit us | regs | smem KiB | f32 matmul us | f32 \
-         TFLOP/s | speed-up |"
+        "\n| type | rows x cols | kernel | us | TOP/s | GB/s | splits | unsplit us | 64-tile us | mat-vec us | regs | smem \
+         KiB | f32 matmul us | f32 TFLOP/s | speed-up |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let decode = n_tok <= 64;
     for &ty in types {
         if !supports_mmq(ty) {
-            println!("| {ty} | - | unsupported | | | | | | | | |");
+            println!("| {ty} | - | unsupported | | | | | | | | | | | | |");
             continue;
         }
-        let kernel = format!("mmq_{}", ty.name().to_lowercase());
+        let (kernel, g) = cuda.mmq_kernel(ty, n_tok).ok_or("no kernel")?;
         for (n_rows, n_cols) in SHAPES {
-            let w = cuda.upload(&random_weights(ty, n_rows, n_cols, rng))?;
+            let bytes = n_rows * ty.row_bytes(n_cols as u64).ok_or("row bytes")? as usize;
+            let data = random_weights(ty, n_rows, n_cols, rng);
+            // decode: enough copies to stream 128 MB (past the 50 MB L2) before a copy is read again
+            let copies = if decode { (128usize << 20).div_ceil(bytes) } else { 1 };
+            let ws = (0..copies).map(|_| cuda.upload(&data)).collect::<host::Result<Vec<_>>>()?;
+            let next = std::cell::Cell::new(0usize);
+            let w = || {
+                next.set((next.get() + 1) % copies);
+                &ws[next.get()]
+            };
             let (_, x, xq) = xqs.iter().find(|e| e.0 == n_cols).expect("activations of this width");
             let mut y = cuda.zeros::<f32>(n_tok * n_rows)?;
             let ops = 2.0 * (n_rows * n_cols * n_tok) as f64;
-            let us = time_us(cuda, 20, || cuda.matmul_q8(ty, &w, n_rows, n_cols, xq, n_tok, &mut y))?;
-            let splits = cuda.mmq_splits(ty, n_rows, n_cols, n_tok);
+            let mut mm = || cuda.matmul_q8(ty, w(), n_rows, n_cols, xq, n_tok, &mut y);
+            let us = time_us(cuda, 20, &mut mm)?;
+            let splits = cuda.mmq_splits(g, n_rows, n_cols, n_tok);
             let unsplit = match splits {
                 1 => "-".to_string(),
-                _ => {
-                    cuda.set_split_k(false);
-                    let u = time_us(cuda, 20, || cuda.matmul_q8(ty, &w, n_rows, n_cols, xq, n_tok, &mut y));
-                    cuda.set_split_k(true);
-                    format!("{:.1}", u?)
-                }
+                _ => format!("{:.1}", without(cuda, Cuda::set_split_k, || time_us(cuda, 20, &mut mm))?),
             };
-            let regs = cuda.func(Box::leak(kernel.clone().into_boxed_str()))?.num_regs()?;
+            let wide = match g.decoded {
+                true => "-".to_string(),
+                false => format!("{:.1}", without(cuda, Cuda::set_thin_mmq, || time_us(cuda, 20, &mut mm))?),
+            };
+            let mv = match n_tok {
+                2..=MV_COLS_MAX => {
+                    let mut y2 = cuda.zeros::<f32>(n_tok * n_rows)?;
+                    let t = time_us(cuda, 20, || cuda.matvec_q8_cols(ty, w(), n_rows, n_cols, xq, n_tok, &mut y2))?;
+                    format!("{t:.1}")
+                }
+                _ => "-".to_string(),
+            };
+            let regs = cuda.func(kernel)?.num_regs()?;
             let (f32_us, f32_t) = if no_f32 {
                 ("-".to_string(), "-".to_string())
             } else {
-                let f = time_us(cuda, 2, || cuda.matmul(ty, &w, n_rows, n_cols, x, n_tok, &mut y))?;
+                let f = time_us(cuda, 2, || cuda.matmul(ty, w(), n_rows, n_cols, x, n_tok, &mut y))?;
                 (format!("{f:.0}"), format!("{:.1}", ops / f / 1e6))
             };
             let speedup = f32_us.parse::<f64>().map(|f| format!("{:.1}x", f / us)).unwrap_or_default();
             println!(
-                "| {ty} | {n_rows} x {n_cols} | {us:.1} | {:.0} | {splits} | {unsplit} | {regs} | {:.0} | {f32_us} | \
-                 {f32_t} | {speedup} |",
+                "| {ty} | {n_rows} x {n_cols} | {kernel} | {us:.1} | {:.0} | {:.0} | {splits} | {unsplit} | {wide} | {mv} \
+                 | {regs} | {:.0} | {f32_us} | {f32_t} | {speedup} |",
                 ops / us / 1e6,
-                geom(ty).smem_bytes() as f64 / 1024.0
+                bytes as f64 / us / 1e3,
+                g.smem_bytes() as f64 / 1024.0
             );
         }
     }
     Ok(())
+}
+
+/// `f()` with a kernel path turned off by `set(cuda, false)`, turned on again after.
+fn without<T>(cuda: &Cuda, set: fn(&Cuda, bool), f: impl FnOnce() -> Res<T>) -> Res<T> {
+    set(cuda, false);
+    let r = f();
+    set(cuda, true);
+    r
 }

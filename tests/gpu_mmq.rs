@@ -2,8 +2,8 @@
 //! same activation quantization (done on the GPU by `quantize_act`, checked byte for byte in `gpu_q8.rs`) and
 //! exact integer block sums, so only the f32 summation order differs: per token, max |gpu - cpu| / max |cpu| <=
 //! 1e-5 over the checked rows. Random blocks of every supported type with small finite scales; shapes with row
-//! and token counts that are not multiples of the 128 x 64 tile, widths with a partial last k-tile, and the 7B
-//! model's shapes at 512 tokens. For the large shapes the CPU reference is computed for windows of rows (rows are
+//! and token counts that are not multiples of the 128 x 64 tile or of the thin 64 x 8/16/32 tile (decode batches
+//! of up to 32 tokens, `mmqt_*`), widths with a partial last k-tile, and the 7B model's shapes at 512 tokens. For the large shapes the CPU reference is computed for windows of rows (rows are
 //! independent) that include the first, last and tile-straddling rows.
 //!
 //! Every test prints a reason and passes when no CUDA device is usable, so CPU-only CI runs this binary too.
@@ -41,15 +41,17 @@ fn cuda_or_skip(test: &str) -> Option<Cuda> {
     }
 }
 
-/// (n_rows, n_cols, n_tok): SmolLM2's and the 7B model's shapes, a row count that is not a multiple of 128,
-/// token counts that are not multiples of 64, and (legacy types) widths that end in a partial 128-column k-tile.
+/// (n_rows, n_cols, n_tok): SmolLM2's and the 7B model's shapes, row counts that are not multiples of 128 or
+/// 64, token counts that are not multiples of 64 (the prefill tile) or of 8, 16, 32 (the thin tile: 1 to 32
+/// tokens), and (legacy types) widths that end in a partial 128-column k-tile.
 fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
     let mut v = if ty.block_size() == 32 {
-        vec![(33, 96, 1), (576, 576, 7), (1536, 576, 64), (130, 160, 65)]
+        vec![(33, 96, 1), (576, 576, 7), (1536, 576, 64), (130, 160, 65), (130, 160, 9), (100, 416, 20)]
     } else {
-        vec![(33, 256, 1), (576, 768, 7), (1536, 768, 64)]
+        vec![(33, 256, 1), (576, 768, 7), (1536, 768, 64), (100, 768, 20)]
     };
     v.extend([(1000, 4096, 100), (4096, 4096, 512), (11008, 4096, 33), (4096, 11008, 100)]);
+    v.extend([(4096, 4096, 32), (4096, 11008, 16), (1000, 4096, 9)]);
     v
 }
 
@@ -158,7 +160,7 @@ fn matmul_q8_checks_arguments() {
     let xq = cuda.zeros::<u8>(2 * act_row_bytes(64)).unwrap();
     let mut y = cuda.zeros::<f32>(6).unwrap();
     let e = cuda.matmul_q8(ty, &w, 4, 64, &xq, 2, &mut y).unwrap_err().to_string();
-    assert!(e.contains("mmq_q4_0") && e.contains("w holds"), "{e}");
+    assert!(e.contains("mmqt_q4_0_t8") && e.contains("w holds"), "{e}");
     let e = cuda.matmul_q8(ty, &w, 3, 64, &xq, 3, &mut y).unwrap_err().to_string();
     assert!(e.contains("xq holds"), "{e}");
     let mut short = cuda.zeros::<f32>(5).unwrap();
@@ -172,21 +174,29 @@ fn matmul_q8_checks_arguments() {
     cuda.matmul_q8(ty, &w, 3, 64, &xq, 0, &mut y).unwrap();
 }
 
-/// Split-K: shapes whose tiles leave SMs idle (decode batches of 9 to 64 tokens on 7B-sized weights) are split
-/// over the columns, and the split sums equal the unsplit kernel's up to f32 order.
+/// Split-K: shapes whose tiles leave SMs idle (decode batches of up to 64 tokens on 7B-sized weights) are split
+/// over the columns, and the split sums equal the unsplit kernel's up to f32 order; for the thin tile (`thin`)
+/// and the prefill tile.
 #[test]
 fn matmul_q8_split_k_matches_unsplit() {
     let Some(cuda) = cuda_or_skip("matmul_q8_split_k_matches_unsplit") else { return };
     let mut rng = Rng::new(23);
-    for (ty, n_rows, n_cols, n_tok) in [
-        (GgmlType::Q4_0, 4096, 4096, 32),
-        (GgmlType::Q4_0, 11008, 4096, 20),
-        (GgmlType::Q4_K, 4096, 4096, 20),
-        (GgmlType::Q6_K, 4096, 11008, 9),
-        (GgmlType::Q8_0, 1000, 4096, 64),
+    for (ty, n_rows, n_cols, n_tok, thin) in [
+        (GgmlType::Q4_0, 4096, 4096, 32, true),
+        (GgmlType::Q4_0, 4096, 4096, 32, false),
+        (GgmlType::Q4_0, 11008, 4096, 20, false),
+        (GgmlType::Q4_0, 4096, 4096, 8, true),
+        (GgmlType::Q4_K, 4096, 4096, 20, true),
+        (GgmlType::Q4_K, 4096, 4096, 20, false),
+        (GgmlType::Q6_K, 4096, 11008, 9, true),
+        (GgmlType::Q6_K, 4096, 11008, 9, false),
+        (GgmlType::Q8_0, 1000, 4096, 64, false),
     ] {
         cuda.set_split_k(true);
-        let splits = cuda.mmq_splits(ty, n_rows, n_cols, n_tok);
+        cuda.set_thin_mmq(thin);
+        let (kernel, g) = cuda.mmq_kernel(ty, n_tok).unwrap();
+        assert_eq!(kernel.starts_with("mmqt_"), thin, "{kernel} for {n_tok} tokens");
+        let splits = cuda.mmq_splits(g, n_rows, n_cols, n_tok);
         assert!(splits > 1, "{ty} {n_rows}x{n_cols} n_tok {n_tok}: not split on {} SMs", cuda.n_sm);
         let w = random_weights(ty, n_rows, n_cols, &mut rng);
         let x = activations(&mut rng, n_tok, n_cols);
@@ -210,6 +220,7 @@ fn matmul_q8_split_k_matches_unsplit() {
             assert!(d <= MATMUL_TOL * scale, "{ty} {n_rows}x{n_cols} token {t}: split {d} apart (max |y| {scale})");
             worst = worst.max(d / scale);
         }
-        println!("matmul_q8 {ty:5} {n_rows}x{n_cols} n_tok {n_tok}: {splits} splits, rel diff {worst:.2e}");
+        println!("{kernel} {n_rows}x{n_cols} n_tok {n_tok}: {splits} splits, rel diff {worst:.2e}");
     }
+    cuda.set_thin_mmq(true);
 }

@@ -88,6 +88,8 @@ pub struct Cuda {
     pub(crate) split_scratch: CudaSlice<f32>,
     /// Whether `matmul_q8` may split its columns over more blocks (on unless `HOST_GPU_OFF=splitk`).
     pub(crate) split_k: std::sync::atomic::AtomicBool,
+    /// Whether `matmul_q8` takes the thin tile for up to 32 tokens (on unless `HOST_GPU_OFF=thin`).
+    pub(crate) thin_mmq: std::sync::atomic::AtomicBool,
 }
 
 /// A kernel's arguments, collected as the 8-byte values the driver copies from (4-byte scalars in the low half).
@@ -189,7 +191,8 @@ impl Cuda {
             .alloc_zeros(super::cuda_mmq::SPLIT_SCRATCH)
             .map_err(cuda_err("allocate the split-K scratch"))?;
         let split_k = (!gpu_off("splitk")).into();
-        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl, n_sm, split_scratch, split_k })
+        let thin_mmq = (!gpu_off("thin")).into();
+        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl, n_sm, split_scratch, split_k, thin_mmq })
     }
 
     /// Let `matmul_q8` split its columns over more blocks when its tiles would leave SMs idle (the default), or

@@ -28,17 +28,23 @@ pub mod layout;
 
 use layout::MmqGeom;
 
-fn kernel_of(ty: GgmlType) -> Option<&'static str> {
+/// The kernels of weight type `ty`: the prefill tile's, then the thin tile's for each of `layout::THIN_TOKS`.
+fn kernels_of(ty: GgmlType) -> Option<(&'static str, [&'static str; 3])> {
     use GgmlType::*;
+    macro_rules! k {
+        ($t:literal) => {
+            (concat!("mmq_", $t), [concat!("mmqt_", $t, "_t8"), concat!("mmqt_", $t, "_t16"), concat!("mmqt_", $t, "_t32")])
+        };
+    }
     Some(match ty {
-        Q4_0 => "mmq_q4_0",
-        Q4_1 => "mmq_q4_1",
-        Q5_0 => "mmq_q5_0",
-        Q5_1 => "mmq_q5_1",
-        Q8_0 => "mmq_q8_0",
-        Q4_K => "mmq_q4_k",
-        Q5_K => "mmq_q5_k",
-        Q6_K => "mmq_q6_k",
+        Q4_0 => k!("q4_0"),
+        Q4_1 => k!("q4_1"),
+        Q5_0 => k!("q5_0"),
+        Q5_1 => k!("q5_1"),
+        Q8_0 => k!("q8_0"),
+        Q4_K => k!("q4_k"),
+        Q5_K => k!("q5_k"),
+        Q6_K => k!("q6_k"),
         _ => return None,
     })
 }
@@ -46,12 +52,17 @@ fn kernel_of(ty: GgmlType) -> Option<&'static str> {
 /// Whether `matmul_q8` has a tensor-core kernel for weights of type `ty` (Q2_K, Q3_K and the float types take
 /// the f32 `Cuda::matmul` path).
 pub fn supports_mmq(ty: GgmlType) -> bool {
-    kernel_of(ty).is_some()
+    kernels_of(ty).is_some()
 }
 
-/// The tile layout of type `ty` (a supported type).
+/// The prefill tile layout of type `ty` (a supported type).
 pub fn geom(ty: GgmlType) -> MmqGeom {
     MmqGeom::of(ty.block_size() as u32, ty.type_size() as u32)
+}
+
+/// The thin tile layout of type `ty` for `toks` (one of `layout::THIN_TOKS`) tokens.
+pub fn thin_geom(ty: GgmlType, toks: u32) -> MmqGeom {
+    MmqGeom::thin(ty.block_size() as u32, ty.type_size() as u32, toks)
 }
 
 impl Cuda {
@@ -69,7 +80,8 @@ impl Cuda {
         n_tok: usize,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let kernel = kernel_of(ty)
+        let (kernel, g) = self
+            .mmq_kernel(ty, n_tok)
             .ok_or_else(|| err("matmul_q8", format!("type {ty} has no int8 tensor-core kernel (supports_mmq)")))?;
         check_cols(kernel, n_cols)?;
         check_weight(kernel, ty, n_rows, n_cols, w.elems())?;
@@ -81,7 +93,7 @@ impl Cuda {
         if n_rows > u32::MAX as usize / 2 {
             return Err(err(kernel, format!("n_rows {n_rows} exceeds the limit {}", u32::MAX / 2)));
         }
-        let grid_y = n_tok.div_ceil(layout::TOKS as usize);
+        let grid_y = n_tok.div_ceil(g.toks as usize);
         if grid_y > 65535 {
             return Err(err(kernel, format!("n_tok {n_tok} needs {grid_y} token tiles, over the grid limit 65535")));
         }
@@ -89,17 +101,16 @@ impl Cuda {
             return Ok(());
         }
         let f = self.func(kernel)?;
-        let g = geom(ty);
         let n_kt = n_cols.div_ceil(g.kt as usize);
-        let splits = self.mmq_splits(ty, n_rows, n_cols, n_tok);
+        let splits = self.mmq_splits(g, n_rows, n_cols, n_tok);
         let kt_split = n_kt.div_ceil(splits);
         let smem = g.smem_bytes();
         // Over 48 KiB of dynamic shared memory must be allowed per function (a cheap driver call; idempotent).
         f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
             .map_err(cuda_err(format!("{kernel}: allow {smem} bytes of dynamic shared memory")))?;
         let cfg = LaunchConfig {
-            grid_dim: (n_rows.div_ceil(layout::ROWS as usize) as u32, grid_y as u32, splits as u32),
-            block_dim: (layout::THREADS, 1, 1),
+            grid_dim: (n_rows.div_ceil(g.rows as usize) as u32, grid_y as u32, splits as u32),
+            block_dim: (g.threads, 1, 1),
             shared_mem_bytes: smem,
         };
         let (nr, nc, nt, ks, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, kt_split as u32, w.addr(self));
@@ -116,14 +127,32 @@ impl Cuda {
         Ok(())
     }
 
-    /// The k-splits `matmul_q8` launches for this shape: the count s that minimizes the waves of blocks (every SM
-    /// holding the blocks that fit there at once) times the k-tiles each block takes, ceil(tiles s / wave)
-    /// ceil(k-tiles / s), the fewest splits on a tie; each split at least `MIN_KT_PER_SPLIT` k-tiles and all of
-    /// them within the scratch. A 7B decode batch of 32 tokens: 32 tiles of a 4096-row Q4_0 weight (two blocks
-    /// per SM, 264 a wave on an H100) take 8 splits of 4 k-tiles; 512 tokens (256 tiles) take none.
-    pub fn mmq_splits(&self, ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize) -> usize {
-        let g = geom(ty);
-        let tiles = n_rows.div_ceil(layout::ROWS as usize) * n_tok.div_ceil(layout::TOKS as usize);
+    /// The kernel `matmul_q8` launches for `n_tok` tokens of type `ty`, and its tile layout: the thin tile of the
+    /// fewest tokens that holds them for up to 32 tokens (unless turned off, `set_thin_mmq`), else the prefill
+    /// tile. None for a type without an int8 kernel.
+    pub fn mmq_kernel(&self, ty: GgmlType, n_tok: usize) -> Option<(&'static str, MmqGeom)> {
+        let (wide, thin) = kernels_of(ty)?;
+        let pick = layout::THIN_TOKS.iter().position(|&t| n_tok <= t as usize);
+        Some(match pick.filter(|_| self.thin_mmq.load(Ordering::Relaxed)) {
+            Some(i) => (thin[i], thin_geom(ty, layout::THIN_TOKS[i])),
+            None => (wide, geom(ty)),
+        })
+    }
+
+    /// Let `matmul_q8` take the thin tile for decode batches of up to 32 tokens (the default), or always the
+    /// prefill tile (for comparisons; `HOST_GPU_OFF=thin`).
+    pub fn set_thin_mmq(&self, on: bool) {
+        self.thin_mmq.store(on, Ordering::Relaxed);
+    }
+
+    /// The k-splits `matmul_q8` launches for this shape in tile layout `g` (`mmq_kernel`): the count s that
+    /// minimizes the waves of blocks (every SM holding the blocks that fit there at once) times the k-tiles each
+    /// block takes, ceil(tiles s / wave) ceil(k-tiles / s), the fewest splits on a tie; each split at least
+    /// `MIN_KT_PER_SPLIT` k-tiles and all of them within the scratch. A 7B decode batch of 33 to 64 tokens: 32
+    /// prefill tiles of a 4096-row Q4_0 weight (two blocks per SM, 264 a wave on an H100) take 8 splits of 4
+    /// k-tiles; 512 tokens (256 tiles) take none.
+    pub fn mmq_splits(&self, g: MmqGeom, n_rows: usize, n_cols: usize, n_tok: usize) -> usize {
+        let tiles = n_rows.div_ceil(g.rows as usize) * n_tok.div_ceil(g.toks as usize);
         let wave = self.n_sm * g.min_blocks() as usize;
         let n_kt = n_cols.div_ceil(g.kt as usize);
         if !self.split_k.load(Ordering::Relaxed) || tiles == 0 || wave == 0 {
@@ -164,6 +193,21 @@ mod tests {
         for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(supports_mmq(ty), "{ty}");
             let g = geom(ty);
+            for toks in layout::THIN_TOKS {
+                let t = thin_geom(ty, toks);
+                let tt = format!("{ty} thin {toks}");
+                assert_eq!((t.kt, t.nb, t.kq), (g.kt, g.nb, g.kq), "{tt}: the prefill tile's k-tiles");
+                assert!(t.raw_stride >= g.raw_stride && (t.raw_stride / 16) % 2 == 1, "{tt}: odd chunks per raw row");
+                for off in [t.stage_bytes(), t.raw_bytes(), t.act_bytes(), t.smem_bytes()] {
+                    assert_eq!(off % 16, 0, "{tt}: offset {off} not 16-aligned");
+                }
+                assert_eq!(t.smem_bytes(), t.stages * t.stage_bytes(), "{tt}: stages only");
+                // one copy pass of 128 threads covers the metadata, four the activation quants
+                let meta_copies = if t.kq { 2 * toks } else { toks * t.nsub() };
+                assert!(meta_copies <= t.threads && toks * t.kt / 16 <= 4 * t.threads, "{tt}");
+                assert!(t.rows * t.raw_stride / 16 <= 16 * t.threads, "{tt}: raw copy in 16 passes");
+                assert!(t.min_blocks() >= 2, "{tt}: {} bytes of shared memory", t.smem_bytes());
+            }
             assert_eq!(g.kt % ty.block_size() as u32, 0, "{ty}: k-tile of whole blocks");
             assert_eq!(g.kq, ty.block_size() == 256, "{ty}");
             assert!(g.raw_stride >= g.nb * ty.type_size() as u32 + 14, "{ty}: room for the alignment phase");

@@ -17,7 +17,7 @@
 
 use core::arch::asm;
 
-use super::mmq_layout::{MmqGeom, ROWS, THREADS, TOKS};
+use super::mmq_layout::{MmqGeom, ROWS, THIN_THREADS, THREADS, TOKS};
 use super::q8_layout as lay;
 use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, fma, lds_u32, ldsm_x4, sts_u4, unroll};
 use crate::common::*;
@@ -178,16 +178,36 @@ pub trait MmqType {
     /// Sub-block `j` (32 elements) of the block at the 2-aligned shared address `a`: its quants as 8 words of i8
     /// in element order and its (scale, second scale).
     unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32);
+    /// The (scale, second scale) of sub-block `j`, as `unit` gives them.
+    unsafe fn scales(a: u32, j: u32) -> (f32, f32);
+    /// Words `k` and `4 + k` (k < 4) of `unit`'s quants: elements 4k .. 4k + 4 and 16 + 4k .. 20 + 4k, the part
+    /// of a sub-block one lane holds of an `mma` A fragment. Decoded from the words that hold them only.
+    unsafe fn frag(a: u32, j: u32, k: u32) -> [u32; 2];
+}
+
+/// The little-endian word at the 2-aligned shared address `a`.
+#[inline(always)]
+unsafe fn lds_word(a: u32) -> u32 {
+    lds_words::<1>(a)[0]
+}
+
+/// The low and high nibbles of `w`, each minus `off`.
+#[inline(always)]
+fn nibble_pair(w: u32, off: u32) -> [u32; 2] {
+    [sub_off(w & M4, off), sub_off((w >> 4) & M4, off)]
+}
+
+/// Q5 quants of word k: low and high nibbles of `w` with fifth bits from `qh` (bit e = element e), minus `off`.
+#[inline(always)]
+fn q5_pair(w: u32, qh: u32, k: u32, off: u32) -> [u32; 2] {
+    [sub_off((w & M4) | spread4_hi(qh >> (4 * k)), off), sub_off(((w >> 4) & M4) | spread4_hi(qh >> (16 + 4 * k)), off)]
 }
 
 /// Low nibbles of `qs` = elements 0..16, high nibbles = 16..32, each minus `off`.
 #[inline(always)]
 fn nibbles(qs: [u32; 4], off: u32) -> [u32; 8] {
     let mut q = [0u32; 8];
-    unroll::<4>(|k| {
-        q[k] = sub_off(qs[k] & M4, off);
-        q[4 + k] = sub_off((qs[k] >> 4) & M4, off);
-    });
+    unroll::<4>(|k| [q[k], q[4 + k]] = nibble_pair(qs[k], off));
     q
 }
 
@@ -195,11 +215,7 @@ fn nibbles(qs: [u32; 4], off: u32) -> [u32; 8] {
 #[inline(always)]
 fn q5(qs: [u32; 4], qh: u32, off: u32) -> [u32; 8] {
     let mut q = [0u32; 8];
-    unroll::<4>(|k| {
-        let k32 = k as u32;
-        q[k] = sub_off((qs[k] & M4) | spread4_hi(qh >> (4 * k32)), off);
-        q[4 + k] = sub_off(((qs[k] >> 4) & M4) | spread4_hi(qh >> (16 + 4 * k32)), off);
-    });
+    unroll::<4>(|k| [q[k], q[4 + k]] = q5_pair(qs[k], qh, k as u32, off));
     q
 }
 
@@ -210,8 +226,17 @@ impl MmqType for Q4_0 {
     const TS: u32 = 18;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
-        (nibbles(lds_words::<4>(a + 2), 8), f16(lds16(a)), 0.0)
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32) {
+        let (s0, s1) = Self::scales(a, j);
+        (nibbles(lds_words::<4>(a + 2), 8), s0, s1)
+    }
+    #[inline(always)]
+    unsafe fn scales(a: u32, _j: u32) -> (f32, f32) {
+        (f16(lds16(a)), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, _j: u32, k: u32) -> [u32; 2] {
+        nibble_pair(lds_word(a + 2 + 4 * k), 8)
     }
 }
 
@@ -226,6 +251,15 @@ impl MmqType for Q4_1 {
         let w = lds_words::<5>(a);
         (nibbles([w[1], w[2], w[3], w[4]], 0), f16(w[0]), f16(w[0] >> 16))
     }
+    #[inline(always)]
+    unsafe fn scales(a: u32, _j: u32) -> (f32, f32) {
+        let w = lds_word(a);
+        (f16(w), f16(w >> 16))
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, _j: u32, k: u32) -> [u32; 2] {
+        nibble_pair(lds_word(a + 4 + 4 * k), 0)
+    }
 }
 
 /// Q5_0: x = d (q - 16), 22 bytes: d, qh (4), 16 bytes of low nibbles.
@@ -235,9 +269,18 @@ impl MmqType for Q5_0 {
     const TS: u32 = 22;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32) {
         let w = lds_words::<5>(a + 2);
-        (q5([w[1], w[2], w[3], w[4]], w[0], 16), f16(lds16(a)), 0.0)
+        let (s0, s1) = Self::scales(a, j);
+        (q5([w[1], w[2], w[3], w[4]], w[0], 16), s0, s1)
+    }
+    #[inline(always)]
+    unsafe fn scales(a: u32, _j: u32) -> (f32, f32) {
+        (f16(lds16(a)), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, _j: u32, k: u32) -> [u32; 2] {
+        q5_pair(lds_word(a + 6 + 4 * k), lds_word(a + 2), k, 16)
     }
 }
 
@@ -252,6 +295,14 @@ impl MmqType for Q5_1 {
         let w = lds_words::<6>(a);
         (q5([w[2], w[3], w[4], w[5]], w[1], 0), f16(w[0]), f16(w[0] >> 16))
     }
+    #[inline(always)]
+    unsafe fn scales(a: u32, j: u32) -> (f32, f32) {
+        Q4_1::scales(a, j)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, _j: u32, k: u32) -> [u32; 2] {
+        q5_pair(lds_word(a + 8 + 4 * k), lds_word(a + 4), k, 0)
+    }
 }
 
 /// Q8_0: x = d q, 34 bytes: d, 32 signed quants.
@@ -261,8 +312,17 @@ impl MmqType for Q8_0 {
     const TS: u32 = 34;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn unit(a: u32, _j: u32) -> ([u32; 8], f32, f32) {
-        (lds_words::<8>(a + 2), f16(lds16(a)), 0.0)
+    unsafe fn unit(a: u32, j: u32) -> ([u32; 8], f32, f32) {
+        let (s0, s1) = Self::scales(a, j);
+        (lds_words::<8>(a + 2), s0, s1)
+    }
+    #[inline(always)]
+    unsafe fn scales(a: u32, _j: u32) -> (f32, f32) {
+        (f16(lds16(a)), 0.0)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, _j: u32, k: u32) -> [u32; 2] {
+        [lds_word(a + 2 + 4 * k), lds_word(a + 18 + 4 * k)]
     }
 }
 
@@ -302,6 +362,15 @@ impl MmqType for Q4K {
         let (s, m) = scales_k4(a, j);
         (q, s, m)
     }
+    #[inline(always)]
+    unsafe fn scales(a: u32, j: u32) -> (f32, f32) {
+        scales_k4(a, j)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, j: u32, k: u32) -> [u32; 2] {
+        let (qs, sh) = (a + 16 + 32 * (j >> 1) + 4 * k, 4 * (j & 1));
+        [(lds_word(qs) >> sh) & M4, (lds_word(qs + 16) >> sh) & M4]
+    }
 }
 
 /// Q5_K: 176 bytes: d, dmin, 12 scale bytes, qh (32: bit j of byte l is the fifth bit of element 32j + l), 128
@@ -320,6 +389,16 @@ impl MmqType for Q5K {
         unroll::<8>(|k| q[k] = ((qs[k] >> sh) & M4) | (((qh[k] >> j) & 0x0101_0101) << 4));
         let (s, m) = scales_k4(a, j);
         (q, s, m)
+    }
+    #[inline(always)]
+    unsafe fn scales(a: u32, j: u32) -> (f32, f32) {
+        scales_k4(a, j)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, j: u32, k: u32) -> [u32; 2] {
+        let (qs, qh, sh) = (a + 48 + 32 * (j >> 1) + 4 * k, a + 16 + 4 * k, 4 * (j & 1));
+        let e = |o: u32| ((lds_word(qs + o) >> sh) & M4) | (((lds_word(qh + o) >> j) & 0x0101_0101) << 4);
+        [e(0), e(16)]
     }
 }
 
@@ -340,14 +419,214 @@ impl MmqType for Q6K {
         let (sl, sh) = (4 * (o >> 1), 2 * o);
         let mut q = [0u32; 8];
         unroll::<8>(|k| q[k] = sub_off(((ql[k] >> sl) & M4) | (((qh[k] >> sh) & 0x0303_0303) << 4), 32));
+        let (s0, s1) = Self::scales(a, j);
+        (q, s0, s1)
+    }
+    #[inline(always)]
+    unsafe fn scales(a: u32, j: u32) -> (f32, f32) {
         let sc = lds16(a + 192 + 2 * j);
         let d = f16(lds16(a + 208));
-        (q, d * (sc as u8 as i8) as f32, d * ((sc >> 8) as u8 as i8) as f32)
+        (d * (sc as u8 as i8) as f32, d * ((sc >> 8) as u8 as i8) as f32)
+    }
+    #[inline(always)]
+    unsafe fn frag(a: u32, j: u32, k: u32) -> [u32; 2] {
+        let (n, o) = (j >> 2, j & 3);
+        let (ql, qh) = (a + 64 * n + 32 * (o & 1) + 4 * k, a + 128 + 32 * n + 4 * k);
+        let (sl, sh) = (4 * (o >> 1), 2 * o);
+        let e = |x: u32| sub_off(((lds_word(ql + x) >> sl) & M4) | (((lds_word(qh + x) >> sh) & 0x0303_0303) << 4), 32);
+        [e(0), e(16)]
     }
 }
 
 // ----------------------------------------------------------------------------
-// The mat-mul kernel body
+// Pieces shared by the two kernel bodies
+// ----------------------------------------------------------------------------
+
+/// Where a block's k-tiles come from and how one is copied into a stage (`cp.async`, no wait): the weight rows
+/// `row0 ..` + `g.rows` and the tokens `tok0 ..` + `g.toks` of the block (clamped to the last row and token, whose
+/// duplicates are not stored).
+#[derive(Clone, Copy)]
+struct TileSrc {
+    g: MmqGeom,
+    w: *const u8,
+    xq: *const u8,
+    row0: u32,
+    tok0: u32,
+    n_cols: u32,
+    /// Bytes of one weight row, of its part in one k-tile, and of the whole weight.
+    row_bytes: u32,
+    kt_bytes: u32,
+    total: u32,
+    last_row: u32,
+    last_tok: u32,
+    /// Bytes of one activation row, and the offsets of its quants, its q8_1 meta or q8_K d, and its q8_K sums.
+    act_rb: u64,
+    q_off: u32,
+    m_off: u32,
+    s_off: u32,
+}
+
+impl TileSrc {
+    #[inline(always)]
+    fn new<T: MmqType>(g: MmqGeom, w: *const u8, xq: *const u8, n_rows: u32, n_cols: u32, n_tok: u32) -> TileSrc {
+        let row_bytes = n_cols / T::BS * T::TS;
+        let (q_off, m_off, s_off) = if g.kq {
+            (lay::off_kq(n_cols), lay::off_kd(n_cols), lay::off_ks(n_cols))
+        } else {
+            (0, lay::off_meta(n_cols), 0)
+        };
+        TileSrc {
+            g,
+            w,
+            xq,
+            row0: bid() * g.rows,
+            tok0: bid_y() * g.toks,
+            n_cols,
+            row_bytes,
+            kt_bytes: g.nb * T::TS,
+            total: n_rows * row_bytes,
+            last_row: n_rows - 1,
+            last_tok: n_tok - 1,
+            act_rb: lay::row_bytes(n_cols) as u64,
+            q_off,
+            m_off,
+            s_off,
+        }
+    }
+
+    /// Activation row of the block's token `tt`.
+    #[inline(always)]
+    unsafe fn tok_row(&self, tt: u32) -> *const u8 {
+        self.xq.add((min_u32(self.tok0 + tt, self.last_tok) as u64 * self.act_rb) as usize)
+    }
+
+    /// Byte offset in the weight of the block's row `r` in k-tile `kt` (its stage row starts at `& 15` of it).
+    #[inline(always)]
+    fn row_start(&self, r: u32, kt: u32) -> u32 {
+        min_u32(self.row0 + r, self.last_row) * self.row_bytes + kt * self.kt_bytes
+    }
+
+    /// Copy the raw weights of k-tile `kt` into the stage at `st`: chunk f = t + threads k is row f / ch, chunk
+    /// f % ch, from the row's 16-aligned start.
+    #[inline(always)]
+    unsafe fn issue_w(&self, kt: u32, st: u32) {
+        let (g, t) = (self.g, tid());
+        let ch = g.raw_stride / 16;
+        let len = min_u32(self.kt_bytes, self.row_bytes - kt * self.kt_bytes);
+        unroll::<16>(
+            #[inline(always)]
+            |k| {
+                let f = t + g.threads * k as u32;
+                if (g.threads * k as u32) < g.rows * ch && f < g.rows * ch {
+                    let (r, c) = (f / ch, f % ch);
+                    let start = self.row_start(r, kt);
+                    if 16 * c < (start & 15) + len {
+                        let src = (start & !15) + 16 * c;
+                        let dst = st + r * g.raw_stride + 16 * c;
+                        if src + 16 <= self.total {
+                            cp_async16_full(dst, self.w.add(src as usize));
+                        } else {
+                            cp_async16(dst, self.w.add(src as usize), self.total - src);
+                        }
+                    }
+                }
+            },
+        );
+    }
+
+    /// Copy the activation quants and metadata of k-tile `kt` into the stage at `st`.
+    #[inline(always)]
+    unsafe fn issue_x(&self, kt: u32, st: u32) {
+        let (g, t) = (self.g, tid());
+        // quants: token f / (kt / 16), chunk f % (kt / 16)
+        let (aq, cpt) = (st + g.raw_bytes(), g.kt / 16);
+        let col0 = kt * g.kt;
+        unroll::<4>(
+            #[inline(always)]
+            |k| {
+                let f = t + g.threads * k as u32;
+                if (g.threads * k as u32) < g.toks * cpt && f < g.toks * cpt {
+                    let (tt, c) = (f / cpt, f % cpt);
+                    if col0 + 16 * c < self.n_cols {
+                        let src = self.tok_row(tt).add((self.q_off + col0 + 16 * c) as usize);
+                        cp_async16_full(aq + tt * g.q_stride() + 16 * c, src);
+                    }
+                }
+            },
+        );
+        let meta = aq + g.act_bytes();
+        let nsub = g.nsub();
+        if !g.kq {
+            // the 16-byte q8_1 record of token t / nsub, block t % nsub
+            let (tt, j) = (t / nsub, t % nsub);
+            if t < g.toks * nsub && kt * nsub + j < self.n_cols / 32 {
+                cp_async16_full(meta + 16 * t, self.tok_row(tt).add((self.m_off + 16 * (kt * nsub + j)) as usize));
+            }
+        } else {
+            if t < g.toks {
+                cp_async4(meta + 4 * t, self.tok_row(t).add((self.m_off + 4 * kt) as usize));
+            }
+            if t < 2 * g.toks {
+                let (tt, h) = (t / 2, t % 2);
+                cp_async16_full(
+                    meta + g.toks * 16 + 32 * tt + 16 * h,
+                    self.tok_row(tt).add((self.s_off + 32 * kt + 16 * h) as usize),
+                );
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn issue(&self, kt: u32, st: u32) {
+        self.issue_w(kt, st);
+        self.issue_x(kt, st);
+    }
+}
+
+/// One 16-row x 8-token x 32-column product, scaled into `acc`: the mma of the A fragments `a` (rows g, g + 8 as
+/// the `mma` takes them) and the B fragments `b`, then per element e (row g + 8 (e / 2), token 2 tq + e % 2)
+/// `acc += ws * as * dot (+ min * as_sum)`, with `wsc` = the rows' (scale, second scale) and `asv` = the two
+/// tokens' (d, d * sum). K-quants other than Q6_K leave out the activation d (the caller multiplies it in once per
+/// super-block); Q6_K (`SUB16`) takes two m16n8k16 products, one per half of 16 with its own scale.
+#[inline(always)]
+fn scale_add<T: MmqType>(a: [u32; 4], b: [u32; 2], wsc: [[f32; 2]; 2], asv: [f32; 4], acc: &mut [f32; 4]) {
+    if !T::SUB16 {
+        let d = mma_k32(a, b, MAGIC);
+        unroll::<4>(
+            #[inline(always)]
+            |e| {
+                let (sw, sa) = (wsc[e / 2], [asv[2 * (e % 2)], asv[2 * (e % 2) + 1]]);
+                let f = f32::from_bits(d[e] as u32) - MAGIC_F;
+                let mut v = if T::G.kq { fma(sw[0], f, acc[e]) } else { fma(sw[0] * sa[0], f, acc[e]) };
+                if T::MIN {
+                    v = fma(sw[1], sa[1], v);
+                }
+                acc[e] = v;
+            },
+        );
+    } else {
+        let d0 = mma_k16([a[0], a[1]], b[0], MAGIC);
+        let d1 = mma_k16([a[2], a[3]], b[1], MAGIC);
+        unroll::<4>(
+            #[inline(always)]
+            |e| {
+                let (sw, dy) = (wsc[e / 2], asv[2 * (e % 2)]);
+                let f0 = f32::from_bits(d0[e] as u32) - MAGIC_F;
+                let f1 = f32::from_bits(d1[e] as u32) - MAGIC_F;
+                acc[e] = fma(dy, fma(sw[0], f0, sw[1] * f1), acc[e]);
+            },
+        );
+    }
+}
+
+/// Whether the type's products gather per super-block before the activation d multiplies them (`scale_add`).
+#[inline(always)]
+const fn per_superblock<T: MmqType>() -> bool {
+    T::G.kq && !T::SUB16
+}
+
+// ----------------------------------------------------------------------------
+// The prefill kernel body: 128 x 64 tiles, weights decoded into shared memory
 // ----------------------------------------------------------------------------
 
 /// y[t, r] = sum_c W[r, c] x[t, c] for a tile of `ROWS` weight rows x `TOKS` tokens, x quantized by
@@ -359,7 +638,7 @@ impl MmqType for Q6K {
 ///
 /// Split-K: block z of the grid's third dimension takes k-tiles z kt_split .. (z + 1) kt_split and writes its
 /// partial sums to slice z of `y` (n_tok n_rows floats each), which `sum_splits_f32` adds up in order of z; with
-/// one split (kt_split >= the number of k-tiles) the block writes y itself. Few tiles (a decode batch of 9 to 64
+/// one split (kt_split >= the number of k-tiles) the block writes y itself. Few tiles (a decode batch of 33 to 64
 /// tokens has one token tile, so a 4096-row weight gives 32 blocks for 132 SMs) thus still fill the GPU.
 ///
 /// Launch: grid = (ceil(n_rows / 128), ceil(n_tok / 64), splits), block = (256, 1, 1), dynamic shared memory
@@ -369,89 +648,17 @@ impl MmqType for Q6K {
 #[inline(always)]
 unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32, n_tok: u32,
                           kt_split: u32) {
-    let (kt_cols, nsub, rs, qs) = (T::G.kt, T::G.nsub(), T::G.raw_stride, T::G.q_stride());
-    let ch = T::G.raw_stride / 16; // 16-byte chunks per raw row
+    let g = T::G;
+    let (nsub, rs, qs) = (g.nsub(), g.raw_stride, g.q_stride());
+    let src = TileSrc::new::<T>(g, w, xq, n_rows, n_cols, n_tok);
     let smem = dyn_smem();
-    let (wq, ws, asc) = (smem + T::G.off_wq(), smem + T::G.off_ws(), smem + T::G.off_as());
-    let stage = |i: u32| smem + (i & 1) * T::G.stage_bytes();
+    let (wq, ws, asc) = (smem + g.off_wq(), smem + g.off_ws(), smem + g.off_as());
+    let stage = |i: u32| smem + g.stage(i);
     let (t, lane, warp) = (tid(), tid() & 31, tid() >> 5);
-    let (row0, tok0) = (bid() * ROWS, bid_y() * TOKS);
-    let row_bytes = n_cols / T::BS * T::TS;
-    let total = n_rows * row_bytes;
-    let (last_row, last_tok) = (n_rows - 1, n_tok - 1);
-    let act_rb = lay::row_bytes(n_cols) as u64;
-    let (q_off, m_off, s_off) = if T::G.kq {
-        (lay::off_kq(n_cols), lay::off_kd(n_cols), lay::off_ks(n_cols))
-    } else {
-        (0, lay::off_meta(n_cols), 0)
-    };
     let n_sub_all = n_cols / 32;
-    let n_kt = n_cols.div_ceil(kt_cols);
-    let tok_row = |tt: u32| xq.add((min_u32(tok0 + tt, last_tok) as u64 * act_rb) as usize);
-    let row_start = |r: u32, kt: u32| min_u32(row0 + r, last_row) * row_bytes + kt * T::G.nb * T::TS;
+    let n_kt = n_cols.div_ceil(g.kt);
 
-    // 1) Copy k-tile `kt` into stage `st`.
-    let issue = #[inline(always)]
-    |kt: u32, st: u32| {
-        // raw weights: chunk f = t + THREADS k is row f / ch, chunk f % ch, from the row's 16-aligned start
-        let len = min_u32(T::G.nb * T::TS, row_bytes - kt * T::G.nb * T::TS);
-        unroll::<16>(
-            #[inline(always)]
-            |k| {
-                let f = t + THREADS * k as u32;
-                if (THREADS * k as u32) < ROWS * ch && f < ROWS * ch {
-                    let (r, c) = (f / ch, f % ch);
-                    let start = row_start(r, kt);
-                    if 16 * c < (start & 15) + len {
-                        let src = (start & !15) + 16 * c;
-                        let dst = st + r * rs + 16 * c;
-                        if src + 16 <= total {
-                            cp_async16_full(dst, w.add(src as usize));
-                        } else {
-                            cp_async16(dst, w.add(src as usize), total - src);
-                        }
-                    }
-                }
-            },
-        );
-        // activation quants: token f / (kt / 16), chunk f % (kt / 16)
-        let (aq, cpt) = (st + T::G.raw_bytes(), kt_cols / 16);
-        let col0 = kt * kt_cols;
-        unroll::<4>(
-            #[inline(always)]
-            |k| {
-                let f = t + THREADS * k as u32;
-                if (THREADS * k as u32) < TOKS * cpt {
-                    let (tt, c) = (f / cpt, f % cpt);
-                    if col0 + 16 * c < n_cols {
-                        cp_async16_full(aq + tt * qs + 16 * c, tok_row(tt).add((q_off + col0 + 16 * c) as usize));
-                    }
-                }
-            },
-        );
-        // activation metadata
-        let meta = aq + T::G.act_bytes();
-        if !T::G.kq {
-            // the 16-byte q8_1 record of token t / nsub, block t % nsub
-            let (tt, j) = (t / nsub, t % nsub);
-            if t < TOKS * nsub && kt * nsub + j < n_sub_all {
-                cp_async16_full(meta + 16 * t, tok_row(tt).add((m_off + 16 * (kt * nsub + j)) as usize));
-            }
-        } else {
-            if t < TOKS {
-                cp_async4(meta + 4 * t, tok_row(t).add((m_off + 4 * kt) as usize));
-            }
-            if t < 2 * TOKS {
-                let (tt, h) = (t / 2, t % 2);
-                cp_async16_full(
-                    meta + TOKS * 16 + 32 * tt + 16 * h,
-                    tok_row(tt).add((s_off + 32 * kt + 16 * h) as usize),
-                );
-            }
-        }
-    };
-
-    // 2) Decode the raw weights and the activation metadata of stage `st` (k-tile `kt`, `nsv` valid sub-blocks).
+    // Decode the raw weights and the activation metadata of stage `st` (k-tile `kt`, `nsv` valid sub-blocks).
     let decode = #[inline(always)]
     |kt: u32, st: u32, nsv: u32| {
         unroll::<8>(
@@ -461,8 +668,8 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
                 if (THREADS * k as u32) < ROWS * nsub {
                     let (r, j) = (u / nsub, u % nsub);
                     if j < nsv {
-                        let a = st + r * rs + (row_start(r, kt) & 15);
-                        let (q, s0, s1) = if T::G.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
+                        let a = st + r * rs + (src.row_start(r, kt) & 15);
+                        let (q, s0, s1) = if g.nb > 1 { T::unit(a + j * T::TS, 0) } else { T::unit(a, j) };
                         sts_u4(wq + r * qs + 32 * j, [q[0], q[1], q[2], q[3]]);
                         sts_u4(wq + r * qs + 32 * j + 16, [q[4], q[5], q[6], q[7]]);
                         sts_f2(ws + (j * ROWS + r) * 8, [s0, s1]);
@@ -470,7 +677,7 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
                 }
             },
         );
-        let meta = st + T::G.raw_bytes() + T::G.act_bytes();
+        let meta = st + g.raw_bytes() + g.act_bytes();
         unroll::<4>(
             #[inline(always)]
             |k| {
@@ -478,23 +685,14 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
                 if (THREADS * k as u32) < TOKS * nsub {
                     let (tt, j) = (e % TOKS, e / TOKS);
                     if j < nsv {
-                        let v = if !T::G.kq {
-                            lds_f2(meta + 16 * (tt * nsub + j))
-                        } else {
-                            // groups 2j, 2j + 1 sit at 8 (j / 4) + j % 4 and 4 further (q8_layout::BSUM_POS)
-                            // (d, sum of the sub-block's quants): `compute` multiplies by d per super-block
-                            let d = f32::from_bits(lds_u32(meta + 4 * tt));
-                            let p = meta + TOKS * 16 + 32 * tt + 2 * (8 * (j >> 2) + (j & 3));
-                            [d, (lds_s16(p) + lds_s16(p + 8)) as f32]
-                        };
-                        sts_f2(asc + (j * TOKS + tt) * 8, v);
+                        sts_f2(asc + (j * TOKS + tt) * 8, act_scales::<T>(meta, TOKS, tt, j, nsub));
                     }
                 }
             },
         );
     };
 
-    // 3) The warp's fragments and accumulators.
+    // The warp's fragments and accumulators.
     let (wm, wn) = (warp & 3, warp >> 2);
     let (gq, tq) = (lane >> 2, lane & 3);
     let a_lane = wq + (32 * wm + (lane & 7) + 8 * ((lane >> 3) & 1)) * qs + 16 * (lane >> 4);
@@ -502,7 +700,7 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     let mut acc = [[[0.0f32; 4]; 4]; 2];
     let compute = #[inline(always)]
     |st: u32, nsv: u32, acc: &mut [[[f32; 4]; 4]; 2]| {
-        let b_base = st + T::G.raw_bytes() + b_lane;
+        let b_base = st + g.raw_bytes() + b_lane;
         // Q4_K / Q5_K: the k-tile is one super-block, whose activation d is common to its sub-blocks: sum
         // scale * dot - min * sum over them first, then multiply by d once.
         let mut inner = [[[0.0f32; 4]; 4]; 2];
@@ -535,51 +733,15 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
                         unroll::<4>(
                             #[inline(always)]
                             |ni| {
-                                // element e: row g + 8 (e / 2), token 2 tq + e % 2
-                                if !T::SUB16 {
-                                    let d = mma_k32(af[mi], bf[ni], MAGIC);
-                                    unroll::<4>(
-                                        #[inline(always)]
-                                        |e| {
-                                            let (sw, sa) =
-                                                (wsc[mi][e / 2], [asv[ni][2 * (e % 2)], asv[ni][2 * (e % 2) + 1]]);
-                                            let f = f32::from_bits(d[e] as u32) - MAGIC_F;
-                                            if T::G.kq {
-                                                let mut v = fma(sw[0], f, inner[mi][ni][e]);
-                                                if T::MIN {
-                                                    v = fma(sw[1], sa[1], v);
-                                                }
-                                                inner[mi][ni][e] = v;
-                                            } else {
-                                                let mut v = fma(sw[0] * sa[0], f, acc[mi][ni][e]);
-                                                if T::MIN {
-                                                    v = fma(sw[1], sa[1], v);
-                                                }
-                                                acc[mi][ni][e] = v;
-                                            }
-                                        },
-                                    );
-                                } else {
-                                    let d0 = mma_k16([af[mi][0], af[mi][1]], bf[ni][0], MAGIC);
-                                    let d1 = mma_k16([af[mi][2], af[mi][3]], bf[ni][1], MAGIC);
-                                    // (not hoisted: the extra accumulators would cost more registers than the FMUL saves)
-                                    unroll::<4>(
-                                        #[inline(always)]
-                                        |e| {
-                                            let (sw, dy) = (wsc[mi][e / 2], asv[ni][2 * (e % 2)]);
-                                            let f0 = f32::from_bits(d0[e] as u32) - MAGIC_F;
-                                            let f1 = f32::from_bits(d1[e] as u32) - MAGIC_F;
-                                            acc[mi][ni][e] = fma(dy, fma(sw[0], f0, sw[1] * f1), acc[mi][ni][e]);
-                                        },
-                                    );
-                                }
+                                let target = if per_superblock::<T>() { &mut inner[mi][ni] } else { &mut acc[mi][ni] };
+                                scale_add::<T>(af[mi], bf[ni], wsc[mi], asv[ni], target);
                             },
                         );
                     },
                 );
             },
         );
-        if T::G.kq && !T::SUB16 {
+        if per_superblock::<T>() {
             unroll::<4>(
                 #[inline(always)]
                 |ni| {
@@ -604,13 +766,13 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     let y = y.add(bid_z() as usize * n_tok as usize * n_rows as usize);
 
     // Pipeline: k-tile kt + 1 is copied while kt is decoded and multiplied.
-    issue(kt0, stage(kt0));
+    src.issue(kt0, stage(kt0));
     cp_async_commit();
     for kt in kt0..kt_end {
         cp_async_wait(0);
         sync_threads(); // stage kt visible; every warp is done with k-tile kt - 1 (its stage and the decoded tile)
         if kt + 1 < kt_end {
-            issue(kt + 1, stage(kt + 1));
+            src.issue(kt + 1, stage(kt + 1));
         }
         cp_async_commit();
         let nsv = min_u32(nsub, n_sub_all - kt * nsub);
@@ -629,8 +791,8 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
                     unroll::<4>(
                         #[inline(always)]
                         |e| {
-                            let r = row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
-                            let tk = tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
+                            let r = src.row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
+                            let tk = src.tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
                             if r < n_rows && tk < n_tok {
                                 *y.add(tk as usize * n_rows as usize + r as usize) = acc[mi][ni][e];
                             }
@@ -642,8 +804,162 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     );
 }
 
+/// The (d, d * sum) of token `tt` and sub-block `j` from a stage's activation metadata at `meta` (a tile of `toks`
+/// tokens, `nsub` sub-blocks per k-tile); for q8_K (d, sum of the sub-block's quants): the K-quants multiply by d
+/// per super-block.
+#[inline(always)]
+unsafe fn act_scales<T: MmqType>(meta: u32, toks: u32, tt: u32, j: u32, nsub: u32) -> [f32; 2] {
+    if !T::G.kq {
+        lds_f2(meta + 16 * (tt * nsub + j))
+    } else {
+        // groups 2j, 2j + 1 sit at 8 (j / 4) + j % 4 and 4 further (q8_layout::BSUM_POS)
+        let d = f32::from_bits(lds_u32(meta + 4 * tt));
+        let p = meta + toks * 16 + 32 * tt + 2 * (8 * (j >> 2) + (j & 3));
+        [d, (lds_s16(p) + lds_s16(p + 8)) as f32]
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The decode-batch kernel body: 64 rows x 8/16/32 tokens, fragments decoded in registers
+// ----------------------------------------------------------------------------
+
+/// The thin tile of type `T` and `NT` tokens.
+struct Thin<T, const NT: u32>(core::marker::PhantomData<T>);
+impl<T: MmqType, const NT: u32> Thin<T, NT> {
+    const G: MmqGeom = MmqGeom::thin(T::BS, T::TS, NT);
+}
+
+/// y[t, r] = sum_c W[r, c] x[t, c] for a tile of `THIN_ROWS` (64) weight rows x `NT` (8, 16 or 32) tokens: the
+/// decode step of a batch of sequences, where `mmq`'s 64-token tile would be mostly empty. Same numbers as `mmq`
+/// (the same integer dots, scaled the same way; only the f32 summation order differs).
+///
+/// Warp w computes rows 16 w .. + 16 and all NT tokens: per sub-block of 32 columns each lane decodes its own A
+/// fragment words (`MmqType::frag`: 2 words of each of rows g, g + 8) and scales straight from the raw k-tile in
+/// shared memory, loads its B fragments (NT / 8 pairs of words) and runs NT / 8 m16n8k32 (Q6_K: two m16n8k16
+/// each). No decoded tile, so one barrier per k-tile; `cp.async` keeps 3 k-tiles in flight (4 stages), the first
+/// ones' weights issued before the wait for the previous kernel (`pdl_enter`), as they do not depend on it.
+/// Split-K as `mmq`.
+///
+/// Launch: grid = (ceil(n_rows / 64), ceil(n_tok / NT), splits), block = (128, 1, 1), dynamic shared memory
+/// `MmqGeom::thin(..).smem_bytes()`. Traffic: W read ceil(n_tok / NT) times, xq ceil(n_rows / 64) times (from
+/// L2), y (or each split's slice) written once.
+#[inline(always)]
+unsafe fn mmq_thin<T: MmqType, const NT: u32>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32,
+                                              n_tok: u32, kt_split: u32) {
+    let g = Thin::<T, NT>::G;
+    let (nsub, rs, qs) = (g.nsub(), g.raw_stride, g.q_stride());
+    let src = TileSrc::new::<T>(g, w, xq, n_rows, n_cols, n_tok);
+    let smem = dyn_smem();
+    let (lane, warp) = (tid() & 31, tid() >> 5);
+    let (gq, tq) = (lane >> 2, lane & 3);
+    let ni_n = NT as usize / 8; // m16n8 tiles per warp
+    let n_sub_all = n_cols / 32;
+    let n_kt = n_cols.div_ceil(g.kt);
+    let kt0 = bid_z() * kt_split;
+    let kt_end = min_u32(kt0 + kt_split, n_kt);
+    let y = y.add(bid_z() as usize * n_tok as usize * n_rows as usize);
+    let rows = [16 * warp + gq, 16 * warp + gq + 8];
+
+    let mut acc = [[0.0f32; 4]; 4];
+    let compute = #[inline(always)]
+    |kt: u32, st: u32, acc: &mut [[f32; 4]; 4]| {
+        let nsv = min_u32(nsub, n_sub_all - kt * nsub);
+        let (aq, meta) = (st + g.raw_bytes(), st + g.raw_bytes() + g.act_bytes());
+        let base = [rows[0], rows[1]].map(|r| st + r * rs + (src.row_start(r, kt) & 15));
+        let mut inner = [[0.0f32; 4]; 4];
+        unroll::<8>(
+            #[inline(always)]
+            |j| {
+                let j = j as u32;
+                if j >= nsub || j >= nsv {
+                    return;
+                }
+                // legacy types: sub-block j is block j of the k-tile; K-quants: sub-block j of its one block
+                let (blk, sj) = if g.nb > 1 { (j * T::TS, 0) } else { (0, j) };
+                let (f0, f1) = (T::frag(base[0] + blk, sj, tq), T::frag(base[1] + blk, sj, tq));
+                let (s0, s1) = (T::scales(base[0] + blk, sj), T::scales(base[1] + blk, sj));
+                let (a, wsc) = ([f0[0], f1[0], f0[1], f1[1]], [[s0.0, s0.1], [s1.0, s1.1]]);
+                unroll::<4>(
+                    #[inline(always)]
+                    |ni| {
+                        if ni >= ni_n {
+                            return;
+                        }
+                        let t0 = 8 * ni as u32;
+                        let bw = aq + (t0 + gq) * qs + 32 * j + 4 * tq;
+                        let b = [lds_u32(bw), lds_u32(bw + 16)];
+                        let (x0, x1) = (
+                            act_scales::<T>(meta, NT, t0 + 2 * tq, j, nsub),
+                            act_scales::<T>(meta, NT, t0 + 2 * tq + 1, j, nsub),
+                        );
+                        let target = if per_superblock::<T>() { &mut inner[ni] } else { &mut acc[ni] };
+                        scale_add::<T>(a, b, wsc, [x0[0], x0[1], x1[0], x1[1]], target);
+                    },
+                );
+            },
+        );
+        if per_superblock::<T>() {
+            unroll::<4>(
+                #[inline(always)]
+                |ni| {
+                    if ni < ni_n {
+                        let t0 = 8 * ni as u32 + 2 * tq;
+                        let dy = [lds_u32(meta + 4 * t0), lds_u32(meta + 4 * t0 + 4)].map(f32::from_bits);
+                        unroll::<4>(
+                            #[inline(always)]
+                            |e| acc[ni][e] = fma(dy[e % 2], inner[ni][e], acc[ni][e]),
+                        );
+                    }
+                },
+            );
+        }
+    };
+
+    // Pipeline: k-tiles kt + 1 .. kt + 3 in flight while kt is multiplied; one barrier per k-tile, after which
+    // every warp is done with kt - 1, whose stage the next copy reuses.
+    let ahead = g.stages - 1;
+    for s in 0..ahead {
+        if kt0 + s < kt_end {
+            src.issue_w(kt0 + s, smem + g.stage(kt0 + s));
+        }
+    }
+    crate::common::pdl_enter();
+    for s in 0..ahead {
+        if kt0 + s < kt_end {
+            src.issue_x(kt0 + s, smem + g.stage(kt0 + s));
+        }
+        cp_async_commit();
+    }
+    for kt in kt0..kt_end {
+        cp_async_wait(ahead - 1);
+        sync_threads();
+        if kt + ahead < kt_end {
+            src.issue(kt + ahead, smem + g.stage(kt + ahead));
+        }
+        cp_async_commit();
+        compute(kt, smem + g.stage(kt), &mut acc);
+    }
+
+    // Store: y (n_tok, n_rows).
+    unroll::<4>(
+        #[inline(always)]
+        |ni| {
+            unroll::<4>(
+                #[inline(always)]
+                |e| {
+                    let r = src.row0 + rows[e / 2];
+                    let tk = src.tok0 + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
+                    if ni < ni_n && r < n_rows && tk < n_tok {
+                        *y.add(tk as usize * n_rows as usize + r as usize) = acc[ni][e];
+                    }
+                },
+            );
+        },
+    );
+}
+
 macro_rules! mmq_kernels {
-    ($($name:ident: $ty:ty;)*) => {$(
+    ($($name:ident, [$t8:ident, $t16:ident, $t32:ident]: $ty:ty;)*) => {$(
         /// y = X_q W^T; see [`mmq`] for the launch shape (geometry in `mmq_layout.rs`) and traffic.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
@@ -655,16 +971,26 @@ macro_rules! mmq_kernels {
             crate::launch_bounds!(THREADS, G.min_blocks());
             mmq::<$ty>(w, xq, y, n_rows, n_cols, n_tok, kt_split)
         }
+        mmq_kernels!(@thin $ty, $t8 8, $t16 16, $t32 32);
+    )*};
+    (@thin $ty:ty, $($name:ident $nt:literal),*) => {$(
+        /// y = X_q W^T for a decode batch; see [`mmq_thin`] for the launch shape and traffic.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32,
+                                                n_tok: u32, kt_split: u32) {
+            crate::launch_bounds!(THIN_THREADS, Thin::<$ty, $nt>::G.min_blocks());
+            mmq_thin::<$ty, $nt>(w, xq, y, n_rows, n_cols, n_tok, kt_split)
+        }
     )*};
 }
 
 mmq_kernels! {
-    mmq_q4_0: Q4_0;
-    mmq_q4_1: Q4_1;
-    mmq_q5_0: Q5_0;
-    mmq_q5_1: Q5_1;
-    mmq_q8_0: Q8_0;
-    mmq_q4_k: Q4K;
-    mmq_q5_k: Q5K;
-    mmq_q6_k: Q6K;
+    mmq_q4_0, [mmqt_q4_0_t8, mmqt_q4_0_t16, mmqt_q4_0_t32]: Q4_0;
+    mmq_q4_1, [mmqt_q4_1_t8, mmqt_q4_1_t16, mmqt_q4_1_t32]: Q4_1;
+    mmq_q5_0, [mmqt_q5_0_t8, mmqt_q5_0_t16, mmqt_q5_0_t32]: Q5_0;
+    mmq_q5_1, [mmqt_q5_1_t8, mmqt_q5_1_t16, mmqt_q5_1_t32]: Q5_1;
+    mmq_q8_0, [mmqt_q8_0_t8, mmqt_q8_0_t16, mmqt_q8_0_t32]: Q8_0;
+    mmq_q4_k, [mmqt_q4_k_t8, mmqt_q4_k_t16, mmqt_q4_k_t32]: Q4K;
+    mmq_q5_k, [mmqt_q5_k_t8, mmqt_q5_k_t16, mmqt_q5_k_t32]: Q5K;
+    mmq_q6_k, [mmqt_q6_k_t8, mmqt_q6_k_t16, mmqt_q6_k_t32]: Q6K;
 }
