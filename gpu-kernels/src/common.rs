@@ -42,6 +42,11 @@ pub fn nctaid_y() -> u32 {
     unsafe { nvptx::_grid_dim_y() as u32 }
 }
 #[inline(always)]
+pub fn nctaid_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_z() as u32 }
+}
+#[inline(always)]
 pub fn sync_threads() {
     // SAFETY: barrier; every thread of the block must reach it (callers keep it outside divergent code).
     unsafe { nvptx::_syncthreads() }

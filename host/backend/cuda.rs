@@ -86,6 +86,9 @@ pub struct Cuda {
     /// The split-K partial sums of `matmul_q8` (`cuda_mmq::SPLIT_SCRATCH` floats), allocated with the context so
     /// that captured graphs keep a fixed address.
     pub(crate) split_scratch: CudaSlice<f32>,
+    /// One counter per tile of a split `matmul_q8` launch (`cuda_mmq::SPLIT_TILES`): its blocks count themselves
+    /// there, and the last one, which adds the splits up, sets it back to zero.
+    pub(crate) split_done: CudaSlice<u32>,
     /// Whether `matmul_q8` may split its columns over more blocks (on unless `HOST_GPU_OFF=splitk`).
     pub(crate) split_k: std::sync::atomic::AtomicBool,
     /// Whether `matmul_q8` takes the thin tile for up to 32 tokens (on unless `HOST_GPU_OFF=thin`).
@@ -190,9 +193,13 @@ impl Cuda {
         let split_scratch = stream
             .alloc_zeros(super::cuda_mmq::SPLIT_SCRATCH)
             .map_err(cuda_err("allocate the split-K scratch"))?;
+        let split_done = stream
+            .alloc_zeros(super::cuda_mmq::SPLIT_TILES)
+            .map_err(cuda_err("allocate the split-K tile counters"))?;
         let split_k = (!gpu_off("splitk")).into();
         let thin_mmq = (!gpu_off("thin")).into();
-        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl, n_sm, split_scratch, split_k, thin_mmq })
+        Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl, n_sm, split_scratch, split_done, split_k,
+            thin_mmq })
     }
 
     /// Let `matmul_q8` split its columns over more blocks when its tiles would leave SMs idle (the default), or

@@ -16,7 +16,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use std::sync::atomic::Ordering;
 
-use super::cuda::{cuda_err, grid_1d, Cuda, Dev};
+use super::cuda::{cuda_err, Cuda, Dev};
 use super::cuda_q8::{act_row_bytes, check_cols, check_weight};
 use super::cuda_quant::{check_len, err};
 use crate::gguf::GgmlType;
@@ -115,16 +115,11 @@ impl Cuda {
         };
         let (nr, nc, nt, ks, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, kt_split as u32, w.addr(self));
         let mut b = self.args(&f);
-        b.arg(&wp).arg(xq);
-        if splits > 1 { b.arg(&self.split_scratch) } else { b.arg(y) };
+        b.arg(&wp).arg(xq).arg(y).arg(&self.split_scratch).arg(&self.split_done);
         b.arg(&nr).arg(&nc).arg(&nt).arg(&ks);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above, the scratch
-        // holds `splits` slices of n_out (`mmq_splits`).
-        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
-        if splits > 1 {
-            self.sum_splits(y, n_out, splits)?;
-        }
-        Ok(())
+        // holds `splits` slices of n_out and the counters one per tile when split (`mmq_splits`).
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))
     }
 
     /// The kernel `matmul_q8` launches for `n_tok` tokens of type `ty`, and its tile layout: the thin tile of the
@@ -148,14 +143,15 @@ impl Cuda {
     /// The k-splits `matmul_q8` launches for this shape in tile layout `g` (`mmq_kernel`): the count s that
     /// minimizes the waves of blocks (every SM holding the blocks that fit there at once) times the k-tiles each
     /// block takes, ceil(tiles s / wave) ceil(k-tiles / s), the fewest splits on a tie; each split at least
-    /// `MIN_KT_PER_SPLIT` k-tiles and all of them within the scratch. A 7B decode batch of 33 to 64 tokens: 32
+    /// `MIN_KT_PER_SPLIT` k-tiles, all of them within the scratch and at most `SPLIT_TILES` tiles. Each tile's
+    /// last block to finish adds its splits up, in order, in the same launch. A 7B decode batch of 33 to 64 tokens: 32
     /// prefill tiles of a 4096-row Q4_0 weight (two blocks per SM, 264 a wave on an H100) take 8 splits of 4
     /// k-tiles; 512 tokens (256 tiles) take none.
     pub fn mmq_splits(&self, g: MmqGeom, n_rows: usize, n_cols: usize, n_tok: usize) -> usize {
         let tiles = n_rows.div_ceil(g.rows as usize) * n_tok.div_ceil(g.toks as usize);
         let wave = self.n_sm * g.min_blocks() as usize;
         let n_kt = n_cols.div_ceil(g.kt as usize);
-        if !self.split_k.load(Ordering::Relaxed) || tiles == 0 || wave == 0 {
+        if !self.split_k.load(Ordering::Relaxed) || tiles == 0 || wave == 0 || tiles > SPLIT_TILES {
             return 1;
         }
         let most = (n_kt / MIN_KT_PER_SPLIT).min(SPLIT_SCRATCH / (n_tok * n_rows).max(1)).max(1);
@@ -164,21 +160,14 @@ impl Cuda {
         let best = (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1);
         n_kt.div_ceil(n_kt.div_ceil(best))
     }
-
-    /// y[..n] = the sum of the `splits` slices of n floats in the split-K scratch, in order.
-    fn sum_splits(&self, y: &mut CudaSlice<f32>, n: usize, splits: usize) -> Result<()> {
-        const K: &str = "sum_splits_f32";
-        let f = self.func(K)?;
-        let (n32, s32) = (n as u32, splits as u32);
-        let mut l = self.args(&f);
-        l.arg(y).arg(&self.split_scratch).arg(&n32).arg(&s32);
-        self.go(K, l, grid_1d(n), || format!("n={n} splits={splits}"))
-    }
 }
 
 /// Floats of the split-K scratch (16 MiB): partial sums of up to 512 rows of 4096 in two splits, or of 32 rows of
 /// 4096 in 32; `mmq_splits` takes fewer splits where more would not fit.
 pub const SPLIT_SCRATCH: usize = 4 << 20;
+
+/// Tiles a split launch may have (the kernels' per-tile counters, `Cuda::split_done`).
+pub const SPLIT_TILES: usize = 1 << 16;
 
 /// Fewest k-tiles one split takes (a block's pipeline fills over its first two).
 const MIN_KT_PER_SPLIT: usize = 4;

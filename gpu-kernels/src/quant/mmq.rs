@@ -625,6 +625,40 @@ const fn per_superblock<T: MmqType>() -> bool {
     T::G.kq && !T::SUB16
 }
 
+/// The end of a block: its values go straight into y with one split; else into its split's slice of `part`
+/// (n_tok n_rows floats per split), and the tile's last block to get there adds the tile's slices up in order of z
+/// into y (slice 0 + slice 1 + ..., the same sum whatever the order the blocks finish in). `store(dst)` writes the
+/// block's values into the (n_tok, n_rows) array at dst; `tile_done` holds one counter per tile of the grid,
+/// zero before the launch and left zero after it.
+#[inline(always)]
+unsafe fn finish_tile(src: &TileSrc, y: *mut f32, part: *mut f32, tile_done: *mut u32, n_rows: u32, n_tok: u32,
+                      store: impl Fn(*mut f32)) {
+    let splits = nctaid_z();
+    if splits == 1 {
+        store(y);
+        return;
+    }
+    let n = n_tok as usize * n_rows as usize;
+    store(part.add(bid_z() as usize * n));
+    if !last_block(tile_done.add((bid_y() * nctaid() + bid()) as usize), splits, block_scratch_u32()) {
+        return;
+    }
+    let (g, mut i) = (src.g, tid());
+    let at = |o: usize| f32::from_bits(ld_gpu_u32(part.add(o) as *const u32));
+    while i < g.rows * g.toks {
+        let (r, tk) = (src.row0 + i % g.rows, src.tok0 + i / g.rows);
+        if r < n_rows && tk < n_tok {
+            let o = tk as usize * n_rows as usize + r as usize;
+            let mut acc = at(o);
+            for z in 1..splits as usize {
+                acc += at(z * n + o);
+            }
+            *y.add(o) = acc;
+        }
+        i += g.threads;
+    }
+}
+
 // ----------------------------------------------------------------------------
 // The prefill kernel body: 128 x 64 tiles, weights decoded into shared memory
 // ----------------------------------------------------------------------------
@@ -637,17 +671,17 @@ const fn per_superblock<T: MmqType>() -> bool {
 /// stored; columns past `n_cols` (a last partial legacy k-tile) are skipped.
 ///
 /// Split-K: block z of the grid's third dimension takes k-tiles z kt_split .. (z + 1) kt_split and writes its
-/// partial sums to slice z of `y` (n_tok n_rows floats each), which `sum_splits_f32` adds up in order of z; with
-/// one split (kt_split >= the number of k-tiles) the block writes y itself. Few tiles (a decode batch of 33 to 64
-/// tokens has one token tile, so a 4096-row weight gives 32 blocks for 132 SMs) thus still fill the GPU.
+/// partial sums to slice z of `part`, which the tile's last block adds up into y (`finish_tile`); with one split
+/// (kt_split >= the number of k-tiles) the block writes y itself. Few tiles (a decode batch of 33 to 64 tokens has
+/// one token tile, so a 4096-row weight gives 32 blocks for 132 SMs) thus still fill the GPU.
 ///
 /// Launch: grid = (ceil(n_rows / 128), ceil(n_tok / 64), splits), block = (256, 1, 1), dynamic shared memory
 /// `MmqGeom::smem_bytes`; `xq` 16-byte aligned, the weight tensor under 4 GiB. Traffic: W read ceil(n_tok / 64)
 /// times and xq ceil(n_rows / 128) times (mostly from L2), y (or each split's slice) written once; 2 n_rows
 /// n_cols n_tok integer ops.
 #[inline(always)]
-unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32, n_tok: u32,
-                          kt_split: u32) {
+unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, part: *mut f32, tile_done: *mut u32, n_rows: u32,
+                          n_cols: u32, n_tok: u32, kt_split: u32) {
     let g = T::G;
     let (nsub, rs, qs) = (g.nsub(), g.raw_stride, g.q_stride());
     let src = TileSrc::new::<T>(g, w, xq, n_rows, n_cols, n_tok);
@@ -760,10 +794,9 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
         }
     };
 
-    // This block's k-tiles and output slice.
+    // This block's k-tiles.
     let kt0 = bid_z() * kt_split;
     let kt_end = min_u32(kt0 + kt_split, n_kt);
-    let y = y.add(bid_z() as usize * n_tok as usize * n_rows as usize);
 
     // Pipeline: k-tile kt + 1 is copied while kt is decoded and multiplied.
     src.issue(kt0, stage(kt0));
@@ -782,26 +815,30 @@ unsafe fn mmq<T: MmqType>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32,
     }
 
     // Store: y (n_tok, n_rows).
-    unroll::<2>(
-        #[inline(always)]
-        |mi| {
-            unroll::<4>(
-                #[inline(always)]
-                |ni| {
-                    unroll::<4>(
-                        #[inline(always)]
-                        |e| {
-                            let r = src.row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
-                            let tk = src.tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
-                            if r < n_rows && tk < n_tok {
-                                *y.add(tk as usize * n_rows as usize + r as usize) = acc[mi][ni][e];
-                            }
-                        },
-                    );
-                },
-            );
-        },
-    );
+    let store = #[inline(always)]
+    |dst: *mut f32| {
+        unroll::<2>(
+            #[inline(always)]
+            |mi| {
+                unroll::<4>(
+                    #[inline(always)]
+                    |ni| {
+                        unroll::<4>(
+                            #[inline(always)]
+                            |e| {
+                                let r = src.row0 + 32 * wm + 16 * mi as u32 + gq + 8 * (e as u32 / 2);
+                                let tk = src.tok0 + 32 * wn + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
+                                if r < n_rows && tk < n_tok {
+                                    *dst.add(tk as usize * n_rows as usize + r as usize) = acc[mi][ni][e];
+                                }
+                            },
+                        );
+                    },
+                );
+            },
+        );
+    };
+    finish_tile(&src, y, part, tile_done, n_rows, n_tok, store);
 }
 
 /// The (d, d * sum) of token `tt` and sub-block `j` from a stage's activation metadata at `meta` (a tile of `toks`
@@ -838,14 +875,15 @@ impl<T: MmqType, const NT: u32> Thin<T, NT> {
 /// shared memory, loads its B fragments (NT / 8 pairs of words) and runs NT / 8 m16n8k32 (Q6_K: two m16n8k16
 /// each). No decoded tile, so one barrier per k-tile; `cp.async` keeps 3 k-tiles in flight (4 stages), the first
 /// ones' weights issued before the wait for the previous kernel (`pdl_enter`), as they do not depend on it.
-/// Split-K as `mmq`.
+/// Split-K as `mmq`, summed by the tile's last block.
 ///
 /// Launch: grid = (ceil(n_rows / 64), ceil(n_tok / NT), splits), block = (128, 1, 1), dynamic shared memory
 /// `MmqGeom::thin(..).smem_bytes()`. Traffic: W read ceil(n_tok / NT) times, xq ceil(n_rows / 64) times (from
 /// L2), y (or each split's slice) written once.
 #[inline(always)]
-unsafe fn mmq_thin<T: MmqType, const NT: u32>(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32,
-                                              n_tok: u32, kt_split: u32) {
+unsafe fn mmq_thin<T: MmqType, const NT: u32>(w: *const u8, xq: *const u8, y: *mut f32, part: *mut f32,
+                                              tile_done: *mut u32, n_rows: u32, n_cols: u32, n_tok: u32,
+                                              kt_split: u32) {
     let g = Thin::<T, NT>::G;
     let (nsub, rs, qs) = (g.nsub(), g.raw_stride, g.q_stride());
     let src = TileSrc::new::<T>(g, w, xq, n_rows, n_cols, n_tok);
@@ -857,7 +895,6 @@ unsafe fn mmq_thin<T: MmqType, const NT: u32>(w: *const u8, xq: *const u8, y: *m
     let n_kt = n_cols.div_ceil(g.kt);
     let kt0 = bid_z() * kt_split;
     let kt_end = min_u32(kt0 + kt_split, n_kt);
-    let y = y.add(bid_z() as usize * n_tok as usize * n_rows as usize);
     let rows = [16 * warp + gq, 16 * warp + gq + 8];
 
     let mut acc = [[0.0f32; 4]; 4];
@@ -941,21 +978,25 @@ unsafe fn mmq_thin<T: MmqType, const NT: u32>(w: *const u8, xq: *const u8, y: *m
     }
 
     // Store: y (n_tok, n_rows).
-    unroll::<4>(
-        #[inline(always)]
-        |ni| {
-            unroll::<4>(
-                #[inline(always)]
-                |e| {
-                    let r = src.row0 + rows[e / 2];
-                    let tk = src.tok0 + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
-                    if ni < ni_n && r < n_rows && tk < n_tok {
-                        *y.add(tk as usize * n_rows as usize + r as usize) = acc[ni][e];
-                    }
-                },
-            );
-        },
-    );
+    let store = #[inline(always)]
+    |dst: *mut f32| {
+        unroll::<4>(
+            #[inline(always)]
+            |ni| {
+                unroll::<4>(
+                    #[inline(always)]
+                    |e| {
+                        let r = src.row0 + rows[e / 2];
+                        let tk = src.tok0 + 8 * ni as u32 + 2 * tq + (e as u32 % 2);
+                        if ni < ni_n && r < n_rows && tk < n_tok {
+                            *dst.add(tk as usize * n_rows as usize + r as usize) = acc[ni][e];
+                        }
+                    },
+                );
+            },
+        );
+    };
+    finish_tile(&src, y, part, tile_done, n_rows, n_tok, store);
 }
 
 macro_rules! mmq_kernels {
@@ -964,22 +1005,25 @@ macro_rules! mmq_kernels {
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(w: *const u8 /* (n_rows, n_cols) blocks */,
                                                 xq: *const u8 /* (n_tok, row_bytes(n_cols)), quantize_q8_act */,
-                                                y: *mut f32 /* (splits, n_tok, n_rows) */, n_rows: u32,
+                                                y: *mut f32 /* (n_tok, n_rows) */,
+                                                part: *mut f32 /* (splits, n_tok, n_rows) when split */,
+                                                tile_done: *mut u32 /* one per tile, zero */, n_rows: u32,
                                                 n_cols: u32, n_tok: u32, kt_split: u32) {
             crate::common::pdl_enter();
             const G: MmqGeom = MmqGeom::of(<$ty as MmqType>::BS, <$ty as MmqType>::TS);
             crate::launch_bounds!(THREADS, G.min_blocks());
-            mmq::<$ty>(w, xq, y, n_rows, n_cols, n_tok, kt_split)
+            mmq::<$ty>(w, xq, y, part, tile_done, n_rows, n_cols, n_tok, kt_split)
         }
         mmq_kernels!(@thin $ty, $t8 8, $t16 16, $t32 32);
     )*};
     (@thin $ty:ty, $($name:ident $nt:literal),*) => {$(
         /// y = X_q W^T for a decode batch; see [`mmq_thin`] for the launch shape and traffic.
         #[no_mangle]
-        pub unsafe extern "ptx-kernel" fn $name(w: *const u8, xq: *const u8, y: *mut f32, n_rows: u32, n_cols: u32,
-                                                n_tok: u32, kt_split: u32) {
+        pub unsafe extern "ptx-kernel" fn $name(w: *const u8, xq: *const u8, y: *mut f32, part: *mut f32,
+                                                tile_done: *mut u32, n_rows: u32, n_cols: u32, n_tok: u32,
+                                                kt_split: u32) {
             crate::launch_bounds!(THIN_THREADS, Thin::<$ty, $nt>::G.min_blocks());
-            mmq_thin::<$ty, $nt>(w, xq, y, n_rows, n_cols, n_tok, kt_split)
+            mmq_thin::<$ty, $nt>(w, xq, y, part, tile_done, n_rows, n_cols, n_tok, kt_split)
         }
     )*};
 }
