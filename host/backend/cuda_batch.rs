@@ -457,7 +457,7 @@ impl CudaBatchForward {
             g.attention_paged(&mut s.att, &s.q, &kv.k, &kv.v, &mut s.attn, &shape, splits, d_pos, d_tables, d_tok_table,
                               mp, max_pos)
         };
-        let mut ops = CudaOps { x: &ctx, s, fused: false, attend };
+        let mut ops = CudaOps { x: &ctx, s, fused: false, attend, xq_of: None };
         for (il, l) in w.layers.iter().enumerate() {
             layer::layer(&mut ops, l, il, w.activation, n)?;
         }

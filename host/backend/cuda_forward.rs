@@ -294,7 +294,7 @@ impl CudaForward {
         let attend = |x: &LayerCtx, s: &mut Scratch, l: &DevLayer, il: usize, n: usize, fused: bool| {
             attend_contiguous(x, s, l, &mut kv[il], &rope[l.rope], n, fused)
         };
-        let mut ops = CudaOps { x: &ctx, s, fused: false, attend };
+        let mut ops = CudaOps { x: &ctx, s, fused: false, attend, xq_of: None };
         for (il, l) in self.w.layers.iter().enumerate() {
             ops.fused = n == 1 && ctx.q8 && self.fused_decode && l.wqkv.is_some() && l.w_gate_up.is_some();
             layer::layer(&mut ops, l, il, ctx.activation, n)?;
@@ -476,6 +476,9 @@ pub(crate) struct CudaOps<'r, 'a, A> {
     pub(crate) fused: bool,
     /// (ctx, scratch, layer, its index, rows, fused) -> `s.att`.
     pub(crate) attend: A,
+    /// The buffer and row count whose 8-bit activations `s.xq` holds, set by a projection and cleared by every
+    /// other step (each may write a buffer), so that k and v reuse q's and up reuses gate's.
+    pub(crate) xq_of: Option<(Buf, usize)>,
 }
 
 /// The scratch's activation buffers in `layer::Buf` order, and the quantized-activation scratch.
@@ -495,6 +498,7 @@ where
     }
 
     fn rmsnorm(&mut self, l: &DevLayer, p: Part, dst: Buf, src: Buf, rows: usize) -> Result<()> {
+        self.xq_of = None;
         let (g, c) = (self.x.g, self.x.c);
         let (w, eps) = (l.w.part(p).expect("the layer asked has() first"), c.rms_eps);
         let (b, _) = bufs(self.s);
@@ -512,20 +516,26 @@ where
     fn project(&mut self, l: &DevLayer, w: Proj, src: Buf, dst: Buf, rows: usize) -> Result<()> {
         let (b, xq) = bufs(self.s);
         let (d, s) = layer::pair(b, dst, src);
-        l.w.mat(w).apply(self.x.g, s, d, rows, self.x.xq(xq, rows))
+        let quantized = self.xq_of == Some((src, rows));
+        let held = l.w.mat(w).apply_q(self.x.g, s, d, rows, self.x.xq(xq, rows), quantized)?;
+        self.xq_of = held.then_some((src, rows));
+        Ok(())
     }
 
     fn add_bias(&mut self, l: &DevLayer, p: Part, dst: Buf, rows: usize) -> Result<()> {
+        self.xq_of = None;
         let (b, _) = bufs(self.s);
         let y = b.into_iter().nth(dst as usize).expect("ten buffers");
         self.x.g.add_bias_rows(y, l.w.part(p).expect("the layer asked has() first"), rows)
     }
 
     fn attend(&mut self, l: &DevLayer, il: usize, rows: usize) -> Result<()> {
+        self.xq_of = None;
         (self.attend)(self.x, self.s, l, il, rows, self.fused)
     }
 
     fn glu(&mut self, act: Activation, rows: usize) -> Result<()> {
+        self.xq_of = None;
         let (g, s, hn) = (self.x.g, &mut *self.s, rows * self.x.c.hidden_dim);
         match act {
             Activation::SwiGlu => g.swiglu_rows(&mut s.act, &s.gate, &s.up, hn),
@@ -534,11 +544,13 @@ where
     }
 
     fn add_residual(&mut self, rows: usize) -> Result<()> {
+        self.xq_of = None;
         let s = &mut *self.s;
         self.x.g.add_inplace_rows(&mut s.x, &s.o, rows * self.x.c.dim)
     }
 
     fn qkv(&mut self, l: &DevLayer, rows: usize) -> Result<()> {
+        self.xq_of = None;
         if !self.fused {
             return steps::qkv(self, l, rows);
         }
@@ -551,6 +563,7 @@ where
     }
 
     fn residual(&mut self, l: &DevLayer, w: Proj, src: Buf, post_norm: Part, rows: usize) -> Result<()> {
+        self.xq_of = None;
         if self.fused && w == Proj::O {
             return residual_proj(self.x, &l.w.wo, ProjInput::Attention, l.w.post_attn_norm.as_ref(), self.s);
         }
@@ -558,6 +571,7 @@ where
     }
 
     fn gate_up(&mut self, l: &DevLayer, rows: usize) -> Result<()> {
+        self.xq_of = None;
         if !self.fused {
             return steps::gate_up(self, l, rows);
         }
@@ -565,6 +579,7 @@ where
     }
 
     fn ffn_down(&mut self, l: &DevLayer, act: Activation, rows: usize) -> Result<()> {
+        self.xq_of = None;
         if !self.fused {
             return steps::ffn_down(self, l, act, rows);
         }

@@ -68,23 +68,32 @@ impl DevMat {
     /// `xq`, exact f32 products.
     pub(crate) fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
              xq: Option<&mut CudaSlice<u8>>) -> Result<()> {
+        self.apply_q(gpu, x, y, n_tok, xq, false).map(|_| ())
+    }
+
+    /// `apply`, where `xq` may already hold x quantized (`quantized`: another weight of the same input, as k and
+    /// v after q, read it). Returns whether xq holds x quantized after the call.
+    pub(crate) fn apply_q(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
+             xq: Option<&mut CudaSlice<u8>>, quantized: bool) -> Result<bool> {
         let (w, ty) = (&self.w(), self.ty);
+        let quantize = |xq: &mut CudaSlice<u8>| if quantized { Ok(()) } else { gpu.quantize_act(x, n_tok, self.cols, xq) };
         match (n_tok, xq) {
             (1, Some(xq)) if supports_q8(ty) => {
-                gpu.quantize_act(x, 1, self.cols, xq)?;
-                gpu.matvec_q8(ty, w, self.rows, self.cols, xq, y)
+                quantize(xq)?;
+                gpu.matvec_q8(ty, w, self.rows, self.cols, xq, y)?;
             }
-            (1, _) => gpu.matvec(ty, w, self.rows, self.cols, x, y),
+            (1, _) => return gpu.matvec(ty, w, self.rows, self.cols, x, y).map(|_| quantized),
             (2..=MV_CHUNKED_MAX, Some(xq)) if supports_q8(ty) && !gpu_off("mv8") => {
-                gpu.quantize_act(x, n_tok, self.cols, xq)?;
-                gpu.matvec_q8_cols(ty, w, self.rows, self.cols, xq, n_tok, y)
+                quantize(xq)?;
+                gpu.matvec_q8_cols(ty, w, self.rows, self.cols, xq, n_tok, y)?;
             }
             (_, Some(xq)) if supports_mmq(ty) => {
-                gpu.quantize_act(x, n_tok, self.cols, xq)?;
-                gpu.matmul_q8(ty, w, self.rows, self.cols, xq, n_tok, y)
+                quantize(xq)?;
+                gpu.matmul_q8(ty, w, self.rows, self.cols, xq, n_tok, y)?;
             }
-            _ => gpu.matmul(ty, w, self.rows, self.cols, x, n_tok, y),
+            _ => return gpu.matmul(ty, w, self.rows, self.cols, x, n_tok, y).map(|_| quantized),
         }
+        Ok(true)
     }
 
     /// Whether one decode token can go through `matvec_q8_fused`.
