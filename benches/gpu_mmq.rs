@@ -10,7 +10,8 @@
 //! With `--tok N,N,..` the same at those token counts instead of 512: decode batches, which read their weights
 //! from memory, so the launches then rotate over copies of the weight that together exceed the L2, and the table
 //! adds the weight bandwidth (GB/s). Up to 32 tokens `matmul_q8` takes the thin tile (`mmqt_*`); the table gives
-//! its time next to the prefill tile's (`64-tile us`), each without split-K (`unsplit us`), and, up to 8 tokens,
+//! its time next to the prefill tile's (`64-tile us`), without split-K (`unsplit us`), with the splits added up by
+//! a launch of their own rather than by each tile's last block (`sum-launch us`), and, up to 8 tokens,
 //! the multi-column mat-vec's (`Cuda::matvec_q8_cols`, the decode path for 2 to 8 sequences).
 //!
 //! Usage: gpu_mmq [TYPE,TYPE,..] [--no-f32] [--tok N,N,..]   (types as ggml names; default Q4_0, Q4_K, Q4_1,
@@ -94,14 +95,14 @@ fn section(cuda: &Cuda, rng: &mut Rng, types: &[GgmlType], n_tok: usize, no_f32:
     }
 
     println!(
-        "\n| type | rows x cols | kernel | us | TOP/s | GB/s | splits | unsplit us | 64-tile us | mat-vec us | regs | smem \
-         KiB | f32 matmul us | f32 TFLOP/s | speed-up |"
+        "\n| type | rows x cols | kernel | us | TOP/s | GB/s | splits | unsplit us | sum-launch us | 64-tile us | mat-vec \
+         us | regs | smem KiB | f32 matmul us | f32 TFLOP/s | speed-up |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let decode = n_tok <= 64;
     for &ty in types {
         if !supports_mmq(ty) {
-            println!("| {ty} | - | unsupported | | | | | | | | | | | | |");
+            println!("| {ty} | - | unsupported | | | | | | | | | | | | | |");
             continue;
         }
         let (kernel, g) = cuda.mmq_kernel(ty, n_tok).ok_or("no kernel")?;
@@ -122,9 +123,12 @@ fn section(cuda: &Cuda, rng: &mut Rng, types: &[GgmlType], n_tok: usize, no_f32:
             let mut mm = || cuda.matmul_q8(ty, w(), n_rows, n_cols, xq, n_tok, &mut y);
             let us = time_us(cuda, 20, &mut mm)?;
             let splits = cuda.mmq_splits(g, n_rows, n_cols, n_tok);
-            let unsplit = match splits {
-                1 => "-".to_string(),
-                _ => format!("{:.1}", without(cuda, Cuda::set_split_k, || time_us(cuda, 20, &mut mm))?),
+            let (unsplit, sum_launch) = match splits {
+                1 => ("-".to_string(), "-".to_string()),
+                _ => (
+                    format!("{:.1}", without(cuda, Cuda::set_split_k, || time_us(cuda, 20, &mut mm))?),
+                    format!("{:.1}", without(cuda, Cuda::set_split_fixup, || time_us(cuda, 20, &mut mm))?),
+                ),
             };
             let wide = match g.decoded {
                 true => "-".to_string(),
@@ -147,7 +151,8 @@ fn section(cuda: &Cuda, rng: &mut Rng, types: &[GgmlType], n_tok: usize, no_f32:
             };
             let speedup = f32_us.parse::<f64>().map(|f| format!("{:.1}x", f / us)).unwrap_or_default();
             println!(
-                "| {ty} | {n_rows} x {n_cols} | {kernel} | {us:.1} | {:.0} | {:.0} | {splits} | {unsplit} | {wide} | {mv} \
+                "| {ty} | {n_rows} x {n_cols} | {kernel} | {us:.1} | {:.0} | {:.0} | {splits} | {unsplit} | {sum_launch} | {wide} \
+                 | {mv} \
                  | {regs} | {:.0} | {f32_us} | {f32_t} | {speedup} |",
                 ops / us / 1e6,
                 bytes as f64 / us / 1e3,

@@ -176,7 +176,8 @@ fn matmul_q8_checks_arguments() {
 
 /// Split-K: shapes whose tiles leave SMs idle (decode batches of up to 64 tokens on 7B-sized weights) are split
 /// over the columns, and the split sums equal the unsplit kernel's up to f32 order; for the thin tile (`thin`)
-/// and the prefill tile.
+/// and the prefill tile. The splits added up in the launch (each tile's last block) and by `sum_splits_f32` give
+/// the same bits.
 #[test]
 fn matmul_q8_split_k_matches_unsplit() {
     let Some(cuda) = cuda_or_skip("matmul_q8_split_k_matches_unsplit") else { return };
@@ -203,13 +204,18 @@ fn matmul_q8_split_k_matches_unsplit() {
         let (wd, xd) = (cuda.upload(&w).unwrap(), cuda.upload(&x).unwrap());
         let mut xq = cuda.zeros::<u8>(n_tok * act_row_bytes(n_cols)).unwrap();
         cuda.quantize_act(&xd, n_tok, n_cols, &mut xq).unwrap();
-        let run = |split: bool| {
+        let run = |split: bool, fixup: bool| {
             cuda.set_split_k(split);
+            cuda.set_split_fixup(fixup);
             let mut yd = cuda.upload(&vec![f32::NAN; n_tok * n_rows + 5]).unwrap();
             cuda.matmul_q8(ty, &wd, n_rows, n_cols, &xq, n_tok, &mut yd).unwrap();
             cuda.download(&yd).unwrap()
         };
-        let (split, whole) = (run(true), run(false));
+        let (split, whole) = (run(true, true), run(false, true));
+        let summed = run(true, false);
+        cuda.set_split_fixup(true);
+        let same = split.iter().zip(&summed).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{ty} {n_rows}x{n_cols} n_tok {n_tok}: the in-launch split sum differs from sum_splits_f32's");
         assert!(split[n_tok * n_rows..].iter().all(|v| v.is_nan()), "{ty}: the split sums wrote past y");
         let mut worst = 0.0f32;
         for t in 0..n_tok {

@@ -1,6 +1,25 @@
-//! Element-wise ops. CPU twins: `host::backend::cpu::{add, mul}`.
+//! Element-wise ops. CPU twins: `host::backend::cpu::{add, mul}`. `sum_splits_f32` adds up the partial sums of
+//! the split-K int8 mat-mul (`quant::mmq`) when its launch does not (`HOST_GPU_OFF=fixup`).
 
 use crate::common::*;
+
+/// y[i] = parts[i] + parts[n + i] + ... + parts[(splits - 1) n + i], added in that order: the partial sums of a
+/// split-K `mmq` launch.
+///
+/// Launch: grid = (ceil(n / 256), 1, 1), block = (256, 1, 1); one element per thread. Traffic: 4 (splits + 1)
+/// bytes per element.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn sum_splits_f32(y: *mut f32, parts: *const f32, n: u32, splits: u32) {
+    crate::common::pdl_enter();
+    let i = (bid() * ntid() + tid()) as usize;
+    if i < n as usize {
+        let mut acc = *parts.add(i);
+        for s in 1..splits as usize {
+            acc += *parts.add(s * n as usize + i);
+        }
+        *y.add(i) = acc;
+    }
+}
 
 /// Elements handled by each thread (must match `EW_PER_THREAD` in the host launcher).
 const PER_THREAD: u32 = 4;

@@ -91,6 +91,8 @@ pub struct Cuda {
     pub(crate) split_done: CudaSlice<u32>,
     /// Whether `matmul_q8` may split its columns over more blocks (on unless `HOST_GPU_OFF=splitk`).
     pub(crate) split_k: std::sync::atomic::AtomicBool,
+    /// Whether a split `matmul_q8` adds its splits up in its own launch (on unless `HOST_GPU_OFF=fixup`).
+    pub(crate) split_fixup: std::sync::atomic::AtomicBool,
     /// Whether `matmul_q8` takes the thin tile for up to 32 tokens (on unless `HOST_GPU_OFF=thin`).
     pub(crate) thin_mmq: std::sync::atomic::AtomicBool,
 }
@@ -198,8 +200,9 @@ impl Cuda {
             .map_err(cuda_err("allocate the split-K tile counters"))?;
         let split_k = (!gpu_off("splitk")).into();
         let thin_mmq = (!gpu_off("thin")).into();
+        let split_fixup = (!gpu_off("fixup")).into();
         Ok(Cuda { ctx, stream, module, funcs: Default::default(), pdl, n_sm, split_scratch, split_done, split_k,
-            thin_mmq })
+            split_fixup, thin_mmq })
     }
 
     /// Let `matmul_q8` split its columns over more blocks when its tiles would leave SMs idle (the default), or

@@ -16,7 +16,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use std::sync::atomic::Ordering;
 
-use super::cuda::{cuda_err, Cuda, Dev};
+use super::cuda::{cuda_err, grid_1d, Cuda, Dev};
 use super::cuda_q8::{act_row_bytes, check_cols, check_weight};
 use super::cuda_quant::{check_len, err};
 use crate::gguf::GgmlType;
@@ -114,12 +114,34 @@ impl Cuda {
             shared_mem_bytes: smem,
         };
         let (nr, nc, nt, ks, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, kt_split as u32, w.addr(self));
+        let fixup = splits > 1 && self.split_fixup.load(Ordering::Relaxed);
         let mut b = self.args(&f);
-        b.arg(&wp).arg(xq).arg(y).arg(&self.split_scratch).arg(&self.split_done);
+        b.arg(&wp).arg(xq).arg(y).arg(&self.split_scratch);
+        if fixup { b.arg(&self.split_done) } else { b.arg(&0u64) };
         b.arg(&nr).arg(&nc).arg(&nt).arg(&ks);
         // SAFETY: argument order and types match the kernel; lengths and index limits checked above, the scratch
         // holds `splits` slices of n_out and the counters one per tile when split (`mmq_splits`).
-        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))
+        unsafe { b.launch(cfg) }.map_err(cuda_err(format!("launch {kernel} {n_rows}x{n_cols} n_tok={n_tok}")))?;
+        if splits > 1 && !fixup {
+            self.sum_splits(y, n_out, splits)?;
+        }
+        Ok(())
+    }
+
+    /// Let a split `matmul_q8` add its splits up in the same launch (the default), or in a launch of its own
+    /// (for comparisons; `HOST_GPU_OFF=fixup`).
+    pub fn set_split_fixup(&self, on: bool) {
+        self.split_fixup.store(on, Ordering::Relaxed);
+    }
+
+    /// y[..n] = the sum of the `splits` slices of n floats in the split-K scratch, in order.
+    fn sum_splits(&self, y: &mut CudaSlice<f32>, n: usize, splits: usize) -> Result<()> {
+        const K: &str = "sum_splits_f32";
+        let f = self.func(K)?;
+        let (n32, s32) = (n as u32, splits as u32);
+        let mut l = self.args(&f);
+        l.arg(y).arg(&self.split_scratch).arg(&n32).arg(&s32);
+        self.go(K, l, grid_1d(n), || format!("n={n} splits={splits}"))
     }
 
     /// The kernel `matmul_q8` launches for `n_tok` tokens of type `ty`, and its tile layout: the thin tile of the

@@ -627,9 +627,10 @@ const fn per_superblock<T: MmqType>() -> bool {
 
 /// The end of a block: its values go straight into y with one split; else into its split's slice of `part`
 /// (n_tok n_rows floats per split), and the tile's last block to get there adds the tile's slices up in order of z
-/// into y (slice 0 + slice 1 + ..., the same sum whatever the order the blocks finish in). `store(dst)` writes the
-/// block's values into the (n_tok, n_rows) array at dst; `tile_done` holds one counter per tile of the grid,
-/// zero before the launch and left zero after it.
+/// into y (slice 0 + slice 1 + ..., the same sum whatever the order the blocks finish in), each thread with the
+/// loads of 4 elements x 8 splits in flight at once. `store(dst)` writes the block's values into the (n_tok,
+/// n_rows) array at dst; `tile_done` holds one counter per tile of the grid, zero before the launch and left zero
+/// after it; null: the slices are left to `sum_splits_f32`.
 #[inline(always)]
 unsafe fn finish_tile(src: &TileSrc, y: *mut f32, part: *mut f32, tile_done: *mut u32, n_rows: u32, n_tok: u32,
                       store: impl Fn(*mut f32)) {
@@ -640,23 +641,74 @@ unsafe fn finish_tile(src: &TileSrc, y: *mut f32, part: *mut f32, tile_done: *mu
     }
     let n = n_tok as usize * n_rows as usize;
     store(part.add(bid_z() as usize * n));
-    if !last_block(tile_done.add((bid_y() * nctaid() + bid()) as usize), splits, block_scratch_u32()) {
+    if tile_done.is_null()
+        || !last_block(tile_done.add((bid_y() * nctaid() + bid()) as usize), splits, block_scratch_u32())
+    {
         return;
     }
-    let (g, mut i) = (src.g, tid());
+    let (g, t) = (src.g, tid());
+    let per = g.rows * g.toks / g.threads; // elements per thread: 4 (thin, 8 tokens) to 32 (prefill tile)
     let at = |o: usize| f32::from_bits(ld_gpu_u32(part.add(o) as *const u32));
-    while i < g.rows * g.toks {
-        let (r, tk) = (src.row0 + i % g.rows, src.tok0 + i / g.rows);
-        if r < n_rows && tk < n_tok {
-            let o = tk as usize * n_rows as usize + r as usize;
-            let mut acc = at(o);
-            for z in 1..splits as usize {
-                acc += at(z * n + o);
+    unroll::<8>(
+        #[inline(always)]
+        |k4| {
+            if 4 * k4 as u32 >= per {
+                return;
             }
-            *y.add(o) = acc;
-        }
-        i += g.threads;
-    }
+            // elements t + threads (4 k4 + e): rows t % rows .. (coalesced), token t / rows ..
+            let mut off = [usize::MAX; 4];
+            unroll::<4>(
+                #[inline(always)]
+                |e| {
+                    let i = t + g.threads * (4 * k4 as u32 + e as u32);
+                    let (r, tk) = (src.row0 + i % g.rows, src.tok0 + i / g.rows);
+                    if r < n_rows && tk < n_tok {
+                        off[e] = tk as usize * n_rows as usize + r as usize;
+                    }
+                },
+            );
+            let mut acc = [0.0f32; 4];
+            let mut z0 = 0;
+            while z0 < splits {
+                let mut v = [[0.0f32; 8]; 4];
+                unroll::<4>(
+                    #[inline(always)]
+                    |e| {
+                        unroll::<8>(
+                            #[inline(always)]
+                            |zz| {
+                                if z0 + (zz as u32) < splits && off[e] != usize::MAX {
+                                    v[e][zz] = at((z0 as usize + zz) * n + off[e]);
+                                }
+                            },
+                        )
+                    },
+                );
+                unroll::<4>(
+                    #[inline(always)]
+                    |e| {
+                        unroll::<8>(
+                            #[inline(always)]
+                            |zz| {
+                                if z0 + (zz as u32) < splits {
+                                    acc[e] += v[e][zz];
+                                }
+                            },
+                        )
+                    },
+                );
+                z0 += 8;
+            }
+            unroll::<4>(
+                #[inline(always)]
+                |e| {
+                    if off[e] != usize::MAX {
+                        *y.add(off[e]) = acc[e];
+                    }
+                },
+            );
+        },
+    );
 }
 
 // ----------------------------------------------------------------------------
