@@ -114,7 +114,10 @@ impl Cuda {
             shared_mem_bytes: smem,
         };
         let (nr, nc, nt, ks, wp) = (n_rows as u32, n_cols as u32, n_tok as u32, kt_split as u32, w.addr(self));
-        let fixup = splits > 1 && self.split_fixup.load(Ordering::Relaxed);
+        // The tile's last block adds the splits up when that is one round of loads per thread (tiles of up to 8
+        // tokens); larger tiles take a launch of its own, which was faster end to end on the H100 (session 12,
+        // 7B-shape Q4_0 thin tile: 8 sequences 1,767 t/s in-launch against 1,735; 32: 3,867 against 4,148).
+        let fixup = splits > 1 && g.toks <= FIXUP_MAX_TOKS && self.split_fixup.load(Ordering::Relaxed);
         let mut b = self.args(&f);
         b.arg(&wp).arg(xq).arg(y).arg(&self.split_scratch);
         if fixup { b.arg(&self.split_done) } else { b.arg(&0u64) };
@@ -128,8 +131,8 @@ impl Cuda {
         Ok(())
     }
 
-    /// Let a split `matmul_q8` add its splits up in the same launch (the default), or in a launch of its own
-    /// (for comparisons; `HOST_GPU_OFF=fixup`).
+    /// Let a split `matmul_q8` of up to 8 tokens add its splits up in the same launch (the default), or always
+    /// in a launch of its own (for comparisons; `HOST_GPU_OFF=fixup`).
     pub fn set_split_fixup(&self, on: bool) {
         self.split_fixup.store(on, Ordering::Relaxed);
     }
@@ -187,6 +190,9 @@ impl Cuda {
 /// Floats of the split-K scratch (16 MiB): partial sums of up to 512 rows of 4096 in two splits, or of 32 rows of
 /// 4096 in 32; `mmq_splits` takes fewer splits where more would not fit.
 pub const SPLIT_SCRATCH: usize = 4 << 20;
+
+/// Largest token tile whose splits are added up inside the mat-mul launch (`matmul_q8`).
+const FIXUP_MAX_TOKS: u32 = 8;
 
 /// Tiles a split launch may have (the kernels' per-tile counters, `Cuda::split_done`).
 pub const SPLIT_TILES: usize = 1 << 16;

@@ -62,8 +62,8 @@ impl DevMat {
 
     /// y = W x for n_tok rows: x (n_tok, cols), y (n_tok, rows). With `xq` (scratch for n_tok quantized rows),
     /// the activations are quantized as llama.cpp quantizes them, so the GPU's numerics follow the CPU forward's:
-    /// a single token goes through the `dp4a` mat-vec, 2 to `MV_CHUNKED_MAX` through the mat-vec that reads the
-    /// weight once for every 8 of them (each row bit-identical to the single-token mat-vec; `HOST_GPU_OFF=mv8`: the
+    /// a single token goes through the `dp4a` mat-vec, 2 to `MV_CHUNKED_MAX` (4) through the mat-vec that reads
+    /// the weight once for all of them (each row bit-identical to the single-token mat-vec; `HOST_GPU_OFF=mv8`: the
     /// mat-mul instead), a larger batch through the int8 tensor-core mat-mul, where the type has one; without
     /// `xq`, exact f32 products.
     pub(crate) fn apply(&self, gpu: &Cuda, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n_tok: usize,
@@ -135,11 +135,11 @@ pub(crate) enum MvPrologue {
     Auto,
 }
 
-/// Most rows a projection takes through the multi-column mat-vec (one launch per 8 rows, each reading the whole
-/// weight, every row bit-identical to one token alone) before the int8 mat-mul. 8: one launch. Measured on the
-/// H100 (2026-12-07), 32 rows in 4 launches made SmolLM2's 32-sequence decode slower than the mat-mul (6,574 against
-/// 7,348 tokens/s); the 7B, whose 32-sequence steps take 29 ms in the mat-mul, was not measured that way yet.
-pub(crate) const MV_CHUNKED_MAX: usize = 8;
+/// Most rows a projection takes through the multi-column mat-vec (each row bit-identical to one token alone)
+/// before the int8 mat-mul, whose thin tile takes 5 to 32 rows. Measured on the H100 (2026-12-07, session 12,
+/// 7B-shape Q4_0 `host bench -p 128 -n 128`): with the mat-vec (`HOST_GPU_OFF=` none) 2 / 4 / 6 / 8 sequences
+/// generate 520 / 832 / 939 / 1,245 t/s, with the thin mat-mul (`HOST_GPU_OFF=mv8`) 396 / 802 / 1,331 / 1,767.
+pub(crate) const MV_CHUNKED_MAX: usize = 4;
 
 /// Auto: weights larger than this make their activations once.
 pub(crate) const ONCE_ABOVE_BYTES: usize = 2 << 20;
