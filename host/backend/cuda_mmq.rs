@@ -168,8 +168,9 @@ impl Cuda {
     /// The k-splits `matmul_q8` launches for this shape in tile layout `g` (`mmq_kernel`): the count s that
     /// minimizes the waves of blocks (every SM holding the blocks that fit there at once) times the k-tiles each
     /// block takes, ceil(tiles s / wave) ceil(k-tiles / s), the fewest splits on a tie; each split at least
-    /// `MIN_KT_PER_SPLIT` k-tiles, all of them within the scratch and at most `SPLIT_TILES` tiles. Each tile's
-    /// last block to finish adds its splits up, in order, in the same launch. A 7B decode batch of 33 to 64 tokens: 32
+    /// `MIN_KT_PER_SPLIT` k-tiles, all of them within the scratch and at most `SPLIT_TILES` tiles. The splits are
+    /// added up in order, by each tile's last block in the same launch for tiles of up to 8 tokens, else by a
+    /// `sum_splits_f32` launch. A 7B decode batch of 33 to 64 tokens: 32
     /// prefill tiles of a 4096-row Q4_0 weight (two blocks per SM, 264 a wave on an H100) take 8 splits of 4
     /// k-tiles; 512 tokens (256 tiles) take none.
     pub fn mmq_splits(&self, g: MmqGeom, n_rows: usize, n_cols: usize, n_tok: usize) -> usize {
