@@ -11,8 +11,8 @@
 //! from memory, so the launches then rotate over copies of the weight that together exceed the L2, and the table
 //! adds the weight bandwidth (GB/s). Up to 32 tokens `matmul_q8` takes the thin tile (`mmqt_*`); the table gives
 //! its time next to the prefill tile's (`64-tile us`), without split-K (`unsplit us`), with the splits added up by
-//! a launch of their own rather than by each tile's last block (`sum-launch us`), and, up to 8 tokens,
-//! the multi-column mat-vec's (`Cuda::matvec_q8_cols`, the decode path for 2 to 8 sequences).
+//! a launch of their own rather than by each tile's last block (`sum-launch us`; the default from 16 tokens on),
+//! and, up to 8 tokens, the multi-column mat-vec's (`Cuda::matvec_q8_cols`, the decode path for 2 to 4 sequences).
 //!
 //! Usage: gpu_mmq [TYPE,TYPE,..] [--no-f32] [--tok N,N,..]   (types as ggml names; default Q4_0, Q4_K, Q4_1,
 //! Q8_0, Q6_K)

@@ -91,7 +91,8 @@ pub struct Cuda {
     pub(crate) split_done: CudaSlice<u32>,
     /// Whether `matmul_q8` may split its columns over more blocks (on unless `HOST_GPU_OFF=splitk`).
     pub(crate) split_k: std::sync::atomic::AtomicBool,
-    /// Whether a split `matmul_q8` adds its splits up in its own launch (on unless `HOST_GPU_OFF=fixup`).
+    /// Whether a split `matmul_q8` of up to 8 tokens adds its splits up inside its own launch rather than in a
+    /// `sum_splits_f32` launch (on unless `HOST_GPU_OFF=fixup`).
     pub(crate) split_fixup: std::sync::atomic::AtomicBool,
     /// Whether `matmul_q8` takes the thin tile for up to 32 tokens (on unless `HOST_GPU_OFF=thin`).
     pub(crate) thin_mmq: std::sync::atomic::AtomicBool,
