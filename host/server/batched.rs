@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::engine::{
-    engine_info, finish_err, finish_ok, pick_slot, sample, Active, EngineConfig, FailKind, Intake, Job, Sampled,
+    engine_info, finish_err, finish_ok, pick_slot, sample, take_chosen, Active, EngineConfig, FailKind, Intake, Job, Sampled,
     Status, Worker,
 };
 use crate::batch::{Batch, BatchForward};
@@ -146,15 +146,25 @@ pub(super) fn serve(
         if !cfg.step_delay.is_zero() {
             std::thread::sleep(cfg.step_delay);
         }
-        if let Err(e) = bf.decode(&batch) {
-            // nothing was computed (decode checks first): every request of the batch fails, the rest goes on
-            let message = format!("the forward pass failed: {e}");
-            for p in &plan {
-                finish_err(slots[p.slot].active.as_ref().unwrap(), FailKind::Internal, message.clone());
-                release(&mut slots, &mut *bf, p.slot, chunk)?;
+        // when every sequence sampling this step wants the plain argmax, the device picks the tokens and only
+        // their ids come back (not a row of logits per sequence)
+        let greedy = plan
+            .iter()
+            .filter(|p| p.logits_entry.is_some())
+            .all(|p| slots[p.slot].active.as_ref().is_some_and(Active::device_may_choose));
+        let run = if greedy { bf.decode_greedy(&batch) } else { bf.decode(&batch).map(|()| Vec::new()) };
+        let chosen = match run {
+            Ok(c) => c,
+            Err(e) => {
+                // nothing was computed (decode checks first): every request of the batch fails, the rest goes on
+                let message = format!("the forward pass failed: {e}");
+                for p in &plan {
+                    finish_err(slots[p.slot].active.as_ref().unwrap(), FailKind::Internal, message.clone());
+                    release(&mut slots, &mut *bf, p.slot, chunk)?;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         metrics::counter!("host_forward_calls_total").increment(1);
         metrics::counter!("host_forward_sequences_total").increment(plan.len() as u64);
         metrics::counter!("host_forward_tokens_total").increment(batch.len() as u64);
@@ -170,10 +180,15 @@ pub(super) fn serve(
             a.n_past += p.n;
             a.pending = None;
             let Some(e) = p.logits_entry else { continue };
-            let logits = bf.logits(e).expect("the entry asked for logits");
-            a.logits.clear();
-            a.logits.extend_from_slice(logits);
-            match sample(a, tok, ctx_size) {
+            let sampled = if greedy {
+                take_chosen(a, tok, ctx_size, chosen[e].expect("the entry asked for logits"))
+            } else {
+                let logits = bf.logits(e).expect("the entry asked for logits");
+                a.logits.clear();
+                a.logits.extend_from_slice(logits);
+                sample(a, tok, ctx_size)
+            };
+            match sampled {
                 Sampled::Next(t) => a.pending = Some(t),
                 Sampled::Finished(reason) => {
                     finish_ok(a, reason);

@@ -542,6 +542,12 @@ impl Active {
             None
         }
     }
+
+    /// Whether this request's next token is the plain argmax of its logits with nothing else asked of them (no
+    /// log-probabilities), so a backend may choose it on the device (`BatchForward::decode_greedy`).
+    pub(super) fn device_may_choose(&self) -> bool {
+        self.job.logprobs.is_none() && self.sampler.is_plain_argmax()
+    }
 }
 
 /// A request that ended normally: log line, metrics, `Done`.
@@ -610,6 +616,19 @@ fn step(slot: &mut Slot, tok: &Tokenizer, chunk: usize) -> Result<Step> {
 pub(super) fn sample(a: &mut Active, tok: &Tokenizer, ctx: usize) -> Sampled {
     let raw = a.job.logprobs.map(|k| (top_logprobs(&a.logits, k), a.logits.clone()));
     let token = a.sampler.sample(&mut a.logits);
+    emit(a, tok, ctx, token, raw)
+}
+
+/// `sample` for a token the backend already chose (`Active::device_may_choose`: the argmax, no logprobs).
+pub(super) fn take_chosen(a: &mut Active, tok: &Tokenizer, ctx: usize, token: u32) -> Sampled {
+    debug_assert!(a.device_may_choose());
+    emit(a, tok, ctx, token, None)
+}
+
+/// The rest of a sampling step once `token` is picked: the penalty history, the end tests, the metrics and the
+/// text event. `raw`: the log-sum-exp with the top alternatives, and the logits, where logprobs were asked for.
+fn emit(a: &mut Active, tok: &Tokenizer, ctx: usize, token: u32, raw: Option<((f32, Vec<(u32, f32)>), Vec<f32>)>)
+        -> Sampled {
     a.sampler.accept(token);
     let logprob = raw.map(|((lse, top), raw)| TokenLogprob { token, logprob: raw[token as usize] - lse, top });
     if tok.is_eog(token) && !a.job.ignore_eos {
