@@ -11,6 +11,7 @@ use core::arch::asm;
 
 use crate::common::*;
 use crate::kv::{row, KvType, F16, Q8_0};
+use crate::quant::unroll;
 
 /// Positions per split: each block covers at most this many keys of one (query, head).
 pub const CHUNK: u32 = 256;
@@ -254,12 +255,13 @@ pub(crate) unsafe fn attention_decode<E: KvType, const G: usize>(
     let pk = 1u32 << lpk; // pieces (lanes) per key
     let kpp = DEC_THREADS >> lpk; // keys per pass
     let (piece, slot) = (t & (pk - 1), t >> lpk);
+    // the group loops are unrolled by hand (`unroll`), so that `qr` and `acc` stay in registers
     let mut qr = [E::q_piece(qs, red as *const u32, 0, scale); G];
-    for (g, qv) in qr.iter_mut().enumerate() {
+    unroll::<G>(|g| {
         if g < grp {
-            *qv = E::q_piece(qs, red as *const u32, (g * hd) as u32 + (piece << E::LOG_KPIECE), scale);
+            qr[g] = E::q_piece(qs, red as *const u32, (g * hd) as u32 + (piece << E::LOG_KPIECE), scale);
         }
-    }
+    });
     let k_width = n_kv_heads * head_dim;
     let ke = kvh * head_dim + (piece << E::LOG_KPIECE); // this lane's element of a key row
     let mut base = 0;
@@ -271,11 +273,11 @@ pub(crate) unsafe fn attention_decode<E: KvType, const G: usize>(
                 *w = E::load_kpiece(row::<E>(k, k_width, row_of(lo + j)), k_width, ke);
             }
         }
-        for (u, w) in kw.iter().enumerate() {
+        unroll::<4>(|u| {
             let j = base + slot + u as u32 * kpp;
-            for (g, qv) in qr.iter().enumerate() {
+            unroll::<G>(|g| {
                 if g < grp {
-                    let mut d = E::dot(qv, w);
+                    let mut d = E::dot(&qr[g], &kw[u]);
                     let mut m = 1;
                     while m < pk {
                         d += shfl_xor(d, m);
@@ -285,8 +287,8 @@ pub(crate) unsafe fn attention_decode<E: KvType, const G: usize>(
                         *sc.add(g * CHUNK as usize + j as usize) = E::score(d, scale);
                     }
                 }
-            }
-        }
+            });
+        });
         base += 4 * kpp;
     }
     sync_threads();
@@ -334,41 +336,37 @@ pub(crate) unsafe fn attention_decode<E: KvType, const G: usize>(
                 *w = E::load_vpiece(row::<E>(v, v_width, row_of(lo + j)), v_width, ve);
             }
         }
-        for (u, w) in vw.iter().enumerate() {
+        unroll::<4>(|u| {
             let j = base + kg + u as u32 * kgn;
             if j < n {
-                let vf = E::unpack_v(w);
-                for (g, a) in acc.iter_mut().enumerate() {
+                let vf = E::unpack_v(&vw[u]);
+                unroll::<G>(|g| {
                     if g < grp {
                         let p = *sc.add(g * CHUNK as usize + j as usize);
-                        for e in 0..8 {
-                            a[e] = fma(p, vf[e], a[e]);
-                        }
+                        unroll::<8>(|e| acc[g][e] = fma(p, vf[e], acc[g][e]));
                     }
-                }
+                });
             }
-        }
+        });
         base += 4 * kgn;
     }
     // over the key groups of the warp (lanes pv apart), then over the warps through shared memory
-    for a in acc.iter_mut() {
-        for x in a.iter_mut() {
+    unroll::<G>(|g| {
+        unroll::<8>(|e| {
             let mut m = pv;
             while m < 32 {
-                *x += shfl_xor(*x, m);
+                acc[g][e] += shfl_xor(acc[g][e], m);
                 m <<= 1;
             }
-        }
-    }
+        })
+    });
     let gd = grp * hdv;
     if lane < pv {
-        for (g, a) in acc.iter().enumerate() {
+        unroll::<G>(|g| {
             if g < grp {
-                for (e, &x) in a.iter().enumerate() {
-                    *red.add(warp as usize * gd + g * hdv + vpiece as usize * 8 + e) = x;
-                }
+                unroll::<8>(|e| *red.add(warp as usize * gd + g * hdv + vpiece as usize * 8 + e) = acc[g][e]);
             }
-        }
+        });
     }
     sync_threads();
     let row = hdv + 2;
@@ -551,7 +549,7 @@ unsafe fn attention_flash<const D: usize, const DV: usize>(
     n_kv_heads: u32, hpb: u32, scale_log2: f32, window: u32,
 ) {
     use crate::flash_layout::{off_k, off_v, row_bytes, KEYS, ROWS, THREADS};
-    use crate::quant::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, ldsm_x4, ldsm_x4_trans, sts_u4, unroll};
+    use crate::quant::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, ldsm_x4, ldsm_x4_trans, sts_u4};
     let (t, lane, warp) = (tid(), tid() & 31, tid() >> 5);
     let (gq, tq) = (lane >> 2, lane & 3);
     let grp = udiv(n_heads, n_kv_heads);

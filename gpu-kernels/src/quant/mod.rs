@@ -97,6 +97,17 @@ pub fn unroll<const N: usize>(mut f: impl FnMut(usize)) {
     if N > 15 { f(15) }
 }
 
+/// `core::array::from_fn` with the calls unrolled as by `unroll`: every element is written at a constant index,
+/// so the array can stay in registers (`from_fn`'s loop sends an array of large elements to local memory).
+#[inline(always)]
+pub fn unrolled_array<T, const N: usize>(mut f: impl FnMut(usize) -> T) -> [T; N] {
+    let mut a = core::mem::MaybeUninit::<[T; N]>::uninit();
+    let p = a.as_mut_ptr() as *mut T;
+    // SAFETY: `unroll` calls the closure once for each i < N, so every element is written before assume_init.
+    unroll::<N>(|i| unsafe { p.add(i).write(f(i)) });
+    unsafe { a.assume_init() }
+}
+
 /// Sum of four products.
 #[inline(always)]
 pub fn dot4(q: [f32; 4], x: [f32; 4]) -> f32 {

@@ -25,7 +25,7 @@
 use core::arch::asm;
 
 use super::q8_layout::{self as lay, MqGeom};
-use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, lds_u32, sync_warp, unroll};
+use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, lds_u32, sync_warp, unroll, unrolled_array};
 use crate::common::*;
 
 // ----------------------------------------------------------------------------
@@ -1085,7 +1085,7 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
     let load = |t: u32, c: usize| {
         let mut item = [(0u32, 0u32, false); U];
         let xc = x.at(c * x_stride);
-        let xs: [T::Act; U] = core::array::from_fn(|u| {
+        let xs: [T::Act; U] = unrolled_array(|u| {
             let idx = lane + 32 * u as u32;
             let (bi, j) = (idx / T::IPB, idx % T::IPB);
             let kb = t * nb + bi;
@@ -1124,7 +1124,7 @@ unsafe fn mmvq<T: MqType, const R: usize, const U: usize, const S: u32, const NW
             });
         } else {
             let wts: [[T::W; U]; R] =
-                core::array::from_fn(|r| core::array::from_fn(|u| T::decode(base(r) + item[u].0 * T::TS, item[u].1)));
+                unrolled_array(|r| unrolled_array(|u| T::decode(base(r) + item[u].0 * T::TS, item[u].1)));
             unroll::<N>(|c| {
                 if c as u32 >= n_x {
                     return;
