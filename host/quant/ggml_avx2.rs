@@ -710,6 +710,9 @@ mod legacy_avx2 {
             }
             // maddubs wants its first operand unsigned: |w| and y carrying w's sign for the signed types
             let aw = if signed { _mm256_sign_epi8(w, w) } else { w };
+            // several tokens: their d_x * d_y made by one vector multiply, each token's lane broadcast by a permute
+            // (one instruction, no load or scalar multiply per token); the same f32 products as one at a time
+            let ddv = if N > 1 { _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(a.d.as_ptr().add(k))) } else { _mm256_setzero_ps() };
             for (u, acc) in acc.iter_mut().enumerate() {
                 let y = _mm256_loadu_si256(a.qs.as_ptr().add(k + u) as *const __m256i);
                 let y = if signed { _mm256_sign_epi8(y, w) } else { y };
@@ -719,10 +722,13 @@ mod legacy_avx2 {
                 } else {
                     _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones)
                 };
-                // d_x * d_y as a scalar broadcast from a register (a vector of the 8 products stored and read back
-                // lane by lane stalls on store forwarding on some CPUs); the same f32 product either way
-                let dd = dx * *a.d.get_unchecked(k + u);
-                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(lanes), *acc);
+                // one token: d_x * d_y a scalar broadcast from a register
+                let dd = if N > 1 {
+                    _mm256_permutevar8x32_ps(ddv, _mm256_set1_epi32(u as i32))
+                } else {
+                    _mm256_set1_ps(dx * *a.d.get_unchecked(k + u))
+                };
+                *acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lanes), *acc);
             }
         }
         let mut sm = [0.0f32; 8];
