@@ -26,8 +26,9 @@ unsafe fn paged_row(tbl: *const u32, j: u32) -> u32 {
 /// Rotate each head of row t of x in place by the angles of position `pos[t]` (each batch token at its own
 /// position); pairs as `rope::rope_f32`, whose rotation (`rope::rope_row`) it shares.
 ///
-/// Launch: grid = (n_tok, 1, 1), block = (256, 1, 1). Traffic: one read and write of x, rope_dim floats of the
-/// table per row.
+/// Launch: grid = (n_tok, ceil(n_heads * rope_dim / 2 / 256), 1), block = (256, 1, 1): a row's (head, pair) items
+/// spread over its blocks, one item per thread (a decode batch of a few tokens would otherwise leave each thread a
+/// serial chain of loads and stores). Traffic: one read and write of x, rope_dim floats of the table per row.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn rope_pos_f32(x: *mut f32 /* (n_tok, n_heads * head_dim) */,
                                                cos: *const f32 /* (ctx, rope_dim / 2) */, sin: *const f32,
@@ -36,13 +37,14 @@ pub unsafe extern "ptx-kernel" fn rope_pos_f32(x: *mut f32 /* (n_tok, n_heads * 
     crate::common::pdl_enter();
     let t = bid();
     crate::rope::rope_row(x.add((t * n_heads * head_dim) as usize), cos, sin, *pos.add(t as usize), n_heads, head_dim,
-                          rope_dim, neox);
+                          rope_dim, neox, bid_y() * ntid() + tid(), ntid() * nctaid_y());
 }
 
 /// Store row t of k and of v into the f16 pools at slot `slots[t]`: k_pool[slots[t] * kv_dim + i] = f16(k[t *
 /// kv_dim + i]), likewise v; the conversion of `rope::kv_store_f16`.
 ///
-/// Launch: grid = (n_tok, 1, 1), block = (256, 1, 1). Traffic: 4 bytes read + 2 written per element of k and v.
+/// Launch: grid = (n_tok, ceil(max(kv_dim, kv_dim_v) / 256), 1), block = (256, 1, 1): one element of k and of v
+/// per thread. Traffic: 4 bytes read + 2 written per element of k and v.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn kv_store_slots_f16(k_pool: *mut u16, v_pool: *mut u16, k: *const f32, v: *const f32,
                                                      slots: *const u32 /* (n_tok,) */, kv_dim: u32, kv_dim_v: u32) {
@@ -51,15 +53,16 @@ pub unsafe extern "ptx-kernel" fn kv_store_slots_f16(k_pool: *mut u16, v_pool: *
     let slot = *slots.add(t as usize) as usize;
     let (kd, vd) = (k_pool.add(slot * kv_dim as usize), v_pool.add(slot * kv_dim_v as usize));
     let (ks, vs) = (k.add((t * kv_dim) as usize), v.add((t * kv_dim_v) as usize));
-    let mut i = tid();
+    let (first, step) = (bid_y() * ntid() + tid(), ntid() * nctaid_y());
+    let mut i = first;
     while i < kv_dim {
         *kd.add(i as usize) = f32_to_f16(*ks.add(i as usize));
-        i += ntid();
+        i += step;
     }
-    let mut i = tid();
+    let mut i = first;
     while i < kv_dim_v {
         *vd.add(i as usize) = f32_to_f16(*vs.add(i as usize));
-        i += ntid();
+        i += step;
     }
 }
 

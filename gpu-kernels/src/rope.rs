@@ -18,18 +18,20 @@ pub unsafe extern "ptx-kernel" fn rope_f32(x: *mut f32 /* (n_tok, n_heads * head
                                            pos0: *const u32, n_heads: u32, head_dim: u32, rope_dim: u32, neox: u32) {
     crate::common::pdl_enter();
     let t = bid();
-    rope_row(x.add((t * n_heads * head_dim) as usize), cos, sin, *pos0 + t, n_heads, head_dim, rope_dim, neox);
+    rope_row(x.add((t * n_heads * head_dim) as usize), cos, sin, *pos0 + t, n_heads, head_dim, rope_dim, neox, tid(),
+             ntid());
 }
 
-/// Rotate the n_heads heads of one row at position `pos` (the block's threads over (head, pair)); shared by
-/// `rope_f32` and `attention_paged::rope_pos_f32`.
+/// Rotate the n_heads heads of one row at position `pos`: this thread takes the (head, pair) items `first`,
+/// `first + step`, .. ; shared by `rope_f32` (the block's threads over the row) and `attention_paged::rope_pos_f32`
+/// (the row spread over several blocks).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn rope_row(row: *mut f32, cos: *const f32, sin: *const f32, pos: u32, n_heads: u32, head_dim: u32,
-                              rope_dim: u32, neox: u32) {
+                              rope_dim: u32, neox: u32, first: u32, step: u32) {
     let half = rope_dim / 2;
     let (c, s) = (cos.add((pos * half) as usize), sin.add((pos * half) as usize));
-    let mut k = tid();
+    let mut k = first;
     while k < n_heads * half {
         let (h, i) = (udiv(k, half), urem(k, half));
         let (a, b) = if neox != 0 { (i, i + half) } else { (2 * i, 2 * i + 1) };
@@ -38,7 +40,7 @@ pub(crate) unsafe fn rope_row(row: *mut f32, cos: *const f32, sin: *const f32, p
         let (cv, sv) = (*c.add(i as usize), *s.add(i as usize));
         *head.add(a as usize) = x0 * cv - x1 * sv;
         *head.add(b as usize) = x0 * sv + x1 * cv;
-        k += ntid();
+        k += step;
     }
 }
 

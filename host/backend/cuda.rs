@@ -586,6 +586,13 @@ pub(crate) fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Blocks of 256 threads: `rows` rows of `items` items each, a row's items spread over ceil(items / 256) blocks
+/// (grid y), one item per thread.
+pub(crate) fn spread_rows_cfg(rows: usize, items: usize) -> LaunchConfig {
+    let blocks = items.div_ceil(256).max(1) as u32;
+    LaunchConfig { grid_dim: (rows as u32, blocks, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
 /// A device buffer as a launcher sees it: an address and the number of elements from there. Lets one
 /// allocation hold several operands (the q, k, v of a fused projection) and lets in-place kernels alias.
 pub trait Dev<T> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
 
-use crate::backend::cuda::{check_min, cuda_err, decode_kernel, gpu_off, rows_cfg, AttnShape, Cuda, Dev, ATTN_CHUNK,
+use crate::backend::cuda::{check_min, cuda_err, decode_kernel, gpu_off, spread_rows_cfg, AttnShape, Cuda, Dev, ATTN_CHUNK,
                            ATTN_MAX_HEAD_DIM};
 use crate::backend::cuda_forward::{attn_shape, n_splits, xq_row_bytes, CudaOps, LayerCtx, Scratch};
 use crate::layer;
@@ -61,7 +61,7 @@ impl Cuda {
         let (nh, hd, rd, nx, xp) = (n_heads as u32, head_dim as u32, rope_dim as u32, neox as u32, x.addr(self));
         let mut b = self.args(&f);
         b.arg(&xp).arg(cos).arg(sin).arg(pos).arg(&nh).arg(&hd).arg(&rd).arg(&nx);
-        self.go(K, b, rows_cfg(n_tok, 256), || format!("n_tok={n_tok} n_heads={n_heads}"))
+        self.go(K, b, spread_rows_cfg(n_tok, n_heads * half), || format!("n_tok={n_tok} n_heads={n_heads}"))
     }
 
     /// Store row t of k (kv_dim) and of v (kv_dim_v) as f16 into the pools at slot slots[t] (device memory; the
@@ -80,7 +80,7 @@ impl Cuda {
         let (kd, vd) = (kv_dim as u32, kv_dim_v as u32);
         let mut b = self.args(&f);
         b.arg(k_pool).arg(v_pool).arg(k).arg(v).arg(slots).arg(&kd).arg(&vd);
-        self.go(K, b, rows_cfg(n_tok, 256), || format!("n_tok={n_tok} kv_dim={kv_dim}/{kv_dim_v}"))
+        self.go(K, b, spread_rows_cfg(n_tok, kv_dim.max(kv_dim_v)), || format!("n_tok={n_tok} kv_dim={kv_dim}/{kv_dim_v}"))
     }
 
     /// Causal GQA attention of n_tok query rows, row t at position pos[t] of the sequence whose page table is row
