@@ -254,6 +254,11 @@ fn check_prefix_reuse(model: &std::path::Path, extra: &[&str]) {
     assert_eq!(warm["choices"][0]["logprobs"], cold["choices"][0]["logprobs"], "log-probabilities differ");
     assert_eq!(warm["usage"]["prompt_tokens"], cold["usage"]["prompt_tokens"]);
     assert!(s.metric("host_prompt_tokens_cached_total") >= cached as f64);
+    // without log-probabilities the backend picks the greedy tokens (`decode_greedy`) instead of the host sampler
+    // reading each row of logits: the same reply
+    let r = s.post("/v1/chat/completions", &json!({"messages": turn2, "temperature": 0, "max_tokens": 24}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"], cold["choices"][0]["message"], "backend argmax and host sampler differ");
 }
 
 #[test]

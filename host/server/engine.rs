@@ -616,7 +616,8 @@ fn step(slot: &mut Slot, tok: &Tokenizer, chunk: usize) -> Result<Step> {
 pub(super) fn sample(a: &mut Active, tok: &Tokenizer, ctx: usize) -> Sampled {
     let raw = a.job.logprobs.map(|k| (top_logprobs(&a.logits, k), a.logits.clone()));
     let token = a.sampler.sample(&mut a.logits);
-    emit(a, tok, ctx, token, raw)
+    let logprob = raw.map(|((lse, top), raw)| TokenLogprob { token, logprob: raw[token as usize] - lse, top });
+    emit(a, tok, ctx, token, logprob)
 }
 
 /// `sample` for a token the backend already chose (`Active::device_may_choose`: the argmax, no logprobs).
@@ -626,11 +627,9 @@ pub(super) fn take_chosen(a: &mut Active, tok: &Tokenizer, ctx: usize, token: u3
 }
 
 /// The rest of a sampling step once `token` is picked: the penalty history, the end tests, the metrics and the
-/// text event. `raw`: the log-sum-exp with the top alternatives, and the logits, where logprobs were asked for.
-fn emit(a: &mut Active, tok: &Tokenizer, ctx: usize, token: u32, raw: Option<((f32, Vec<(u32, f32)>), Vec<f32>)>)
-        -> Sampled {
+/// text event (with the token's log-probability where it was asked for).
+fn emit(a: &mut Active, tok: &Tokenizer, ctx: usize, token: u32, logprob: Option<TokenLogprob>) -> Sampled {
     a.sampler.accept(token);
-    let logprob = raw.map(|((lse, top), raw)| TokenLogprob { token, logprob: raw[token as usize] - lse, top });
     if tok.is_eog(token) && !a.job.ignore_eos {
         flush(a);
         return Sampled::Finished(FinishReason::Stop);
