@@ -702,7 +702,12 @@ mod legacy_avx2 {
         let mut acc = [_mm256_setzero_ps(); N];
         let mut summs = _mm256_setzero_ps();
         assert!(row.len() >= a.nb * ts && a.nb * a.stride + 8 <= a.d.len().min(a.s.len()) && t0 + N <= a.stride);
+        // the row two ahead (rows of a task are consecutive in memory), block by block: the hardware prefetcher
+        // alone left the first use of each weight block waiting on memory (~9% of the kernel at 8 tokens); a
+        // prefetch past the tensor's end does not fault
+        let ahead = row.as_ptr().wrapping_add(2 * row.len());
         for i in 0..a.nb {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(i * ts) as *const i8);
             let (w, dx, m) = unpack::<K>(row.as_ptr().add(i * ts));
             let k = i * a.stride + t0;
             if matches!(K, Q4_1 | Q5_1) {
