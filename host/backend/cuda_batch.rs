@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
 
-use crate::backend::cuda::{check_min, cuda_err, decode_kernel, gpu_off, spread_rows_cfg, AttnShape, Cuda, Dev, ATTN_CHUNK,
-                           ATTN_MAX_HEAD_DIM};
+use crate::backend::cuda::{check_min, cuda_err, decode_kernel, gpu_off, spread_rows_cfg, AttnShape, Cuda, Dev,
+                           ATTN_CHUNK, ATTN_MAX_HEAD_DIM};
 use crate::backend::cuda_forward::{attn_shape, n_splits, xq_row_bytes, CudaOps, LayerCtx, Scratch};
 use crate::layer;
 use crate::backend::cuda_weights::{DevLayer, DevWeights, MvPrologue};
@@ -80,7 +80,8 @@ impl Cuda {
         let (kd, vd) = (kv_dim as u32, kv_dim_v as u32);
         let mut b = self.args(&f);
         b.arg(k_pool).arg(v_pool).arg(k).arg(v).arg(slots).arg(&kd).arg(&vd);
-        self.go(K, b, spread_rows_cfg(n_tok, kv_dim.max(kv_dim_v)), || format!("n_tok={n_tok} kv_dim={kv_dim}/{kv_dim_v}"))
+        let cfg = spread_rows_cfg(n_tok, kv_dim.max(kv_dim_v));
+        self.go(K, b, cfg, || format!("n_tok={n_tok} kv_dim={kv_dim}/{kv_dim_v}"))
     }
 
     /// Causal GQA attention of n_tok query rows, row t at position pos[t] of the sequence whose page table is row

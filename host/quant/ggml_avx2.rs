@@ -717,7 +717,11 @@ mod legacy_avx2 {
             let aw = if signed { _mm256_sign_epi8(w, w) } else { w };
             // several tokens: their d_x * d_y made by one vector multiply, each token's lane broadcast by a permute
             // (one instruction, no load or scalar multiply per token); the same f32 products as one at a time
-            let ddv = if N > 1 { _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(a.d.as_ptr().add(k))) } else { _mm256_setzero_ps() };
+            let ddv = if N > 1 {
+                _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(a.d.as_ptr().add(k)))
+            } else {
+                _mm256_setzero_ps()
+            };
             for (u, acc) in acc.iter_mut().enumerate() {
                 let y = _mm256_loadu_si256(a.qs.as_ptr().add(k + u) as *const __m256i);
                 let y = if signed { _mm256_sign_epi8(y, w) } else { y };
@@ -727,7 +731,7 @@ mod legacy_avx2 {
                 } else {
                     _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones)
                 };
-                // one token: d_x * d_y a scalar broadcast from a register
+                // (one token: its d_x * d_y made as a scalar and broadcast)
                 let dd = if N > 1 {
                     _mm256_permutevar8x32_ps(ddv, _mm256_set1_epi32(u as i32))
                 } else {

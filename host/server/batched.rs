@@ -9,7 +9,8 @@
 //!    `prompt_chunk` positions, chunks aligned to multiples of it) and the last sampled token of every
 //!    generating sequence,
 //! 4. runs one forward call and samples each sequence whose logits came back with its own sampler, sending the
-//!    token at once; a request that ends leaves the batch in this step, its sequence cut back to the whole prompt
+//!    token at once (when every sampling sequence wants the plain argmax and no log-probabilities, the backend
+//!    picks the tokens itself, `BatchForward::decode_greedy`: on a GPU only their ids come back); a request that ends leaves the batch in this step, its sequence cut back to the whole prompt
 //!    chunks it computed (kept as the slot's cached prefix for the next request), the other pages freed.
 //!
 //! On the CPU a sequence's logits do not depend on what else is in the batch (its rows use the kernels of its own
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::engine::{
-    engine_info, finish_err, finish_ok, pick_slot, sample, take_chosen, Active, EngineConfig, FailKind, Intake, Job, Sampled,
-    Status, Worker,
+    engine_info, finish_err, finish_ok, pick_slot, sample, take_chosen, Active, EngineConfig, FailKind, Intake, Job,
+    Sampled, Status, Worker,
 };
 use crate::batch::{Batch, BatchForward};
 use crate::backend::Device;

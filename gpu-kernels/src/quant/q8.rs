@@ -25,7 +25,8 @@
 use core::arch::asm;
 
 use super::q8_layout::{self as lay, MqGeom};
-use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, lds_u32, sync_warp, unroll, unrolled_array};
+use super::{cp_async16, cp_async16_full, cp_async_commit, cp_async_wait, f16, lds_u32, sync_warp, unroll,
+            unrolled_array};
 use crate::common::*;
 
 // ----------------------------------------------------------------------------
